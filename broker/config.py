@@ -1,0 +1,46 @@
+"""A broker's settings: what the CLI and topology files set, with production defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    name: str
+    port: int
+    data_dir: Path
+    host: str = "127.0.0.1"
+    # Largest message body a broker accepts; gRPC's own limits are raised to match.
+    max_message_bytes: int = 100 * MiB
+    # "local_disk": a persistent send is answered once fsynced; "local_mem": once written
+    # to the store without fsync (survives a process crash, not a power loss).
+    sync: str = "local_disk"
+    # A message handed out this many times without an ack goes to DLQ.<queue> next time.
+    max_redeliveries: int = 6
+    # Pending persistent messages kept in memory per queue; the rest are paged from the
+    # store as the window drains.
+    memory_window: int = 10_000
+    # Bytes of non-persistent messages the broker holds before producers are slowed.
+    nonpersistent_memory_limit: int = 256 * MiB
+    # Ids of consumed messages remembered for the duplicate check, so that a failover
+    # resend of a message already consumed is not delivered again.
+    dedup_window: int = 1_000_000
+    # How often expired pending messages are swept to their DLQ, in seconds.
+    expiry_interval: float = 1.0
+
+    @property
+    def client_address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        # Headroom over the body limit for headers, ids and the batch envelope.
+        limit = self.max_message_bytes + MiB
+        return [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ]
