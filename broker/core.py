@@ -1,0 +1,448 @@
+"""The broker: queues, store and group commit joined on one asyncio loop.
+
+Decisions live in `Queue` (dispatch) and the store key layout; this class carries them
+out: it validates sends, writes through the group committer, pages messages in and out,
+moves dead letters, and hands deliveries to consumer sinks. Network connectors and group
+membership plug in through `demand_listeners`, `Consumer` sinks and the committer's
+hooks; this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from broker.commit import GroupCommitter
+from broker.config import BrokerConfig
+from broker.errors import BrokerError, InvalidArgument
+from broker.names import check_queue_name, dead_letter_queue
+from broker.pb.message_pb2 import Message
+from broker.queue import PRIORITIES, Consumer, ConsumerSink, Entry, Queue
+from broker.store import (
+    META_ACK,
+    META_SEQ,
+    Op,
+    Store,
+    ack_key,
+    id_key,
+    message_key,
+    parse_message_key,
+)
+
+log = logging.getLogger("netbroker.broker")
+
+# Called with (queue name, number of consumers) whenever a queue's consumers change.
+DemandListener = Callable[[str, int], None]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class QueueSnapshot:
+    name: str
+    pending: int
+    in_flight: int
+    consumers: int
+    enqueued: int
+    dequeued: int
+    expired: int
+    dead_lettered: int
+
+
+class MemoryGate:
+    """Bounds the bytes of non-persistent messages held; senders wait past the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def reserve(self, nbytes: int) -> None:
+        # A single message larger than the whole limit may still pass when nothing
+        # else is held, or it could never be sent.
+        while self.used and self.used + nbytes > self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        self.used += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.used -= nbytes
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.committer = GroupCommitter(store, sync=config.sync == "local_disk")
+        self.queues: dict[str, Queue] = {}
+        self.demand_listeners: list[DemandListener] = []
+        self.memory = MemoryGate(config.nonpersistent_memory_limit)
+        self._seq = 0
+        self._acks = 0
+        self._oldest_ack = 0
+        self._valid_names: set[str] = set()
+        self._uncommitted_ids: set[str] = set()
+        self._dirty: set[str] = set()
+        self._dispatch_scheduled = False
+        self._expiry_task: asyncio.Task[None] | None = None
+        self.started_ms = now_ms()
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover queues from the store and start the writer and expiry sweeps."""
+        self._seq = self.store.meta(META_SEQ)
+        self._acks = self.store.meta(META_ACK)
+        self._oldest_ack = self.store.oldest_ack() or self._acks + 1
+        for name, count in self.store.queue_counts().items():
+            self._queue(name).recover(count)
+            self._dirty.add(name)
+        self.committer.start()
+        self._expiry_task = asyncio.get_running_loop().create_task(self._expire_loop())
+        self._schedule_dispatch()
+
+    async def stop(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+        await self.committer.close()
+
+    def _queue(self, name: str) -> Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = Queue(name, self.config.memory_window, self.config.max_redeliveries)
+            self.queues[name] = queue
+        return queue
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # -- sending -------------------------------------------------------------------
+
+    def _check(self, message: Message) -> None:
+        name = message.destination
+        if name not in self._valid_names:
+            check_queue_name(name)
+            self._valid_names.add(name)
+        if len(message.body) > self.config.max_message_bytes:
+            raise InvalidArgument(
+                f"message body is {len(message.body)} bytes, over the broker's limit of "
+                f"{self.config.max_message_bytes} bytes (queue {name})"
+            )
+        if message.priority > 9:
+            raise InvalidArgument(f"priority {message.priority} is out of range 0-9")
+        if message.expiration_ms < 0:
+            raise InvalidArgument(f"expiration {message.expiration_ms} is negative")
+
+    async def send(self, messages: list[Message]) -> list[str]:
+        """Store and enqueue a batch; returns the ids once durable. All or nothing."""
+        for message in messages:
+            self._check(message)
+        stamp = now_ms()
+        me = self.config.name
+        ops: list[Op] = []
+        accepted: list[Entry] = []
+        claimed: list[str] = []
+        nonpersistent_bytes = 0
+        ids: list[str] = []
+        for message in messages:
+            if not message.id:
+                message.id = uuid.uuid4().hex
+            mid = message.id
+            ids.append(mid)
+            if mid in self._uncommitted_ids or (message.persistent and self.store.has_id(mid)):
+                continue  # a resend of a message already held: acknowledge, store nothing
+            if not message.timestamp_ms:
+                message.timestamp_ms = stamp
+            message.broker_path.append(me)
+            seq = self._next_seq()
+            if message.persistent:
+                data = message.SerializeToString()
+                size = len(data)
+                ops.append((message_key(message.destination, message.priority, seq), data))
+                ops.append((id_key(mid), b""))
+            else:
+                size = message.ByteSize()
+                nonpersistent_bytes += size
+            self._uncommitted_ids.add(mid)
+            claimed.append(mid)
+            accepted.append(Entry(message, seq, size))
+        try:
+            if nonpersistent_bytes:
+                await self.memory.reserve(nonpersistent_bytes)
+            if ops:
+                ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
+                await self.committer.submit(ops)
+        except BaseException:
+            if nonpersistent_bytes:
+                self.memory.release(nonpersistent_bytes)
+            raise
+        finally:
+            self._uncommitted_ids.difference_update(claimed)
+        for entry in accepted:
+            self._queue(entry.message.destination).enqueue(entry)
+            self._dirty.add(entry.message.destination)
+        self._schedule_dispatch()
+        return ids
+
+    # -- consumers -----------------------------------------------------------------
+
+    def subscribe(
+        self, queue: str, sink: ConsumerSink, prefetch: int, priority: int = 0, name: str = ""
+    ) -> Consumer:
+        check_queue_name(queue)
+        if prefetch < 1:
+            raise InvalidArgument(f"prefetch must be at least 1, got {prefetch}")
+        consumer = Consumer(sink=sink, prefetch=prefetch, priority=priority, name=name)
+        q = self._queue(queue)
+        q.add_consumer(consumer)
+        self._mark(queue)
+        self._notify_demand(q)
+        return consumer
+
+    def unsubscribe(self, queue: str, consumer: Consumer) -> None:
+        q = self.queues.get(queue)
+        if q is None or consumer not in q.consumers:
+            return
+        requeued, dead = q.remove_consumer(consumer)
+        self._after_return(q, requeued, dead)
+        self._notify_demand(q)
+
+    def credit(self, queue: str, consumer: Consumer, credit: int) -> None:
+        self.queues[queue].add_credit(consumer, credit)
+        self._mark(queue)
+
+    def ack(self, queue: str, consumer: Consumer, tags: list[int]) -> None:
+        q = self.queues[queue]
+        done = q.ack(consumer, tags)
+        self._remove(done)
+        self._mark(queue)
+
+    def nack(self, queue: str, consumer: Consumer, tags: list[int]) -> None:
+        q = self.queues[queue]
+        requeued, dead = q.nack(consumer, tags)
+        self._after_return(q, requeued, dead)
+
+    def _after_return(self, q: Queue, requeued: list[Entry], dead: list[tuple[Entry, str]]) -> None:
+        # The raised redelivery count is written back so that it survives a restart and a
+        # poison message still reaches the DLQ.
+        ops = [
+            (message_key(q.name, e.priority, e.seq), e.message.SerializeToString())
+            for e in requeued
+            if e.persistent
+        ]
+        if ops:
+            self._write_behind(ops)
+        self._dead_letter(q, dead)
+        self._mark(q.name)
+
+    def _notify_demand(self, q: Queue) -> None:
+        for listener in self.demand_listeners:
+            listener(q.name, len(q.consumers))
+
+    # -- removal, dead letters, expiry ---------------------------------------------
+
+    def _write_behind(self, ops: list[Op]) -> None:
+        """Write without making anyone wait; a failure is logged by the committer."""
+        future = self.committer.submit(ops)
+        future.add_done_callback(lambda f: f.exception())
+
+    def _remove(self, entries: list[Entry]) -> None:
+        """Messages done with: delete them, remembering their ids for the duplicate check."""
+        ops: list[Op] = []
+        released = 0
+        for entry in entries:
+            if entry.persistent:
+                message = entry.message
+                ops.append((message_key(message.destination, entry.priority, entry.seq), None))
+                self._acks += 1
+                ops.append((ack_key(self._acks), message.id.encode()))
+            else:
+                released += entry.size
+        if released:
+            self.memory.release(released)
+        if ops:
+            ops.append((META_ACK, self._acks.to_bytes(8, "big")))
+            ops.extend(self._prune_dedup())
+            self._write_behind(ops)
+
+    def _prune_dedup(self) -> list[Op]:
+        excess = self._acks - self._oldest_ack + 1 - self.config.dedup_window
+        if excess < 1024:  # prune in chunks: a scan per ack would cost more than it frees
+            return []
+        ops: list[Op] = []
+        for number, mid in self.store.acked_ids(self._oldest_ack, excess):
+            ops.append((ack_key(number), None))
+            ops.append((b"i" + mid, None))
+        self._oldest_ack += excess
+        return ops
+
+    def _dead_letter(self, q: Queue, dead: list[tuple[Entry, str]]) -> None:
+        if not dead:
+            return
+        ops: list[Op] = []
+        moved: list[Entry] = []
+        for entry, reason in dead:
+            old = entry.message
+            target = dead_letter_queue(old.destination)
+            message = Message()
+            message.CopyFrom(old)
+            message.destination = target
+            # A dead letter is kept until an operator deals with it.
+            message.expiration_ms = 0
+            message.headers["dlq_reason"] = reason
+            message.headers["dlq_original_queue"] = old.destination
+            seq = self._next_seq()
+            if entry.persistent:
+                ops.append((message_key(old.destination, entry.priority, entry.seq), None))
+                data = message.SerializeToString()
+                ops.append((message_key(target, message.priority, seq), data))
+            moved.append(Entry(message, seq, entry.size))
+            log.info("message %s of %s to %s: %s", old.id, old.destination, target, reason)
+        if ops:
+            ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
+            future = self.committer.submit(ops)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+
+        def enqueue(done: asyncio.Future[None]) -> None:
+            if done.exception() is not None:
+                return  # the originals are still in the store and come back on restart
+            for entry in moved:
+                self._queue(entry.message.destination).enqueue(entry)
+                self._mark(entry.message.destination)
+
+        future.add_done_callback(enqueue)
+
+    def expire(self) -> None:
+        """Move expired pending messages of every queue to their dead-letter queues."""
+        now = now_ms()
+        for q in list(self.queues.values()):
+            expired = q.expire(now)
+            if expired:
+                self._dead_letter(q, [(entry, "expired") for entry in expired])
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.expiry_interval)
+            self.expire()
+
+    # -- dispatch ------------------------------------------------------------------
+
+    def _mark(self, queue: str) -> None:
+        self._dirty.add(queue)
+        self._schedule_dispatch()
+
+    def _schedule_dispatch(self) -> None:
+        # Many sends and acks in one loop turn share one dispatch pass.
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        now = now_ms()
+        for name in dirty:
+            q = self.queues.get(name)
+            if q is None:
+                continue
+            while True:
+                self._page_in(q, now)
+                result = q.dispatch(now)
+                for consumer, batch in result.deliveries:
+                    consumer.sink.deliver(batch)
+                self._dead_letter(q, result.dead)
+                # Dispatch may have drained the window below the refill mark.
+                if not (q.page_in_wanted() and q.consumers and result.deliveries):
+                    break
+
+    def _page_in(self, q: Queue, now: int) -> None:
+        wanted = q.page_in_wanted()
+        if not wanted:
+            return
+        found = 0
+        for priority in PRIORITIES:
+            if found >= wanted:
+                break
+            rows = self.store.scan_queue(q.name, priority, q.cursor[priority], wanted - found)
+            if not rows:
+                continue
+            entries = []
+            for seq, data in rows:
+                message = Message.FromString(data)
+                entries.append(Entry(message, seq, len(data)))
+            q.page_in(priority, entries, rows[-1][0])
+            found += len(rows)
+        if found == 0:
+            log.warning("queue %s: %d messages counted but none in the store", q.name, wanted)
+            q.forget_paged_out()
+
+    # -- admin ---------------------------------------------------------------------
+
+    def snapshot(self) -> list[QueueSnapshot]:
+        return [
+            QueueSnapshot(
+                name=q.name,
+                pending=q.pending,
+                in_flight=q.in_flight,
+                consumers=len(q.consumers),
+                enqueued=q.stats.enqueued,
+                dequeued=q.stats.dequeued,
+                expired=q.stats.expired,
+                dead_lettered=q.stats.dead_lettered,
+            )
+            for q in sorted(self.queues.values(), key=lambda q: q.name)
+        ]
+
+    def _existing(self, name: str) -> Queue:
+        check_queue_name(name)
+        q = self.queues.get(name)
+        if q is None:
+            raise BrokerError("NOT_FOUND", f"no queue named {name!r}")
+        return q
+
+    def purge(self, name: str) -> int:
+        """Remove every pending message of a queue; in-flight ones stay with consumers."""
+        q = self._existing(name)
+        in_flight = {(e.priority, e.seq) for c in q.consumers for e in c.in_flight.values()}
+        window = q.purge()
+        self._remove(window)
+        dropped = len(window)
+        remaining: list[Entry] = []
+        held = {(e.priority, e.seq) for e in window}
+        for key in self.store.queue_keys(name):
+            _, priority, seq = parse_message_key(key)
+            if (priority, seq) in in_flight or (priority, seq) in held:
+                continue
+            data = self.store.get(key)
+            if data is not None:
+                remaining.append(Entry(Message.FromString(data), seq, len(data)))
+        self._remove(remaining)
+        return dropped + len(remaining)
+
+    def browse(self, name: str, limit: int) -> list[Message]:
+        q = self._existing(name)
+        messages = [e.message for e in q.browse(limit)]
+        if len(messages) < limit and q.paged_out:
+            # Paged-out messages come after the window in dispatch order.
+            for priority in PRIORITIES:
+                rows = self.store.scan_queue(
+                    name, priority, q.cursor[priority], limit - len(messages)
+                )
+                messages.extend(Message.FromString(data) for _, data in rows)
+                if len(messages) >= limit:
+                    break
+        return messages

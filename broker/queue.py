@@ -1,0 +1,262 @@
+"""One queue's state and dispatch decisions, with no I/O.
+
+The broker feeds it committed messages, consumer credit, acks and page-ins from the
+store; it answers with what to deliver to whom, what to dead-letter and what to page in.
+The caller does the store writes and network sends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from broker.errors import InvalidArgument
+from broker.pb.message_pb2 import Message
+
+PRIORITIES = range(9, -1, -1)
+
+
+class Entry:
+    """A message held in memory: pending in the queue's window, or in flight."""
+
+    __slots__ = ("message", "persistent", "priority", "seq", "size")
+
+    def __init__(self, message: Message, seq: int, size: int) -> None:
+        self.message = message
+        self.seq = seq
+        self.priority = message.priority
+        self.persistent = message.persistent
+        self.size = size
+
+    def expired(self, now_ms: int) -> bool:
+        expiration = self.message.expiration_ms
+        return 0 < expiration <= now_ms
+
+
+class ConsumerSink(Protocol):
+    """Where a consumer's deliveries go: a client stream, or a bridge to another broker."""
+
+    def deliver(self, deliveries: list[tuple[int, Entry]]) -> None: ...
+
+
+@dataclass(eq=False)
+class Consumer:
+    sink: ConsumerSink
+    prefetch: int
+    priority: int = 0
+    name: str = ""
+    credit: int = 0
+    in_flight: dict[int, Entry] = field(default_factory=dict)
+    next_tag: int = 1
+
+    @property
+    def room(self) -> int:
+        return min(self.credit, self.prefetch - len(self.in_flight))
+
+
+@dataclass
+class DispatchResult:
+    deliveries: list[tuple[Consumer, list[tuple[int, Entry]]]] = field(default_factory=list)
+    dead: list[tuple[Entry, str]] = field(default_factory=list)
+
+
+@dataclass
+class QueueStats:
+    enqueued: int = 0
+    dequeued: int = 0
+    expired: int = 0
+    dead_lettered: int = 0
+
+
+class Queue:
+    """Pending messages in (priority, arrival) order, consumers with credit, in-flight."""
+
+    def __init__(self, name: str, window: int, max_redeliveries: int) -> None:
+        self.name = name
+        self.window = window
+        self.max_redeliveries = max_redeliveries
+        self._heap: list[tuple[int, int, Entry]] = []
+        # Persistent pending messages that are only in the store, not in the window.
+        self.paged_out = 0
+        # Per priority, the highest sequence number that has been in memory: the store
+        # holds nothing pending of that priority at or below it that is not in memory.
+        self.cursor = [0] * 10
+        self.consumers: list[Consumer] = []
+        self._rr = itertools.count()
+        self.stats = QueueStats()
+
+    # -- what the queue holds --------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return len(self._heap) + self.paged_out
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(c.in_flight) for c in self.consumers)
+
+    @property
+    def depth(self) -> int:
+        return self.pending + self.in_flight
+
+    def is_idle(self) -> bool:
+        return not self.consumers and self.depth == 0
+
+    # -- arrivals ------------------------------------------------------------------
+
+    def recover(self, count: int) -> None:
+        """The store holds `count` messages of this queue from before a restart."""
+        self.paged_out += count
+
+    def enqueue(self, entry: Entry) -> bool:
+        """Add a committed message; False when it stays only in the store (paged out)."""
+        self.stats.enqueued += 1
+        if entry.persistent and (self.paged_out or len(self._heap) >= self.window):
+            # Once anything is paged out, newer messages must come in behind it in
+            # store order, so they page in too.
+            self.paged_out += 1
+            return False
+        self._push(entry)
+        if entry.persistent:
+            self.cursor[entry.priority] = max(self.cursor[entry.priority], entry.seq)
+        return True
+
+    def _push(self, entry: Entry) -> None:
+        heapq.heappush(self._heap, (-entry.priority, entry.seq, entry))
+
+    def page_in_wanted(self) -> int:
+        """How many messages to page in from the store now (0: none)."""
+        if self.paged_out and len(self._heap) <= self.window // 2:
+            return min(self.paged_out, self.window - len(self._heap))
+        return 0
+
+    def page_in(self, priority: int, entries: list[Entry], scanned_to: int) -> None:
+        """Messages of `priority` read from the store, up to sequence `scanned_to`."""
+        self.cursor[priority] = max(self.cursor[priority], scanned_to)
+        self.paged_out -= len(entries)
+        for entry in entries:
+            self._push(entry)
+
+    def forget_paged_out(self) -> None:
+        """The store scan found fewer messages than counted; trust the store."""
+        self.paged_out = 0
+
+    # -- consumers -----------------------------------------------------------------
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        consumer.credit = consumer.prefetch
+        self.consumers.append(consumer)
+        # Highest priority first; a stable sort keeps arrival order within a priority.
+        self.consumers.sort(key=lambda c: -c.priority)
+
+    def remove_consumer(self, consumer: Consumer) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+        """Drop a consumer; its in-flight messages return marked, or die past the limit."""
+        self.consumers.remove(consumer)
+        returned = list(consumer.in_flight.values())
+        consumer.in_flight.clear()
+        return self._return(returned)
+
+    def add_credit(self, consumer: Consumer, credit: int) -> None:
+        if credit < 0:
+            raise InvalidArgument(f"credit must not be negative, got {credit}")
+        # Credit beyond the prefetch could never be used: cap it so it cannot overflow.
+        consumer.credit = min(consumer.credit + credit, consumer.prefetch)
+
+    def _take(self, consumer: Consumer, tags: list[int]) -> list[Entry]:
+        taken: list[Entry] = []
+        for tag in tags:
+            entry = consumer.in_flight.pop(tag, None)
+            if entry is None:
+                # Put back what this request already took, so it has no effect at all.
+                for back_tag, back in zip(tags, taken, strict=False):
+                    consumer.in_flight[back_tag] = back
+                raise InvalidArgument(
+                    f"delivery tag {tag} is not in flight to this consumer of queue {self.name}"
+                )
+            taken.append(entry)
+        return taken
+
+    def ack(self, consumer: Consumer, tags: list[int]) -> list[Entry]:
+        """Entries the consumer is done with; the caller deletes them from the store."""
+        done = self._take(consumer, tags)
+        self.stats.dequeued += len(done)
+        return done
+
+    def nack(
+        self, consumer: Consumer, tags: list[int]
+    ) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+        """Give deliveries back: (requeued with a raised count, past the limit)."""
+        return self._return(self._take(consumer, tags))
+
+    def _return(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+        requeued: list[Entry] = []
+        dead: list[tuple[Entry, str]] = []
+        for entry in entries:
+            entry.message.redelivery_count += 1
+            if entry.message.redelivery_count > self.max_redeliveries:
+                dead.append((entry, f"redelivered more than {self.max_redeliveries} times"))
+            else:
+                self._push(entry)
+                requeued.append(entry)
+        self.stats.dead_lettered += len(dead)
+        return requeued, dead
+
+    # -- dispatch ------------------------------------------------------------------
+
+    def dispatch(self, now_ms: int) -> DispatchResult:
+        """Hand pending messages to consumers with room: priority first, round robin."""
+        result = DispatchResult()
+        batches: dict[int, list[tuple[int, Entry]]] = {}
+        while self._heap:
+            consumer = self._choose()
+            if consumer is None:
+                break
+            entry = heapq.heappop(self._heap)[2]
+            if entry.expired(now_ms):
+                result.dead.append((entry, "expired"))
+                self.stats.expired += 1
+                self.stats.dead_lettered += 1
+                continue
+            tag = consumer.next_tag
+            consumer.next_tag += 1
+            consumer.credit -= 1
+            consumer.in_flight[tag] = entry
+            batches.setdefault(id(consumer), []).append((tag, entry))
+        by_id = {id(c): c for c in self.consumers}
+        result.deliveries = [(by_id[key], batch) for key, batch in batches.items()]
+        return result
+
+    def _choose(self) -> Consumer | None:
+        # Consumers are sorted by priority, highest first: the first level with room wins.
+        candidates: list[Consumer] = []
+        for consumer in self.consumers:
+            if candidates and consumer.priority < candidates[0].priority:
+                break
+            if consumer.room > 0:
+                candidates.append(consumer)
+        if not candidates:
+            return None
+        return candidates[next(self._rr) % len(candidates)]
+
+    def expire(self, now_ms: int) -> list[Entry]:
+        """Remove expired pending messages from the window; the caller dead-letters them."""
+        expired = [item[2] for item in self._heap if item[2].expired(now_ms)]
+        if expired:
+            self._heap = [item for item in self._heap if not item[2].expired(now_ms)]
+            heapq.heapify(self._heap)
+            self.stats.expired += len(expired)
+            self.stats.dead_lettered += len(expired)
+        return expired
+
+    def purge(self) -> list[Entry]:
+        """Drop the pending window; the caller deletes those and the paged-out messages."""
+        dropped = [item[2] for item in self._heap]
+        self._heap = []
+        self.paged_out = 0
+        return dropped
+
+    def browse(self, limit: int) -> list[Entry]:
+        """Pending messages in the window, in dispatch order."""
+        return [item[2] for item in heapq.nsmallest(limit, self._heap)]

@@ -1,0 +1,37 @@
+"""The gRPC server a broker listens with."""
+
+from __future__ import annotations
+
+import grpc
+
+from broker.config import BrokerConfig
+from broker.core import Broker
+from broker.errors import StartupError
+from broker.gate import ServiceGate
+from broker.pb import admin_pb2_grpc, client_pb2_grpc
+from broker.service import AdminService, ClientService
+
+
+def build_server(
+    config: BrokerConfig, broker: Broker, gate: ServiceGate
+) -> tuple[grpc.aio.Server, int]:
+    """A started-ready server with the client and admin services; returns it and its port."""
+    options = [
+        *config.grpc_options(),
+        # Dead clients are noticed within seconds, so their in-flight messages return.
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    server = grpc.aio.server(options=options)
+    client_pb2_grpc.add_BrokerServicer_to_server(ClientService(broker, gate), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, gate), server)
+    address = f"{config.host}:{config.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {address}: port in use or not bindable") from exc
+    if port == 0:
+        raise StartupError(f"cannot listen on {address}: port in use or not bindable")
+    return server, port

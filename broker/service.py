@@ -1,0 +1,240 @@
+"""gRPC servicers: thin adapters between streams and the Broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from broker import __version__
+from broker.core import Broker
+from broker.errors import BrokerError
+from broker.gate import ServiceGate
+from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
+from broker.queue import Consumer, Entry
+
+log = logging.getLogger("netbroker.service")
+
+# Batches one producer stream may have waiting for the store at once; past it the
+# stream stops reading and gRPC's flow control holds the producer back.
+MAX_BATCHES_IN_FLIGHT = 64
+# Largest delivery batch in bytes, to keep responses well inside gRPC's message limit.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+def _status(code: str) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
+
+
+class StreamSink:
+    """A consumer's deliveries waiting to be written to its stream."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, Entry]] = []
+        self.wake = asyncio.Event()
+        self.error: BrokerError | None = None
+        self.closed = False
+
+    def deliver(self, deliveries: list[tuple[int, Entry]]) -> None:
+        self.pending.extend(deliveries)
+        self.wake.set()
+
+    def fail(self, error: BrokerError) -> None:
+        self.error = error
+        self.wake.set()
+
+    def finish(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+    def take(self) -> list[client_pb2.Delivery]:
+        out: list[client_pb2.Delivery] = []
+        size = 0
+        taken = 0
+        for tag, entry in self.pending:
+            if out and size + entry.size > MAX_RESPONSE_BYTES:
+                break
+            message = entry.message
+            out.append(
+                client_pb2.Delivery(
+                    tag=tag, message=message, redelivered=message.redelivery_count > 0
+                )
+            )
+            size += entry.size
+            taken += 1
+        del self.pending[:taken]
+        if not self.pending:
+            self.wake.clear()
+        return out
+
+
+class ClientService(client_pb2_grpc.BrokerServicer):
+    def __init__(self, broker: Broker, gate: ServiceGate) -> None:
+        self.broker = broker
+        self.gate = gate
+
+    async def _send(self, request: client_pb2.ProduceRequest) -> client_pb2.ProduceResponse:
+        try:
+            ids = await self.broker.send(list(request.messages))
+        except BrokerError as exc:
+            return client_pb2.ProduceResponse(
+                batch_id=request.batch_id, ok=False, code=exc.code, error=exc.message
+            )
+        return client_pb2.ProduceResponse(batch_id=request.batch_id, ok=True, ids=ids)
+
+    async def Produce(
+        self,
+        request_iterator: AsyncIterator[client_pb2.ProduceRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[client_pb2.ProduceResponse]:
+        await self.gate.check(context)
+        # Batches are stored concurrently (so one stream fills a group commit) and
+        # answered in the order they came.
+        answers: asyncio.Queue[asyncio.Future[client_pb2.ProduceResponse] | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    answers.put_nowait(asyncio.ensure_future(self._send(request)))
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                pending = await answers.get()
+                if pending is None:
+                    break
+                response = await pending
+                slots.release()
+                yield response
+        finally:
+            reader.cancel()
+
+    async def Consume(
+        self,
+        request_iterator: AsyncIterator[client_pb2.ConsumeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[client_pb2.ConsumeResponse]:
+        await self.gate.check(context)
+        broker = self.broker
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        if not first.HasField("subscribe"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first consume request must subscribe"
+            )
+        sub = first.subscribe
+        sink = StreamSink()
+        try:
+            consumer = broker.subscribe(
+                sub.queue, sink, sub.prefetch or 1000, sub.priority, sub.name or context.peer()
+            )
+        except BrokerError as exc:
+            await context.abort(_status(exc.code), exc.message)
+        queue = sub.queue
+
+        def apply(request: client_pb2.ConsumeRequest, consumer: Consumer) -> None:
+            if request.HasField("subscribe"):
+                raise BrokerError("INVALID_ARGUMENT", "a consume stream subscribes only once")
+            if request.ack:
+                broker.ack(queue, consumer, list(request.ack))
+            if request.nack:
+                broker.nack(queue, consumer, list(request.nack))
+            if request.credit:
+                broker.credit(queue, consumer, request.credit)
+
+        async def read() -> None:
+            try:
+                if first.ack or first.nack or first.credit:
+                    apply(first, consumer)
+                async for request in request_iterator:
+                    apply(request, consumer)
+            except BrokerError as exc:
+                sink.fail(exc)
+                return
+            sink.finish()
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                await sink.wake.wait()
+                if sink.error is not None:
+                    await context.abort(_status(sink.error.code), sink.error.message)
+                if sink.pending:
+                    yield client_pb2.ConsumeResponse(deliveries=sink.take())
+                elif sink.closed:
+                    break
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            broker.unsubscribe(queue, consumer)
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(self, broker: Broker, gate: ServiceGate) -> None:
+        self.broker = broker
+        self.gate = gate
+
+    async def Status(
+        self, request: admin_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.StatusResponse:
+        config = self.broker.config
+        return admin_pb2.StatusResponse(
+            name=config.name,
+            role=self.gate.role,
+            client_address=config.client_address,
+            version=__version__,
+            components=[
+                admin_pb2.Component(kind=c.kind, name=c.name, state=c.state, detail=c.detail)
+                for c in self.gate.components()
+            ],
+            started_ms=self.broker.started_ms,
+        )
+
+    async def ListQueues(
+        self, request: admin_pb2.ListQueuesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListQueuesResponse:
+        await self.gate.check(context)
+        return admin_pb2.ListQueuesResponse(
+            queues=[
+                admin_pb2.QueueInfo(
+                    name=s.name,
+                    depth=s.pending + s.in_flight,
+                    pending=s.pending,
+                    in_flight=s.in_flight,
+                    enqueued=s.enqueued,
+                    dequeued=s.dequeued,
+                    consumers=s.consumers,
+                    expired=s.expired,
+                    dead_lettered=s.dead_lettered,
+                )
+                for s in self.broker.snapshot()
+            ]
+        )
+
+    async def Purge(
+        self, request: admin_pb2.PurgeRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.PurgeResponse:
+        await self.gate.check(context)
+        try:
+            return admin_pb2.PurgeResponse(purged=self.broker.purge(request.queue))
+        except BrokerError as exc:
+            await context.abort(_status(exc.code), exc.message)
+
+    async def Browse(
+        self, request: admin_pb2.BrowseRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.BrowseResponse:
+        await self.gate.check(context)
+        try:
+            messages = self.broker.browse(request.queue, request.limit or 100)
+        except BrokerError as exc:
+            await context.abort(_status(exc.code), exc.message)
+        return admin_pb2.BrowseResponse(messages=messages)

@@ -1,0 +1,149 @@
+"""The broker's RocksDB store: key layout, recovery scans and batched writes.
+
+Key layout (raw bytes, byte-wise order):
+
+    m <queue utf-8> 0x00 <9 - priority> <seq: 8 bytes BE>  -> serialized Message
+    i <message id utf-8>                                   -> b""   (duplicate check)
+    a <ack number: 8 bytes BE>                             -> message id (ids consumed,
+                                                              oldest first, for pruning)
+    z <name>                                               -> meta values (8 bytes BE)
+
+Ordering messages by inverted priority and then sequence makes a forward scan of a
+queue's prefix the dispatch order, so paging in is a plain range scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from rocksdict import BlockBasedOptions, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+
+from broker.errors import StartupError
+
+# A write is a list of (key, value) pairs; a value of None deletes the key. The same
+# list is what a replication log would carry, so it stays a plain value.
+Op = tuple[bytes, bytes | None]
+
+META_SEQ = b"zseq"
+META_ACK = b"zack"
+
+
+def message_key(queue: str, priority: int, seq: int) -> bytes:
+    return b"m" + queue.encode() + b"\x00" + bytes((9 - priority,)) + seq.to_bytes(8, "big")
+
+
+def queue_prefix(queue: str) -> bytes:
+    return b"m" + queue.encode() + b"\x00"
+
+
+def parse_message_key(key: bytes) -> tuple[str, int, int]:
+    """(queue, priority, seq) of a message key."""
+    sep = key.index(b"\x00", 1)
+    return key[1:sep].decode(), 9 - key[sep + 1], int.from_bytes(key[sep + 2 :], "big")
+
+
+def id_key(message_id: str) -> bytes:
+    return b"i" + message_id.encode()
+
+
+def ack_key(n: int) -> bytes:
+    return b"a" + n.to_bytes(8, "big")
+
+
+def _after(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with `prefix`."""
+    return prefix[:-1] + bytes((prefix[-1] + 1,))
+
+
+class Store:
+    """Synchronous access to one broker's RocksDB. One writer: the broker's loop."""
+
+    def __init__(self, path: Path) -> None:
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        table = BlockBasedOptions()
+        # Most duplicate checks ask for ids that are absent: a bloom filter answers
+        # those without reading a block.
+        table.set_bloom_filter(10, False)
+        options.set_block_based_table_factory(table)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._db = Rdict(str(path), options)
+        except PermissionError as exc:
+            raise StartupError(f"data directory {path} is not writable: {exc.strerror}") from exc
+        except Exception as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise StartupError(
+                    f"data directory {path} is in use by another broker (RocksDB lock held)"
+                ) from exc
+            raise StartupError(f"cannot open store in {path}: {text}") from exc
+        self._sync = WriteOptions()
+        self._sync.sync = True
+        self._nosync = WriteOptions()
+        self.path = path
+
+    def close(self) -> None:
+        self._db.close()
+
+    def write(self, ops: Sequence[Op], sync: bool) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in ops:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self._db.write(batch, self._sync if sync else self._nosync)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def has_id(self, message_id: str) -> bool:
+        return self._db.get(id_key(message_id)) is not None
+
+    def meta(self, key: bytes) -> int:
+        value = self._db.get(key)
+        return int.from_bytes(value, "big") if value else 0
+
+    def _range(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        ro = ReadOptions()
+        ro.set_iterate_upper_bound(end)
+        yield from self._db.items(from_key=start, read_opt=ro)
+
+    def queue_counts(self) -> dict[str, int]:
+        """How many messages each queue holds, by one scan of the message keys."""
+        counts: dict[str, int] = {}
+        for key, _ in self._range(b"m", b"n"):
+            queue = key[1 : key.index(b"\x00", 1)].decode()
+            counts[queue] = counts.get(queue, 0) + 1
+        return counts
+
+    def scan_queue(
+        self, queue: str, priority: int, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to `limit` (seq, message) of one priority with seq > after_seq, in order."""
+        start = message_key(queue, priority, after_seq + 1)
+        end = message_key(queue, priority, 0)[:-8] + b"\xff" * 8 + b"\x00"
+        out: list[tuple[int, bytes]] = []
+        for key, value in self._range(start, end):
+            out.append((int.from_bytes(key[-8:], "big"), value))
+            if len(out) >= limit:
+                break
+        return out
+
+    def queue_keys(self, queue: str) -> list[bytes]:
+        prefix = queue_prefix(queue)
+        return [key for key, _ in self._range(prefix, _after(prefix))]
+
+    def oldest_ack(self) -> int:
+        """The number of the oldest remembered consumed id, 0 when none."""
+        for key, _ in self._range(b"a", b"b"):
+            return int.from_bytes(key[1:], "big")
+        return 0
+
+    def acked_ids(self, first: int, count: int) -> list[tuple[int, bytes]]:
+        return [
+            (int.from_bytes(key[1:], "big"), value)
+            for key, value in self._range(ack_key(first), ack_key(first + count))
+        ]
