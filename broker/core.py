@@ -417,21 +417,24 @@ class Broker:
     def purge(self, name: str) -> int:
         """Remove every pending message of a queue; in-flight ones stay with consumers."""
         q = self._existing(name)
-        in_flight = {(e.priority, e.seq) for c in q.consumers for e in c.in_flight.values()}
+        keep = {e.seq for c in q.consumers for e in c.in_flight.values()}
         window = q.purge()
+        keep.update(e.seq for e in window)
         self._remove(window)
-        dropped = len(window)
-        remaining: list[Entry] = []
-        held = {(e.priority, e.seq) for e in window}
-        for key in self.store.queue_keys(name):
-            _, priority, seq = parse_message_key(key)
-            if (priority, seq) in in_flight or (priority, seq) in held:
+        purged = len(window)
+        chunk: list[Entry] = []
+        # The rest are paged out: read them in chunks so a deep queue is not loaded whole.
+        for key, data in self.store.queue_items(name):
+            seq = parse_message_key(key)[2]
+            if seq in keep:
                 continue
-            data = self.store.get(key)
-            if data is not None:
-                remaining.append(Entry(Message.FromString(data), seq, len(data)))
-        self._remove(remaining)
-        return dropped + len(remaining)
+            chunk.append(Entry(Message.FromString(data), seq, len(data)))
+            if len(chunk) >= 10_000:
+                self._remove(chunk)
+                purged += len(chunk)
+                chunk = []
+        self._remove(chunk)
+        return purged + len(chunk)
 
     def browse(self, name: str, limit: int) -> list[Message]:
         q = self._existing(name)

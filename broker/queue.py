@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +48,9 @@ class Consumer:
     prefetch: int
     priority: int = 0
     name: str = ""
+    # When set, the consumer takes only messages it accepts (a bridge refuses messages
+    # that would loop); the others wait for another consumer.
+    accepts: Callable[[Message], bool] | None = None
     credit: int = 0
     in_flight: dict[int, Entry] = field(default_factory=dict)
     next_tag: int = 1
@@ -209,32 +213,40 @@ class Queue:
         """Hand pending messages to consumers with room: priority first, round robin."""
         result = DispatchResult()
         batches: dict[int, list[tuple[int, Entry]]] = {}
-        while self._heap:
-            consumer = self._choose()
-            if consumer is None:
-                break
+        refused: list[Entry] = []
+        while self._heap and self._has_room():
             entry = heapq.heappop(self._heap)[2]
             if entry.expired(now_ms):
                 result.dead.append((entry, "expired"))
                 self.stats.expired += 1
                 self.stats.dead_lettered += 1
                 continue
+            consumer = self._choose(entry.message)
+            if consumer is None:
+                refused.append(entry)
+                continue
             tag = consumer.next_tag
             consumer.next_tag += 1
             consumer.credit -= 1
             consumer.in_flight[tag] = entry
             batches.setdefault(id(consumer), []).append((tag, entry))
+        for entry in refused:
+            self._push(entry)
         by_id = {id(c): c for c in self.consumers}
         result.deliveries = [(by_id[key], batch) for key, batch in batches.items()]
         return result
 
-    def _choose(self) -> Consumer | None:
-        # Consumers are sorted by priority, highest first: the first level with room wins.
+    def _has_room(self) -> bool:
+        return any(c.room > 0 for c in self.consumers)
+
+    def _choose(self, message: Message) -> Consumer | None:
+        # Consumers are sorted by priority, highest first: the first level with a
+        # consumer that has room and takes the message wins.
         candidates: list[Consumer] = []
         for consumer in self.consumers:
             if candidates and consumer.priority < candidates[0].priority:
                 break
-            if consumer.room > 0:
+            if consumer.room > 0 and (consumer.accepts is None or consumer.accepts(message)):
                 candidates.append(consumer)
         if not candidates:
             return None

@@ -132,9 +132,9 @@ class Store:
                 break
         return out
 
-    def queue_keys(self, queue: str) -> list[bytes]:
+    def queue_items(self, queue: str) -> Iterator[tuple[bytes, bytes]]:
         prefix = queue_prefix(queue)
-        return [key for key, _ in self._range(prefix, _after(prefix))]
+        return self._range(prefix, _after(prefix))
 
     def oldest_ack(self) -> int:
         """The number of the oldest remembered consumed id, 0 when none."""

@@ -189,3 +189,17 @@ def test_nonpersistent_messages_stay_in_memory_past_the_window() -> None:
     q = Queue("q", window=2, max_redeliveries=6)
     assert all(q.enqueue(entry(f"n{i}", persistent=False)) for i in range(5))
     assert q.paged_out == 0 and q.pending == 5
+
+
+def test_a_consumer_that_refuses_a_message_leaves_it_for_others() -> None:
+    q = Queue("q", window=100, max_redeliveries=6)
+    picky = Consumer(sink=Sink(), prefetch=10, accepts=lambda m: m.id != "looping")
+    q.add_consumer(picky)
+    q.enqueue(entry("looping"))
+    q.enqueue(entry("fine"))
+    deliver(q)
+    assert bodies(picky) == ["fine"]
+    assert q.pending == 1
+    other = consumer(q, prefetch=10, priority=-5)
+    deliver(q)
+    assert bodies(other) == ["looping"]
