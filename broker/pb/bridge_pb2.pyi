@@ -1,0 +1,68 @@
+from broker.pb import message_pb2 as _message_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class BridgeHello(_message.Message):
+    __slots__ = ("broker", "group", "protocol", "duplex", "network_ttl", "message_ttl", "prefetch", "token")
+    BROKER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    DUPLEX_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_TTL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_TTL_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    broker: str
+    group: str
+    protocol: int
+    duplex: bool
+    network_ttl: int
+    message_ttl: int
+    prefetch: int
+    token: str
+    def __init__(self, broker: _Optional[str] = ..., group: _Optional[str] = ..., protocol: _Optional[int] = ..., duplex: _Optional[bool] = ..., network_ttl: _Optional[int] = ..., message_ttl: _Optional[int] = ..., prefetch: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
+
+class Demand(_message.Message):
+    __slots__ = ("queue", "consumers", "hops")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CONSUMERS_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    consumers: int
+    hops: int
+    def __init__(self, queue: _Optional[str] = ..., consumers: _Optional[int] = ..., hops: _Optional[int] = ...) -> None: ...
+
+class ForwardBatch(_message.Message):
+    __slots__ = ("batch_id", "messages")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    messages: _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]
+    def __init__(self, batch_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.Message, _Mapping]]] = ...) -> None: ...
+
+class ForwardAck(_message.Message):
+    __slots__ = ("batch_id", "ok", "error")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    ok: bool
+    error: str
+    def __init__(self, batch_id: _Optional[int] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class BridgeFrame(_message.Message):
+    __slots__ = ("hello", "demand", "forward", "acks")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    DEMAND_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    hello: BridgeHello
+    demand: _containers.RepeatedCompositeFieldContainer[Demand]
+    forward: ForwardBatch
+    acks: _containers.RepeatedCompositeFieldContainer[ForwardAck]
+    def __init__(self, hello: _Optional[_Union[BridgeHello, _Mapping]] = ..., demand: _Optional[_Iterable[_Union[Demand, _Mapping]]] = ..., forward: _Optional[_Union[ForwardBatch, _Mapping]] = ..., acks: _Optional[_Iterable[_Union[ForwardAck, _Mapping]]] = ...) -> None: ...
