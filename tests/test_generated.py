@@ -22,7 +22,7 @@ def test_generated_protobuf_code_is_fresh(tmp_path: Path) -> None:
     assert names == sorted(
         p.name for p in committed.iterdir() if p.is_file() and p.suffix != ".pyc"
     )
-    match, mismatch, errors = filecmp.cmpfiles(fresh, committed, names, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(fresh, committed, names, shallow=False)
     assert not mismatch and not errors, (
         f"stale generated code: {mismatch + errors}; run python scripts/gen_proto.py"
     )

@@ -1,0 +1,520 @@
+"""Topology files: which groups and brokers a cluster has, parsed and validated.
+
+`load(path)` is the only function that touches the file system; `validate(raw, source)`
+is a pure function from the parsed YAML to a `Topology`. Every problem is reported as a
+`TopologyError` whose text is `FILE: KEY.PATH: reason`, one line an operator can act on,
+e.g. `topologies/x.yaml: groups.A.brokers.a.port: expected an integer 1-65535, got 'abc'`.
+
+The shape (see DESIGN.md, "Topology files and netbroker up"):
+
+    zookeeper: embedded          # optional; or "host:port,host:port", or a list of them
+    data: run/ab_c               # optional; default run/<file name without .yaml>
+    groups:
+      A:
+        brokers:
+          a: {port: 61616}       # host, replication_port, max_message_bytes, sync, weight
+        connectors:
+          - uri: "masterslave:(127.0.0.1:61617,127.0.0.1:61618)"
+      B:
+        election: zookeeper      # or lockfile
+        replicas: 2
+        sync: quorum_mem
+        brokers:
+          b: {port: 61617, replication_port: 62621}
+          c: {port: 61618, replication_port: 62622}
+
+Master/slave keys and connectors are kept as written for the layers that use them; only
+their shape is checked here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any
+
+import yaml
+
+# Broker and group names become directory names (DATA/<broker>), ZooKeeper path
+# segments and log prefixes, so they are kept to a portable, unambiguous alphabet:
+# no dots (they would make KEY.PATHs ambiguous), no slashes, no spaces.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+NAME_RULE = "use letters, digits, '-' and '_', starting with a letter or digit, at most 64"
+
+SYNC_POLICIES = ("quorum_mem", "quorum_disk", "local_disk", "local_mem")
+ELECTIONS = ("zookeeper", "lockfile")
+DEFAULT_HOST = "127.0.0.1"
+# Hosts that bind every interface, so their ports clash with any other host's.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+TOP_KEYS = ("zookeeper", "data", "groups")
+GROUP_KEYS = ("brokers", "election", "replicas", "sync", "min_insync", "zkPath", "connectors")
+BROKER_KEYS = ("port", "host", "replication_port", "max_message_bytes", "sync", "weight")
+
+
+class TopologyError(Exception):
+    """One problem in a topology file, located by key path or by line."""
+
+    def __init__(
+        self, source: str, key: str | None, reason: str, *, line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        self.line = line
+        self.column = column
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = [self.source]
+        if self.line is not None:
+            where.append(
+                f"line {self.line}" + (f", column {self.column}" if self.column else "")
+            )
+        if self.key:
+            where.append(self.key)
+        return ": ".join([*where, self.reason])
+
+
+@dataclass(frozen=True)
+class ZooKeeper:
+    """Where the master/slave groups find ZooKeeper."""
+
+    embedded: bool
+    # "host:port" entries of an external ensemble; empty when embedded.
+    servers: tuple[str, ...] = ()
+
+    @property
+    def connect_string(self) -> str:
+        return ",".join(self.servers)
+
+
+@dataclass(frozen=True)
+class Connector:
+    """A network connector as written: its URI and any options given as YAML keys."""
+
+    uri: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    name: str
+    group: str
+    port: int
+    host: str = DEFAULT_HOST
+    replication_port: int | None = None
+    max_message_bytes: int | None = None
+    sync: str | None = None
+    weight: int | None = None
+
+    @property
+    def client_address(self) -> str:
+        """Where a client on this machine reaches the broker (wildcards via loopback)."""
+        host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    brokers: tuple[BrokerSpec, ...]
+    election: str | None = None
+    replicas: int | None = None
+    sync: str | None = None
+    min_insync: int | None = None
+    zk_path: str | None = None
+    connectors: tuple[Connector, ...] = ()
+
+    def effective_sync(self, broker: BrokerSpec) -> str | None:
+        """A broker's own `sync` overrides its group's."""
+        return broker.sync or self.sync
+
+
+@dataclass(frozen=True)
+class Topology:
+    source: str
+    # As written in the file. Relative paths are relative to the directory netbroker is
+    # run from (resolved by the caller, see `data_root`), not to the file's directory.
+    data: PurePath
+    groups: tuple[GroupSpec, ...]
+    zookeeper: ZooKeeper | None = None
+
+    @property
+    def brokers(self) -> tuple[BrokerSpec, ...]:
+        return tuple(b for g in self.groups for b in g.brokers)
+
+    def group(self, name: str) -> GroupSpec:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def data_root(self, cwd: Path | None = None) -> Path:
+        """The data directory as an absolute path.
+
+        Relative to the current working directory, deliberately: an operator types
+        `netbroker up topologies/ab_c.yaml` from the project root and expects
+        `data: run/ab_c` to mean ./run/ab_c, like every other path given on a command
+        line (and the project's .gitignore already ignores run/).
+        """
+        base = cwd if cwd is not None else Path.cwd()
+        return base / Path(self.data)
+
+    def broker_data_dir(self, broker: BrokerSpec, cwd: Path | None = None) -> Path:
+        return self.data_root(cwd) / broker.name
+
+
+def check_name(name: object) -> str | None:
+    """Why `name` is not a valid broker or group name, or None when it is."""
+    if not isinstance(name, str):
+        return f"a name must be a string, got {_describe(name)}"
+    if not NAME_RE.fullmatch(name):
+        return f"invalid name {name!r}: {NAME_RULE}"
+    return None
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys.
+
+    Plain YAML loaders keep the last of two equal keys silently, which would make a
+    second broker `b:` in a group quietly replace the first.
+    """
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """Valid YAML, but a key given twice in one mapping."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` merges; explicit keys may override merged ones
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line)
+        except TypeError:
+            continue  # unhashable key: construct_mapping reports it
+        if first != key_node.start_mark.line:
+            raise _DuplicateKey(
+                None, None, f"duplicate key {key!r} (first at line {first + 1})",
+                key_node.start_mark,
+            )
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse(text: str, source: str) -> Any:
+    """Parse YAML text; syntax errors become TopologyErrors naming file and line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        reason = e.problem or e.context or "not valid"
+        if not isinstance(e, _DuplicateKey):
+            reason = f"invalid YAML: {reason}"
+        if mark is None:
+            raise TopologyError(source, None, reason) from None
+        raise TopologyError(
+            source, None, reason, line=mark.line + 1, column=mark.column + 1
+        ) from None
+    except yaml.YAMLError as e:
+        raise TopologyError(source, None, f"invalid YAML: {e}") from None
+
+
+def load(path: str | Path) -> Topology:
+    """Read, parse and validate a topology file. Raises TopologyError."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TopologyError(source, None, "no such file") from None
+    except IsADirectoryError:
+        raise TopologyError(source, None, "is a directory, not a topology file") from None
+    except UnicodeDecodeError:
+        raise TopologyError(source, None, "not UTF-8 text") from None
+    except OSError as e:
+        raise TopologyError(source, None, e.strerror or str(e)) from None
+    return validate(parse(text, source), source)
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def validate(raw: Any, source: str) -> Topology:
+    """Check parsed YAML against the topology shape. Pure; raises the first TopologyError.
+
+    Problems are found in document order, so the error an operator sees is the first one
+    in the file.
+    """
+    return _Validator(source).topology(raw)
+
+
+def _describe(value: object) -> str:
+    """A value as the error text shows it: in YAML's words where Python's would confuse."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _is_int(value: object) -> bool:
+    # YAML's `true` is a Python bool, which is an int; a port of `true` is a mistake.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _key_path(parts: tuple[str | int, ...]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else p
+    return out
+
+
+class _Validator:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: tuple[str | int, ...], reason: str) -> TopologyError:
+        return TopologyError(self.source, _key_path(path) or None, reason)
+
+    # -- helpers
+
+    def mapping(self, value: Any, path: tuple[str | int, ...], what: str) -> Mapping[Any, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(path, f"expected {what}, got {_describe(value)}")
+        return value
+
+    def known_keys(
+        self, value: Mapping[Any, Any], allowed: tuple[str, ...], path: tuple[str | int, ...]
+    ) -> None:
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                why = f"did you mean {hint[0]!r}?" if hint else "expected one of " + ", ".join(
+                    sorted(allowed)
+                )
+                raise self.fail((*path, str(key)), f"unknown key; {why}")
+
+    def port(self, value: Any, path: tuple[str | int, ...]) -> int:
+        if not _is_int(value) or not 1 <= value <= 65535:
+            raise self.fail(path, f"expected an integer 1-65535, got {_describe(value)}")
+        return int(value)
+
+    def positive_int(self, value: Any, path: tuple[str | int, ...], minimum: int = 1) -> int:
+        if not _is_int(value) or value < minimum:
+            raise self.fail(path, f"expected an integer >= {minimum}, got {_describe(value)}")
+        return int(value)
+
+    def choice(self, value: Any, choices: tuple[str, ...], path: tuple[str | int, ...]) -> str:
+        if value not in choices:
+            raise self.fail(path, f"expected one of {', '.join(choices)}; got {_describe(value)}")
+        return str(value)
+
+    def string(self, value: Any, path: tuple[str | int, ...], what: str = "a string") -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(path, f"expected {what}, got {_describe(value)}")
+        return value
+
+    def name(self, value: Any, path: tuple[str | int, ...], kind: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(path, f"{kind} name must be a string, got {_describe(value)}")
+        if not NAME_RE.fullmatch(value):
+            raise self.fail(path, f"invalid {kind} name {value!r}: {NAME_RULE}")
+        return value
+
+    # -- the shape
+
+    def topology(self, raw: Any) -> Topology:
+        if raw is None:
+            raise self.fail((), "the file is empty; expected a mapping with 'groups'")
+        top = self.mapping(raw, (), "a mapping with 'groups' at the top level")
+        self.known_keys(top, TOP_KEYS, ())
+
+        zookeeper = self.zookeeper(top["zookeeper"]) if "zookeeper" in top else None
+        if "data" in top:
+            data = PurePath(self.string(top["data"], ("data",), "a directory path"))
+        else:
+            data = PurePath("run") / PurePath(self.source).stem
+
+        if "groups" not in top:
+            raise self.fail(("groups",), "required: the groups and their brokers")
+        groups_raw = self.mapping(top["groups"], ("groups",), "a mapping of group names")
+        if not groups_raw:
+            raise self.fail(("groups",), "expected at least one group")
+
+        groups = [self.group(name, spec) for name, spec in groups_raw.items()]
+        self.no_duplicates(groups)
+        return Topology(
+            source=self.source, data=data, groups=tuple(groups), zookeeper=zookeeper
+        )
+
+    def zookeeper(self, value: Any) -> ZooKeeper:
+        path: tuple[str | int, ...] = ("zookeeper",)
+        if value == "embedded":
+            return ZooKeeper(embedded=True)
+        if isinstance(value, str):
+            entries: list[tuple[tuple[str | int, ...], Any]] = [
+                (path, s.strip()) for s in value.split(",")
+            ]
+        elif isinstance(value, list) and value:
+            entries = [((*path, i), s) for i, s in enumerate(value)]
+        else:
+            raise self.fail(
+                path, f"expected 'embedded' or a list of host:port, got {_describe(value)}"
+            )
+        servers = []
+        for where, entry in entries:
+            host, sep, port = entry.rpartition(":") if isinstance(entry, str) else ("", "", "")
+            if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+                raise self.fail(
+                    where, f"expected host:port with a port 1-65535, got {_describe(entry)}"
+                )
+            servers.append(entry)
+        return ZooKeeper(embedded=False, servers=tuple(servers))
+
+    def group(self, name: Any, raw: Any) -> GroupSpec:
+        path: tuple[str | int, ...] = ("groups", str(name))
+        self.name(name, path, "group")
+        spec = self.mapping(raw, path, "a mapping with 'brokers'")
+        self.known_keys(spec, GROUP_KEYS, path)
+        if "brokers" not in spec:
+            raise self.fail((*path, "brokers"), "required: the group's brokers and their ports")
+        brokers_raw = self.mapping(
+            spec["brokers"], (*path, "brokers"), "a mapping of broker names"
+        )
+        if not brokers_raw:
+            raise self.fail((*path, "brokers"), "expected at least one broker")
+        brokers = tuple(
+            self.broker(name, bname, braw, (*path, "brokers", str(bname)))
+            for bname, braw in brokers_raw.items()
+        )
+        connectors: tuple[Connector, ...] = ()
+        if "connectors" in spec:
+            connectors = self.connectors(spec["connectors"], (*path, "connectors"))
+        return GroupSpec(
+            name=name,
+            brokers=brokers,
+            election=(
+                self.choice(spec["election"], ELECTIONS, (*path, "election"))
+                if "election" in spec else None
+            ),
+            replicas=(
+                self.positive_int(spec["replicas"], (*path, "replicas"))
+                if "replicas" in spec else None
+            ),
+            sync=(
+                self.choice(spec["sync"], SYNC_POLICIES, (*path, "sync"))
+                if "sync" in spec else None
+            ),
+            min_insync=(
+                self.positive_int(spec["min_insync"], (*path, "min_insync"))
+                if "min_insync" in spec else None
+            ),
+            zk_path=(
+                self.zk_path(spec["zkPath"], (*path, "zkPath")) if "zkPath" in spec else None
+            ),
+            connectors=connectors,
+        )
+
+    def zk_path(self, value: Any, path: tuple[str | int, ...]) -> str:
+        text = self.string(value, path, "an absolute ZooKeeper path")
+        if not text.startswith("/") or text.endswith("/") or "//" in text:
+            raise self.fail(path, f"expected an absolute ZooKeeper path, got {text!r}")
+        return text
+
+    def broker(self, group: str, name: Any, raw: Any, path: tuple[str | int, ...]) -> BrokerSpec:
+        self.name(name, path, "broker")
+        spec = self.mapping(raw, path, "a mapping with 'port'")
+        self.known_keys(spec, BROKER_KEYS, path)
+        if "port" not in spec:
+            raise self.fail((*path, "port"), "required: the broker's client port")
+        return BrokerSpec(
+            name=name,
+            group=group,
+            port=self.port(spec["port"], (*path, "port")),
+            host=(
+                self.string(spec["host"], (*path, "host"), "a host name or address")
+                if "host" in spec else DEFAULT_HOST
+            ),
+            replication_port=(
+                self.port(spec["replication_port"], (*path, "replication_port"))
+                if "replication_port" in spec else None
+            ),
+            max_message_bytes=(
+                self.positive_int(spec["max_message_bytes"], (*path, "max_message_bytes"))
+                if "max_message_bytes" in spec else None
+            ),
+            sync=(
+                self.choice(spec["sync"], SYNC_POLICIES, (*path, "sync"))
+                if "sync" in spec else None
+            ),
+            weight=(
+                self.positive_int(spec["weight"], (*path, "weight"), minimum=0)
+                if "weight" in spec else None
+            ),
+        )
+
+    def connectors(self, value: Any, path: tuple[str | int, ...]) -> tuple[Connector, ...]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"expected a list of connectors, got {_describe(value)}")
+        out = []
+        for i, item in enumerate(value):
+            where = (*path, i)
+            spec = self.mapping(item, where, "a mapping with a 'uri'")
+            if "uri" not in spec:
+                raise self.fail((*where, "uri"), "required: the connector's URI")
+            uri = self.string(spec["uri"], (*where, "uri"), "a connector URI string")
+            options: dict[str, Any] = {}
+            for key, option in spec.items():
+                if not isinstance(key, str):
+                    raise self.fail(where, f"option names must be strings, got {_describe(key)}")
+                if key != "uri":
+                    options[key] = option
+            out.append(Connector(uri=uri, options=options))
+        return tuple(out)
+
+    def no_duplicates(self, groups: list[GroupSpec]) -> None:
+        names: dict[str, str] = {}
+        # (host, port) -> the key path that claimed it first
+        ports: dict[tuple[str, int], str] = {}
+        for g in groups:
+            for b in g.brokers:
+                path = ("groups", g.name, "brokers", b.name)
+                if b.name in names:
+                    raise self.fail(
+                        path, f"broker name {b.name!r} is already used in group {names[b.name]!r}"
+                    )
+                names[b.name] = g.name
+                for key in ("port", "replication_port"):
+                    port = getattr(b, key)
+                    if port is None:
+                        continue
+                    for (host, used), first in ports.items():
+                        clash = used == port and (
+                            host == b.host or {host, b.host} & WILDCARD_HOSTS
+                        )
+                        if clash:
+                            raise self.fail(
+                                (*path, key), f"port {port} is already used by {first}"
+                            )
+                    ports[(b.host, port)] = _key_path((*path, key))

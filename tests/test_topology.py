@@ -1,0 +1,375 @@
+"""Topology files: the shape that is accepted, and the exact words of every refusal."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path, PurePath
+
+import pytest
+
+from broker.topology import (
+    BrokerSpec,
+    Connector,
+    TopologyError,
+    ZooKeeper,
+    check_name,
+    load,
+    parse,
+    validate,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = "topologies/x.yaml"
+
+AB_C = """\
+zookeeper: embedded
+data: run/ab_c
+groups:
+  A:
+    brokers:
+      a: {port: 61616}
+    connectors:
+      - uri: "masterslave:(127.0.0.1:61617,127.0.0.1:61618)"
+  B:
+    election: zookeeper
+    replicas: 2
+    sync: quorum_mem
+    brokers:
+      b: {port: 61617, replication_port: 62621}
+      c: {port: 61618, replication_port: 62622, weight: 2}
+    connectors:
+      - uri: "static:(127.0.0.1:61616)"
+        networkTTL: 1
+        excludedDestinations: ["audit.>"]
+"""
+
+
+def check(text: str) -> object:
+    return validate(parse(textwrap.dedent(text), SRC), SRC)
+
+
+def error(text: str) -> str:
+    with pytest.raises(TopologyError) as info:
+        check(text)
+    return str(info.value)
+
+
+# ------------------------------------------------------------------------ accepted
+
+
+def test_reference_shape_is_parsed_into_dataclasses() -> None:
+    t = check(AB_C)
+    assert t.source == SRC
+    assert t.zookeeper == ZooKeeper(embedded=True)
+    assert t.data == PurePath("run/ab_c")
+    assert [g.name for g in t.groups] == ["A", "B"]
+    a, b = t.groups
+    assert a.brokers == (BrokerSpec(name="a", group="A", port=61616),)
+    assert a.connectors == (Connector("masterslave:(127.0.0.1:61617,127.0.0.1:61618)", {}),)
+    assert (b.election, b.replicas, b.sync) == ("zookeeper", 2, "quorum_mem")
+    assert [x.name for x in t.brokers] == ["a", "b", "c"]
+    assert b.brokers[1].replication_port == 62622
+    assert b.brokers[1].weight == 2
+    assert b.connectors[0].options == {"networkTTL": 1, "excludedDestinations": ["audit.>"]}
+    assert t.brokers[0].client_address == "127.0.0.1:61616"
+
+
+def test_data_is_relative_to_the_working_directory(tmp_path: Path) -> None:
+    t = check(AB_C)
+    assert t.data_root(tmp_path) == tmp_path / "run" / "ab_c"
+    assert t.broker_data_dir(t.brokers[2], tmp_path) == tmp_path / "run" / "ab_c" / "c"
+
+
+def test_data_defaults_to_run_and_the_file_name() -> None:
+    t = check("groups: {A: {brokers: {a: {port: 1}}}}")
+    assert t.data == PurePath("run/x")
+
+
+def test_optional_broker_keys() -> None:
+    t = check("""
+        groups:
+          G:
+            sync: local_mem
+            brokers:
+              g1: {port: 7000, host: 0.0.0.0, max_message_bytes: 1048576, sync: local_disk}
+              g2: {port: 7001}
+    """)
+    g = t.groups[0]
+    assert g.brokers[0].host == "0.0.0.0"
+    assert g.brokers[0].client_address == "127.0.0.1:7000"  # wildcard reached via loopback
+    assert g.brokers[0].max_message_bytes == 1048576
+    assert g.effective_sync(g.brokers[0]) == "local_disk"
+    assert g.effective_sync(g.brokers[1]) == "local_mem"
+
+
+def test_same_port_on_different_hosts_is_allowed() -> None:
+    t = check("""
+        groups:
+          A: {brokers: {a: {port: 7000, host: 127.0.0.1}, b: {port: 7000, host: 127.0.0.2}}}
+    """)
+    assert [b.port for b in t.brokers] == [7000, 7000]
+
+
+@pytest.mark.parametrize(
+    ("value", "servers"),
+    [
+        ('"zk1:2181,zk2:2181"', ("zk1:2181", "zk2:2181")),
+        ("[zk1:2181, '127.0.0.1:2182']", ("zk1:2181", "127.0.0.1:2182")),
+    ],
+)
+def test_external_zookeeper(value: str, servers: tuple[str, ...]) -> None:
+    t = check(f"zookeeper: {value}\ngroups: {{A: {{brokers: {{a: {{port: 1}}}}}}}}")
+    assert t.zookeeper == ZooKeeper(embedded=False, servers=servers)
+    assert t.zookeeper.connect_string == ",".join(servers)
+
+
+def test_shipped_topologies_load() -> None:
+    for path in sorted((ROOT / "topologies").glob("*.yaml")):
+        assert load(path).brokers, path
+
+
+def test_single_yaml() -> None:
+    t = load(ROOT / "topologies" / "single.yaml")
+    assert [(b.name, b.group, b.port) for b in t.brokers] == [("a", "A", 61616)]
+    assert t.data == PurePath("run/single")
+    assert t.zookeeper is None
+
+
+# ------------------------------------------------------------------------ refused
+
+
+@pytest.mark.parametrize(
+    ("port", "shown"),
+    [("abc", "'abc'"), ("0", "0"), ("65536", "65536"), ("true", "true"), ("", "nothing"),
+     ("1.5", "1.5"), ("[1]", "a list")],
+)
+def test_bad_port(port: str, shown: str) -> None:
+    assert error(f"groups: {{A: {{brokers: {{a: {{port: {port}}}}}}}}}") == (
+        f"{SRC}: groups.A.brokers.a.port: expected an integer 1-65535, got {shown}"
+    )
+
+
+def test_missing_port() -> None:
+    assert error("groups: {A: {brokers: {a: {host: 127.0.0.1}}}}") == (
+        f"{SRC}: groups.A.brokers.a.port: required: the broker's client port"
+    )
+
+
+def test_broker_without_mapping() -> None:
+    assert error("groups: {A: {brokers: {a: 61616}}}") == (
+        f"{SRC}: groups.A.brokers.a: expected a mapping with 'port', got 61616"
+    )
+
+
+def test_unknown_key_with_suggestion() -> None:
+    assert error("groups: {A: {brokers: {a: {prot: 1}}}}") == (
+        f"{SRC}: groups.A.brokers.a.prot: unknown key; did you mean 'port'?"
+    )
+
+
+def test_unknown_key_lists_the_known_ones() -> None:
+    assert error("groups: {A: {brokers: {a: {port: 1}}, zzz: 1}}") == (
+        f"{SRC}: groups.A.zzz: unknown key; expected one of brokers, connectors, election, "
+        "min_insync, replicas, sync, zkPath"
+    )
+
+
+def test_unknown_top_level_key() -> None:
+    assert error("group: {}") == f"{SRC}: group: unknown key; did you mean 'groups'?"
+
+
+def test_duplicate_port_in_one_group() -> None:
+    assert error("groups: {A: {brokers: {a: {port: 7000}, b: {port: 7000}}}}") == (
+        f"{SRC}: groups.A.brokers.b.port: port 7000 is already used by groups.A.brokers.a.port"
+    )
+
+
+def test_duplicate_port_across_groups_and_kinds() -> None:
+    text = """
+        groups:
+          A: {brokers: {a: {port: 7000}}}
+          B: {brokers: {b: {port: 7001, replication_port: 7000}}}
+    """
+    assert error(text) == (
+        f"{SRC}: groups.B.brokers.b.replication_port: port 7000 is already used by "
+        "groups.A.brokers.a.port"
+    )
+
+
+def test_wildcard_host_clashes_with_any_host() -> None:
+    text = "groups: {A: {brokers: {a: {port: 7000, host: 0.0.0.0}, b: {port: 7000}}}}"
+    assert error(text) == (
+        f"{SRC}: groups.A.brokers.b.port: port 7000 is already used by groups.A.brokers.a.port"
+    )
+
+
+def test_duplicate_broker_name_across_groups() -> None:
+    text = """
+        groups:
+          A: {brokers: {a: {port: 7000}}}
+          B: {brokers: {a: {port: 7001}}}
+    """
+    assert error(text) == f"{SRC}: groups.B.brokers.a: broker name 'a' is already used in group 'A'"
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("'b/c'", "invalid broker name 'b/c'"),
+        ("'-b'", "invalid broker name '-b'"),
+        ("'b.c'", "invalid broker name 'b.c'"),
+        ("'x' ", None),
+    ],
+)
+def test_bad_broker_name(name: str, reason: str | None) -> None:
+    text = f"groups: {{A: {{brokers: {{{name}: {{port: 7000}}}}}}}}"
+    if reason is None:
+        check(text)
+        return
+    key = name.strip("'")
+    assert error(text) == (
+        f"{SRC}: groups.A.brokers.{key}: {reason}: use letters, digits, '-' and '_', "
+        "starting with a letter or digit, at most 64"
+    )
+
+
+def test_non_string_broker_name() -> None:
+    assert error("groups: {A: {brokers: {7: {port: 7000}}}}") == (
+        f"{SRC}: groups.A.brokers.7: broker name must be a string, got 7"
+    )
+
+
+def test_bad_group_name() -> None:
+    assert error("groups: {'my group': {brokers: {a: {port: 7000}}}}") == (
+        f"{SRC}: groups.my group: invalid group name 'my group': use letters, digits, '-' "
+        "and '_', starting with a letter or digit, at most 64"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", f"{SRC}: the file is empty; expected a mapping with 'groups'"),
+        ("- a\n- b", f"{SRC}: expected a mapping with 'groups' at the top level, got a list"),
+        ("data: run/x", f"{SRC}: groups: required: the groups and their brokers"),
+        ("groups: {}", f"{SRC}: groups: expected at least one group"),
+        ("groups: [A]", f"{SRC}: groups: expected a mapping of group names, got a list"),
+        ("groups: {A: {}}", f"{SRC}: groups.A.brokers: required: the group's brokers and "
+         "their ports"),
+        ("groups: {A: {brokers: {}}}", f"{SRC}: groups.A.brokers: expected at least one broker"),
+        ("groups: {A: }", f"{SRC}: groups.A: expected a mapping with 'brokers', got nothing"),
+        ("data: 5\ngroups: {A: {brokers: {a: {port: 1}}}}",
+         f"{SRC}: data: expected a directory path, got 5"),
+    ],
+)
+def test_missing_or_empty(text: str, expected: str) -> None:
+    assert error(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("group", "expected"),
+    [
+        ("election: raft", "groups.A.election: expected one of zookeeper, lockfile; got 'raft'"),
+        ("sync: fast", "groups.A.sync: expected one of quorum_mem, quorum_disk, local_disk, "
+         "local_mem; got 'fast'"),
+        ("replicas: 0", "groups.A.replicas: expected an integer >= 1, got 0"),
+        ("min_insync: two", "groups.A.min_insync: expected an integer >= 1, got 'two'"),
+        ("zkPath: netbroker/A", "groups.A.zkPath: expected an absolute ZooKeeper path, got "
+         "'netbroker/A'"),
+    ],
+)
+def test_group_settings(group: str, expected: str) -> None:
+    assert error(f"groups:\n  A:\n    {group}\n    brokers: {{a: {{port: 1}}}}") == (
+        f"{SRC}: {expected}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("connectors", "expected"),
+    [
+        ('"static:(a)"', "groups.A.connectors: expected a list of connectors, got 'static:(a)'"),
+        ('["static:(a)"]', "groups.A.connectors[0]: expected a mapping with a 'uri', got "
+         "'static:(a)'"),
+        ("[{uri: 'static:(a)'}, {networkTTL: 2}]",
+         "groups.A.connectors[1].uri: required: the connector's URI"),
+        ("[{uri: 7}]", "groups.A.connectors[0].uri: expected a connector URI string, got 7"),
+    ],
+)
+def test_connector_shape(connectors: str, expected: str) -> None:
+    text = f"groups: {{A: {{brokers: {{a: {{port: 1}}}}, connectors: {connectors}}}}}"
+    assert error(text) == f"{SRC}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("zk1", "zookeeper: expected host:port with a port 1-65535, got 'zk1'"),
+        ("'zk1:2181,zk2:99999'", "zookeeper: expected host:port with a port 1-65535, got "
+         "'zk2:99999'"),
+        ("[zk1:2181, 5]", "zookeeper[1]: expected host:port with a port 1-65535, got 5"),
+        ("[]", "zookeeper: expected 'embedded' or a list of host:port, got a list"),
+    ],
+)
+def test_bad_zookeeper(value: str, expected: str) -> None:
+    text = f"zookeeper: {value}\ngroups: {{A: {{brokers: {{a: {{port: 1}}}}}}}}"
+    assert error(text) == f"{SRC}: {expected}"
+
+
+def test_first_error_in_document_order() -> None:
+    text = """
+        groups:
+          A: {brokers: {a: {port: x}}}
+          B: {brokers: {b: {port: y}}}
+    """
+    assert "groups.A.brokers.a.port" in error(text)
+
+
+# ------------------------------------------------------------------------ YAML and files
+
+
+def test_yaml_syntax_error_names_file_and_line() -> None:
+    with pytest.raises(TopologyError) as info:
+        parse("groups:\n  A: b: c\n", SRC)
+    assert str(info.value) == (
+        f"{SRC}: line 2, column 7: invalid YAML: mapping values are not allowed here"
+    )
+    assert info.value.line == 2
+
+
+def test_duplicate_key_names_both_lines() -> None:
+    with pytest.raises(TopologyError) as info:
+        parse("groups:\n  A:\n    brokers:\n      a: {port: 1}\n      a: {port: 2}\n", SRC)
+    assert str(info.value) == f"{SRC}: line 5, column 7: duplicate key 'a' (first at line 4)"
+
+
+def test_merge_keys_may_be_overridden() -> None:
+    # `<<: *anchor` then an explicit key is an override, not a duplicate.
+    t = check("groups: {A: {brokers: {a: &b {port: 1, sync: local_mem}, c: {<<: *b, port: 2}}}}")
+    assert [(b.name, b.port, b.sync) for b in t.brokers] == [
+        ("a", 1, "local_mem"), ("c", 2, "local_mem")
+    ]
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(TopologyError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: no such file"
+
+
+def test_load_reports_the_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("t.yaml").write_text("groups: {A: {brokers: {a: {port: abc}}}}\n")
+    with pytest.raises(TopologyError) as info:
+        load("t.yaml")
+    assert str(info.value) == (
+        "t.yaml: groups.A.brokers.a.port: expected an integer 1-65535, got 'abc'"
+    )
+
+
+def test_check_name() -> None:
+    assert check_name("broker-1_a") is None
+    assert check_name("a" * 64) is None
+    assert check_name("a" * 65) is not None
+    assert check_name("") is not None
+    assert check_name(3) == "a name must be a string, got 3"
