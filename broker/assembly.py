@@ -20,6 +20,8 @@ from broker.errors import StartupError
 from broker.gate import ServiceGate
 from broker.server import build_server
 from broker.store import Store
+from netconnector.network import Network
+from netconnector.uri import ConnectorError, parse_connector
 
 log = logging.getLogger("netbroker")
 
@@ -35,17 +37,26 @@ def _check_data_dir(config: BrokerConfig) -> None:
 
 
 async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
+    for uri in config.connectors:
+        try:
+            parse_connector(uri)
+        except ConnectorError as exc:
+            raise StartupError(f"connector {exc}") from exc
     _check_data_dir(config)
     store = Store(config.data_dir / "store")
     try:
         broker = Broker(config, store)
         gate = ServiceGate()
-        server, port = build_server(config, broker, gate)
+        network = Network(broker, gate, group=config.group, token=config.token)
+        for uri in config.connectors:
+            network.add_connector(parse_connector(uri))
+        server, port = build_server(config, broker, gate, extra=[network.install])
         if port != config.port:
             config = dataclasses.replace(config, port=port)
             broker.config = config
         await broker.start()
         await server.start()
+        network.start()
         log.info(
             "broker %s listening on %s, data in %s",
             config.name,
@@ -57,6 +68,7 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             await stop.wait()
         finally:
             log.info("broker %s stopping", config.name)
+            await network.stop()
             await server.stop(grace=1.0)
             await broker.stop()
     finally:

@@ -31,6 +31,12 @@ class BrokerConfig:
     dedup_window: int = 1_000_000
     # How often expired pending messages are swept to their DLQ, in seconds.
     expiry_interval: float = 1.0
+    # The master/slave group this broker belongs to ("" for none).
+    group: str = ""
+    # Network connector URIs (options in the query string), e.g. "static:(h:p)?networkTTL=2".
+    connectors: tuple[str, ...] = ()
+    # Shared secret that links to this broker must present ("" accepts any).
+    token: str = ""
 
     @property
     def client_address(self) -> str:

@@ -35,8 +35,12 @@ from broker.store import (
 
 log = logging.getLogger("netbroker.broker")
 
-# Called with (queue name, number of consumers) whenever a queue's consumers change.
+# Called with (queue name, number of local consumers) when a queue appears and whenever
+# its local consumers change.
 DemandListener = Callable[[str, int], None]
+# Called with messages that left their queue for good: acknowledged, dead-lettered or
+# purged (a bridge returns credit to the broker that forwarded them).
+RemovedListener = Callable[[list[Entry]], None]
 
 
 def now_ms() -> int:
@@ -87,6 +91,7 @@ class Broker:
         self.committer = GroupCommitter(store, sync=config.sync == "local_disk")
         self.queues: dict[str, Queue] = {}
         self.demand_listeners: list[DemandListener] = []
+        self.removed_listeners: list[RemovedListener] = []
         self.memory = MemoryGate(config.nonpersistent_memory_limit)
         self._seq = 0
         self._acks = 0
@@ -122,6 +127,7 @@ class Broker:
         if queue is None:
             queue = Queue(name, self.config.memory_window, self.config.max_redeliveries)
             self.queues[name] = queue
+            self._notify_demand(queue)
         return queue
 
     def _next_seq(self) -> int:
@@ -161,7 +167,13 @@ class Broker:
                 message.id = uuid.uuid4().hex
             mid = message.id
             ids.append(mid)
-            if mid in self._uncommitted_ids or (message.persistent and self.store.has_id(mid)):
+            # Which visit to this broker this is: a message that left over a bridge may
+            # come back (its consumers moved) and is then new here; a resend of the
+            # same visit is a duplicate.
+            visit = len(message.broker_path) + 1
+            if mid in self._uncommitted_ids or (
+                message.persistent and self.store.visits(mid) >= visit
+            ):
                 continue  # a resend of a message already held: acknowledge, store nothing
             if not message.timestamp_ms:
                 message.timestamp_ms = stamp
@@ -171,7 +183,7 @@ class Broker:
                 data = message.SerializeToString()
                 size = len(data)
                 ops.append((message_key(message.destination, message.priority, seq), data))
-                ops.append((id_key(mid), b""))
+                ops.append((id_key(mid), visit.to_bytes(2, "big")))
             else:
                 size = message.ByteSize()
                 nonpersistent_bytes += size
@@ -199,17 +211,45 @@ class Broker:
     # -- consumers -----------------------------------------------------------------
 
     def subscribe(
-        self, queue: str, sink: ConsumerSink, prefetch: int, priority: int = 0, name: str = ""
+        self,
+        queue: str,
+        sink: ConsumerSink,
+        prefetch: int,
+        priority: int = 0,
+        name: str = "",
+        *,
+        remote: bool = False,
+        accepts: Callable[[Message], bool] | None = None,
     ) -> Consumer:
         check_queue_name(queue)
         if prefetch < 1:
             raise InvalidArgument(f"prefetch must be at least 1, got {prefetch}")
-        consumer = Consumer(sink=sink, prefetch=prefetch, priority=priority, name=name)
+        consumer = Consumer(
+            sink=sink, prefetch=prefetch, priority=priority, name=name,
+            accepts=accepts, remote=remote,
+        )  # fmt: skip
         q = self._queue(queue)
         q.add_consumer(consumer)
         self._mark(queue)
-        self._notify_demand(q)
+        if not remote:
+            self._notify_demand(q)
         return consumer
+
+    def has_local_consumers(self, queue: str) -> bool:
+        q = self.queues.get(queue)
+        return q is not None and q.local_consumers > 0
+
+    def revoke_credit(self, queue: str, consumer: Consumer) -> None:
+        self.queues[queue].revoke_credit(consumer)
+
+    def set_prefetch(self, queue: str, consumer: Consumer, prefetch: int) -> None:
+        self.queues[queue].set_prefetch(consumer, prefetch)
+        self._mark(queue)
+
+    def local_capacity(self, queue: str) -> int:
+        """How many messages the local consumers of `queue` take ahead, together."""
+        q = self.queues.get(queue)
+        return 0 if q is None else sum(c.prefetch for c in q.consumers if not c.remote)
 
     def unsubscribe(self, queue: str, consumer: Consumer) -> None:
         q = self.queues.get(queue)
@@ -217,7 +257,8 @@ class Broker:
             return
         requeued, dead = q.remove_consumer(consumer)
         self._after_return(q, requeued, dead)
-        self._notify_demand(q)
+        if not consumer.remote:
+            self._notify_demand(q)
 
     def credit(self, queue: str, consumer: Consumer, credit: int) -> None:
         self.queues[queue].add_credit(consumer, credit)
@@ -249,7 +290,7 @@ class Broker:
 
     def _notify_demand(self, q: Queue) -> None:
         for listener in self.demand_listeners:
-            listener(q.name, len(q.consumers))
+            listener(q.name, q.local_consumers)
 
     # -- removal, dead letters, expiry ---------------------------------------------
 
@@ -258,8 +299,13 @@ class Broker:
         future = self.committer.submit(ops)
         future.add_done_callback(lambda f: f.exception())
 
+    def _removed(self, entries: list[Entry]) -> None:
+        for listener in self.removed_listeners:
+            listener(entries)
+
     def _remove(self, entries: list[Entry]) -> None:
         """Messages done with: delete them, remembering their ids for the duplicate check."""
+        self._removed(entries)
         ops: list[Op] = []
         released = 0
         for entry in entries:
@@ -291,6 +337,7 @@ class Broker:
     def _dead_letter(self, q: Queue, dead: list[tuple[Entry, str]]) -> None:
         if not dead:
             return
+        self._removed([entry for entry, _ in dead])
         ops: list[Op] = []
         moved: list[Entry] = []
         for entry, reason in dead:

@@ -51,6 +51,9 @@ class Consumer:
     # When set, the consumer takes only messages it accepts (a bridge refuses messages
     # that would loop); the others wait for another consumer.
     accepts: Callable[[Message], bool] | None = None
+    # A consumer on behalf of another broker (a bridge), not a client of this one: it
+    # does not count as local demand.
+    remote: bool = False
     credit: int = 0
     in_flight: dict[int, Entry] = field(default_factory=dict)
     next_tag: int = 1
@@ -104,6 +107,10 @@ class Queue:
     @property
     def depth(self) -> int:
         return self.pending + self.in_flight
+
+    @property
+    def local_consumers(self) -> int:
+        return sum(1 for c in self.consumers if not c.remote)
 
     def is_idle(self) -> bool:
         return not self.consumers and self.depth == 0
@@ -161,6 +168,15 @@ class Queue:
         returned = list(consumer.in_flight.values())
         consumer.in_flight.clear()
         return self._return(returned)
+
+    def revoke_credit(self, consumer: Consumer) -> None:
+        """Stop deliveries to a consumer; what it holds stays in flight until acked."""
+        consumer.credit = 0
+
+    def set_prefetch(self, consumer: Consumer, prefetch: int) -> None:
+        """Change a consumer's window; credit moves with it, never above the window."""
+        consumer.credit = max(0, min(consumer.credit + prefetch - consumer.prefetch, prefetch))
+        consumer.prefetch = prefetch
 
     def add_credit(self, consumer: Consumer, credit: int) -> None:
         if credit < 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import grpc
 
 from broker.config import BrokerConfig
@@ -11,11 +13,17 @@ from broker.gate import ServiceGate
 from broker.pb import admin_pb2_grpc, client_pb2_grpc
 from broker.service import AdminService, ClientService
 
+# Adds a plugged-in layer's service (bridges, replication) to the server.
+ServiceInstaller = Callable[[grpc.aio.Server], None]
+
 
 def build_server(
-    config: BrokerConfig, broker: Broker, gate: ServiceGate
+    config: BrokerConfig,
+    broker: Broker,
+    gate: ServiceGate,
+    extra: Sequence[ServiceInstaller] = (),
 ) -> tuple[grpc.aio.Server, int]:
-    """A started-ready server with the client and admin services; returns it and its port."""
+    """A ready-to-start server with the client, admin and `extra` services, and its port."""
     options = [
         *config.grpc_options(),
         # Dead clients are noticed within seconds, so their in-flight messages return.
@@ -27,6 +35,8 @@ def build_server(
     server = grpc.aio.server(options=options)
     client_pb2_grpc.add_BrokerServicer_to_server(ClientService(broker, gate), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, gate), server)
+    for install in extra:
+        install(server)
     address = f"{config.host}:{config.port}"
     try:
         port = server.add_insecure_port(address)

@@ -3,7 +3,8 @@
 Key layout (raw bytes, byte-wise order):
 
     m <queue utf-8> 0x00 <9 - priority> <seq: 8 bytes BE>  -> serialized Message
-    i <message id utf-8>                                   -> b""   (duplicate check)
+    i <message id utf-8>                                   -> visits: 2 bytes BE
+                                                              (duplicate check)
     a <ack number: 8 bytes BE>                             -> message id (ids consumed,
                                                               oldest first, for pruning)
     z <name>                                               -> meta values (8 bytes BE)
@@ -99,8 +100,10 @@ class Store:
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
-    def has_id(self, message_id: str) -> bool:
-        return self._db.get(id_key(message_id)) is not None
+    def visits(self, message_id: str) -> int:
+        """How many times the message was stored here (0: never, or forgotten)."""
+        value = self._db.get(id_key(message_id))
+        return 0 if value is None else int.from_bytes(value, "big")
 
     def meta(self, key: bytes) -> int:
         value = self._db.get(key)

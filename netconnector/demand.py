@@ -67,9 +67,7 @@ def _check_ttl(ttl: int) -> None:
 class AdvertisementDelta:
     """The change from one advertisement to the next: entries to set and queues to drop."""
 
-    upserts: Mapping[str, tuple[int, int]] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    upserts: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
     removals: frozenset[str] = frozenset()
 
     def __bool__(self) -> bool:

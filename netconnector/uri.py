@@ -83,8 +83,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("messageTTL", "message_ttl", "int", None, minimum=1),
     _Option("consumerTTL", "consumer_ttl", "int", None, minimum=1),
     _Option("prefetchSize", "prefetch_size", "int", 1000, minimum=1),
-    _Option("decreaseNetworkConsumerPriority", "decrease_network_consumer_priority", "bool",
-            False),
+    _Option("decreaseNetworkConsumerPriority", "decrease_network_consumer_priority", "bool", False),
     _Option("conduitSubscriptions", "conduit_subscriptions", "bool", True),
     _Option("dynamicOnly", "dynamic_only", "bool", False),
     _Option("staticallyIncludedDestinations", "statically_included", "list", ()),
@@ -208,12 +207,13 @@ def parse_connector(uri: str, options: Mapping[str, object] | None = None) -> Co
     maximum = resolved["max_reconnect_delay_ms"]
     assert isinstance(initial, int) and isinstance(maximum, int)
     if initial > maximum:
-        raise fail(
-            f"initialReconnectDelay {initial} is greater than maxReconnectDelay {maximum}"
-        )
+        raise fail(f"initialReconnectDelay {initial} is greater than maxReconnectDelay {maximum}")
 
     return ConnectorSpec(
-        uri=uri, kind=kind, addresses=addresses, discovery_group=group,
+        uri=uri,
+        kind=kind,
+        addresses=addresses,
+        discovery_group=group,
         **resolved,  # type: ignore[arg-type]  # keys and types come from _OPTIONS
     )
 
@@ -262,7 +262,7 @@ def _split_address_list(
         close = rest.find(")")
         if close < 0:
             raise fail("missing ')' after the address list")
-        body, after = rest[1:close], rest[close + 1:]
+        body, after = rest[1:close], rest[close + 1 :]
         if after and not after.startswith("?"):
             raise fail(f"unexpected text {after!r} after the address list")
         return body, after[1:]
@@ -276,9 +276,7 @@ def _split_address_list(
     return body, query
 
 
-def _parse_addresses(
-    body: str, fail: Callable[[str], ConnectorError]
-) -> tuple[str, ...]:
+def _parse_addresses(body: str, fail: Callable[[str], ConnectorError]) -> tuple[str, ...]:
     if not body.strip():
         raise fail("empty address list")
     out: list[str] = []
@@ -309,7 +307,7 @@ def _parse_address(text: str, fail: Callable[[str], ConnectorError]) -> str:
         close = text.find("]")
         if close < 0:
             raise fail(f"missing ']' in address {original!r}")
-        host, after = text[1:close], text[close + 1:]
+        host, after = text[1:close], text[close + 1 :]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
@@ -383,9 +381,7 @@ def _known(name: str, where: str, fail: Callable[[str], ConnectorError]) -> _Opt
     lowered = {n.lower(): n for n in OPTION_NAMES}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
     suggestion = f"did you mean '{lowered[close[0]]}'? " if close else ""
-    raise fail(
-        f"unknown option '{name}' {where} ({suggestion}known: {', '.join(OPTION_NAMES)})"
-    )
+    raise fail(f"unknown option '{name}' {where} ({suggestion}known: {', '.join(OPTION_NAMES)})")
 
 
 def _convert(option: _Option, raw: object, fail: Callable[[str], ConnectorError]) -> OptionValue:

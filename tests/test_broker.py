@@ -7,58 +7,14 @@ import collections
 import contextlib
 import subprocess
 import sys
-import time
 
 import grpc
 import pytest
-from broker.client import BrokerError, Client, ConnectionLost
 
-from broker.pb import admin_pb2
+from broker.client import BrokerError, Client, ConnectionLost
 from tests.conftest import run
 from tests.procs import ROOT, BrokerProcess
-
-
-async def queue_info(client: Client, name: str) -> admin_pb2.QueueInfo | None:
-    for info in await client.queues():
-        if info.name == name:
-            return info
-    return None
-
-
-async def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    """Poll an async predicate until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def receive_all(client: Client, queue: str, count: int, timeout: float = 10.0, **kw):
-    """Receive and ack until `count` arrived or `timeout` passes with nothing new."""
-    consumer = await client.subscribe(queue, **kw)
-    got = []
-    try:
-        while len(got) < count:
-            delivery = await consumer.receive(timeout=timeout)
-            if delivery is None:
-                break
-            got.append(delivery)
-            delivery.ack()
-    finally:
-        await consumer.close()
-    return got
-
-
-async def send_many(client: Client, queue: str, bodies: list[bytes], **kw) -> list[str]:
-    producer = client.producer()
-    futures = [await producer.send(queue, body, **kw) for body in bodies]
-    await producer.flush()
-    await producer.close()
-    return [f.result() for f in futures]
+from tests.scenario import queue_info, receive_all, send_many, wait_for
 
 
 def test_order_is_kept(broker: BrokerProcess) -> None:

@@ -28,14 +28,24 @@ class BridgeHello(_message.Message):
     def __init__(self, broker: _Optional[str] = ..., group: _Optional[str] = ..., protocol: _Optional[int] = ..., duplex: _Optional[bool] = ..., network_ttl: _Optional[int] = ..., message_ttl: _Optional[int] = ..., prefetch: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
 
 class Demand(_message.Message):
-    __slots__ = ("queue", "consumers", "hops")
+    __slots__ = ("queue", "consumers", "hops", "capacity")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     CONSUMERS_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
     queue: str
     consumers: int
     hops: int
-    def __init__(self, queue: _Optional[str] = ..., consumers: _Optional[int] = ..., hops: _Optional[int] = ...) -> None: ...
+    capacity: int
+    def __init__(self, queue: _Optional[str] = ..., consumers: _Optional[int] = ..., hops: _Optional[int] = ..., capacity: _Optional[int] = ...) -> None: ...
+
+class Credit(_message.Message):
+    __slots__ = ("queue", "count")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    count: int
+    def __init__(self, queue: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ForwardBatch(_message.Message):
     __slots__ = ("batch_id", "messages")
@@ -56,13 +66,15 @@ class ForwardAck(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class BridgeFrame(_message.Message):
-    __slots__ = ("hello", "demand", "forward", "acks")
+    __slots__ = ("hello", "demand", "forward", "acks", "credits")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     DEMAND_FIELD_NUMBER: _ClassVar[int]
     FORWARD_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
     hello: BridgeHello
     demand: _containers.RepeatedCompositeFieldContainer[Demand]
     forward: ForwardBatch
     acks: _containers.RepeatedCompositeFieldContainer[ForwardAck]
-    def __init__(self, hello: _Optional[_Union[BridgeHello, _Mapping]] = ..., demand: _Optional[_Iterable[_Union[Demand, _Mapping]]] = ..., forward: _Optional[_Union[ForwardBatch, _Mapping]] = ..., acks: _Optional[_Iterable[_Union[ForwardAck, _Mapping]]] = ...) -> None: ...
+    credits: _containers.RepeatedCompositeFieldContainer[Credit]
+    def __init__(self, hello: _Optional[_Union[BridgeHello, _Mapping]] = ..., demand: _Optional[_Iterable[_Union[Demand, _Mapping]]] = ..., forward: _Optional[_Union[ForwardBatch, _Mapping]] = ..., acks: _Optional[_Iterable[_Union[ForwardAck, _Mapping]]] = ..., credits: _Optional[_Iterable[_Union[Credit, _Mapping]]] = ...) -> None: ...

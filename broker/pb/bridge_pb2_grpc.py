@@ -29,8 +29,8 @@ class BridgeStub:
     """The network-of-brokers link. A network connector on broker L opens Link towards
     broker R; both ends then send frames. R advertises demand (queues with consumers)
     and L forwards pending messages for that demand in batches, deleting its copy only
-    once R acknowledges the batch as stored. With duplex, the roles also run the other
-    way over the same stream.
+    once R acknowledges the batch as stored. R returns credit as its consumers take the
+    forwarded messages. With duplex, the roles also run the other way over the same stream.
     """
 
     def __init__(self, channel):
@@ -50,8 +50,8 @@ class BridgeServicer:
     """The network-of-brokers link. A network connector on broker L opens Link towards
     broker R; both ends then send frames. R advertises demand (queues with consumers)
     and L forwards pending messages for that demand in batches, deleting its copy only
-    once R acknowledges the batch as stored. With duplex, the roles also run the other
-    way over the same stream.
+    once R acknowledges the batch as stored. R returns credit as its consumers take the
+    forwarded messages. With duplex, the roles also run the other way over the same stream.
     """
 
     def Link(self, request_iterator, context):
@@ -80,8 +80,8 @@ class Bridge:
     """The network-of-brokers link. A network connector on broker L opens Link towards
     broker R; both ends then send frames. R advertises demand (queues with consumers)
     and L forwards pending messages for that demand in batches, deleting its copy only
-    once R acknowledges the batch as stored. With duplex, the roles also run the other
-    way over the same stream.
+    once R acknowledges the batch as stored. R returns credit as its consumers take the
+    forwarded messages. With duplex, the roles also run the other way over the same stream.
     """
 
     @staticmethod

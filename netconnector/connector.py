@@ -1,0 +1,190 @@
+"""Outbound network connectors: keep a link open to a static peer or a group's master.
+
+`static:(a,b)` runs one link per address; `masterslave:(a,b)` runs one link to whichever
+address accepts, moving to the next on loss. Every failure is retried on a short capped
+backoff (never ActiveMQ's ever-growing one), and the link's state and last error are
+reported through the admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from broker.client import AddressRotation, Backoff
+from broker.gate import ComponentStatus
+from broker.pb import bridge_pb2, bridge_pb2_grpc
+from netconnector.outbox import Outbox
+from netconnector.session import BridgeSession, LinkTerms
+from netconnector.uri import ConnectorSpec
+
+if TYPE_CHECKING:
+    from netconnector.network import Network
+
+log = logging.getLogger("netbroker.connector")
+
+# A link that stayed up this long counts as healthy: the backoff starts over.
+STABLE_SECONDS = 5.0
+
+
+class LinkRefused(Exception):
+    pass
+
+
+class Link:
+    """One outbound link: to a fixed address (static) or a rotation (masterslave)."""
+
+    def __init__(self, network: Network, spec: ConnectorSpec, addresses: tuple[str, ...]):
+        self.network = network
+        self.spec = spec
+        self.rotation = AddressRotation(addresses)
+        self.label = f"{spec.name}" if len(addresses) > 1 else f"{spec.kind}:{addresses[0]}"
+        self.state = "connecting"
+        self.detail = ""
+        self.address = ""
+        self.peer = ""
+        self.session: BridgeSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.connected_at = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.label)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def status(self) -> ComponentStatus:
+        where = f"{self.peer}@{self.address}" if self.peer else self.address or "-"
+        detail = f"{where}"
+        if self.session is not None:
+            detail += f", forwarded {self.session.forwarded}"
+        if self.detail:
+            detail += f", {self.detail}"
+        return ComponentStatus("bridge", self.label, self.state, detail)
+
+    async def _run(self) -> None:
+        spec = self.spec
+        backoff = Backoff(
+            max(spec.initial_reconnect_delay_ms, 1) / 1000, spec.max_reconnect_delay_ms / 1000
+        )
+        while True:
+            self.address = self.rotation.next()
+            self.state = "connecting"
+            try:
+                await self._link(self.address)
+                self.detail = "link closed by peer"
+            except asyncio.CancelledError:
+                raise
+            except LinkRefused as exc:
+                self.detail = str(exc)
+            except grpc.aio.AioRpcError as exc:
+                self.detail = f"{exc.code().name}: {exc.details()}"
+            except Exception as exc:  # a bridge must never die silently
+                log.exception("link %s to %s failed", self.label, self.address)
+                self.detail = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() - self.connected_at > STABLE_SECONDS and self.connected_at:
+                backoff.reset()
+            self.connected_at = 0.0
+            delay = backoff.next()
+            self.state = "backoff"
+            log.info(
+                "link %s to %s: %s; retrying in %.2fs", self.label, self.address, self.detail, delay
+            )
+            await asyncio.sleep(delay)
+
+    async def _link(self, address: str) -> None:
+        spec = self.spec
+        network = self.network
+        options = [
+            ("grpc.keepalive_time_ms", spec.keep_alive_ms),
+            ("grpc.keepalive_timeout_ms", spec.keep_alive_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.max_receive_message_length", network.broker.config.max_message_bytes + 2**20),
+            ("grpc.max_send_message_length", network.broker.config.max_message_bytes + 2**20),
+            # Reconnects are ours to pace; gRPC's own backoff would add seconds.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        async with grpc.aio.insecure_channel(address, options=options) as channel:
+            call = bridge_pb2_grpc.BridgeStub(channel).Link()
+            await call.write(bridge_pb2.BridgeFrame(hello=network.hello(spec)))
+            first = await call.read()
+            if first is grpc.aio.EOF or not first.HasField("hello"):
+                raise LinkRefused("peer closed the link without a hello")
+            hello = first.hello
+            refusal = network.check_hello(hello, "")
+            if refusal is not None:
+                call.cancel()
+                raise LinkRefused(refusal)
+            terms = LinkTerms(
+                peer=hello.broker,
+                forwards=True,
+                advertises=spec.duplex,
+                network_ttl=spec.network_ttl,
+                message_ttl=spec.message_ttl,
+                prefetch=spec.prefetch_size,
+                advertise_ttl=min(spec.consumer_ttl, spec.network_ttl),
+                filter=spec.destination_filter,
+            )
+            outbox = Outbox()
+            self.peer = hello.broker
+            self.session = network.open_session(terms, outbox)
+            self.state = "up"
+            self.detail = ""
+            self.connected_at = time.monotonic()
+            log.info("link %s up to %s at %s", self.label, hello.broker, address)
+
+            async def write() -> None:
+                async for frame in outbox:
+                    await call.write(frame)
+
+            writer = asyncio.create_task(write())
+            try:
+                while True:
+                    frame = await call.read()
+                    if frame is grpc.aio.EOF:
+                        return
+                    self.session.on_frame(frame)
+            finally:
+                outbox.close()
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await writer
+                network.close_session(self.session)
+                self.session = None
+                self.peer = ""
+
+
+class Connector:
+    """A configured connector: one link per static address, or one masterslave link."""
+
+    def __init__(self, network: Network, spec: ConnectorSpec) -> None:
+        self.spec = spec
+        if spec.kind == "static":
+            self.links = [Link(network, spec, (address,)) for address in spec.addresses]
+        else:
+            self.links = [Link(network, spec, spec.addresses)]
+
+    def start(self) -> None:
+        for link in self.links:
+            link.start()
+
+    async def stop(self) -> None:
+        for link in self.links:
+            await link.stop()
+
+    def statuses(self) -> list[ComponentStatus]:
+        return [link.status() for link in self.links]
+
+    @property
+    def sessions(self) -> list[BridgeSession]:
+        return [link.session for link in self.links if link.session is not None]

@@ -1,0 +1,226 @@
+"""This broker's place in a network of brokers: its demand table, links and connectors.
+
+Plugged into a Broker by the assembly: it listens to the broker's local demand, serves
+the Bridge service for links other brokers open, and runs this broker's own connectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from broker.core import Broker
+from broker.gate import ComponentStatus, ServiceGate
+from broker.pb import bridge_pb2, bridge_pb2_grpc
+from broker.queue import Entry
+from netconnector.connector import Connector
+from netconnector.demand import DemandTable
+from netconnector.filters import DestinationFilter
+from netconnector.outbox import Outbox
+from netconnector.session import BridgeSession, LinkTerms
+from netconnector.uri import ConnectorSpec
+
+log = logging.getLogger("netbroker.network")
+
+PROTOCOL = 1
+
+
+class Network:
+    def __init__(self, broker: Broker, gate: ServiceGate, group: str = "", token: str = "") -> None:
+        self.broker = broker
+        self.gate = gate
+        self.name = broker.config.name
+        self.group = group
+        self.token = token
+        self.table = DemandTable()
+        self.sessions: set[BridgeSession] = set()
+        self.connectors: list[Connector] = []
+        self._changed = False
+        # (previous broker, queue) -> forwarded messages consumed here since last told.
+        self._consumed: dict[tuple[str, str], int] = {}
+        self._credits_scheduled = False
+        broker.demand_listeners.append(self._local_demand)
+        broker.removed_listeners.append(self._removed)
+        gate.sources.append(self.status)
+
+    # -- demand propagation --------------------------------------------------------
+
+    def _local_demand(self, queue: str, consumers: int) -> None:
+        self.table.set_local(queue, consumers)
+        # Also on a new queue with no consumers: static includes may now apply to it.
+        self.demand_changed()
+
+    def demand_changed(self) -> None:
+        """Coalesce changes of one loop turn into one round of advertisements."""
+        if not self._changed:
+            self._changed = True
+            asyncio.get_running_loop().call_soon(self._propagate)
+
+    def _propagate(self) -> None:
+        self._changed = False
+        for session in list(self.sessions):
+            session.advertise()
+            session.reconcile()
+
+    def capacity(self, queue: str, hops: int, peer: str) -> int:
+        """What to advertise to `peer` as the take-ahead of `queue`'s nearest consumers."""
+        if hops == 0:
+            return self.broker.local_capacity(queue)
+        learned = [s.capacity.get(queue, 0) for s in self.sessions if s.peer != peer]
+        return max(learned, default=0)
+
+    def _removed(self, entries: list[Entry]) -> None:
+        me = self.name
+        consumed = self._consumed
+        for entry in entries:
+            path = entry.message.broker_path
+            if len(path) >= 2 and path[-1] == me:
+                key = (path[-2], entry.message.destination)
+                consumed[key] = consumed.get(key, 0) + 1
+        if consumed and not self._credits_scheduled:
+            # Many acks in one loop turn share one credit frame per peer.
+            self._credits_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_credits)
+
+    def _send_credits(self) -> None:
+        self._credits_scheduled = False
+        consumed, self._consumed = self._consumed, {}
+        by_peer: dict[str, list[bridge_pb2.Credit]] = {}
+        for (peer, queue), count in consumed.items():
+            by_peer.setdefault(peer, []).append(bridge_pb2.Credit(queue=queue, count=count))
+        for session in self.sessions:
+            credits = by_peer.get(session.peer)
+            if credits:
+                session.send_credits(credits)
+
+    def open_session(self, terms: LinkTerms, outbox: Outbox) -> BridgeSession:
+        session = BridgeSession(
+            self.broker, self.table, terms, outbox.put, self.demand_changed, self.capacity
+        )
+        self.sessions.add(session)
+        session.start()
+        return session
+
+    def close_session(self, session: BridgeSession) -> None:
+        session.close()
+        self.sessions.discard(session)
+
+    # -- hellos ----------------------------------------------------------------------
+
+    def hello(self, spec: ConnectorSpec | None = None) -> bridge_pb2.BridgeHello:
+        hello = bridge_pb2.BridgeHello(broker=self.name, group=self.group, protocol=PROTOCOL)
+        if spec is not None:
+            hello.duplex = spec.duplex
+            hello.network_ttl = spec.network_ttl
+            hello.message_ttl = spec.message_ttl
+            hello.prefetch = spec.prefetch_size
+            hello.token = spec.security_token or self.token
+        else:
+            hello.token = self.token
+        return hello
+
+    def check_hello(self, hello: bridge_pb2.BridgeHello, expected_token: str) -> str | None:
+        """Why a peer's hello is refused, or None."""
+        if hello.protocol != PROTOCOL:
+            return (
+                f"bridge protocol {hello.protocol} from {hello.broker!r}; "
+                f"this broker speaks {PROTOCOL}"
+            )
+        if hello.broker == self.name:
+            return f"broker {self.name!r} cannot bridge to itself"
+        if expected_token and hello.token != expected_token:
+            return f"wrong securityToken from broker {hello.broker!r}"
+        return None
+
+    # -- connectors ----------------------------------------------------------------
+
+    def add_connector(self, spec: ConnectorSpec) -> Connector:
+        connector = Connector(self, spec)
+        self.connectors.append(connector)
+        return connector
+
+    def start(self) -> None:
+        for connector in self.connectors:
+            connector.start()
+
+    async def stop(self) -> None:
+        for connector in self.connectors:
+            await connector.stop()
+        for session in list(self.sessions):
+            self.close_session(session)
+
+    def status(self) -> list[ComponentStatus]:
+        out = [status for c in self.connectors for status in c.statuses()]
+        outbound = {id(s) for c in self.connectors for s in c.sessions}
+        out.extend(
+            ComponentStatus("bridge", f"from {s.peer}", "up", f"received {s.received}")
+            for s in self.sessions
+            if id(s) not in outbound
+        )
+        return out
+
+    # -- the Bridge service, for links other brokers open -------------------------
+
+    def install(self, server: grpc.aio.Server) -> None:
+        bridge_pb2_grpc.add_BridgeServicer_to_server(_BridgeService(self), server)
+
+
+class _BridgeService(bridge_pb2_grpc.BridgeServicer):
+    def __init__(self, network: Network) -> None:
+        self.network = network
+
+    async def Link(
+        self,
+        request_iterator: AsyncIterator[bridge_pb2.BridgeFrame],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[bridge_pb2.BridgeFrame]:
+        network = self.network
+        await network.gate.check(context)
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        if not first.HasField("hello"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a link starts with a hello")
+        hello = first.hello
+        refusal = network.check_hello(hello, network.token)
+        if refusal is not None:
+            log.warning("refused a link from %s: %s", context.peer(), refusal)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        yield bridge_pb2.BridgeFrame(hello=network.hello())
+        ttl = max(1, hello.network_ttl)
+        terms = LinkTerms(
+            peer=hello.broker,
+            # The opener forwards to us; we forward back only on a duplex link.
+            forwards=hello.duplex,
+            advertises=True,
+            network_ttl=ttl,
+            message_ttl=max(1, hello.message_ttl),
+            prefetch=max(1, hello.prefetch or 1000),
+            advertise_ttl=ttl,
+            filter=DestinationFilter(),
+        )
+        outbox = Outbox()
+        session = network.open_session(terms, outbox)
+        log.info("link from %s up", hello.broker)
+
+        async def read() -> None:
+            try:
+                async for frame in request_iterator:
+                    session.on_frame(frame)
+            finally:
+                outbox.close()
+
+        reader = asyncio.create_task(read())
+        try:
+            async for frame in outbox:
+                yield frame
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await reader
+            network.close_session(session)
+            log.info("link from %s down", hello.broker)

@@ -1,0 +1,294 @@
+"""One established bridge between this broker and a neighbour, whichever side opened it.
+
+The session is an adapter: the demand table decides where consumers are, the forwarding
+rule decides which messages may go, and the broker's queues decide dispatch. The session
+turns the neighbour's demand into network consumers on local queues, sends what they are
+given as forward batches, and acks the local copies once the neighbour has stored them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from broker.core import Broker
+from broker.errors import BrokerError
+from broker.pb import bridge_pb2
+from broker.queue import Consumer, Entry
+from netconnector.demand import Advertiser, DemandTable
+from netconnector.filters import DestinationFilter
+from netconnector.forwarding import may_forward
+
+log = logging.getLogger("netbroker.bridge")
+
+# Network consumers rank below every local consumer (clients' priorities are small), and
+# farther ones below nearer ones.
+NETWORK_PRIORITY = -1000
+MAX_FORWARD_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LinkTerms:
+    """What each side of a link does, settled by the hello exchange."""
+
+    peer: str
+    forwards: bool  # this side sends messages for the peer's demand
+    advertises: bool  # this side tells the peer its demand
+    network_ttl: int  # how far away demand may be for this side to forward
+    message_ttl: int
+    prefetch: int
+    advertise_ttl: int  # how far away demand the peer may act on
+    filter: DestinationFilter
+
+
+class _NetworkSink:
+    """A network consumer's deliveries go out as forward batches."""
+
+    def __init__(self, session: BridgeSession, queue: str) -> None:
+        self.session = session
+        self.queue = queue
+        self.consumer: Consumer | None = None
+
+    def deliver(self, deliveries: list[tuple[int, Entry]]) -> None:
+        assert self.consumer is not None
+        self.session.forward(self.queue, self.consumer, deliveries)
+
+
+class BridgeSession:
+    def __init__(
+        self,
+        broker: Broker,
+        table: DemandTable,
+        terms: LinkTerms,
+        write: Callable[[bridge_pb2.BridgeFrame], None],
+        on_demand_change: Callable[[], None],
+        capacity: Callable[[str, int, str], int],
+    ) -> None:
+        self.broker = broker
+        self.table = table
+        self.terms = terms
+        self._write = write
+        self._on_demand_change = on_demand_change
+        # (queue, hops, peer) -> how many messages the consumers behind this broker take
+        # ahead, for the capacity this broker advertises.
+        self._capacity_of = capacity
+        # queue -> the capacity the peer advertised with its demand.
+        self.capacity: dict[str, int] = {}
+        # Queues forwarded for the peer's demand: their credit comes back as the peer's
+        # consumers take the messages. Static includes get credit back once stored.
+        self._dynamic: set[str] = set()
+        self._advertiser = Advertiser(terms.peer, terms.advertise_ttl) if terms.advertises else None
+        # queue -> network consumer; those in _draining get no new credit and leave once
+        # everything sent is acknowledged.
+        self.consumers: dict[str, Consumer] = {}
+        self._draining: set[str] = set()
+        self._unacked: dict[int, tuple[str, Consumer, list[int]]] = {}
+        self._next_batch = 1
+        self._stores: set[asyncio.Task[None]] = set()
+        self.closed = False
+        self.forwarded = 0
+        self.received = 0
+
+    @property
+    def peer(self) -> str:
+        return self.terms.peer
+
+    # -- demand --------------------------------------------------------------------
+
+    def advertise(self) -> None:
+        if self._advertiser is None or self.closed:
+            return
+        delta = self._advertiser.next_delta(self.table)
+        if not delta:
+            return
+        peer = self.terms.peer
+        demand = [
+            bridge_pb2.Demand(
+                queue=queue,
+                consumers=count,
+                hops=hops,
+                capacity=self._capacity_of(queue, hops, peer),
+            )
+            for queue, (count, hops) in delta.upserts.items()
+        ]
+        demand.extend(bridge_pb2.Demand(queue=queue, consumers=0) for queue in delta.removals)
+        self._write(bridge_pb2.BridgeFrame(demand=demand))
+
+    def reconcile(self) -> None:
+        """Make the network consumers match the peer's demand and the static includes."""
+        if not self.terms.forwards or self.closed:
+            return
+        terms = self.terms
+        desired: dict[str, int] = {}
+        dynamic: set[str] = set()
+        for queue, distance in self.table.wanted_queues(terms.peer, terms.network_ttl).items():
+            if terms.filter.forwards_dynamically(queue):
+                desired[queue] = distance
+                dynamic.add(queue)
+        for queue in self.broker.queues:
+            if queue not in desired and terms.filter.forwards_statically(queue):
+                # Forwarded with or without demand, behind any dynamic route.
+                desired[queue] = terms.network_ttl + 1
+        self._dynamic = dynamic
+        for queue, distance in desired.items():
+            window = self._window(queue)
+            consumer = self.consumers.get(queue)
+            if consumer is None:
+                self._subscribe(queue, distance, window)
+                continue
+            if queue in self._draining:
+                self._draining.discard(queue)
+                self.broker.credit(queue, consumer, consumer.prefetch)
+            if consumer.prefetch != window:
+                self.broker.set_prefetch(queue, consumer, window)
+        for queue in list(self.consumers):
+            if queue not in desired and queue not in self._draining:
+                self._draining.add(queue)
+                self.broker.revoke_credit(queue, self.consumers[queue])
+                self._leave_if_drained(queue)
+
+    def _window(self, queue: str) -> int:
+        """Most forwarded-but-unconsumed messages of `queue` to keep at the peer."""
+        capacity = self.capacity.get(queue, 0) if queue in self._dynamic else 0
+        prefetch = self.terms.prefetch
+        return min(prefetch, capacity) if capacity > 0 else prefetch
+
+    def _subscribe(self, queue: str, distance: int, window: int) -> None:
+        peer = self.terms.peer
+        message_ttl = self.terms.message_ttl
+        broker = self.broker
+
+        def accepts(message: object) -> bool:
+            return may_forward(
+                message.broker_path,  # type: ignore[attr-defined]
+                peer,
+                broker.has_local_consumers(queue),
+                message_ttl,
+            )
+
+        sink = _NetworkSink(self, queue)
+        sink.consumer = broker.subscribe(
+            queue,
+            sink,
+            prefetch=window,
+            priority=NETWORK_PRIORITY - distance,
+            name=f"bridge to {peer}",
+            remote=True,
+            accepts=accepts,
+        )
+        self.consumers[queue] = sink.consumer
+        log.info("forwarding %s to %s (consumers %d hop(s) away)", queue, peer, distance)
+
+    def _leave_if_drained(self, queue: str) -> None:
+        consumer = self.consumers[queue]
+        if queue in self._draining and not consumer.in_flight:
+            del self.consumers[queue]
+            self._draining.discard(queue)
+            self.broker.unsubscribe(queue, consumer)
+            log.info("stopped forwarding %s to %s: no demand", queue, self.terms.peer)
+
+    # -- forwarding ----------------------------------------------------------------
+
+    def forward(self, queue: str, consumer: Consumer, deliveries: list[tuple[int, Entry]]) -> None:
+        """Send deliveries made to a network consumer, in batches of bounded size."""
+        start = 0
+        while start < len(deliveries):
+            size = 0
+            end = start
+            while end < len(deliveries) and (end == start or size < MAX_FORWARD_BYTES):
+                size += deliveries[end][1].size
+                end += 1
+            chunk = deliveries[start:end]
+            start = end
+            batch_id = self._next_batch
+            self._next_batch += 1
+            self._unacked[batch_id] = (queue, consumer, [tag for tag, _ in chunk])
+            self._write(
+                bridge_pb2.BridgeFrame(
+                    forward=bridge_pb2.ForwardBatch(
+                        batch_id=batch_id, messages=[entry.message for _, entry in chunk]
+                    )
+                )
+            )
+
+    def _acked(self, ack: bridge_pb2.ForwardAck) -> None:
+        pending = self._unacked.pop(ack.batch_id, None)
+        if pending is None:
+            return
+        queue, consumer, tags = pending
+        if consumer not in self.consumers.values():
+            return  # unsubscribed meanwhile: the messages went back to the queue
+        if ack.ok:
+            self.broker.ack(queue, consumer, tags)
+            self.forwarded += len(tags)
+        else:
+            # Not stored there: give them back so they go out again or to someone else.
+            log.warning("%s refused %d messages of %s: %s", self.peer, len(tags), queue, ack.error)
+            self.broker.nack(queue, consumer, tags)
+        if queue in self._draining:
+            self._leave_if_drained(queue)
+        elif queue not in self._dynamic or not ack.ok:
+            self.broker.credit(queue, consumer, len(tags))
+
+    async def _store(self, batch: bridge_pb2.ForwardBatch) -> None:
+        try:
+            await self.broker.send(list(batch.messages))
+        except BrokerError as exc:
+            ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=False, error=exc.message)
+        else:
+            ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=True)
+            self.received += len(batch.messages)
+        if not self.closed:
+            self._write(bridge_pb2.BridgeFrame(acks=[ack]))
+
+    def send_credits(self, credits: list[bridge_pb2.Credit]) -> None:
+        if not self.closed:
+            self._write(bridge_pb2.BridgeFrame(credits=credits))
+
+    # -- frames --------------------------------------------------------------------
+
+    def on_frame(self, frame: bridge_pb2.BridgeFrame) -> None:
+        if frame.demand:
+            changed = False
+            for d in frame.demand:
+                if d.consumers:
+                    self.capacity[d.queue] = d.capacity
+                else:
+                    self.capacity.pop(d.queue, None)
+                changed |= self.table.set_remote(self.peer, d.queue, d.consumers, d.hops)
+            if changed:
+                self._on_demand_change()
+        for credit in frame.credits:
+            consumer = self.consumers.get(credit.queue)
+            if (
+                consumer is not None
+                and credit.queue in self._dynamic
+                and credit.queue not in self._draining
+            ):
+                self.broker.credit(credit.queue, consumer, credit.count)
+        if frame.HasField("forward"):
+            task = asyncio.ensure_future(self._store(frame.forward))
+            self._stores.add(task)
+            task.add_done_callback(self._stores.discard)
+        for ack in frame.acks:
+            self._acked(ack)
+
+    def start(self) -> None:
+        self.advertise()
+        self.reconcile()
+
+    def close(self) -> None:
+        """The link is gone: unsent and unacknowledged messages return to their queues."""
+        if self.closed:
+            return
+        self.closed = True
+        for queue, consumer in self.consumers.items():
+            self.broker.unsubscribe(queue, consumer)
+        self.consumers.clear()
+        self._unacked.clear()
+        for task in self._stores:
+            task.cancel()
+        if self.table.drop_bridge(self.peer):
+            self._on_demand_change()

@@ -1,0 +1,58 @@
+"""Async helpers that scenario tests share: sending, receiving, waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from broker.client import Client, Delivery
+from broker.pb import admin_pb2
+
+
+async def queue_info(client: Client, name: str) -> admin_pb2.QueueInfo | None:
+    for info in await client.queues():
+        if info.name == name:
+            return info
+    return None
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll an async predicate until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def receive_all(
+    client: Client, queue: str, count: int, timeout: float = 10.0, **kw: Any
+) -> list[Delivery]:
+    """Receive and ack until `count` arrived or `timeout` passes with nothing new."""
+    consumer = await client.subscribe(queue, **kw)
+    got: list[Delivery] = []
+    try:
+        while len(got) < count:
+            delivery = await consumer.receive(timeout=timeout)
+            if delivery is None:
+                break
+            got.append(delivery)
+            delivery.ack()
+    finally:
+        await consumer.close()
+    return got
+
+
+async def send_many(client: Client, queue: str, bodies: list[bytes], **kw: Any) -> list[str]:
+    producer = client.producer()
+    futures = [await producer.send(queue, body, **kw) for body in bodies]
+    await producer.flush()
+    await producer.close()
+    return [f.result() for f in futures]
