@@ -29,6 +29,7 @@ from broker.store import (
     Store,
     ack_key,
     id_key,
+    mark_key,
     message_key,
     parse_message_key,
 )
@@ -57,6 +58,14 @@ class QueueSnapshot:
     dequeued: int
     expired: int
     dead_lettered: int
+
+
+@dataclass(frozen=True)
+class Sent:
+    ids: list[str]
+    # Positions in the batch of resends of messages already held (acknowledged, not
+    # stored again).
+    duplicates: list[int]
 
 
 class MemoryGate:
@@ -113,6 +122,9 @@ class Broker:
         for name, count in self.store.queue_counts().items():
             self._queue(name).recover(count)
             self._dirty.add(name)
+        for name, marks in self.store.dispatch_marks().items():
+            if name in self.queues:
+                self.queues[name].recover_marks(marks)
         self.committer.start()
         self._expiry_task = asyncio.get_running_loop().create_task(self._expire_loop())
         self._schedule_dispatch()
@@ -151,7 +163,7 @@ class Broker:
         if message.expiration_ms < 0:
             raise InvalidArgument(f"expiration {message.expiration_ms} is negative")
 
-    async def send(self, messages: list[Message]) -> list[str]:
+    async def send(self, messages: list[Message]) -> Sent:
         """Store and enqueue a batch; returns the ids once durable. All or nothing."""
         for message in messages:
             self._check(message)
@@ -162,7 +174,8 @@ class Broker:
         claimed: list[str] = []
         nonpersistent_bytes = 0
         ids: list[str] = []
-        for message in messages:
+        duplicates: list[int] = []
+        for position, message in enumerate(messages):
             if not message.id:
                 message.id = uuid.uuid4().hex
             mid = message.id
@@ -174,7 +187,8 @@ class Broker:
             if mid in self._uncommitted_ids or (
                 message.persistent and self.store.visits(mid) >= visit
             ):
-                continue  # a resend of a message already held: acknowledge, store nothing
+                duplicates.append(position)  # acknowledged, not stored twice
+                continue
             if not message.timestamp_ms:
                 message.timestamp_ms = stamp
             message.broker_path.append(me)
@@ -206,7 +220,7 @@ class Broker:
             self._queue(entry.message.destination).enqueue(entry)
             self._dirty.add(entry.message.destination)
         self._schedule_dispatch()
-        return ids
+        return Sent(ids, duplicates)
 
     # -- consumers -----------------------------------------------------------------
 
@@ -409,6 +423,16 @@ class Broker:
             while True:
                 self._page_in(q, now)
                 result = q.dispatch(now)
+                marks: list[Op] = []
+                for _, batch in result.deliveries:
+                    for priority in q.advance_marks(batch):
+                        seq = q.dispatched[priority]
+                        marks.append((mark_key(q.name, priority), seq.to_bytes(8, "big")))
+                if marks:
+                    # Written (unsynced: a process crash keeps it) before anything leaves,
+                    # so after a crash whatever may have reached a consumer comes back
+                    # marked redelivered.
+                    self.store.write(marks, sync=False)
                 for consumer, batch in result.deliveries:
                     consumer.sink.deliver(batch)
                 self._dead_letter(q, result.dead)

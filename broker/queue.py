@@ -90,6 +90,11 @@ class Queue:
         # Per priority, the highest sequence number that has been in memory: the store
         # holds nothing pending of that priority at or below it that is not in memory.
         self.cursor = [0] * 10
+        # Per priority, the highest sequence number ever handed to a consumer, and the
+        # same as it stood when the broker started: a persistent message at or below
+        # the latter may have reached a consumer before a crash, so it comes back marked.
+        self.dispatched = [0] * 10
+        self.recovered = [0] * 10
         self.consumers: list[Consumer] = []
         self._rr = itertools.count()
         self.stats = QueueStats()
@@ -147,8 +152,27 @@ class Queue:
         """Messages of `priority` read from the store, up to sequence `scanned_to`."""
         self.cursor[priority] = max(self.cursor[priority], scanned_to)
         self.paged_out -= len(entries)
+        recovered = self.recovered[priority]
         for entry in entries:
+            if entry.seq <= recovered:
+                entry.message.redelivery_count += 1
             self._push(entry)
+
+    def recover_marks(self, marks: dict[int, int]) -> None:
+        """The dispatch marks the store held at startup, by priority."""
+        for priority, seq in marks.items():
+            self.dispatched[priority] = self.recovered[priority] = seq
+
+    def advance_marks(self, batch: list[tuple[int, Entry]]) -> list[int]:
+        """Record a delivery batch; returns the priorities whose mark moved (to persist)."""
+        moved: list[int] = []
+        dispatched = self.dispatched
+        for _, entry in batch:
+            if entry.persistent and entry.seq > dispatched[entry.priority]:
+                if entry.priority not in moved:
+                    moved.append(entry.priority)
+                dispatched[entry.priority] = entry.seq
+        return moved
 
     def forget_paged_out(self) -> None:
         """The store scan found fewer messages than counted; trust the store."""

@@ -78,7 +78,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
 
     async def _send(self, request: client_pb2.ProduceRequest) -> client_pb2.ProduceResponse:
         try:
-            ids = await self.broker.send(list(request.messages))
+            ids = (await self.broker.send(list(request.messages))).ids
         except BrokerError as exc:
             return client_pb2.ProduceResponse(
                 batch_id=request.batch_id, ok=False, code=exc.code, error=exc.message

@@ -7,6 +7,7 @@ Key layout (raw bytes, byte-wise order):
                                                               (duplicate check)
     a <ack number: 8 bytes BE>                             -> message id (ids consumed,
                                                               oldest first, for pruning)
+    h <queue utf-8> 0x00 <9 - priority>                    -> highest seq dispatched
     z <name>                                               -> meta values (8 bytes BE)
 
 Ordering messages by inverted priority and then sequence makes a forward scan of a
@@ -42,6 +43,10 @@ def parse_message_key(key: bytes) -> tuple[str, int, int]:
     """(queue, priority, seq) of a message key."""
     sep = key.index(b"\x00", 1)
     return key[1:sep].decode(), 9 - key[sep + 1], int.from_bytes(key[sep + 2 :], "big")
+
+
+def mark_key(queue: str, priority: int) -> bytes:
+    return b"h" + queue.encode() + b"\x00" + bytes((9 - priority,))
 
 
 def id_key(message_id: str) -> bytes:
@@ -121,6 +126,16 @@ class Store:
             queue = key[1 : key.index(b"\x00", 1)].decode()
             counts[queue] = counts.get(queue, 0) + 1
         return counts
+
+    def dispatch_marks(self) -> dict[str, dict[int, int]]:
+        """queue -> priority -> highest sequence number dispatched before the last stop."""
+        marks: dict[str, dict[int, int]] = {}
+        for key, value in self._range(b"h", b"i"):
+            sep = key.index(b"\x00", 1)
+            marks.setdefault(key[1:sep].decode(), {})[9 - key[sep + 1]] = int.from_bytes(
+                value, "big"
+            )
+        return marks
 
     def scan_queue(
         self, queue: str, priority: int, after_seq: int, limit: int

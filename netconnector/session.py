@@ -9,6 +9,7 @@ given as forward batches, and acks the local copies once the neighbour has store
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -234,14 +235,19 @@ class BridgeSession:
 
     async def _store(self, batch: bridge_pb2.ForwardBatch) -> None:
         try:
-            await self.broker.send(list(batch.messages))
+            sent = await self.broker.send(list(batch.messages))
         except BrokerError as exc:
             ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=False, error=exc.message)
+            credits = []
         else:
             ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=True)
-            self.received += len(batch.messages)
+            self.received += len(batch.messages) - len(sent.duplicates)
+            # Resends of messages already held here will not be consumed here again:
+            # their credit goes straight back, or the forwarder's window would shrink.
+            resent = collections.Counter(batch.messages[i].destination for i in sent.duplicates)
+            credits = [bridge_pb2.Credit(queue=q, count=n) for q, n in resent.items()]
         if not self.closed:
-            self._write(bridge_pb2.BridgeFrame(acks=[ack]))
+            self._write(bridge_pb2.BridgeFrame(acks=[ack], credits=credits))
 
     def send_credits(self, credits: list[bridge_pb2.Credit]) -> None:
         if not self.closed:

@@ -330,3 +330,60 @@ def test_masterslave_connector_moves_to_the_next_address(brokers: Start) -> None
 
 async def _is(probe: Callable[[], object], value: object) -> bool:
     return await probe() == value  # type: ignore[misc]
+
+
+def test_kill_9_of_a_then_b_during_forwarding_loses_nothing(brokers: Start) -> None:
+    links = {"a": ["b"], "b": []}
+    procs = cluster(brokers, links)
+    a, b = procs["a"], procs["b"]
+    total = 6_000
+
+    async def scenario() -> None:
+        await wait_bridges(procs, links)
+        got: list[Delivery] = []
+        async with (
+            await Client.connect(f"failover:({a.url})") as ca,
+            await Client.connect(f"failover:({b.url})") as cb,
+        ):
+            consumer = await cb.subscribe("crashy", prefetch=100)
+            await wait_for(lambda: demand_seen(ca, "crashy"), 10, "a to see b's demand")
+            producer = ca.producer(max_in_flight=500)
+            futures = []
+
+            async def produce() -> None:
+                for i in range(total):
+                    futures.append(await producer.send("crashy", str(i).encode()))
+                await producer.flush()
+
+            sending = asyncio.create_task(produce())
+
+            async def receive_until(count: int) -> None:
+                while len(got) < count:
+                    d = await consumer.receive(timeout=30)
+                    assert d is not None, (
+                        f"stalled at {len(got)}: a {await queue_info(ca, 'crashy')} "
+                        f"{await ca.status()} b {await queue_info(cb, 'crashy')}"
+                    )
+                    got.append(d)
+                    d.ack()
+
+            await receive_until(total // 4)
+            a.kill()
+            a.start()
+            await receive_until(total // 2)
+            b.kill()
+            b.start()
+            await asyncio.wait_for(sending, 60)
+            sent = [f.result() for f in futures]
+            await receive_until(len(set(sent)))
+            # Anything still arriving now would be a duplicate.
+            while (d := await consumer.receive(timeout=1)) is not None:
+                got.append(d)
+                d.ack()
+            await consumer.close()
+            await producer.close()
+            redelivered = sum(1 for d in got if d.redelivered)
+            print(f"redelivered (marked) {redelivered}")
+            check_exactly_once(sent, got, marked_ok=True)
+
+    run(scenario(), timeout=180)
