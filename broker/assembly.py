@@ -45,30 +45,27 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     _check_data_dir(config)
     store = Store(config.data_dir / "store")
     try:
-        broker = Broker(config, store)
         gate = ServiceGate()
-        network = Network(broker, gate, group=config.group, token=config.token)
-        for uri in config.connectors:
-            network.add_connector(parse_connector(uri))
-        server, port = build_server(config, broker, gate, extra=[network.install])
-        if port != config.port:
-            config = dataclasses.replace(config, port=port)
-            broker.config = config
+        network = Network(config, gate)
+        server, port = build_server(config, gate, extra=[network.install])
+        config = dataclasses.replace(config, port=port)
+        gate.client_address = config.client_address
+        broker = Broker(config, store)
         await broker.start()
         await server.start()
-        network.start()
+        gate.open(broker, role="standalone")
+        network.attach(broker)
         log.info(
             "broker %s listening on %s, data in %s",
-            config.name,
-            config.client_address,
-            config.data_dir,
-        )
+            config.name, config.client_address, config.data_dir,
+        )  # fmt: skip
         print(f"netbroker: broker {config.name} listening on {config.client_address}", flush=True)
         try:
             await stop.wait()
         finally:
             log.info("broker %s stopping", config.name)
-            await network.stop()
+            gate.close("stopped", f"broker {config.name} is shutting down")
+            await network.detach()
             await server.stop(grace=1.0)
             await broker.stop()
     finally:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import grpc
 
 from broker.config import BrokerConfig
-from broker.core import Broker
 from broker.errors import StartupError
 from broker.gate import ServiceGate
 from broker.pb import admin_pb2_grpc, client_pb2_grpc
@@ -19,7 +19,6 @@ ServiceInstaller = Callable[[grpc.aio.Server], None]
 
 def build_server(
     config: BrokerConfig,
-    broker: Broker,
     gate: ServiceGate,
     extra: Sequence[ServiceInstaller] = (),
 ) -> tuple[grpc.aio.Server, int]:
@@ -33,8 +32,10 @@ def build_server(
         ("grpc.keepalive_permit_without_calls", 1),
     ]
     server = grpc.aio.server(options=options)
-    client_pb2_grpc.add_BrokerServicer_to_server(ClientService(broker, gate), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, gate), server)
+    client_pb2_grpc.add_BrokerServicer_to_server(ClientService(gate), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(
+        AdminService(config, gate, int(time.time() * 1000)), server
+    )
     for install in extra:
         install(server)
     address = f"{config.host}:{config.port}"

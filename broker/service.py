@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from broker import __version__
+from broker.config import BrokerConfig
 from broker.core import Broker
 from broker.errors import BrokerError
 from broker.gate import ServiceGate
@@ -72,13 +73,14 @@ class StreamSink:
 
 
 class ClientService(client_pb2_grpc.BrokerServicer):
-    def __init__(self, broker: Broker, gate: ServiceGate) -> None:
-        self.broker = broker
+    def __init__(self, gate: ServiceGate) -> None:
         self.gate = gate
 
-    async def _send(self, request: client_pb2.ProduceRequest) -> client_pb2.ProduceResponse:
+    async def _send(
+        self, broker: Broker, request: client_pb2.ProduceRequest
+    ) -> client_pb2.ProduceResponse:
         try:
-            ids = (await self.broker.send(list(request.messages))).ids
+            ids = (await broker.send(list(request.messages))).ids
         except BrokerError as exc:
             return client_pb2.ProduceResponse(
                 batch_id=request.batch_id, ok=False, code=exc.code, error=exc.message
@@ -90,7 +92,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         request_iterator: AsyncIterator[client_pb2.ProduceRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[client_pb2.ProduceResponse]:
-        await self.gate.check(context)
+        broker = await self.gate.admit(context)
         # Batches are stored concurrently (so one stream fills a group commit) and
         # answered in the order they came.
         answers: asyncio.Queue[asyncio.Future[client_pb2.ProduceResponse] | None] = asyncio.Queue()
@@ -100,11 +102,12 @@ class ClientService(client_pb2_grpc.BrokerServicer):
             try:
                 async for request in request_iterator:
                     await slots.acquire()
-                    answers.put_nowait(asyncio.ensure_future(self._send(request)))
+                    answers.put_nowait(asyncio.ensure_future(self._send(broker, request)))
             finally:
                 answers.put_nowait(None)
 
         reader = asyncio.create_task(read())
+        stream = self.gate.track()
         try:
             while True:
                 pending = await answers.get()
@@ -114,6 +117,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 slots.release()
                 yield response
         finally:
+            self.gate.untrack(stream)
             reader.cancel()
 
     async def Consume(
@@ -121,8 +125,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         request_iterator: AsyncIterator[client_pb2.ConsumeRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[client_pb2.ConsumeResponse]:
-        await self.gate.check(context)
-        broker = self.broker
+        broker = await self.gate.admit(context)
         first = await anext(aiter(request_iterator), None)
         if first is None:
             return
@@ -162,6 +165,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
             sink.finish()
 
         reader = asyncio.create_task(read())
+        stream = self.gate.track()
         try:
             while True:
                 await sink.wake.wait()
@@ -172,6 +176,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 elif sink.closed:
                     break
         finally:
+            self.gate.untrack(stream)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -179,30 +184,31 @@ class ClientService(client_pb2_grpc.BrokerServicer):
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, broker: Broker, gate: ServiceGate) -> None:
-        self.broker = broker
+    def __init__(self, config: BrokerConfig, gate: ServiceGate, started_ms: int) -> None:
+        self.config = config
         self.gate = gate
+        self.started_ms = started_ms
 
     async def Status(
         self, request: admin_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.StatusResponse:
-        config = self.broker.config
+        config = self.config
         return admin_pb2.StatusResponse(
             name=config.name,
             role=self.gate.role,
-            client_address=config.client_address,
+            client_address=self.gate.client_address,
             version=__version__,
             components=[
                 admin_pb2.Component(kind=c.kind, name=c.name, state=c.state, detail=c.detail)
                 for c in self.gate.components()
             ],
-            started_ms=self.broker.started_ms,
+            started_ms=self.started_ms,
         )
 
     async def ListQueues(
         self, request: admin_pb2.ListQueuesRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListQueuesResponse:
-        await self.gate.check(context)
+        broker = await self.gate.admit(context)
         return admin_pb2.ListQueuesResponse(
             queues=[
                 admin_pb2.QueueInfo(
@@ -216,25 +222,25 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                     expired=s.expired,
                     dead_lettered=s.dead_lettered,
                 )
-                for s in self.broker.snapshot()
+                for s in broker.snapshot()
             ]
         )
 
     async def Purge(
         self, request: admin_pb2.PurgeRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.PurgeResponse:
-        await self.gate.check(context)
+        broker = await self.gate.admit(context)
         try:
-            return admin_pb2.PurgeResponse(purged=self.broker.purge(request.queue))
+            return admin_pb2.PurgeResponse(purged=broker.purge(request.queue))
         except BrokerError as exc:
             await context.abort(_status(exc.code), exc.message)
 
     async def Browse(
         self, request: admin_pb2.BrowseRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.BrowseResponse:
-        await self.gate.check(context)
+        broker = await self.gate.admit(context)
         try:
-            messages = self.broker.browse(request.queue, request.limit or 100)
+            messages = broker.browse(request.queue, request.limit or 100)
         except BrokerError as exc:
             await context.abort(_status(exc.code), exc.message)
         return admin_pb2.BrowseResponse(messages=messages)

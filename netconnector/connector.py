@@ -108,8 +108,8 @@ class Link:
             ("grpc.keepalive_timeout_ms", spec.keep_alive_ms),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.max_receive_message_length", network.broker.config.max_message_bytes + 2**20),
-            ("grpc.max_send_message_length", network.broker.config.max_message_bytes + 2**20),
+            ("grpc.max_receive_message_length", network.config.max_message_bytes + 2**20),
+            ("grpc.max_send_message_length", network.config.max_message_bytes + 2**20),
             # Reconnects are ours to pace; gRPC's own backoff would add seconds.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
@@ -135,9 +135,12 @@ class Link:
                 advertise_ttl=min(spec.consumer_ttl, spec.network_ttl),
                 filter=spec.destination_filter,
             )
+            broker = network.broker
+            if broker is None:
+                raise LinkRefused("this broker is not serving")
             outbox = Outbox()
             self.peer = hello.broker
-            self.session = network.open_session(terms, outbox)
+            self.session = network.open_session(broker, terms, outbox)
             self.state = "up"
             self.detail = ""
             self.connected_at = time.monotonic()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from broker.config import BrokerConfig
 from broker.core import Broker
 from broker.gate import ComponentStatus, ServiceGate
 from broker.pb import bridge_pb2, bridge_pb2_grpc
@@ -22,7 +23,7 @@ from netconnector.demand import DemandTable
 from netconnector.filters import DestinationFilter
 from netconnector.outbox import Outbox
 from netconnector.session import BridgeSession, LinkTerms
-from netconnector.uri import ConnectorSpec
+from netconnector.uri import ConnectorSpec, parse_connector
 
 log = logging.getLogger("netbroker.network")
 
@@ -30,12 +31,15 @@ PROTOCOL = 1
 
 
 class Network:
-    def __init__(self, broker: Broker, gate: ServiceGate, group: str = "", token: str = "") -> None:
-        self.broker = broker
+    """Long-lived for the broker process; attached to a broker core while it serves."""
+
+    def __init__(self, config: BrokerConfig, gate: ServiceGate) -> None:
+        self.config = config
         self.gate = gate
-        self.name = broker.config.name
-        self.group = group
-        self.token = token
+        self.name = config.name
+        self.group = config.group
+        self.token = config.token
+        self.broker: Broker | None = None
         self.table = DemandTable()
         self.sessions: set[BridgeSession] = set()
         self.connectors: list[Connector] = []
@@ -43,9 +47,28 @@ class Network:
         # (previous broker, queue) -> forwarded messages consumed here since last told.
         self._consumed: dict[tuple[str, str], int] = {}
         self._credits_scheduled = False
+        gate.sources.append(self.status)
+        for uri in config.connectors:
+            self.connectors.append(Connector(self, parse_connector(uri)))
+
+    def attach(self, broker: Broker) -> None:
+        """Serve for `broker`: follow its demand and start the connectors."""
+        self.broker = broker
+        self.table = DemandTable()
         broker.demand_listeners.append(self._local_demand)
         broker.removed_listeners.append(self._removed)
-        gate.sources.append(self.status)
+        for queue in broker.queues.values():
+            self.table.set_local(queue.name, queue.local_consumers)
+        for connector in self.connectors:
+            connector.start()
+
+    async def detach(self) -> None:
+        """Stop serving: links close and their messages return to the queues."""
+        for connector in self.connectors:
+            await connector.stop()
+        for session in list(self.sessions):
+            self.close_session(session)
+        self.broker = None
 
     # -- demand propagation --------------------------------------------------------
 
@@ -69,7 +92,7 @@ class Network:
     def capacity(self, queue: str, hops: int, peer: str) -> int:
         """What to advertise to `peer` as the take-ahead of `queue`'s nearest consumers."""
         if hops == 0:
-            return self.broker.local_capacity(queue)
+            return self.broker.local_capacity(queue) if self.broker is not None else 0
         learned = [s.capacity.get(queue, 0) for s in self.sessions if s.peer != peer]
         return max(learned, default=0)
 
@@ -97,9 +120,9 @@ class Network:
             if credits:
                 session.send_credits(credits)
 
-    def open_session(self, terms: LinkTerms, outbox: Outbox) -> BridgeSession:
+    def open_session(self, broker: Broker, terms: LinkTerms, outbox: Outbox) -> BridgeSession:
         session = BridgeSession(
-            self.broker, self.table, terms, outbox.put, self.demand_changed, self.capacity
+            broker, self.table, terms, outbox.put, self.demand_changed, self.capacity
         )
         self.sessions.add(session)
         session.start()
@@ -136,23 +159,6 @@ class Network:
             return f"wrong securityToken from broker {hello.broker!r}"
         return None
 
-    # -- connectors ----------------------------------------------------------------
-
-    def add_connector(self, spec: ConnectorSpec) -> Connector:
-        connector = Connector(self, spec)
-        self.connectors.append(connector)
-        return connector
-
-    def start(self) -> None:
-        for connector in self.connectors:
-            connector.start()
-
-    async def stop(self) -> None:
-        for connector in self.connectors:
-            await connector.stop()
-        for session in list(self.sessions):
-            self.close_session(session)
-
     def status(self) -> list[ComponentStatus]:
         out = [status for c in self.connectors for status in c.statuses()]
         outbound = {id(s) for c in self.connectors for s in c.sessions}
@@ -179,7 +185,7 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[bridge_pb2.BridgeFrame]:
         network = self.network
-        await network.gate.check(context)
+        broker = await network.gate.admit(context)
         first = await anext(aiter(request_iterator), None)
         if first is None:
             return
@@ -204,7 +210,8 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
             filter=DestinationFilter(),
         )
         outbox = Outbox()
-        session = network.open_session(terms, outbox)
+        session = network.open_session(broker, terms, outbox)
+        stream = network.gate.track()
         log.info("link from %s up", hello.broker)
 
         async def read() -> None:
@@ -219,6 +226,7 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
             async for frame in outbox:
                 yield frame
         finally:
+            network.gate.untrack(stream)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await reader
