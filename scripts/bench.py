@@ -51,13 +51,22 @@ async def consume(url: str, queue: str, count: int) -> float:
     return count / elapsed
 
 
-async def latency(url: str, rate: int, seconds: float, size: int) -> list[float]:
-    """Send at a fixed rate, one acknowledged send at a time; time send -> delivery."""
+async def latency(
+    url: str, rate: int, seconds: float, size: int, consume_url: str | None = None
+) -> list[float]:
+    """Send at a fixed rate, one acknowledged send at a time; time send -> delivery.
+
+    With `consume_url` the consumer is on that broker (across a bridge)."""
     padding = b"x" * max(0, size - 20)
     count = int(rate * seconds)
     samples: list[float] = []
-    async with await Client.connect(url) as client:
-        consumer = await client.subscribe("bench.latency", prefetch=100, auto_ack=True)
+    async with (
+        await Client.connect(url) as client,
+        await Client.connect(consume_url or url) as consuming,
+    ):
+        consumer = await consuming.subscribe("bench.latency", prefetch=100, auto_ack=True)
+        if consume_url:
+            await wait_for_demand(client, "bench.latency")
 
         async def receive() -> None:
             for _ in range(count):
@@ -79,6 +88,17 @@ async def latency(url: str, rate: int, seconds: float, size: int) -> list[float]
         await receiver
         await consumer.close()
     return samples
+
+
+async def wait_for_demand(client: Client, queue: str, timeout: float = 15.0) -> None:
+    """Until a bridge has registered a consumer for `queue` on the client's broker."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for info in await client.queues():
+            if info.name == queue and info.consumers:
+                return
+        await asyncio.sleep(0.05)
+    raise SystemExit(f"no demand for {queue} arrived over the bridge")
 
 
 def pct(samples: list[float], p: float) -> float:
