@@ -26,6 +26,12 @@ every batch the broker had not acknowledged under the same message ids (the brok
 duplicate check keeps them single) and resubscribes its consumers (the broker redelivers
 what the old stream held, marked redelivered). A plain ``host:port`` client raises
 :class:`ConnectionLost` instead. Reconnects are logged on the ``netbroker.client`` logger.
+
+Delivery is at least once: a message is gone only once its ack reached the broker, so a
+consumer may see a message again (``redelivered`` set) after a failover or a crash.
+
+A :class:`Client` belongs to the event loop it was connected on. Synchronous code uses
+:class:`BlockingClient`, which runs one on a private event loop in a daemon thread.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -75,6 +82,9 @@ MiB = 1024 * 1024
 
 #: gRPC's message size limits: the broker's default message limit (100 MiB) plus headroom.
 MAX_GRPC_MESSAGE_BYTES = 101 * MiB
+#: The largest message (body, headers and queue name) the client will send: gRPC's limit
+#: less room for the message's other fields and the batch around it.
+MAX_MESSAGE_BYTES = MAX_GRPC_MESSAGE_BYTES - 64 * 1024
 #: A produce batch holds at most this many messages ...
 MAX_BATCH_MESSAGES = 256
 #: ... and about this many body bytes (a single larger message travels alone).
@@ -377,12 +387,20 @@ def _outgoing_fields(
             body = bytes(body)
         else:
             raise TypeError(f"body must be bytes or str, not {type(body).__name__}")
+    size = len(body) + len(queue)
     header_dict: dict[str, str] | None = None
     if headers:
         header_dict = dict(headers)
         for key, value in header_dict.items():
             if type(key) is not str or type(value) is not str:
                 raise TypeError(f"header {key!r}: names and values must be strings")
+            size += len(key) + len(value)
+    if size > MAX_MESSAGE_BYTES:
+        # gRPC would fail the whole stream on it (the broker's own limit is lower still).
+        raise BrokerError(
+            "RESOURCE_EXHAUSTED",
+            f"a message of {size:,} bytes is over the client's limit of {MAX_MESSAGE_BYTES:,}",
+        )
     if type(priority) is not int or not 0 <= priority <= 9:
         raise ValueError(f"priority must be an integer from 0 to 9, not {priority!r}")
     expiration_ms = 0
@@ -849,10 +867,11 @@ class Producer:
         self._pending: deque[_Outgoing] = deque()  # queued, not yet in a batch
         self._batches: dict[int, _Batch] = {}  # written (or being written), not yet answered
         self._batch_ids = itertools.count(1)  # increasing across streams, so resends keep order
-        self._unacked = 0  # messages pending or in batches
+        self._unacked = 0  # messages pending or in batches, plus room granted to waiters
         self._sent = 0  # messages ever queued: the next message's sequence number
-        self._room = asyncio.Event()
-        self._room.set()
+        # Senders waiting for room, first come first served: each is woken with its room
+        # already counted in _unacked (no stampede of waiters re-checking).
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._wakeup = asyncio.Event()
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # Failed batches not yet reported by flush(): (first sequence number, error).
@@ -878,23 +897,12 @@ class Producer:
         are unacknowledged. ``ttl`` is in seconds; the id is generated when not given.
         Cancelling the future does not withdraw the message."""
         fields = _outgoing_fields(queue, body, headers, persistent, priority, ttl, message_id)
-        while True:
-            if self._closing:
-                raise RuntimeError("the producer is closed")
-            if self._failure is not None:
-                raise self._failure
-            if self._unacked < self._max_in_flight:
-                break
-            self._room.clear()
-            await self._room.wait()
-        future: asyncio.Future[str] = self._loop.create_future()
-        self._pending.append((*fields, future))
-        self._unacked += 1
-        self._sent += 1
-        self._wakeup.set()
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="netbroker-producer")
-        return future
+        self._check_accepting()
+        if self._unacked < self._max_in_flight and not self._room_waiters:
+            self._unacked += 1
+        else:
+            await self._wait_for_room()
+        return self._enqueue(fields)
 
     @property
     def in_flight(self) -> int:
@@ -943,6 +951,48 @@ class Producer:
 
     # ---------------------------------------------------------------- internals
 
+    def _check_accepting(self) -> None:
+        if self._closing:
+            raise RuntimeError("the producer is closed")
+        if self._failure is not None:
+            raise self._failure
+
+    async def _wait_for_room(self) -> None:
+        """Wait in line until room is granted (counted in _unacked for us)."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._room_waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Room was granted as we were cancelled: hand it to the next in line.
+                self._unacked -= 1
+                self._grant_room()
+            raise
+        try:
+            self._check_accepting()
+        except BaseException:
+            self._unacked -= 1
+            self._grant_room()
+            raise
+
+    def _grant_room(self) -> None:
+        while self._room_waiters and self._unacked < self._max_in_flight:
+            waiter = self._room_waiters.popleft()
+            if not waiter.done():
+                self._unacked += 1
+                waiter.set_result(None)
+
+    def _enqueue(self, fields: tuple[Any, ...]) -> asyncio.Future[str]:
+        """Queue a validated message whose room is already counted in _unacked."""
+        future: asyncio.Future[str] = self._loop.create_future()
+        self._pending.append((*fields, future))
+        self._sent += 1
+        self._wakeup.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="netbroker-producer")
+        return future
+
     def _watermark(self) -> int:
         """Sequence number of the oldest unresolved message (all before it are done)."""
         if self._batches:
@@ -951,8 +1001,8 @@ class Producer:
 
     def _resolved(self, count: int) -> None:
         self._unacked -= count
-        if self._unacked < self._max_in_flight:
-            self._room.set()
+        if self._room_waiters:
+            self._grant_room()
         if self._flush_waiters:
             mark = self._watermark()
             still = []
@@ -988,7 +1038,13 @@ class Producer:
                 _reject(item[7], error)
             self._errors.append((first, error))
             self._resolved(len(pending))
-        self._room.set()  # wake senders waiting for room: they see the failure
+        if terminal:
+            # Senders waiting for room: they see the failure (or the close) and raise.
+            waiters, self._room_waiters = self._room_waiters, deque()
+            for waiter in waiters:
+                if not waiter.done():
+                    self._unacked += 1
+                    waiter.set_result(None)
 
     async def _run(self) -> None:
         """Open streams (again after a failover) until closed or lost for good."""
@@ -1219,6 +1275,7 @@ class Consumer:
         self._error: BrokerError | None = None
         self._started: asyncio.Future[None] = self._loop.create_future()
         self._task: asyncio.Task[None] | None = None
+        self._streaming = False  # a stream is open and subscribed
         self._closing = False
         self._closed = False
 
@@ -1282,7 +1339,9 @@ class Consumer:
         self._flush.set()
         self._available.set()
         try:
-            await _stop_task(self._task, CLOSE_GRACE_SECONDS)
+            # With a stream open, the writer flushes the acks and half-closes it, and the
+            # broker ends it. Without one (reconnecting), there is nothing to wait for.
+            await _stop_task(self._task, CLOSE_GRACE_SECONDS if self._streaming else 0)
         finally:
             self._closed = True
             self._buffer.clear()
@@ -1309,7 +1368,10 @@ class Consumer:
 
     def _settle(self, delivery: Delivery, ack: bool) -> None:
         if threading.get_ident() != self._thread:
-            self._loop.call_soon_threadsafe(self._settle, delivery, ack)
+            if not self._closed:
+                # The blocking facade's thread: settle on the loop's thread.
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to ack
+                    self._loop.call_soon_threadsafe(self._settle, delivery, ack)
             return
         if delivery._generation != self._generation or self._closed:
             return  # a delivery of a stream that is gone: the broker redelivers it
@@ -1357,6 +1419,7 @@ class Consumer:
                     await _run_stream(call, self._read(call), self._write(call))
                     return
                 except _StreamFailure as failure:
+                    self._streaming = False
                     if self._closing:
                         return
                     if not failure.failover:
@@ -1372,6 +1435,7 @@ class Consumer:
 
     async def _write(self, call: Any) -> None:
         await call.write(client_pb2.ConsumeRequest(subscribe=self._subscribe))
+        self._streaming = True
         _resolve(self._started, None)
         while True:
             if not self._closing:
@@ -1412,7 +1476,8 @@ class Consumer:
 
 class BlockingClient:
     """A synchronous facade over :class:`Client`: the async client runs on a private
-    event loop in a daemon thread. Same methods, blocking; thread-safe."""
+    event loop in a daemon thread. Same methods, blocking. Any thread may call it; a
+    BlockingConsumer is for one thread at a time."""
 
     def __init__(
         self, client: Client, loop: asyncio.AbstractEventLoop, thread: threading.Thread
@@ -1461,7 +1526,11 @@ class BlockingClient:
 
     def producer(self, max_in_flight: int = 5000) -> BlockingProducer:
         """A pipelined producer; see :meth:`Client.producer`."""
-        return BlockingProducer(self, self._client.producer(max_in_flight))
+        producer = self._run(self._make_producer(max_in_flight))
+        return BlockingProducer(self, producer, max_in_flight)
+
+    async def _make_producer(self, max_in_flight: int) -> Producer:
+        return self._client.producer(max_in_flight)
 
     def subscribe(self, queue: str, **options: Any) -> BlockingConsumer:
         """Open a consumer; see :meth:`Client.subscribe` (same keyword arguments)."""
@@ -1498,32 +1567,74 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
 
 
 class BlockingProducer:
-    """The blocking face of a :class:`Producer`."""
+    """The blocking face of a :class:`Producer`. ``send`` hands the message to the loop
+    thread without waiting for it (blocking only while ``max_in_flight`` messages are
+    unacknowledged), so a thread can pipeline as the async producer does."""
 
-    def __init__(self, owner: BlockingClient, producer: Producer) -> None:
+    def __init__(self, owner: BlockingClient, producer: Producer, max_in_flight: int) -> None:
         self._owner = owner
         self._producer = producer
+        self._room = threading.BoundedSemaphore(max_in_flight)
+        # Messages handed to the loop thread, drained by one callback per wakeup.
+        self._handoff: deque[tuple[tuple[Any, ...], concurrent.futures.Future[str]]] = deque()
+        self._drain_scheduled = False
 
-    def send(self, queue: str, body: bytes | str, **options: Any) -> concurrent.futures.Future[str]:
-        """Queue a message (blocking while ``max_in_flight`` are unacknowledged); the
-        returned future resolves with its id at the ack, or raises BrokerError."""
-        return self._owner._run(self._send(queue, body, options))
-
-    async def _send(
-        self, queue: str, body: bytes | str, options: dict[str, Any]
+    def send(
+        self,
+        queue: str,
+        body: bytes | str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        persistent: bool = True,
+        priority: int = 4,
+        ttl: float | None = None,
+        message_id: str | None = None,
     ) -> concurrent.futures.Future[str]:
-        future = await self._producer.send(queue, body, **options)
+        """Queue a message; the returned future resolves with its id at the broker's
+        ack, or raises BrokerError. See :meth:`Producer.send`."""
+        fields = _outgoing_fields(queue, body, headers, persistent, priority, ttl, message_id)
+        if threading.current_thread() is self._owner._thread:
+            raise RuntimeError("BlockingProducer used from its own event loop thread")
+        self._room.acquire()
         result: concurrent.futures.Future[str] = concurrent.futures.Future()
-        future.add_done_callback(lambda done: _copy_outcome(done, result))
+        result.add_done_callback(lambda _: self._room.release())
+        self._handoff.append((fields, result))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._owner._loop.call_soon_threadsafe(self._drain)
         return result
+
+    def _drain(self) -> None:
+        # On the loop thread. Room is bounded by self._room, not by the producer's waiters.
+        self._drain_scheduled = False
+        producer = self._producer
+        handoff = self._handoff
+        while handoff:
+            fields, result = handoff.popleft()
+            try:
+                producer._check_accepting()
+            except BaseException as e:
+                result.set_exception(e)
+                continue
+            producer._unacked += 1
+            future = producer._enqueue(fields)
+            future.add_done_callback(functools.partial(_copy_outcome, target=result))
 
     def flush(self) -> None:
         """Wait until everything sent so far is acked; raise the first failure."""
-        self._owner._run(self._producer.flush())
+        self._owner._run(self._flush())
+
+    async def _flush(self) -> None:
+        self._drain()  # what this thread sent before flush() counts
+        await self._producer.flush()
 
     def close(self, timeout: float | None = None) -> None:
         """See :meth:`Producer.close`."""
-        self._owner._run(self._producer.close(timeout))
+        self._owner._run(self._close(timeout))
+
+    async def _close(self, timeout: float | None) -> None:
+        self._drain()
+        await self._producer.close(timeout)
 
     def __enter__(self) -> BlockingProducer:
         return self
@@ -1532,7 +1643,7 @@ class BlockingProducer:
         self.close()
 
 
-def _copy_outcome(source: asyncio.Future[_T], target: concurrent.futures.Future[_T]) -> None:
+def _copy_outcome(source: asyncio.Future[_T], *, target: concurrent.futures.Future[_T]) -> None:
     if source.cancelled():
         target.cancel()
     elif (error := source.exception()) is not None:
