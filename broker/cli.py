@@ -120,111 +120,230 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("broker", help="run one broker in the foreground",
-                       description="Run one broker until SIGTERM or Ctrl-C. Prints "
-                       "'netbroker: broker NAME listening on HOST:PORT' on stdout once "
-                       "ready; logs go to stderr.")
+    p = sub.add_parser(
+        "broker",
+        help="run one broker in the foreground",
+        description="Run one broker until SIGTERM or Ctrl-C. Prints "
+        "'netbroker: broker NAME listening on HOST:PORT' on stdout once "
+        "ready; logs go to stderr.",
+    )
     p.add_argument("--name", required=True, type=_broker_name, help="the broker's name")
-    p.add_argument("--port", required=True, type=_int_range(0, 65535),
-                   help="client port; 0 picks a free one (see the listening line)")
-    p.add_argument("--data", required=True, type=Path, metavar="DIR",
-                   help="the broker's data directory (created if missing)")
+    p.add_argument(
+        "--port",
+        required=True,
+        type=_int_range(0, 65535),
+        help="client port; 0 picks a free one (see the listening line)",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the broker's data directory (created if missing)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [%(default)s]")
-    p.add_argument("--max-message-bytes", type=_int_range(1, None),
-                   metavar="B", help="largest message body accepted [100 MiB]")
-    p.add_argument("--sync", choices=("local_disk", "local_mem"),
-                   help="when a persistent send is answered: after fsync (local_disk, the "
-                   "default) or after the write (local_mem)")
-    p.add_argument("--max-redeliveries", type=_int_range(0, None),
-                   metavar="K", help="deliveries without ack before DLQ.<queue> [6]")
-    p.add_argument("--group", default="", metavar="NAME",
-                   help="the master/slave group this broker belongs to")
-    p.add_argument("--connector", action="append", default=[], metavar="URI",
-                   help="a network connector, e.g. 'static:(127.0.0.1:61617)?networkTTL=2' "
-                   "(repeatable)")
-    p.add_argument("--token", default="", metavar="SECRET",
-                   help="securityToken that links to this broker must present")
-    p.add_argument("--log-level", default="info",
-                   choices=("debug", "info", "warning", "error"), help="[%(default)s]")
+    p.add_argument(
+        "--max-message-bytes",
+        type=_int_range(1, None),
+        metavar="B",
+        help="largest message body accepted [100 MiB]",
+    )
+    p.add_argument(
+        "--sync",
+        choices=("local_disk", "local_mem"),
+        help="when a persistent send is answered: after fsync (local_disk, the "
+        "default) or after the write (local_mem)",
+    )
+    p.add_argument(
+        "--max-redeliveries",
+        type=_int_range(0, None),
+        metavar="K",
+        help="deliveries without ack before DLQ.<queue> [6]",
+    )
+    p.add_argument(
+        "--group", default="", metavar="NAME", help="the master/slave group this broker belongs to"
+    )
+    p.add_argument(
+        "--connector",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="a network connector, e.g. 'static:(127.0.0.1:61617)?networkTTL=2' (repeatable)",
+    )
+    p.add_argument(
+        "--token",
+        default="",
+        metavar="SECRET",
+        help="securityToken that links to this broker must present",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="[%(default)s]",
+    )
     p.set_defaults(handler=_cmd_broker)
 
     def client_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--url", default=DEFAULT_URL,
-                       help="broker address, host:port or failover:(a,b) [%(default)s]")
-        p.add_argument("--connect-timeout", type=_positive_float(),
-                       default=30.0, metavar="SECONDS",
-                       help="give up when no broker accepts within this (a plain address "
-                       "is tried once; a failover URL until its own timeout) [%(default)s]")
+        p.add_argument(
+            "--url",
+            default=DEFAULT_URL,
+            help="broker address, host:port or failover:(a,b) [%(default)s]",
+        )
+        p.add_argument(
+            "--connect-timeout",
+            type=_positive_float(),
+            default=30.0,
+            metavar="SECONDS",
+            help="give up when no broker accepts within this (a plain address "
+            "is tried once; a failover URL until its own timeout) [%(default)s]",
+        )
 
-    p = sub.add_parser("send", help="send messages to a queue",
-                       description="Send BODY (or a file's bytes) COUNT times to QUEUE. "
-                       "Persistent by default: each send is answered once the broker "
-                       "holds it durably.")
+    p = sub.add_parser(
+        "send",
+        help="send messages to a queue",
+        description="Send BODY (or a file's bytes) COUNT times to QUEUE. "
+        "Persistent by default: each send is answered once the broker "
+        "holds it durably.",
+    )
     client_options(p)
     p.add_argument("queue", metavar="QUEUE", type=_queue_name)
     p.add_argument("body", metavar="BODY", nargs="?", help="the message body (UTF-8 text)")
     p.add_argument("--file", metavar="F", help="take the body from file F ('-': stdin)")
-    p.add_argument("--count", type=_int_range(1, None), default=1, metavar="N",
-                   help="send the message N times, pipelined [%(default)s]")
-    p.add_argument("--non-persistent", action="store_true",
-                   help="held in memory only; lost if the broker stops")
-    p.add_argument("--priority", type=_int_range(0, 9), metavar="P",
-                   help="0 (lowest) to 9 (highest) [4]")
-    p.add_argument("--ttl", type=_positive_float(), metavar="SECONDS",
-                   help="expire (to DLQ.<queue>) if not consumed within this")
-    p.add_argument("--header", type=_header, action="append", default=[], metavar="K=V",
-                   help="a message header; repeat for more")
+    p.add_argument(
+        "--count",
+        type=_int_range(1, None),
+        default=1,
+        metavar="N",
+        help="send the message N times, pipelined [%(default)s]",
+    )
+    p.add_argument(
+        "--non-persistent",
+        action="store_true",
+        help="held in memory only; lost if the broker stops",
+    )
+    p.add_argument(
+        "--priority", type=_int_range(0, 9), metavar="P", help="0 (lowest) to 9 (highest) [4]"
+    )
+    p.add_argument(
+        "--ttl",
+        type=_positive_float(),
+        metavar="SECONDS",
+        help="expire (to DLQ.<queue>) if not consumed within this",
+    )
+    p.add_argument(
+        "--header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a message header; repeat for more",
+    )
     p.set_defaults(handler=_cmd_send)
 
-    p = sub.add_parser("recv", help="receive messages from a queue",
-                       description="Receive up to COUNT messages from QUEUE, acknowledging "
-                       "each once written out. Exits 1 if fewer than COUNT arrive.")
+    p = sub.add_parser(
+        "recv",
+        help="receive messages from a queue",
+        description="Receive up to COUNT messages from QUEUE, acknowledging "
+        "each once written out. Exits 1 if fewer than COUNT arrive.",
+    )
     client_options(p)
     p.add_argument("queue", metavar="QUEUE", type=_queue_name)
-    p.add_argument("--count", type=_int_range(1, None), default=1, metavar="N",
-                   help="stop after N messages [%(default)s]")
-    p.add_argument("--timeout", type=_positive_float(), default=5.0,
-                   metavar="SECONDS",
-                   help="stop when no message arrives within this [%(default)s]")
-    p.add_argument("--output", metavar="FILE",
-                   help="write bodies to FILE, byte for byte, back to back (default: "
-                   "print each body on stdout, newline-terminated)")
-    p.add_argument("--prefetch", type=_int_range(1, None), metavar="K",
-                   help="deliveries the broker may push ahead of acks [min(N, 1000)]")
+    p.add_argument(
+        "--count",
+        type=_int_range(1, None),
+        default=1,
+        metavar="N",
+        help="stop after N messages [%(default)s]",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float(),
+        default=5.0,
+        metavar="SECONDS",
+        help="stop when no message arrives within this [%(default)s]",
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write bodies to FILE, byte for byte, back to back (default: "
+        "print each body on stdout, newline-terminated)",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=_int_range(1, None),
+        metavar="K",
+        help="deliveries the broker may push ahead of acks [min(N, 1000)]",
+    )
     p.set_defaults(handler=_cmd_recv)
 
-    p = sub.add_parser("stat", help="show a broker's queues and components",
-                       description="Show the broker's name and role, its queues and its "
-                       "components (bridges, replication).")
+    p = sub.add_parser(
+        "stat",
+        help="show a broker's queues and components",
+        description="Show the broker's name and role, its queues and its "
+        "components: each bridge (outbound ones by connector, e.g. "
+        "'static:127.0.0.1:61617'; inbound ones as 'from BROKER') with its "
+        "state (connecting, up, backoff) and detail (peer, messages "
+        "forwarded, or the last error).",
+    )
     client_options(p)
     p.set_defaults(handler=_cmd_stat)
 
-    p = sub.add_parser("up", help="start every broker of a topology file",
-                       description="Start every broker of FILE as its own process, wait "
-                       "until all are ready, show them, and supervise them until Ctrl-C "
-                       "(or leave them running with --detach).")
+    p = sub.add_parser(
+        "up",
+        help="start every broker of a topology file",
+        description="Start every broker of FILE as its own process with its "
+        "group's connectors, wait until every broker is ready and every bridge "
+        "is up, show them, and supervise them until Ctrl-C (or leave them "
+        "running with --detach). If that takes longer than --timeout, name "
+        "what is not up, stop everything and exit 1.",
+    )
     p.add_argument("file", metavar="FILE", help="topology file, e.g. topologies/single.yaml")
-    p.add_argument("--detach", action="store_true",
-                   help="leave the brokers running and exit; stop them with 'netbroker down'")
-    p.add_argument("--timeout", type=_positive_float(), default=30.0,
-                   metavar="SECONDS", help="how long each broker may take to start "
-                   "[%(default)s]")
-    p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
-                   help="seconds between status lines; 0 for none [%(default)s]")
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="leave the brokers running and exit; stop them with 'netbroker down'",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float(),
+        default=30.0,
+        metavar="SECONDS",
+        help="how long the brokers and all their bridges may take to come up [%(default)s]",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between status lines; 0 for none [%(default)s]",
+    )
     p.set_defaults(handler=_cmd_up)
 
-    p = sub.add_parser("status", help="show the brokers of a topology file",
-                       description="Show each broker of FILE: role, client address, pid and "
-                       "whether it answers. Exits 1 if any does not.")
+    p = sub.add_parser(
+        "status",
+        help="show the brokers of a topology file",
+        description="Show each broker of FILE from live Admin.Status calls: "
+        "role, client address, pid, queue depth and its bridges. Exits 1 if "
+        "a broker does not answer or a bridge is not up.",
+    )
     p.add_argument("file", metavar="FILE")
     p.set_defaults(handler=_cmd_status)
 
-    p = sub.add_parser("down", help="stop the brokers 'netbroker up' started",
-                       description="Stop the brokers of FILE started by 'netbroker up' "
-                       "(SIGTERM, then SIGKILL after --timeout).")
+    p = sub.add_parser(
+        "down",
+        help="stop the brokers 'netbroker up' started",
+        description="Stop the brokers of FILE started by 'netbroker up' "
+        "(SIGTERM, then SIGKILL after --timeout).",
+    )
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--timeout", type=_positive_float(), default=10.0,
-                   metavar="SECONDS", help="grace before SIGKILL [%(default)s]")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float(),
+        default=10.0,
+        metavar="SECONDS",
+        help="grace before SIGKILL [%(default)s]",
+    )
     p.set_defaults(handler=_cmd_down)
     return parser
 
@@ -242,8 +361,12 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     args, extras = parser.parse_known_args(argv)
     # argparse takes a command's positionals in one go, so in `send QUEUE --count 5 BODY`
     # the BODY after the options is left over. Take it back rather than refuse it.
-    if (args.command == "send" and args.body is None and len(extras) == 1
-            and not extras[0].startswith("-")):
+    if (
+        args.command == "send"
+        and args.body is None
+        and len(extras) == 1
+        and not extras[0].startswith("-")
+    ):
         args.body, extras = extras[0], []
     if extras:
         raise UsageError(f"{PROG} {args.command}", f"unrecognized arguments: {' '.join(extras)}")
@@ -323,8 +446,9 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from broker import topology, up
 
-    return up.up(topology.load(args.file), detach=args.detach, timeout=args.timeout,
-                 interval=args.interval)
+    return up.up(
+        topology.load(args.file), detach=args.detach, timeout=args.timeout, interval=args.interval
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -385,15 +509,17 @@ async def _connect(args: argparse.Namespace) -> Any:
     try:
         return await asyncio.wait_for(Client.connect(args.url), args.connect_timeout)
     except TimeoutError:
-        raise CliError(f"cannot connect to {args.url}: no broker answered within "
-                       f"{args.connect_timeout:g} s") from None
+        raise CliError(
+            f"cannot connect to {args.url}: no broker answered within {args.connect_timeout:g} s"
+        ) from None
     except ValueError as e:  # a malformed URL
         raise CliError(f"--url: {e}", code=EXIT_USAGE) from None
     except ConnectionLost as e:
         if "Connection refused" in e.message and not args.url.startswith("failover:"):
             # gRPC's wording is a paragraph; the operator needs one fact.
-            raise CliError(f"cannot connect to {args.url}: connection refused (is a broker "
-                           "running there?)") from None
+            raise CliError(
+                f"cannot connect to {args.url}: connection refused (is a broker running there?)"
+            ) from None
         raise CliError(e.message) from None  # it says which addresses refused and why
     except Exception as e:
         raise CliError(f"cannot connect to {args.url}: {_reason(e)}") from None
@@ -421,8 +547,15 @@ class Progress:
 
     WIDTH = 30
 
-    def __init__(self, total: int, verb: str, stream: TextIO | None = None,
-                 *, tty: bool | None = None, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int,
+        verb: str,
+        stream: TextIO | None = None,
+        *,
+        tty: bool | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total = total
         self.verb = verb
         self.stream = stream or sys.stderr
@@ -444,12 +577,13 @@ class Progress:
             filled = int(self.WIDTH * done / self.total) if self.total else self.WIDTH
             bar = "#" * filled + "-" * (self.WIDTH - filled)
             eta = f"  ETA {(self.total - done) / rate:,.0f} s" if rate > 0 else ""
-            self.stream.write(f"\r[{bar}] {100 * done // max(self.total, 1):3d}% "
-                              f"{done:,}/{self.total:,}  {rate:,.0f} msg/s{eta}\x1b[K")
+            self.stream.write(
+                f"\r[{bar}] {100 * done // max(self.total, 1):3d}% "
+                f"{done:,}/{self.total:,}  {rate:,.0f} msg/s{eta}\x1b[K"
+            )
             self.drawn = True
         else:
-            self.stream.write(f"{PROG}: {self.verb} {done:,}/{self.total:,} "
-                              f"({rate:,.0f} msg/s)\n")
+            self.stream.write(f"{PROG}: {self.verb} {done:,}/{self.total:,} ({rate:,.0f} msg/s)\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -469,8 +603,9 @@ def _read_body(args: argparse.Namespace) -> bytes:
         except OSError as e:
             raise CliError(f"{args.file}: {e.strerror or e}") from None
     if args.body is None:
-        raise CliError("send: give a message BODY or --file F (--file - reads stdin)",
-                       code=EXIT_USAGE)
+        raise CliError(
+            "send: give a message BODY or --file F (--file - reads stdin)", code=EXIT_USAGE
+        )
     return str(args.body).encode()
 
 
@@ -497,13 +632,17 @@ async def _send(args: argparse.Namespace) -> int:
         await client.close()
     rate = _rate(args.count, elapsed, args.count * len(body)) if args.count > 1 else ""
     detail = rate or (f"id {message_id}" if message_id else "")
-    print(f"sent {_messages(args.count)} to {args.queue} in {elapsed:.3f} s"
-          + (f" ({detail})" if detail else ""), flush=True)
+    print(
+        f"sent {_messages(args.count)} to {args.queue} in {elapsed:.3f} s"
+        + (f" ({detail})" if detail else ""),
+        flush=True,
+    )
     return 0
 
 
-async def _send_many(client: Any, args: argparse.Namespace, body: bytes,
-                     options: dict[str, Any]) -> None:
+async def _send_many(
+    client: Any, args: argparse.Namespace, body: bytes, options: dict[str, Any]
+) -> None:
     """Pipelined sends: the producer keeps many unanswered; callbacks count the answers.
 
     Futures are not kept: a million of them would cost more memory than the messages.
@@ -546,8 +685,10 @@ async def _send_many(client: Any, args: argparse.Namespace, body: bytes,
         finally:
             progress.close()
     if failures:
-        raise CliError(f"sent {acked:,} of {_messages(args.count)} to {args.queue}, then: "
-                       f"{_reason(failures[0])}")
+        raise CliError(
+            f"sent {acked:,} of {_messages(args.count)} to {args.queue}, then: "
+            f"{_reason(failures[0])}"
+        )
 
 
 async def _recv(args: argparse.Namespace) -> int:
@@ -596,14 +737,18 @@ async def _recv(args: argparse.Namespace) -> int:
             sink.close()
     elapsed = time.monotonic() - started
     if received < args.count:
-        _say(f"received {received:,} of {_messages(args.count)} from {args.queue}: no "
-             f"message arrived within {args.timeout:g} s")
+        _say(
+            f"received {received:,} of {_messages(args.count)} from {args.queue}: no "
+            f"message arrived within {args.timeout:g} s"
+        )
         return 1
     if args.count > 1 or sink is not None:
         rate = _rate(received, elapsed)
-        _say(f"received {_messages(received)} from {args.queue} in {elapsed:.3f} s"
-             + (f" ({rate})" if args.count > 1 and rate else "")
-             + (f", written to {args.output}" if sink is not None else ""))
+        _say(
+            f"received {_messages(received)} from {args.queue} in {elapsed:.3f} s"
+            + (f" ({rate})" if args.count > 1 and rate else "")
+            + (f", written to {args.output}" if sink is not None else "")
+        )
     return 0
 
 
@@ -630,14 +775,22 @@ async def _stat(args: argparse.Namespace) -> int:
         queues = await client.queues()
     finally:
         await client.close()
-    print(f"broker {st.name}  role {st.role}  address {st.client_address}  "
-          f"version {st.version or '?'}  up {_uptime(st.started_ms)}")
+    print(
+        f"broker {st.name}  role {st.role}  address {st.client_address}  "
+        f"version {st.version or '?'}  up {_uptime(st.started_ms)}"
+    )
     print()
     if queues:
-        rows = [(q.name, q.depth, q.pending, q.in_flight, q.enqueued, q.dequeued, q.consumers)
-                for q in sorted(queues, key=lambda q: q.name)]
-        print(format_table(("queue", "depth", "pending", "in-flight", "enqueued", "dequeued",
-                            "consumers"), rows))
+        rows = [
+            (q.name, q.depth, q.pending, q.in_flight, q.enqueued, q.dequeued, q.consumers)
+            for q in sorted(queues, key=lambda q: q.name)
+        ]
+        print(
+            format_table(
+                ("queue", "depth", "pending", "in-flight", "enqueued", "dequeued", "consumers"),
+                rows,
+            )
+        )
     else:
         print("no queues")
     if st.components:

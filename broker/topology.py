@@ -22,9 +22,15 @@ The shape (see DESIGN.md, "Topology files and netbroker up"):
         brokers:
           b: {port: 61617, replication_port: 62621}
           c: {port: 61618, replication_port: 62622}
+        connectors:
+          - uri: "static:(a)"    # a broker of this file by name, or host:port
+            networkTTL: 1        # options as YAML keys, or in the URI's query string
 
-Master/slave keys and connectors are kept as written for the layers that use them; only
-their shape is checked here.
+Connectors are checked in full here, with `netconnector.uri.parse_connector` (pure: it
+opens nothing), after broker names in their address lists have been replaced by those
+brokers' client addresses. So a typo in an option or a broker name stops `netbroker up`
+before any process starts, with the file, the key and the reason. Master/slave keys are
+kept as written for the layers that use them; only their shape is checked here.
 """
 
 from __future__ import annotations
@@ -32,11 +38,15 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
+
+# Pure and dependency-free (no gRPC, no I/O): the same parser the broker process runs on
+# its --connector arguments, so a file that loads here is one every broker accepts.
+from netconnector.uri import ConnectorError, ConnectorSpec, parse_connector
 
 # Broker and group names become directory names (DATA/<broker>), ZooKeeper path
 # segments and log prefixes, so they are kept to a portable, unambiguous alphabet:
@@ -59,7 +69,12 @@ class TopologyError(Exception):
     """One problem in a topology file, located by key path or by line."""
 
     def __init__(
-        self, source: str, key: str | None, reason: str, *, line: int | None = None,
+        self,
+        source: str,
+        key: str | None,
+        reason: str,
+        *,
+        line: int | None = None,
         column: int | None = None,
     ) -> None:
         self.source = source
@@ -72,9 +87,7 @@ class TopologyError(Exception):
     def __str__(self) -> str:
         where = [self.source]
         if self.line is not None:
-            where.append(
-                f"line {self.line}" + (f", column {self.column}" if self.column else "")
-            )
+            where.append(f"line {self.line}" + (f", column {self.column}" if self.column else ""))
         if self.key:
             where.append(self.key)
         return ": ".join([*where, self.reason])
@@ -95,10 +108,19 @@ class ZooKeeper:
 
 @dataclass(frozen=True)
 class Connector:
-    """A network connector as written: its URI and any options given as YAML keys."""
+    """A network connector: its URI and YAML options as written, and what they resolve to.
+
+    Two connectors are equal when they are written the same; `resolved` and `spec` follow
+    from that and the file's brokers.
+    """
 
     uri: str
     options: dict[str, Any] = field(default_factory=dict)
+    # `uri` with broker names in its address list replaced by their client addresses
+    # ("" until the file's brokers are known).
+    resolved: str = field(default="", compare=False)
+    # The parsed, checked connector (None until resolved).
+    spec: ConnectorSpec | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -207,7 +229,9 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
             continue  # unhashable key: construct_mapping reports it
         if first != key_node.start_mark.line:
             raise _DuplicateKey(
-                None, None, f"duplicate key {key!r} (first at line {first + 1})",
+                None,
+                None,
+                f"duplicate key {key!r} (first at line {first + 1})",
                 key_node.start_mark,
             )
     return loader.construct_mapping(node, deep=deep)
@@ -310,8 +334,10 @@ class _Validator:
         for key in value:
             if key not in allowed:
                 hint = difflib.get_close_matches(str(key), allowed, n=1)
-                why = f"did you mean {hint[0]!r}?" if hint else "expected one of " + ", ".join(
-                    sorted(allowed)
+                why = (
+                    f"did you mean {hint[0]!r}?"
+                    if hint
+                    else "expected one of " + ", ".join(sorted(allowed))
                 )
                 raise self.fail((*path, str(key)), f"unknown key; {why}")
 
@@ -364,9 +390,9 @@ class _Validator:
 
         groups = [self.group(name, spec) for name, spec in groups_raw.items()]
         self.no_duplicates(groups)
-        return Topology(
-            source=self.source, data=data, groups=tuple(groups), zookeeper=zookeeper
-        )
+        # Connectors last: they may name brokers of any group, also ones further down.
+        groups = [self.resolve_connectors(g, groups) for g in groups]
+        return Topology(source=self.source, data=data, groups=tuple(groups), zookeeper=zookeeper)
 
     def zookeeper(self, value: Any) -> ZooKeeper:
         path: tuple[str | int, ...] = ("zookeeper",)
@@ -399,9 +425,7 @@ class _Validator:
         self.known_keys(spec, GROUP_KEYS, path)
         if "brokers" not in spec:
             raise self.fail((*path, "brokers"), "required: the group's brokers and their ports")
-        brokers_raw = self.mapping(
-            spec["brokers"], (*path, "brokers"), "a mapping of broker names"
-        )
+        brokers_raw = self.mapping(spec["brokers"], (*path, "brokers"), "a mapping of broker names")
         if not brokers_raw:
             raise self.fail((*path, "brokers"), "expected at least one broker")
         brokers = tuple(
@@ -416,23 +440,25 @@ class _Validator:
             brokers=brokers,
             election=(
                 self.choice(spec["election"], ELECTIONS, (*path, "election"))
-                if "election" in spec else None
+                if "election" in spec
+                else None
             ),
             replicas=(
                 self.positive_int(spec["replicas"], (*path, "replicas"))
-                if "replicas" in spec else None
+                if "replicas" in spec
+                else None
             ),
             sync=(
                 self.choice(spec["sync"], SYNC_POLICIES, (*path, "sync"))
-                if "sync" in spec else None
+                if "sync" in spec
+                else None
             ),
             min_insync=(
                 self.positive_int(spec["min_insync"], (*path, "min_insync"))
-                if "min_insync" in spec else None
+                if "min_insync" in spec
+                else None
             ),
-            zk_path=(
-                self.zk_path(spec["zkPath"], (*path, "zkPath")) if "zkPath" in spec else None
-            ),
+            zk_path=(self.zk_path(spec["zkPath"], (*path, "zkPath")) if "zkPath" in spec else None),
             connectors=connectors,
         )
 
@@ -454,23 +480,28 @@ class _Validator:
             port=self.port(spec["port"], (*path, "port")),
             host=(
                 self.string(spec["host"], (*path, "host"), "a host name or address")
-                if "host" in spec else DEFAULT_HOST
+                if "host" in spec
+                else DEFAULT_HOST
             ),
             replication_port=(
                 self.port(spec["replication_port"], (*path, "replication_port"))
-                if "replication_port" in spec else None
+                if "replication_port" in spec
+                else None
             ),
             max_message_bytes=(
                 self.positive_int(spec["max_message_bytes"], (*path, "max_message_bytes"))
-                if "max_message_bytes" in spec else None
+                if "max_message_bytes" in spec
+                else None
             ),
             sync=(
                 self.choice(spec["sync"], SYNC_POLICIES, (*path, "sync"))
-                if "sync" in spec else None
+                if "sync" in spec
+                else None
             ),
             weight=(
                 self.positive_int(spec["weight"], (*path, "weight"), minimum=0)
-                if "weight" in spec else None
+                if "weight" in spec
+                else None
             ),
         )
 
@@ -510,11 +541,91 @@ class _Validator:
                     if port is None:
                         continue
                     for (host, used), first in ports.items():
-                        clash = used == port and (
-                            host == b.host or {host, b.host} & WILDCARD_HOSTS
-                        )
+                        clash = used == port and (host == b.host or {host, b.host} & WILDCARD_HOSTS)
                         if clash:
-                            raise self.fail(
-                                (*path, key), f"port {port} is already used by {first}"
-                            )
+                            raise self.fail((*path, key), f"port {port} is already used by {first}")
                     ports[(b.host, port)] = _key_path((*path, key))
+
+    # -- connectors, once every broker is known
+
+    def resolve_connectors(self, group: GroupSpec, groups: list[GroupSpec]) -> GroupSpec:
+        if not group.connectors:
+            return group
+        brokers = {b.name: b for g in groups for b in g.brokers}
+        resolved = tuple(
+            self.connector(c, group, brokers, ("groups", group.name, "connectors", i))
+            for i, c in enumerate(group.connectors)
+        )
+        return replace(group, connectors=resolved)
+
+    def connector(
+        self,
+        connector: Connector,
+        group: GroupSpec,
+        brokers: Mapping[str, BrokerSpec],
+        path: tuple[str | int, ...],
+    ) -> Connector:
+        try:
+            uri = resolve_broker_names(connector.uri, brokers)
+        except UnknownBroker as e:
+            known = ", ".join(brokers)
+            raise self.fail(
+                path,
+                f"{connector.uri}: unknown broker {e.name!r} (expected host:port or a "
+                f"broker of this file: {known})",
+            ) from None
+        try:
+            spec = parse_connector(uri, connector.options)
+        except ConnectorError as e:
+            # The URI as the operator wrote it, names and all, not the resolved one.
+            raise self.fail(path, f"{connector.uri}: {e.reason}") from None
+        own = {b.client_address: b.name for b in group.brokers}
+        for address in spec.addresses:
+            if address in own:
+                # Its brokers would link to themselves (refused at runtime, so `up` would
+                # wait for a bridge that never comes up) or to their own group's master.
+                raise self.fail(
+                    path,
+                    f"{connector.uri}: {address} is broker {own[address]!r} of this "
+                    f"group ({group.name}); connectors link a group to other groups",
+                )
+        return replace(connector, resolved=uri, spec=spec)
+
+
+class UnknownBroker(Exception):
+    """An address-list entry that is a bare name but no broker of the file."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+# `static:(...)`, `masterslave://(...)`, `static:a?...`: the scheme, the address list and
+# what follows it. Anything else (multicast, malformed) is left for parse_connector.
+_ADDRESS_LIST_RE = re.compile(
+    r"(?P<head>\s*(?:static|masterslave):(?://)?)(?P<open>\(?)(?P<list>[^()?]*)(?P<tail>.*)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def resolve_broker_names(uri: str, brokers: Mapping[str, BrokerSpec]) -> str:
+    """`uri` with each bare broker name in its address list replaced by `host:port`.
+
+    `static:(b,c)?networkTTL=2` becomes `static:(127.0.0.1:61617,127.0.0.1:61618)?...`.
+    An entry is a name when it has no ':' (a host:port or tcp:// address always has one)
+    and is spelled like one; such an entry that names no broker raises UnknownBroker.
+    Pure: resolves no host names.
+    """
+    m = _ADDRESS_LIST_RE.fullmatch(uri)
+    if m is None:
+        return uri
+    out = []
+    for item in m["list"].split(","):
+        name = item.strip()
+        if ":" in name or not NAME_RE.fullmatch(name):
+            out.append(item)  # host:port, or something parse_connector will explain
+        elif name in brokers:
+            out.append(brokers[name].client_address)
+        else:
+            raise UnknownBroker(name)
+    return m["head"] + m["open"] + ",".join(out) + m["tail"]

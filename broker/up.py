@@ -1,9 +1,11 @@
 """`netbroker up`, `status` and `down`: every broker of a topology as a supervised process.
 
-Each broker runs as `python -m broker broker --name N --port P --data DATA/N`, in a
-session of its own, with its stdout and stderr appended to `DATA/N/broker.log`. It is
-ready when that log shows its `netbroker: broker N listening on HOST:PORT` line (or its
-Admin.Status answers under its name).
+Each broker runs as `python -m broker broker --name N --port P --data DATA/N --group G
+--connector URI ...`, in a session of its own, with its stdout and stderr appended to
+`DATA/N/broker.log`. It is ready when that log shows its `netbroker: broker N listening on
+HOST:PORT` line (or its Admin.Status answers under its name). The cluster is up when every
+broker is ready and every bridge its connectors open reports "up" in Admin.Status; `up`
+waits for both within one deadline and prints the table only then.
 
 * Foreground (`up FILE`): the brokers also get SIGTERM if the supervisor dies (Linux
   parent-death signal), so a killed `up` leaves nothing behind. Ctrl-C, SIGTERM or SIGHUP
@@ -33,8 +35,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote, unquote
 
-from broker.topology import BrokerSpec, GroupSpec, Topology
+from broker.topology import BrokerSpec, Connector, GroupSpec, Topology
 
 STATE_FILE = "netbroker-up.json"
 LOG_FILE = "broker.log"
@@ -48,6 +51,13 @@ TAIL_LINES = 15
 # Broker sync policies the standalone broker process understands today; quorum policies
 # belong to master/slave groups.
 LOCAL_SYNC = ("local_disk", "local_mem")
+# Characters left readable when option values are folded into a query string: the
+# destination wildcards and list commas operators write. '&', '=', '%', '?', '#' and
+# spaces are escaped; the broker's parser unescapes them.
+QUERY_SAFE = "*>,.:/@_-~"
+# A bridge error in the table is cut here; the timeout message and `stat` show it whole.
+DETAIL_WIDTH = 60
+ARROW = "\u2192"
 
 
 class UpError(Exception):
@@ -69,6 +79,8 @@ class BrokerPlan:
     data_dir: Path
     log_path: Path
     argv: tuple[str, ...]
+    # Bridge names (Admin.Status component names) that must be up, in connector order.
+    bridges: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -88,21 +100,86 @@ def broker_command() -> list[str]:
     return [sys.executable, "-m", "broker", "broker"]
 
 
+def _option_text(value: object) -> str:
+    """A YAML option value as the query string writes it (the parser reads it back)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item).strip() for item in value)
+    return str(value)
+
+
+def connector_argument(connector: Connector) -> str:
+    """The connector as one `--connector` URI: names resolved, YAML options folded in.
+
+    The broker parses this with the same `parse_connector` the topology was checked with,
+    so it gets the very connector the file describes. An option in both the URI and the
+    YAML keys is kept once (the topology check has made sure the two agree).
+    """
+    uri = (connector.resolved or connector.uri).strip()
+    base, _, query = uri.partition("?")
+    given = {unquote(piece.partition("=")[0]) for piece in query.split("&") if piece}
+    extra = [
+        f"{quote(name, safe='')}={quote(_option_text(value), safe=QUERY_SAFE)}"
+        for name, value in connector.options.items()
+        if name not in given
+    ]
+    if not extra:
+        return uri
+    pieces = [piece for piece in query.split("&") if piece] + extra
+    return f"{base}?{'&'.join(pieces)}"
+
+
+def runnable_connectors(group: GroupSpec) -> list[Connector]:
+    """The group's connectors that brokers run today (multicast waits for discovery)."""
+    return [c for c in group.connectors if c.spec is None or c.spec.kind != "multicast"]
+
+
+def bridge_labels(connector: Connector) -> list[str]:
+    """The names of the bridges a connector opens, as its broker's Admin.Status lists them.
+
+    Mirrors `netconnector.connector.Link.label`: a static connector opens one bridge per
+    address, named `static:HOST:PORT`; a masterslave connector one bridge, named after the
+    connector (`name` option, by default `masterslave:(HOST:PORT,...)`).
+    """
+    spec = connector.spec
+    if spec is None or spec.kind == "multicast":
+        return []
+    if spec.kind == "static":
+        return [f"static:{address}" for address in spec.addresses]
+    if len(spec.addresses) == 1:
+        return [f"{spec.kind}:{spec.addresses[0]}"]
+    return [spec.name]
+
+
+def expected_bridges(group: GroupSpec) -> list[str]:
+    """Every bridge each broker of `group` must report "up" before the cluster is up."""
+    return [label for c in runnable_connectors(group) for label in bridge_labels(c)]
+
+
 def broker_argv(
     group: GroupSpec, broker: BrokerSpec, data_dir: Path, command: Sequence[str]
 ) -> list[str]:
     argv = [
         *command,
-        "--name", broker.name,
-        "--host", broker.host,
-        "--port", str(broker.port),
-        "--data", str(data_dir),
+        "--name",
+        broker.name,
+        "--host",
+        broker.host,
+        "--port",
+        str(broker.port),
+        "--data",
+        str(data_dir),
+        "--group",
+        group.name,
     ]
     if broker.max_message_bytes is not None:
         argv += ["--max-message-bytes", str(broker.max_message_bytes)]
     sync = group.effective_sync(broker)
     if sync in LOCAL_SYNC:
         argv += ["--sync", sync]
+    for connector in runnable_connectors(group):
+        argv += ["--connector", connector_argument(connector)]
     return argv
 
 
@@ -122,6 +199,7 @@ def plan(
                     data_dir=data_dir,
                     log_path=data_dir / LOG_FILE,
                     argv=tuple(broker_argv(group, spec, data_dir, cmd)),
+                    bridges=tuple(expected_bridges(group)),
                 )
             )
     return plans
@@ -144,8 +222,9 @@ def not_yet_supported(topology: Topology) -> list[str]:
                 notes.append(f"{where}.{'zkPath' if key == 'zk_path' else key}")
         if g.sync is not None and g.sync not in LOCAL_SYNC:
             notes.append(f"{where}.sync={g.sync}")
-        if g.connectors:
-            notes.append(f"{where}.connectors")
+        for i, c in enumerate(g.connectors):
+            if c.spec is not None and c.spec.kind == "multicast":
+                notes.append(f"{where}.connectors[{i}] ({c.uri}: discovery is not wired yet)")
         for b in g.brokers:
             if b.replication_port is not None:
                 notes.append(f"{where}.brokers.{b.name}.replication_port")
@@ -164,10 +243,18 @@ def display_path(path: Path, cwd: Path | None = None) -> str:
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Columns padded to their widest cell; numbers right-aligned."""
+    """Columns padded to their widest cell; numbers right-aligned.
+
+    An empty string is a blank cell (a continuation row, e.g. a broker's second bridge):
+    it does not stop a column of numbers from being right-aligned.
+    """
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+
+    def number(cell: object) -> bool:
+        return isinstance(cell, int) and not isinstance(cell, bool)
+
     numeric = [
-        all(isinstance(r[i], int) and not isinstance(r[i], bool) for r in rows) and bool(rows)
+        any(number(r[i]) for r in rows) and all(number(r[i]) or r[i] == "" for r in rows)
         for i in range(len(headers))
     ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -349,8 +436,9 @@ def spawn(plan: BrokerPlan, *, detach: bool) -> BrokerProcess:
         plan.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(plan.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     except OSError as e:
-        raise UpError(f"broker {plan.name}: cannot write {display_path(plan.log_path)}: "
-                      f"{e.strerror or e}") from None
+        raise UpError(
+            f"broker {plan.name}: cannot write {display_path(plan.log_path)}: {e.strerror or e}"
+        ) from None
     with log:
         stamp = datetime.now().astimezone().isoformat(timespec="seconds")
         log.write(f"--- netbroker up: starting broker {plan.name} at {stamp} ---\n".encode())
@@ -369,8 +457,9 @@ def spawn(plan: BrokerPlan, *, detach: bool) -> BrokerProcess:
                 preexec_fn=None if detach else _parent_death_preexec(),
             )
         except OSError as e:
-            raise UpError(f"broker {plan.name}: cannot start {plan.argv[0]}: "
-                          f"{e.strerror or e}") from None
+            raise UpError(
+                f"broker {plan.name}: cannot start {plan.argv[0]}: {e.strerror or e}"
+            ) from None
     return BrokerProcess(plan=plan, pid=popen.pid, popen=popen, log_offset=offset)
 
 
@@ -408,8 +497,9 @@ def wait_ready(
             if p.ready_address() is not None:
                 pending.remove(p)
             elif not p.alive():
-                raise UpError(_with_tail(f"broker {p.name} {p.describe_exit()} before it was "
-                                         "ready", p))
+                raise UpError(
+                    _with_tail(f"broker {p.name} {p.describe_exit()} before it was ready", p)
+                )
         if not pending:
             return
         # Fallback: a broker whose Admin.Status answers under its own name is up even if
@@ -428,6 +518,65 @@ def wait_ready(
             raise UpError(_with_tail(f"broker {p.name} was not ready within {timeout:g} s", p))
         if stop_requested.wait(poll_interval):
             raise Interrupted()
+
+
+def wait_bridges(
+    procs: Sequence[BrokerProcess],
+    probe: AdminProbe,
+    *,
+    deadline: float,
+    timeout: float,
+    stop_requested: threading.Event | None = None,
+    poll_interval: float = 0.1,
+) -> dict[str, BrokerStatus | None]:
+    """Return every broker's status once all answer and all their bridges are up.
+
+    Brokers must already be ready (`wait_ready`). By `deadline` (monotonic time; `timeout`
+    is only for the message) raise UpError naming each broker or bridge not up, with the
+    bridge's last error. A broker that exits meanwhile fails at once, with its log.
+    """
+    stop_requested = stop_requested or threading.Event()
+    while True:
+        for p in procs:
+            if not p.alive():
+                raise UpError(
+                    _with_tail(
+                        f"broker {p.name} {p.describe_exit()} while its bridges were coming up", p
+                    )
+                )
+        statuses = {
+            p.name: probe.status(p.address or p.plan.address, expect_up=True) for p in procs
+        }
+        problems = _not_up(procs, statuses)
+        if not problems:
+            return statuses
+        if time.monotonic() >= deadline:
+            raise UpError(
+                "\n".join(
+                    [
+                        f"not every bridge was up within {timeout:g} s:",
+                        *("    " + line for line in problems),
+                    ]
+                )
+            )
+        if stop_requested.wait(poll_interval):
+            raise Interrupted()
+
+
+def _not_up(procs: Sequence[BrokerProcess], statuses: dict[str, BrokerStatus | None]) -> list[str]:
+    """One line per broker not answering and per bridge not up, with its last error."""
+    lines = []
+    for p in procs:
+        st = statuses.get(p.name)
+        if st is None:
+            lines.append(f"{p.name}: not answering Admin.Status at {p.address or p.plan.address}")
+            continue
+        for b in bridges_of(p.plan.bridges, st):
+            if b.state != "up":
+                lines.append(
+                    f"{p.name}: bridge {b.label} {b.state}" + (f": {b.error}" if b.error else "")
+                )
+    return lines
 
 
 def stop(
@@ -481,6 +630,75 @@ class BrokerStatus:
     consumers: int = 0
 
 
+@dataclass(frozen=True)
+class Bridge:
+    """One outbound bridge as its broker reports it."""
+
+    label: str
+    # "connecting", "up", "backoff" as the broker says; "missing" if it does not list it.
+    state: str
+    # The broker at the other end, once linked.
+    peer: str = ""
+    # The broker's own words: "b@127.0.0.1:61617, forwarded 12", or the last error.
+    detail: str = ""
+
+    @property
+    def error(self) -> str:
+        """The detail without the address it starts with: what went wrong, if anything."""
+        if self.state == "up":
+            return ""
+        # A link's detail starts with where it is, then the error:
+        # "127.0.0.1:61617, UNAVAILABLE: failed to connect ..." (or "-" before any try).
+        first, _, rest = self.detail.partition(", ")
+        if first == "-" or (first and " " not in first and ":" in first):
+            return rest
+        return self.detail
+
+
+def bridges_of(labels: Sequence[str], st: BrokerStatus | None) -> list[Bridge]:
+    """The expected bridges `labels`, in order, with their state from the broker's status.
+
+    Other bridge components (links other brokers opened to this one) are not listed: each
+    is the peer's outbound bridge, shown on the peer's line.
+    """
+    if st is None:
+        return []
+    reported = {
+        name: (state, detail) for kind, name, state, detail in st.components if kind == "bridge"
+    }
+    out = []
+    for label in labels:
+        if label not in reported:
+            others = ", ".join(reported) or "none"
+            out.append(
+                Bridge(
+                    label, "missing", detail=f"the broker does not report it (it reports: {others})"
+                )
+            )
+            continue
+        state, detail = reported[label]
+        where = detail.partition(", ")[0]
+        peer = where.partition("@")[0] if "@" in where else ""
+        out.append(Bridge(label, state, peer, detail))
+    return out
+
+
+def bridge_cell(b: Bridge) -> str:
+    """A bridge for the table: `static:127.0.0.1:61617 → b up`, or its state and error."""
+    if b.state == "up":
+        return f"{b.label} {ARROW} {b.peer or '?'} up"
+    error = b.error
+    if len(error) > DETAIL_WIDTH:
+        error = error[: DETAIL_WIDTH - 3] + "..."
+    return f"{b.label} {b.state}" + (f" ({error})" if error else "")
+
+
+def bridge_brief(b: Bridge) -> str:
+    """A bridge for a status line: `→b up`, `→127.0.0.1:61618 backoff`."""
+    target = b.peer or b.label.partition(":")[2] or b.label
+    return f"{ARROW}{target} {b.state}"
+
+
 class AdminProbe:
     """Admin.Status and ListQueues over cached synchronous channels, with short deadlines."""
 
@@ -528,7 +746,9 @@ class AdminProbe:
             return None
         components = [(c.kind, c.name, c.state, c.detail) for c in st.components]
         base = BrokerStatus(
-            name=st.name, role=st.role or "?", address=st.client_address,
+            name=st.name,
+            role=st.role or "?",
+            address=st.client_address,
             components=components,
         )
         try:
@@ -536,7 +756,10 @@ class AdminProbe:
         except grpc.RpcError:
             return base  # e.g. a slave refusing; the role still says what it is
         return BrokerStatus(
-            name=base.name, role=base.role, address=base.address, components=components,
+            name=base.name,
+            role=base.role,
+            address=base.address,
+            components=components,
             queues=len(qs),
             depth=sum(q.depth for q in qs),
             in_flight=sum(q.in_flight for q in qs),
@@ -549,8 +772,11 @@ class AdminProbe:
         self._channels.clear()
 
 
-def status_line(name: str, group: str, st: BrokerStatus | None) -> str:
-    """One short line about a broker for the running `up`'s periodic report."""
+def status_line(name: str, group: str, st: BrokerStatus | None, bridges: Sequence[str] = ()) -> str:
+    """One short line about a broker for the running `up`'s periodic report.
+
+    `bridges` are the broker's expected bridge names; their states are listed compactly.
+    """
     if st is None:
         return f"{name} ({group}): not answering"
     parts = [f"{name} ({group}): {st.role}"]
@@ -559,10 +785,35 @@ def status_line(name: str, group: str, st: BrokerStatus | None) -> str:
             f"{st.queues} queue{'s' if st.queues != 1 else ''}, depth {st.depth}, "
             f"in flight {st.in_flight}, consumers {st.consumers}"
         )
-    if st.components:
-        up = sum(1 for c in st.components if c[2] == "up")
-        parts.append(f"components {up}/{len(st.components)} up")
+    if bridges:
+        parts.append("bridges " + " ".join(bridge_brief(b) for b in bridges_of(bridges, st)))
     return ", ".join(parts)
+
+
+TABLE_HEADERS = ("broker", "group", "role", "client", "pid", "state", "depth", "bridges")
+
+
+def table_rows(
+    plan: BrokerPlan, pid: int | None, state: str, st: BrokerStatus | None
+) -> list[tuple[object, ...]]:
+    """A broker's rows in the cluster table: one, plus one per further bridge."""
+    answering = st is not None and st.name == plan.name
+    cells = [bridge_cell(b) for b in bridges_of(plan.bridges, st if answering else None)]
+    if not cells:
+        cells = ["-" if not plan.bridges or not answering else "none"]
+    depth = st.depth if answering and st is not None and st.queues is not None else None
+    first: tuple[object, ...] = (
+        plan.name,
+        plan.group,
+        st.role if answering and st is not None else "-",
+        plan.address,
+        pid,
+        state,
+        depth,
+        cells[0],
+    )
+    blank = ("",) * (len(TABLE_HEADERS) - 1)
+    return [first, *((*blank, cell) for cell in cells[1:])]
 
 
 # ------------------------------------------------------------------------- state file
@@ -635,8 +886,11 @@ def adopted(plans: Sequence[BrokerPlan], state: dict[str, Any]) -> list[BrokerPr
             spec, data_dir, log_path = known.spec, known.data_dir, known.log_path
         else:
             _, _, port = str(b.get("address", "")).rpartition(":")
-            spec = BrokerSpec(name=b["name"], group=str(b.get("group", "?")),
-                              port=int(port) if port.isdigit() else 0)
+            spec = BrokerSpec(
+                name=b["name"],
+                group=str(b.get("group", "?")),
+                port=int(port) if port.isdigit() else 0,
+            )
             log_path = Path(str(b.get("log", LOG_FILE)))
             data_dir = log_path.parent
         proc = BrokerProcess(
@@ -716,12 +970,17 @@ def up(
 
     notes = not_yet_supported(topology)
     if notes:
-        _print(err, "netbroker: note: not acted on yet, each broker runs standalone: "
-               + ", ".join(notes))
+        _print(
+            err,
+            "netbroker: note: not acted on yet, each broker runs standalone: " + ", ".join(notes),
+        )
     data = display_path(topology.data_root(cwd).absolute(), cwd)
     n = len(plans)
-    _print(err, f"netbroker: starting {n} broker{'s' if n != 1 else ''} from "
-           f"{topology.source}; logs in {data}/<broker>/{LOG_FILE}")
+    _print(
+        err,
+        f"netbroker: starting {n} broker{'s' if n != 1 else ''} from "
+        f"{topology.source}; logs in {data}/<broker>/{LOG_FILE}",
+    )
 
     stop_requested = threading.Event()
     kill_now = threading.Event()
@@ -730,22 +989,30 @@ def up(
     wrote_state = False
     with _stop_signals(stop_requested, kill_now):
         try:
+            # One deadline for the whole start: brokers ready, then every bridge up.
+            deadline = time.monotonic() + timeout
             procs = start(plans, detach=detach)
             wait_ready(procs, timeout=timeout, stop_requested=stop_requested, probe=probe)
-            statuses = {
-                p.name: probe.status(p.address or p.plan.address, expect_up=True) for p in procs
-            }
-            rows = [
-                (p.name, p.plan.group, getattr(statuses[p.name], "role", "?"),
-                 p.address or p.plan.address, p.pid, display_path(p.plan.log_path, cwd))
-                for p in procs
-            ]
-            _print(out, format_table(("broker", "group", "role", "client", "pid", "log"), rows))
+            n_bridges = sum(len(p.bridges) for p in plans)
+            if n_bridges:
+                _print(
+                    err,
+                    f"netbroker: brokers ready; waiting for {n_bridges} "
+                    f"bridge{'s' if n_bridges != 1 else ''}",
+                )
+            statuses = wait_bridges(
+                procs, probe, deadline=deadline, timeout=timeout, stop_requested=stop_requested
+            )
+            rows = [row for p in procs for row in table_rows(p.plan, p.pid, "up", statuses[p.name])]
+            _print(out, format_table(TABLE_HEADERS, rows))
             write_state(spath, topology, procs, detached=detach)
             wrote_state = True
             if detach:
-                _print(err, f"netbroker: running detached; `netbroker status {topology.source}`"
-                       f" shows them, `netbroker down {topology.source}` stops them")
+                _print(
+                    err,
+                    f"netbroker: running detached; `netbroker status {topology.source}`"
+                    f" shows them, `netbroker down {topology.source}` stops them",
+                )
                 procs = []  # leave them running
                 return 0
             _print(err, "netbroker: running; Ctrl-C stops every broker")
@@ -792,7 +1059,9 @@ def _supervise(
                 if p.name in exited:
                     line = f"{p.name} ({p.plan.group}): {p.describe_exit()}"
                 else:
-                    line = status_line(p.name, p.plan.group, probe.status(p.plan.address))
+                    line = status_line(
+                        p.name, p.plan.group, probe.status(p.plan.address), p.plan.bridges
+                    )
                 _print(out, f"[{stamp}] {line}")
     # A stop was asked for; a broker that died on its own still makes the run a failure.
     return 1 if exited else 0
@@ -806,21 +1075,31 @@ def status(
     cwd: Path | None = None,
     timeout: float = 2.0,
 ) -> int:
-    """Show each broker of the topology: role, client address, pid, whether it answers."""
+    """Show each broker of the topology from live Admin.Status calls: the table `up`
+    prints (role, client address, pid, queue depth, bridges). Exits 1 if a broker does not
+    answer or a bridge is not up, naming them on stderr."""
     plans = plan(topology, cwd=cwd)
     state = read_state(state_path(topology, cwd))
     recorded = {b["name"]: b for b in state["brokers"]} if state else {}
     probe = AdminProbe(timeout=timeout)
-    rows = []
+    rows: list[tuple[object, ...]] = []
     missing = []
+    bridges_down = []
+    any_running = False
     try:
         for p in plans:
             st = probe.status(p.address)
             entry = recorded.get(p.name)
             pid = entry["pid"] if entry else None
             running = pid is not None and pid_matches(pid, entry.get("argv"))
+            any_running = any_running or running
             if st is not None and st.name == p.name:
                 health = "up"
+                bridges_down += [
+                    f"{p.name}: {b.label} {b.state}" + (f" ({b.error})" if b.error else "")
+                    for b in bridges_of(p.bridges, st)
+                    if b.state != "up"
+                ]
             elif st is not None:
                 health = f"port answers as broker {st.name!r}"
                 missing.append(p.name)
@@ -830,28 +1109,31 @@ def status(
             else:
                 health = "down"
                 missing.append(p.name)
-            rows.append((
-                p.name, p.group, st.role if st and st.name == p.name else "-", p.address,
-                pid if running else None,
-                st.queues if st and st.queues is not None else None,
-                st.depth if st and st.queues is not None else None,
-                health,
-            ))
+            rows += table_rows(p, pid if running else None, health, st)
     finally:
         probe.close()
-    _print(out, format_table(
-        ("broker", "group", "role", "client", "pid", "queues", "depth", "state"), rows
-    ))
+    _print(out, format_table(TABLE_HEADERS, rows))
     if state:
         how = "netbroker up --detach" if state.get("detached") else "netbroker up"
-        stale = not any(r[4] for r in rows) and _supervisor_alive(state) is None
-        _print(out, f"started {state.get('started', '?')} by {how}"
-               + ("; none of what it started is running" if stale else ""))
+        stale = not any_running and _supervisor_alive(state) is None
+        _print(
+            out,
+            f"started {state.get('started', '?')} by {how}"
+            + ("; none of what it started is running" if stale else ""),
+        )
     if missing:
-        _print(err, f"netbroker: {len(missing)} of {len(plans)} brokers not answering: "
-               + ", ".join(missing))
-        return 1
-    return 0
+        _print(
+            err,
+            f"netbroker: {len(missing)} of {len(plans)} brokers not answering: "
+            + ", ".join(missing),
+        )
+    if bridges_down:
+        _print(
+            err,
+            f"netbroker: {len(bridges_down)} bridge{'s' if len(bridges_down) != 1 else ''}"
+            " not up: " + "; ".join(bridges_down),
+        )
+    return 1 if missing or bridges_down else 0
 
 
 def down(
@@ -867,8 +1149,11 @@ def down(
     spath = state_path(topology, cwd)
     state = read_state(spath)
     if state is None:
-        _print(err, f"netbroker: nothing to stop: no {display_path(spath, cwd)} "
-               "(brokers started by `netbroker up` are recorded there)")
+        _print(
+            err,
+            f"netbroker: nothing to stop: no {display_path(spath, cwd)} "
+            "(brokers started by `netbroker up` are recorded there)",
+        )
         return 0
     sup = _supervisor_alive(state)
     if sup is not None:

@@ -188,14 +188,13 @@ def test_up_foreground_runs_and_stops_on_sigterm(
 ) -> None:
     proc = up_process("--interval", "0.5")
     lines = Lines(proc.stdout)
-    lines.expect(r"^broker\s+group\s+role\s+client\s+pid\s+log$", 60)
-    row = lines.expect(r"^a\s+A\s+standalone\s+(127\.0\.0\.1:\d+)\s+(\d+)\s+run/t/a/broker.log$",
-                       5)
+    lines.expect(r"^broker\s+group\s+role\s+client\s+pid\s+state\s+depth\s+bridges$", 60)
+    row = lines.expect(r"^a\s+A\s+standalone\s+(127\.0\.0\.1:\d+)\s+(\d+)\s+up\s+0\s+-$", 5)
     address, pid = row.group(1), int(row.group(2))
     lines.expect(r"^\[\d\d:\d\d:\d\d\] a \(A\): standalone, 0 queues", 10)
 
     status = ok(netbroker("status", topology.name, cwd=tmp_path)).stdout.decode()
-    assert re.search(rf"^a\s+A\s+standalone\s+{re.escape(address)}\s+{pid}\s+0\s+0\s+up$",
+    assert re.search(rf"^a\s+A\s+standalone\s+{re.escape(address)}\s+{pid}\s+up\s+0\s+-$",
                      status, re.MULTILINE), status
     ok(netbroker("send", "--url", address, "q", "via up"))
     lines.expect(r"a \(A\): standalone, 1 queue, depth 1", 10)
@@ -215,7 +214,7 @@ def test_up_detach_status_down(tmp_path: Path, topology: Path) -> None:
     pid = state["brokers"][0]["pid"]
     try:
         assert pid_alive(pid)
-        assert b" up\n" in ok(netbroker("status", topology.name, cwd=tmp_path)).stdout
+        assert b" up " in ok(netbroker("status", topology.name, cwd=tmp_path)).stdout
         # A second `up` refuses instead of starting a second set.
         again = netbroker("up", topology.name, cwd=tmp_path)
         assert again.returncode == 1

@@ -11,10 +11,12 @@ from broker.topology import (
     BrokerSpec,
     Connector,
     TopologyError,
+    UnknownBroker,
     ZooKeeper,
     check_name,
     load,
     parse,
+    resolve_broker_names,
     validate,
 )
 
@@ -126,6 +128,45 @@ def test_external_zookeeper(value: str, servers: tuple[str, ...]) -> None:
 def test_shipped_topologies_load() -> None:
     for path in sorted((ROOT / "topologies").glob("*.yaml")):
         assert load(path).brokers, path
+
+
+def _links(path: str) -> list[tuple[str, tuple[str, ...], int]]:
+    """(group, resolved addresses, networkTTL) for each connector of a shipped file."""
+    t = load(ROOT / "topologies" / path)
+    return [
+        (g.name, c.spec.addresses, c.spec.network_ttl)
+        for g in t.groups for c in g.connectors if c.spec is not None
+    ]
+
+
+def test_ab_yaml() -> None:
+    t = load(ROOT / "topologies" / "ab.yaml")
+    assert [(b.name, b.group, b.port) for b in t.brokers] == [("a", "A", 61616), ("b", "B", 61617)]
+    assert t.data == PurePath("run/ab")
+    assert _links("ab.yaml") == [("A", ("127.0.0.1:61617",), 1), ("B", ("127.0.0.1:61616",), 1)]
+
+
+def test_chain_yaml() -> None:
+    t = load(ROOT / "topologies" / "chain.yaml")
+    assert [(b.name, b.port) for b in t.brokers] == [("a", 61616), ("b", 61617), ("c", 61618)]
+    assert t.data == PurePath("run/chain")
+    assert _links("chain.yaml") == [
+        ("A", ("127.0.0.1:61617",), 2),
+        ("B", ("127.0.0.1:61618",), 2),
+        ("B", ("127.0.0.1:61616",), 2),
+        ("C", ("127.0.0.1:61617",), 2),
+    ]
+
+
+def test_mesh_yaml() -> None:
+    t = load(ROOT / "topologies" / "mesh.yaml")
+    assert [(b.name, b.port) for b in t.brokers] == [("a", 61616), ("b", 61617), ("c", 61618)]
+    assert t.data == PurePath("run/mesh")
+    links = _links("mesh.yaml")
+    assert all(ttl == 2 for *_, ttl in links)
+    # Every broker reaches both others: six bridges.
+    pairs = {(g, address) for g, addresses, _ in links for address in addresses}
+    assert len(pairs) == 6
 
 
 def test_single_yaml() -> None:
@@ -298,6 +339,119 @@ def test_group_settings(group: str, expected: str) -> None:
 def test_connector_shape(connectors: str, expected: str) -> None:
     text = f"groups: {{A: {{brokers: {{a: {{port: 1}}}}, connectors: {connectors}}}}}"
     assert error(text) == f"{SRC}: {expected}"
+
+
+# -------------------------------------------------------------------------- connectors
+
+LINKED = """\
+groups:
+  A:
+    brokers:
+      a: {port: 61616}
+    connectors:
+%s
+  B:
+    brokers:
+      b: {port: 61617, host: 0.0.0.0}
+      c: {port: 61618}
+"""
+
+
+def linked(*connectors: str) -> str:
+    return LINKED % "\n".join(f"      - {c}" for c in connectors)
+
+
+def test_connectors_are_parsed_and_broker_names_resolved() -> None:
+    t = check(linked(
+        '{uri: "static:(b)", networkTTL: 2}',
+        '{uri: "masterslave://( b , c )?prefetchSize=10"}',
+        '{uri: "static:c"}',
+        '{uri: "static:(b,127.0.0.1:7000)", excludedDestinations: ["secret.>"]}',
+        '{uri: "static:(tcp://127.0.0.1:7000)"}',
+        '{uri: "multicast://default"}',
+    ))
+    cs = t.groups[0].connectors
+    assert [c.resolved for c in cs] == [
+        "static:(127.0.0.1:61617)",  # b listens on 0.0.0.0: reached over loopback
+        "masterslave://(127.0.0.1:61617,127.0.0.1:61618)?prefetchSize=10",
+        "static:127.0.0.1:61618",
+        "static:(127.0.0.1:61617,127.0.0.1:7000)",
+        "static:(tcp://127.0.0.1:7000)",
+        "multicast://default",
+    ]
+    assert [c.uri for c in cs][:2] == ["static:(b)", "masterslave://( b , c )?prefetchSize=10"]
+    specs = [c.spec for c in cs]
+    assert all(spec is not None for spec in specs)
+    assert specs[0].addresses == ("127.0.0.1:61617",) and specs[0].network_ttl == 2
+    assert specs[1].kind == "masterslave" and specs[1].prefetch_size == 10
+    assert specs[3].excluded == ("secret.>",)
+    assert specs[4].addresses == ("127.0.0.1:7000",)
+    assert specs[5].kind == "multicast"
+
+
+def test_connectors_may_name_brokers_of_groups_further_down() -> None:
+    t = check("""
+        groups:
+          A: {brokers: {a: {port: 1}}, connectors: [{uri: "static:(z)"}]}
+          Z: {brokers: {z: {port: 2}}, connectors: [{uri: "static:(a)"}]}
+    """)
+    assert [g.connectors[0].resolved for g in t.groups] == [
+        "static:(127.0.0.1:2)", "static:(127.0.0.1:1)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("connector", "expected"),
+    [
+        ('{uri: "static:(x)"}',
+         "groups.A.connectors[0]: static:(x): unknown broker 'x' (expected host:port or a "
+         "broker of this file: a, b, c)"),
+        ('{uri: "masterslave:(b,localhost)"}',
+         "groups.A.connectors[0]: masterslave:(b,localhost): unknown broker 'localhost' "
+         "(expected host:port or a broker of this file: a, b, c)"),
+        ('{uri: "static:(b)", networkTtl: 2}',
+         "groups.A.connectors[0]: static:(b): unknown option 'networkTtl' in the YAML "
+         "options (did you mean 'networkTTL'? known: duplex, networkTTL,"),
+        ('{uri: "static:(b)?bogus=1"}',
+         "groups.A.connectors[0]: static:(b)?bogus=1: unknown option 'bogus' in the query "
+         "string (known: duplex,"),
+        ('{uri: "static:(b)?networkTTL=1", networkTTL: 2}',
+         "groups.A.connectors[0]: static:(b)?networkTTL=1: option 'networkTTL' is 1 in the "
+         "query string but 2 in the YAML options; give it in one place"),
+        ('{uri: "static:(b)", networkTTL: 0}',
+         "groups.A.connectors[0]: static:(b): option 'networkTTL': expected an integer >= 1, "
+         "got 0"),
+        ('{uri: "static:(b,b)"}',
+         "groups.A.connectors[0]: static:(b,b): address 127.0.0.1:61617 is listed twice"),
+        ('{uri: "static:(127.0.0.1:99999)"}',
+         "groups.A.connectors[0]: static:(127.0.0.1:99999): port 99999 out of range 1-65535"),
+        ('{uri: "tcp://127.0.0.1:61617"}',
+         "groups.A.connectors[0]: tcp://127.0.0.1:61617: unknown connector scheme 'tcp'"),
+        ('{uri: "static:(a)"}',
+         "groups.A.connectors[0]: static:(a): 127.0.0.1:61616 is broker 'a' of this group "
+         "(A); connectors link a group to other groups"),
+        ('{uri: "static:(b,127.0.0.1:61616)"}',
+         "groups.A.connectors[0]: static:(b,127.0.0.1:61616): 127.0.0.1:61616 is broker 'a' "
+         "of this group (A); connectors link a group to other groups"),
+    ],
+)
+def test_bad_connector(connector: str, expected: str) -> None:
+    assert error(linked('{uri: "static:(b)"}', connector)).startswith(
+        f"{SRC}: {expected.replace('connectors[0]', 'connectors[1]')}"
+    )
+
+
+def test_resolve_broker_names_is_textual_and_leaves_the_rest_alone() -> None:
+    brokers = {"b": BrokerSpec("b", "B", 2), "c": BrokerSpec("c", "B", 3, host="::1")}
+    assert resolve_broker_names("STATIC:(b, c)?name=b", brokers) == (
+        "STATIC:(127.0.0.1:2,[::1]:3)?name=b"
+    )
+    assert resolve_broker_names("masterslave:b", brokers) == "masterslave:127.0.0.1:2"
+    for untouched in ("multicast://b", "static:(h:1)", "bogus:(b)", "static:()"):
+        assert resolve_broker_names(untouched, brokers) == untouched
+    with pytest.raises(UnknownBroker) as info:
+        resolve_broker_names("static:(b,x)", brokers)
+    assert info.value.name == "x"
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,15 @@
 
 The stand-in takes the broker's flags, serves Admin.Status, prints the listening line and
 waits for SIGTERM; FAKE_BROKER_MODE=name:mode,... makes one broker die, hang, stay quiet
-(serve without printing the line) or ignore SIGTERM.
+(serve without printing the line) or ignore SIGTERM. It reports one bridge per connector
+address, named as real brokers name them, "up" unless the mode is bridge_down (backoff
+with an error) or bridge_late (up 1.5 s after start); plus an inbound link, which `up`
+must not wait for or list.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -22,16 +26,19 @@ import pytest
 
 from broker import topology as topo
 from broker import up
+from netconnector.uri import parse_connector
 
 FAKE_BROKER = r'''
-import argparse, os, signal, sys, threading
+import argparse, os, signal, sys, threading, time
 from concurrent import futures
 
 p = argparse.ArgumentParser()
-for flag in ("--name", "--host", "--data", "--sync", "--max-message-bytes"):
+for flag in ("--name", "--host", "--data", "--sync", "--max-message-bytes", "--group"):
     p.add_argument(flag)
 p.add_argument("--port", type=int)
+p.add_argument("--connector", action="append", default=[])
 a = p.parse_args()
+started = time.monotonic()
 modes = dict(x.split(":") for x in os.environ.get("FAKE_BROKER_MODE", "").split(",") if x)
 mode = modes.get(a.name, "ok")
 print(f"fake broker {a.name} starting", file=sys.stderr, flush=True)
@@ -46,11 +53,29 @@ else:
 if mode != "hang":
     import grpc
     from broker.pb import admin_pb2, admin_pb2_grpc
+    from netconnector.uri import parse_connector
+
+    specs = [parse_connector(uri) for uri in a.connector]
+
+    def bridge(address):
+        up = mode not in ("bridge_down", "bridge_late") or (
+            mode == "bridge_late" and time.monotonic() - started > 1.5)
+        if up:
+            return "up", f"peer@{address}, forwarded 0"
+        return "backoff", f"{address}, UNAVAILABLE: connection refused"
 
     class Admin(admin_pb2_grpc.AdminServicer):
         def Status(self, request, context):
+            components = [admin_pb2.Component(kind="bridge", name="from elsewhere",
+                                              state="up", detail="received 0")]
+            for spec in specs:
+                for address in spec.addresses:
+                    state, detail = bridge(address)
+                    components.append(admin_pb2.Component(
+                        kind="bridge", name=f"static:{address}", state=state, detail=detail))
             return admin_pb2.StatusResponse(name=a.name, role="standalone",
-                                            client_address=f"{a.host}:{a.port}")
+                                            client_address=f"{a.host}:{a.port}",
+                                            components=components)
 
         def ListQueues(self, request, context):
             return admin_pb2.ListQueuesResponse(
@@ -121,6 +146,29 @@ groups:
 
 
 @pytest.fixture
+def linked(tmp_path: Path) -> topo.Topology:
+    """Two groups linked both ways, by broker name, with options as YAML keys."""
+    a, b = free_ports(2)
+    text = f"""
+data: run/l
+groups:
+  A:
+    brokers:
+      a: {{port: {a}}}
+    connectors:
+      - uri: "static:(b)"
+        networkTTL: 2
+  B:
+    brokers:
+      b: {{port: {b}}}
+    connectors:
+      - uri: "static:(a)?duplex=false"
+        excludedDestinations: [secret.>, "audit.*"]
+"""
+    return topo.validate(topo.parse(text, "l.yaml"), "l.yaml")
+
+
+@pytest.fixture
 def started(tmp_path: Path) -> Iterator[list[up.BrokerProcess]]:
     """Processes a test starts with the low-level API; whatever is left is stopped."""
     procs: list[up.BrokerProcess] = []
@@ -140,9 +188,80 @@ def test_plan(cluster: topo.Topology, tmp_path: Path) -> None:
     assert c.log_path == c.data_dir / "broker.log"
     assert c.argv == (
         "nb", "--name", "c", "--host", "127.0.0.1", "--port", str(c.spec.port),
-        "--data", str(c.data_dir), "--max-message-bytes", "1000", "--sync", "local_mem",
+        "--data", str(c.data_dir), "--group", "B", "--max-message-bytes", "1000",
+        "--sync", "local_mem",
     )
     assert "--sync" not in plans[0].argv
+    assert all(p.bridges == () for p in plans)
+
+
+def test_plan_passes_connectors_resolved_with_options_folded_in(
+    linked: topo.Topology, tmp_path: Path
+) -> None:
+    a, b = up.plan(linked, cwd=tmp_path, command=["nb"])
+    pa, pb = a.spec.port, b.spec.port
+    assert a.argv[a.argv.index("--group"):] == (
+        "--group", "A", "--connector", f"static:(127.0.0.1:{pb})?networkTTL=2",
+    )
+    assert b.argv[b.argv.index("--group"):] == (
+        "--group", "B", "--connector",
+        f"static:(127.0.0.1:{pa})?duplex=false&excludedDestinations=secret.>,audit.*",
+    )
+    assert a.bridges == (f"static:127.0.0.1:{pb}",)
+    assert b.bridges == (f"static:127.0.0.1:{pa}",)
+
+
+@pytest.mark.parametrize(
+    ("uri", "options", "argument"),
+    [
+        ("static:(127.0.0.1:1)", {}, "static:(127.0.0.1:1)"),
+        (" static:(127.0.0.1:1)? ", {"duplex": True}, "static:(127.0.0.1:1)?duplex=true"),
+        ("static:(127.0.0.1:1)?networkTTL=2&", {"networkTTL": 2, "prefetchSize": 10},
+         "static:(127.0.0.1:1)?networkTTL=2&prefetchSize=10"),
+        ("masterslave:(127.0.0.1:1,127.0.0.1:2)",
+         {"staticallyIncludedDestinations": ["orders.>", " jobs.* "], "name": "to B & C"},
+         "masterslave:(127.0.0.1:1,127.0.0.1:2)?staticallyIncludedDestinations=orders.>,"
+         "jobs.*&name=to%20B%20%26%20C"),
+        ("static:(127.0.0.1:1)", {"securityToken": "s=cr%t#1?"},
+         "static:(127.0.0.1:1)?securityToken=s%3Dcr%25t%231%3F"),
+        ("static:(127.0.0.1:1)", {"excludedDestinations": "a.>,b.>", "messageTTL": "3"},
+         "static:(127.0.0.1:1)?excludedDestinations=a.>,b.>&messageTTL=3"),
+    ],
+)
+def test_connector_argument_round_trips(
+    uri: str, options: dict[str, object], argument: str
+) -> None:
+    """The broker re-parses the folded URI into exactly the connector the file describes."""
+    text = "groups: {A: {brokers: {a: {port: 9}}, connectors: [{uri: x}]}}"
+    raw = topo.parse(text, "x.yaml")
+    raw["groups"]["A"]["connectors"] = [{"uri": uri, **options}]
+    (connector,) = topo.validate(raw, "x.yaml").groups[0].connectors
+    assert up.connector_argument(connector) == argument
+    assert connector.spec is not None
+    reparsed = parse_connector(argument)
+    assert dataclasses.replace(reparsed, uri="") == dataclasses.replace(connector.spec, uri="")
+
+
+def test_bridge_labels_match_what_brokers_report() -> None:
+    text = """
+groups:
+  A:
+    brokers: {a: {port: 1}}
+    connectors:
+      - uri: "static:(b,c)"
+      - uri: "masterslave:(b,c)"
+      - uri: "masterslave:(b,c)"
+        name: to-bc
+      - uri: "masterslave:(b)"
+      - uri: "multicast://default"
+  B:
+    brokers: {b: {port: 2}, c: {port: 3}}
+"""
+    group = topo.validate(topo.parse(text, "x.yaml"), "x.yaml").groups[0]
+    assert up.expected_bridges(group) == [
+        "static:127.0.0.1:2", "static:127.0.0.1:3",
+        "masterslave:(127.0.0.1:2,127.0.0.1:3)", "to-bc", "masterslave:127.0.0.1:2",
+    ]
 
 
 def test_default_command_runs_this_package() -> None:
@@ -155,7 +274,7 @@ zookeeper: embedded
 groups:
   A:
     brokers: {a: {port: 1}}
-    connectors: [{uri: "static:(127.0.0.1:2)"}]
+    connectors: [{uri: "static:(127.0.0.1:2)"}, {uri: "multicast://x"}]
   B:
     election: zookeeper
     sync: quorum_mem
@@ -164,7 +283,7 @@ groups:
     t = topo.validate(topo.parse(text, "x.yaml"), "x.yaml")
     assert up.not_yet_supported(t) == [
         "zookeeper",
-        "groups.A.connectors",
+        "groups.A.connectors[1] (multicast://x: discovery is not wired yet)",
         "groups.B as a master/slave group (its brokers run standalone)",
         "groups.B.election",
         "groups.B.sync=quorum_mem",
@@ -178,6 +297,45 @@ def test_format_table() -> None:
         "a       1  -\n"
         "long  100  y"
     )
+    # Blank continuation cells keep a column of numbers right-aligned.
+    assert up.format_table(("name", "n", "x"), [("a", 10, "p"), ("", "", "q")]) == (
+        "name   n  x\n"
+        "a     10  p\n"
+        "          q"
+    )
+
+
+def _status(*components: tuple[str, str, str, str]) -> up.BrokerStatus:
+    return up.BrokerStatus(name="a", role="standalone", address="127.0.0.1:1",
+                           components=list(components), queues=2, depth=7)
+
+
+def test_bridges_of_reads_states_peers_and_errors() -> None:
+    st = _status(
+        ("bridge", "static:h:1", "up", "b@h:1, forwarded 12"),
+        ("bridge", "static:h:2", "backoff", "h:2, UNAVAILABLE: failed to connect"),
+        ("bridge", "static:h:3", "connecting", "h:3"),
+        ("bridge", "from b", "up", "received 3"),
+        ("replication", "static:h:4", "up", ""),
+    )
+    bridges = up.bridges_of(["static:h:1", "static:h:2", "static:h:3", "static:h:4"], st)
+    assert [(b.state, b.peer, b.error) for b in bridges] == [
+        ("up", "b", ""),
+        ("backoff", "", "UNAVAILABLE: failed to connect"),
+        ("connecting", "", ""),
+        ("missing", "", "the broker does not report it (it reports: static:h:1, static:h:2, "
+                        "static:h:3, from b)"),
+    ]
+    assert [up.bridge_cell(b) for b in bridges[:3]] == [
+        "static:h:1 \u2192 b up",
+        "static:h:2 backoff (UNAVAILABLE: failed to connect)",
+        "static:h:3 connecting",
+    ]
+    assert up.status_line("a", "A", st, ["static:h:1", "static:h:2"]) == (
+        "a (A): standalone, 2 queues, depth 7, in flight 0, consumers 0, "
+        "bridges \u2192b up \u2192h:2 backoff"
+    )
+    assert up.bridges_of(["static:h:1"], None) == []
 
 
 # ------------------------------------------------------------------ start, ready, stop
@@ -292,10 +450,13 @@ def test_up_detached_then_status_then_down(
     try:
         assert up.up(cluster, detach=True, out=out, err=err, command=fake, cwd=tmp_path) == 0
         lines = out.getvalue().splitlines()
-        assert lines[0].split() == ["broker", "group", "role", "client", "pid", "log"]
+        assert lines[0].split() == [
+            "broker", "group", "role", "client", "pid", "state", "depth", "bridges"
+        ]
         assert [line.split()[:3] for line in lines[1:]] == [
             ["a", "A", "standalone"], ["b", "B", "standalone"], ["c", "B", "standalone"]
         ]
+        assert all(line.split()[5:] == ["up", "3", "-"] for line in lines[1:])
         assert "logs in run/c/<broker>/broker.log" in err.getvalue()
         state = json.loads(state_file.read_text())
         pids = [b["pid"] for b in state["brokers"]]
@@ -308,7 +469,7 @@ def test_up_detached_then_status_then_down(
         assert up.status(cluster, out=out, err=io.StringIO(), cwd=tmp_path) == 0
         rows = [line.split() for line in out.getvalue().splitlines()[1:4]]
         assert [r[0] for r in rows] == ["a", "b", "c"]
-        assert all(r[-1] == "up" and r[-3:-1] == ["1", "3"] for r in rows), rows
+        assert all(r[-3:] == ["up", "3", "-"] for r in rows), rows
 
         with pytest.raises(up.UpError, match="already running: a \\(pid"):
             up.up(cluster, out=io.StringIO(), err=io.StringIO(), command=fake, cwd=tmp_path)
@@ -324,6 +485,70 @@ def test_up_detached_then_status_then_down(
     err = io.StringIO()
     assert up.status(cluster, out=io.StringIO(), err=err, cwd=tmp_path) == 1
     assert err.getvalue() == "netbroker: 3 of 3 brokers not answering: a, b, c\n"
+
+
+def test_up_waits_for_every_bridge_then_shows_them(
+    linked: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_BROKER_MODE", "b:bridge_late")
+    out, err = io.StringIO(), io.StringIO()
+    t0 = time.monotonic()
+    try:
+        assert up.up(linked, detach=True, out=out, err=err, command=fake, cwd=tmp_path) == 0
+        assert time.monotonic() - t0 >= 1.5  # b's bridge came up only after 1.5 s
+        pa, pb = (b.port for b in linked.brokers)
+        # The table shows each bridge with its peer and state (pid, client column aside).
+        rows = [line.split() for line in out.getvalue().splitlines()[1:]]
+        assert [r[:3] + r[5:] for r in rows] == [
+            ["a", "A", "standalone", "up", "3", f"static:127.0.0.1:{pb}", "\u2192", "peer", "up"],
+            ["b", "B", "standalone", "up", "3", f"static:127.0.0.1:{pa}", "\u2192", "peer", "up"],
+        ]
+        assert "netbroker: brokers ready; waiting for 2 bridges" in err.getvalue()
+        assert "not acted on yet" not in err.getvalue()
+    finally:
+        up.down(linked, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
+
+
+def test_up_names_the_bridges_not_up_and_stops_everything(
+    linked: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_BROKER_MODE", "a:bridge_down")
+    err = io.StringIO()
+    t0 = time.monotonic()
+    with pytest.raises(up.UpError) as info:
+        up.up(linked, detach=True, timeout=2, out=io.StringIO(), err=err, command=fake,
+              cwd=tmp_path)
+    assert time.monotonic() - t0 < 10
+    pb = linked.brokers[1].port
+    assert str(info.value) == (
+        "not every bridge was up within 2 s:\n"
+        f"    a: bridge static:127.0.0.1:{pb} backoff: UNAVAILABLE: connection refused"
+    )
+    assert "netbroker: stopping a, b" in err.getvalue()
+    assert not (tmp_path / "run" / "l" / "netbroker-up.json").exists()
+
+
+def test_status_fails_while_a_bridge_is_down(
+    linked: topo.Topology, tmp_path: Path, fake: list[str], started: list[up.BrokerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Started without `up` (which would refuse to finish): status works from the ports.
+    monkeypatch.setenv("FAKE_BROKER_MODE", "b:bridge_down")
+    started += up.start(up.plan(linked, cwd=tmp_path, command=fake), detach=False)
+    up.wait_ready(started, timeout=30)
+    out, err = io.StringIO(), io.StringIO()
+    assert up.status(linked, out=out, err=err, cwd=tmp_path) == 1
+    pa, pb = (b.port for b in linked.brokers)
+    rows = [line.split() for line in out.getvalue().splitlines()[1:]]
+    assert [r[4] for r in rows] == ["-", "-"]  # not started by `up`: no recorded pid
+    assert [" ".join(r[5:]) for r in rows] == [
+        f"up 3 static:127.0.0.1:{pb} \u2192 peer up",
+        f"up 3 static:127.0.0.1:{pa} backoff (UNAVAILABLE: connection refused)",
+    ]
+    assert err.getvalue() == (
+        f"netbroker: 1 bridge not up: b: static:127.0.0.1:{pa} backoff "
+        "(UNAVAILABLE: connection refused)\n"
+    )
 
 
 def test_up_failure_leaves_nothing_running(
