@@ -54,6 +54,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
+from broker.errors import BrokerError
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc, message_pb2
 
 __all__ = [
@@ -120,22 +121,6 @@ _FAILOVER_CODES = frozenset({"UNAVAILABLE", "FAILED_PRECONDITION", "CANCELLED"})
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class BrokerError(Exception):
-    """The broker refused a request, or the client could not carry it out.
-
-    ``code`` is a gRPC status code name (``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``,
-    ``UNAVAILABLE``...), ``message`` says what is wrong in words.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.code, self.message))
 
 
 class ConnectionLost(BrokerError):
@@ -378,8 +363,8 @@ def _outgoing_fields(
     message_id: str | None,
 ) -> tuple[str, str, bytes, dict[str, str] | None, bool, int, int]:
     """Validate a send's arguments (here, not later in the writer) and normalise them."""
-    if not isinstance(queue, str) or not queue:
-        raise ValueError("queue must be a non-empty string")
+    if not isinstance(queue, str):
+        raise TypeError(f"queue must be a string, not {type(queue).__name__}")
     if type(body) is not bytes:
         if isinstance(body, str):
             body = body.encode()
@@ -639,8 +624,8 @@ class Client:
         next one is asked for (or on close). Returns once the subscription is sent; the
         broker's refusal (a bad queue name) is raised by the first ``receive``."""
         self._check_open()
-        if not isinstance(queue, str) or not queue:
-            raise ValueError("queue must be a non-empty string")
+        if not isinstance(queue, str):
+            raise TypeError(f"queue must be a string, not {type(queue).__name__}")
         if not 1 <= prefetch <= 0xFFFFFFFF:
             raise ValueError("prefetch must be at least 1")
         consumer = Consumer(self, queue, prefetch, auto_ack, priority, name)

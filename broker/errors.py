@@ -8,12 +8,20 @@ class StartupError(Exception):
 
 
 class BrokerError(Exception):
-    """A request the broker refuses; `code` is a gRPC status code name."""
+    """A request the broker refuses, or a client could not carry out.
+
+    `code` is a gRPC status code name (INVALID_ARGUMENT, RESOURCE_EXHAUSTED,
+    UNAVAILABLE, ...), `message` says what is wrong in words. Raised by the broker's
+    core and by the Python client alike.
+    """
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (BrokerError, (self.code, self.message))
 
 
 class InvalidArgument(BrokerError):
