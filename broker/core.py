@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from broker.commit import GroupCommitter
 from broker.config import BrokerConfig
-from broker.errors import BrokerError, InvalidArgument
+from broker.errors import BrokerError, InvalidArgument, Unavailable
 from broker.names import check_queue_name, dead_letter_queue
 from broker.pb.message_pb2 import Message
 from broker.queue import PRIORITIES, Consumer, ConsumerSink, Entry, Queue
@@ -94,10 +94,12 @@ class MemoryGate:
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, store: Store) -> None:
+    def __init__(
+        self, config: BrokerConfig, store: Store, committer: GroupCommitter | None = None
+    ) -> None:
         self.config = config
         self.store = store
-        self.committer = GroupCommitter(store, sync=config.sync == "local_disk")
+        self.committer = committer or GroupCommitter(store, sync=config.sync == "local_disk")
         self.queues: dict[str, Queue] = {}
         self.demand_listeners: list[DemandListener] = []
         self.removed_listeners: list[RemovedListener] = []
@@ -133,6 +135,12 @@ class Broker:
         if self._expiry_task is not None:
             self._expiry_task.cancel()
         await self.committer.close()
+
+    def abort(self, reason: str) -> None:
+        """Stop serving at once (demoted): nothing more is written or acknowledged."""
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+        self.committer.abort(Unavailable(reason))
 
     def _queue(self, name: str) -> Queue:
         queue = self.queues.get(name)
@@ -432,7 +440,7 @@ class Broker:
                     # Written (unsynced: a process crash keeps it) before anything leaves,
                     # so after a crash whatever may have reached a consumer comes back
                     # marked redelivered.
-                    self.store.write(marks, sync=False)
+                    self.committer.write_now(marks)
                 for consumer, batch in result.deliveries:
                     consumer.sink.deliver(batch)
                 self._dead_letter(q, result.dead)

@@ -29,6 +29,9 @@ Op = tuple[bytes, bytes | None]
 
 META_SEQ = b"zseq"
 META_ACK = b"zack"
+# The log position of the last write and the group epoch it was written in.
+META_POS = b"zpos"
+META_EPOCH = b"zepoch"
 
 
 def message_key(queue: str, priority: int, seq: int) -> bytes:
@@ -92,6 +95,19 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def clear(self) -> None:
+        """Delete everything (a follower about to receive a bulk copy)."""
+        self._db.delete_range(b"\x00", b"\xff" * 16)
+
+    def scan_all(self, after: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` pairs with keys > `after`, in key order (for bulk copies)."""
+        out: list[tuple[bytes, bytes]] = []
+        for key, value in self._db.items(from_key=after + b"\x00"):
+            out.append((key, value))
+            if len(out) >= limit:
+                break
+        return out
 
     def write(self, ops: Sequence[Op], sync: bool) -> None:
         batch = WriteBatch(raw_mode=True)
