@@ -9,6 +9,8 @@ import pytest
 
 from tests.procs import BrokerProcess
 
+pytest_plugins = ["tests.zk"]
+
 
 @pytest.fixture
 def brokers(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
