@@ -1,8 +1,8 @@
 """Assembles one broker process from its config and runs it until told to stop.
 
-This module and the CLI are the only places that may import every layer; as later
-layers arrive (network connectors, discovery, group membership) they are built here and
-handed the broker's interfaces. It makes no decisions of its own.
+This module and the CLI are the only places that import every layer: the broker core,
+network connectors and group membership are built here and handed each other's
+interfaces. It makes no decisions of its own.
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ import os
 import signal
 import sys
 
+import grpc
+
 from broker.config import BrokerConfig
 from broker.core import Broker
 from broker.errors import StartupError
 from broker.gate import ServiceGate
 from broker.server import build_server
 from broker.store import Store
+from masterslave.election import min_insync_default
+from masterslave.group import AttachHooks, GroupConfig, GroupMember
+from masterslave.lockfile import LockfileMember
 from netconnector.network import Network
 from netconnector.uri import ConnectorError, parse_connector
 
@@ -36,6 +41,62 @@ def _check_data_dir(config: BrokerConfig) -> None:
         raise StartupError(f"data directory {path} is not readable and writable")
 
 
+class _NetworkHooks(AttachHooks):
+    """A promoted master joins the network of brokers; a demoted one leaves it."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+
+    def attach(self, broker: Broker) -> None:
+        self.network.attach(broker)
+
+    async def detach(self) -> None:
+        await self.network.detach()
+
+
+def _group_config(config: BrokerConfig) -> GroupConfig:
+    if not config.zookeeper:
+        raise StartupError(f"group {config.group}: election by zookeeper needs --zookeeper")
+    if not config.replication_port:
+        raise StartupError(f"group {config.group}: needs a replication port")
+    return GroupConfig(
+        name=config.group,
+        zookeeper=config.zookeeper,
+        zk_path=config.zk_path or f"/netbroker/groups/{config.group}",
+        replication_host=config.host,
+        replication_port=config.replication_port,
+        replicas=config.replicas,
+        sync=config.sync,
+        min_insync=config.min_insync or min_insync_default(config.replicas),
+        weight=config.weight,
+        session_timeout=config.session_timeout,
+        lag_timeout=config.lag_timeout,
+        commit_timeout=config.commit_timeout,
+        token=config.token,
+    )
+
+
+def _replication_server(config: BrokerConfig, member: GroupMember) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", 256 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    member.install(server)
+    address = f"{config.host}:{config.replication_port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise StartupError(f"cannot listen for replication on {address}: port in use")
+    return server
+
+
 async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     for uri in config.connectors:
         try:
@@ -43,33 +104,59 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
         except ConnectorError as exc:
             raise StartupError(f"connector {exc}") from exc
     _check_data_dir(config)
-    store = Store(config.data_dir / "store")
+    gate = ServiceGate()
+    network = Network(config, gate)
+    hooks = _NetworkHooks(network)
+    server, port = build_server(config, gate, extra=[network.install])
+    config = dataclasses.replace(config, port=port)
+    gate.client_address = config.client_address
+    store: Store | None = None
+    member: GroupMember | LockfileMember | None = None
+    replication: grpc.aio.Server | None = None
+    broker: Broker | None = None
     try:
-        gate = ServiceGate()
-        network = Network(config, gate)
-        server, port = build_server(config, gate, extra=[network.install])
-        config = dataclasses.replace(config, port=port)
-        gate.client_address = config.client_address
-        broker = Broker(config, store)
-        await broker.start()
+        if config.election == "lockfile":
+            member = LockfileMember(config, config.shared_dir or config.data_dir, gate, hooks)
+        else:
+            store = Store(config.data_dir / "store")
+            if config.election == "zookeeper":
+                member = GroupMember(config, _group_config(config), store, gate, hooks)
+                replication = _replication_server(config, member)
+            else:
+                broker = Broker(config, store)
+                await broker.start()
         await server.start()
-        gate.open(broker, role="standalone")
-        network.attach(broker)
+        if replication is not None:
+            await replication.start()
+        if member is not None:
+            await member.start()
+        elif broker is not None:
+            gate.open(broker, role="standalone")
+            network.attach(broker)
         log.info(
             "broker %s listening on %s, data in %s",
-            config.name, config.client_address, config.data_dir,
-        )  # fmt: skip
+            config.name,
+            config.client_address,
+            config.data_dir,
+        )
         print(f"netbroker: broker {config.name} listening on {config.client_address}", flush=True)
         try:
             await stop.wait()
         finally:
             log.info("broker %s stopping", config.name)
-            gate.close("stopped", f"broker {config.name} is shutting down")
-            await network.detach()
+            if member is not None:
+                await member.stop()
+            else:
+                gate.close("stopped", f"broker {config.name} is shutting down")
+                await network.detach()
             await server.stop(grace=1.0)
-            await broker.stop()
+            if replication is not None:
+                await replication.stop(grace=0.5)
+            if broker is not None:
+                await broker.stop()
     finally:
-        store.close()
+        if store is not None:
+            store.close()
 
 
 def run(config: BrokerConfig) -> int:

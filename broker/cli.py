@@ -150,9 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sync",
-        choices=("local_disk", "local_mem"),
+        choices=("local_disk", "local_mem", "quorum_mem", "quorum_disk"),
         help="when a persistent send is answered: after fsync (local_disk, the "
-        "default) or after the write (local_mem)",
+        "default standalone), after the write (local_mem), or once every in-sync group "
+        "member holds it (quorum_mem, the default in a group) or has fsynced it (quorum_disk)",
     )
     p.add_argument(
         "--max-redeliveries",
@@ -174,7 +175,79 @@ def build_parser() -> argparse.ArgumentParser:
         "--token",
         default="",
         metavar="SECRET",
-        help="securityToken that links to this broker must present",
+        help="securityToken that links and replication connections must present",
+    )
+    g = p.add_argument_group("master/slave group")
+    g.add_argument(
+        "--election",
+        choices=("zookeeper", "lockfile"),
+        help="how the group elects its master (needs --group)",
+    )
+    g.add_argument(
+        "--zookeeper",
+        default="",
+        metavar="HOST:PORT,...",
+        help="ZooKeeper ensemble for --election zookeeper",
+    )
+    g.add_argument(
+        "--zk-path",
+        default="",
+        metavar="PATH",
+        help="the group's ZooKeeper path [/netbroker/groups/GROUP]",
+    )
+    g.add_argument(
+        "--replication-port",
+        type=_int_range(1, 65535),
+        metavar="PORT",
+        help="port slaves replicate from when this broker is master",
+    )
+    g.add_argument(
+        "--replicas",
+        type=_int_range(1, 99),
+        default=1,
+        metavar="N",
+        help="members in the group [%(default)s]",
+    )
+    g.add_argument(
+        "--min-insync",
+        type=_int_range(1, 99),
+        metavar="K",
+        help="smallest in-sync set that may acknowledge [replicas/2+1 for 3 or more, 1 for a pair]",
+    )
+    g.add_argument(
+        "--weight",
+        type=_int_range(0, 1000),
+        default=1,
+        metavar="W",
+        help="election preference among equally up-to-date members [%(default)s]",
+    )
+    g.add_argument(
+        "--session-timeout",
+        type=_positive_float(),
+        default=1.0,
+        metavar="S",
+        help="ZooKeeper session timeout: how fast a dead master is replaced [%(default)s]",
+    )
+    g.add_argument(
+        "--lag-timeout",
+        type=_positive_float(),
+        default=1.0,
+        metavar="S",
+        help="a slave silent this long while behind leaves the in-sync set [%(default)s]",
+    )
+    g.add_argument(
+        "--commit-timeout",
+        type=_positive_float(),
+        default=10.0,
+        metavar="S",
+        help="a persistent send the in-sync set has not acknowledged by then "
+        "fails with UNAVAILABLE [%(default)s]",
+    )
+    g.add_argument(
+        "--shared-dir",
+        type=Path,
+        metavar="DIR",
+        help="the store directory lock-file members share [--data]",
     )
     p.add_argument(
         "--log-level",
@@ -428,6 +501,22 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         options["sync"] = args.sync
     if args.max_redeliveries is not None:
         options["max_redeliveries"] = args.max_redeliveries
+    if args.election:
+        if not args.group:
+            raise CliError("--election needs --group")
+        if args.election == "zookeeper" and not (args.zookeeper and args.replication_port):
+            raise CliError("--election zookeeper needs --zookeeper and --replication-port")
+        options.update(
+            election=args.election, zookeeper=args.zookeeper, zk_path=args.zk_path,
+            replication_port=args.replication_port or 0, replicas=args.replicas,
+            min_insync=args.min_insync or 0, weight=args.weight,
+            session_timeout=args.session_timeout, shared_dir=args.shared_dir,
+            lag_timeout=args.lag_timeout, commit_timeout=args.commit_timeout,
+        )  # fmt: skip
+        if args.election == "zookeeper" and args.sync is None:
+            options["sync"] = "quorum_mem"
+    elif args.sync in ("quorum_mem", "quorum_disk"):
+        raise CliError(f"--sync {args.sync} needs a master/slave group (--election zookeeper)")
     config = BrokerConfig(name=args.name, port=args.port, data_dir=args.data, **options)
     logging.basicConfig(
         stream=sys.stderr,

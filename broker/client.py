@@ -813,9 +813,9 @@ class Client:
             await channel.close()
             raise
         else:
-            if status.role in _REFUSING_ROLES:
+            if status.role in _REFUSING_ROLES or status.refusal:
                 await channel.close()
-                raise _Refused(f"broker {status.name!r} is {status.role}")
+                raise _Refused(status.refusal or f"broker {status.name!r} is {status.role}")
         return _Connection(address, channel, client_pb2_grpc.BrokerStub(channel), admin)
 
 

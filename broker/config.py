@@ -16,8 +16,10 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     # Largest message body a broker accepts; gRPC's own limits are raised to match.
     max_message_bytes: int = 100 * MiB
-    # "local_disk": a persistent send is answered once fsynced; "local_mem": once written
-    # to the store without fsync (survives a process crash, not a power loss).
+    # When a persistent send is answered: "local_disk" once fsynced here; "local_mem"
+    # once written here without fsync (survives a process crash, not a power loss); in a
+    # group "quorum_mem" once every in-sync member holds it, "quorum_disk" once every
+    # in-sync member has fsynced it.
     sync: str = "local_disk"
     # A message handed out this many times without an ack goes to DLQ.<queue> next time.
     max_redeliveries: int = 6
@@ -35,8 +37,24 @@ class BrokerConfig:
     group: str = ""
     # Network connector URIs (options in the query string), e.g. "static:(h:p)?networkTTL=2".
     connectors: tuple[str, ...] = ()
-    # Shared secret that links to this broker must present ("" accepts any).
+    # Shared secret that links and replication connections must present ("" accepts any).
     token: str = ""
+    # Master/slave: "" (standalone), "zookeeper" or "lockfile".
+    election: str = ""
+    zookeeper: str = ""
+    zk_path: str = ""
+    replication_port: int = 0
+    replicas: int = 1
+    # Smallest in-sync set that may acknowledge (0: replicas/2+1 for 3 or more, else 1).
+    min_insync: int = 0
+    weight: int = 1
+    session_timeout: float = 1.0
+    # A slave that acknowledges nothing for this long while behind leaves the in-sync set.
+    lag_timeout: float = 1.0
+    # A persistent send the in-sync set has not acknowledged by then fails (UNAVAILABLE).
+    commit_timeout: float = 10.0
+    # Lock-file mode: the store directory the members share.
+    shared_dir: Path | None = None
 
     @property
     def client_address(self) -> str:

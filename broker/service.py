@@ -203,6 +203,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 for c in self.gate.components()
             ],
             started_ms=self.started_ms,
+            refusal="" if self.gate.broker is not None else self.gate.refusal,
         )
 
     async def ListQueues(

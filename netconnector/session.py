@@ -206,13 +206,16 @@ class BridgeSession:
             batch_id = self._next_batch
             self._next_batch += 1
             self._unacked[batch_id] = (queue, consumer, [tag for tag, _ in chunk])
-            self._write(
-                bridge_pb2.BridgeFrame(
-                    forward=bridge_pb2.ForwardBatch(
-                        batch_id=batch_id, messages=[entry.message for _, entry in chunk]
-                    )
-                )
+            batch = bridge_pb2.ForwardBatch(
+                batch_id=batch_id, messages=[entry.message for _, entry in chunk]
             )
+            me = self.broker.config.name
+            for message in batch.messages:
+                # A slave that took over holds messages whose path ends at its old master:
+                # the path must name the broker they really leave from.
+                if not message.broker_path or message.broker_path[-1] != me:
+                    message.broker_path.append(me)
+            self._write(bridge_pb2.BridgeFrame(forward=batch))
 
     def _acked(self, ack: bridge_pb2.ForwardAck) -> None:
         pending = self._unacked.pop(ack.batch_id, None)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from broker.pb import message_pb2 as broker_dot_pb_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62roker/pb/admin.proto\x12\tnetbroker\x1a\x17\x62roker/pb/message.proto\"\x0f\n\rStatusRequest\"\x93\x01\n\x0eStatusResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12(\n\ncomponents\x18\x05 \x03(\x0b\x32\x14.netbroker.Component\x12\x12\n\nstarted_ms\x18\x06 \x01(\x03\"F\n\tComponent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\xab\x01\n\tQueueInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x11\n\tin_flight\x18\x04 \x01(\x04\x12\x10\n\x08\x65nqueued\x18\x05 \x01(\x04\x12\x10\n\x08\x64\x65queued\x18\x06 \x01(\x04\x12\x11\n\tconsumers\x18\x07 \x01(\r\x12\x0f\n\x07\x65xpired\x18\x08 \x01(\x04\x12\x15\n\rdead_lettered\x18\t \x01(\x04\"\x13\n\x11ListQueuesRequest\":\n\x12ListQueuesResponse\x12$\n\x06queues\x18\x01 \x03(\x0b\x32\x14.netbroker.QueueInfo\"\x1d\n\x0cPurgeRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"\x1f\n\rPurgeResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\"-\n\rBrowseRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"6\n\x0e\x42rowseResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.netbroker.Message2\x8c\x02\n\x05\x41\x64min\x12=\n\x06Status\x12\x18.netbroker.StatusRequest\x1a\x19.netbroker.StatusResponse\x12I\n\nListQueues\x12\x1c.netbroker.ListQueuesRequest\x1a\x1d.netbroker.ListQueuesResponse\x12:\n\x05Purge\x12\x17.netbroker.PurgeRequest\x1a\x18.netbroker.PurgeResponse\x12=\n\x06\x42rowse\x12\x18.netbroker.BrowseRequest\x1a\x19.netbroker.BrowseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62roker/pb/admin.proto\x12\tnetbroker\x1a\x17\x62roker/pb/message.proto\"\x0f\n\rStatusRequest\"\xa4\x01\n\x0eStatusResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12(\n\ncomponents\x18\x05 \x03(\x0b\x32\x14.netbroker.Component\x12\x12\n\nstarted_ms\x18\x06 \x01(\x03\x12\x0f\n\x07refusal\x18\x07 \x01(\t\"F\n\tComponent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\xab\x01\n\tQueueInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x11\n\tin_flight\x18\x04 \x01(\x04\x12\x10\n\x08\x65nqueued\x18\x05 \x01(\x04\x12\x10\n\x08\x64\x65queued\x18\x06 \x01(\x04\x12\x11\n\tconsumers\x18\x07 \x01(\r\x12\x0f\n\x07\x65xpired\x18\x08 \x01(\x04\x12\x15\n\rdead_lettered\x18\t \x01(\x04\"\x13\n\x11ListQueuesRequest\":\n\x12ListQueuesResponse\x12$\n\x06queues\x18\x01 \x03(\x0b\x32\x14.netbroker.QueueInfo\"\x1d\n\x0cPurgeRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"\x1f\n\rPurgeResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\"-\n\rBrowseRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"6\n\x0e\x42rowseResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.netbroker.Message2\x8c\x02\n\x05\x41\x64min\x12=\n\x06Status\x12\x18.netbroker.StatusRequest\x1a\x19.netbroker.StatusResponse\x12I\n\nListQueues\x12\x1c.netbroker.ListQueuesRequest\x1a\x1d.netbroker.ListQueuesResponse\x12:\n\x05Purge\x12\x17.netbroker.PurgeRequest\x1a\x18.netbroker.PurgeResponse\x12=\n\x06\x42rowse\x12\x18.netbroker.BrowseRequest\x1a\x19.netbroker.BrowseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=61
   _globals['_STATUSREQUEST']._serialized_end=76
   _globals['_STATUSRESPONSE']._serialized_start=79
-  _globals['_STATUSRESPONSE']._serialized_end=226
-  _globals['_COMPONENT']._serialized_start=228
-  _globals['_COMPONENT']._serialized_end=298
-  _globals['_QUEUEINFO']._serialized_start=301
-  _globals['_QUEUEINFO']._serialized_end=472
-  _globals['_LISTQUEUESREQUEST']._serialized_start=474
-  _globals['_LISTQUEUESREQUEST']._serialized_end=493
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=495
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=553
-  _globals['_PURGEREQUEST']._serialized_start=555
-  _globals['_PURGEREQUEST']._serialized_end=584
-  _globals['_PURGERESPONSE']._serialized_start=586
-  _globals['_PURGERESPONSE']._serialized_end=617
-  _globals['_BROWSEREQUEST']._serialized_start=619
-  _globals['_BROWSEREQUEST']._serialized_end=664
-  _globals['_BROWSERESPONSE']._serialized_start=666
-  _globals['_BROWSERESPONSE']._serialized_end=720
-  _globals['_ADMIN']._serialized_start=723
-  _globals['_ADMIN']._serialized_end=991
+  _globals['_STATUSRESPONSE']._serialized_end=243
+  _globals['_COMPONENT']._serialized_start=245
+  _globals['_COMPONENT']._serialized_end=315
+  _globals['_QUEUEINFO']._serialized_start=318
+  _globals['_QUEUEINFO']._serialized_end=489
+  _globals['_LISTQUEUESREQUEST']._serialized_start=491
+  _globals['_LISTQUEUESREQUEST']._serialized_end=510
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=512
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=570
+  _globals['_PURGEREQUEST']._serialized_start=572
+  _globals['_PURGEREQUEST']._serialized_end=601
+  _globals['_PURGERESPONSE']._serialized_start=603
+  _globals['_PURGERESPONSE']._serialized_end=634
+  _globals['_BROWSEREQUEST']._serialized_start=636
+  _globals['_BROWSEREQUEST']._serialized_end=681
+  _globals['_BROWSERESPONSE']._serialized_start=683
+  _globals['_BROWSERESPONSE']._serialized_end=737
+  _globals['_ADMIN']._serialized_start=740
+  _globals['_ADMIN']._serialized_end=1008
 # @@protoc_insertion_point(module_scope)

@@ -12,20 +12,22 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("name", "role", "client_address", "version", "components", "started_ms")
+    __slots__ = ("name", "role", "client_address", "version", "components", "started_ms", "refusal")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     STARTED_MS_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     client_address: str
     version: str
     components: _containers.RepeatedCompositeFieldContainer[Component]
     started_ms: int
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., client_address: _Optional[str] = ..., version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., started_ms: _Optional[int] = ...) -> None: ...
+    refusal: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., client_address: _Optional[str] = ..., version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., started_ms: _Optional[int] = ..., refusal: _Optional[str] = ...) -> None: ...
 
 class Component(_message.Message):
     __slots__ = ("kind", "name", "state", "detail")

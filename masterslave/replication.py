@@ -1,0 +1,375 @@
+"""Store replication over gRPC: the master's Leader and a slave's Follower.
+
+Adapters only: what a follower needs (stream or bulk copy) is `catch_up_plan`'s call,
+what counts as committed is the AckTracker's, and changes to the in-sync set are the
+IsrPolicy's. This module moves entries and acknowledgements between them and the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import grpc
+
+from broker.commit import GroupCommitter
+from broker.errors import Unavailable
+from broker.pb import replication_pb2, replication_pb2_grpc
+from broker.store import META_EPOCH, META_POS, Op, Store
+from masterslave.election import IsrState
+from masterslave.isr import IsrPolicy
+from masterslave.replog import (
+    AckTracker,
+    OutOfWindow,
+    ReplicationLog,
+    Snapshot,
+    StaleMaster,
+    catch_up_plan,
+)
+
+log = logging.getLogger("netbroker.replication")
+
+# How much of the log one frame carries, and a bulk copy's chunk size.
+FRAME_BYTES = 1024 * 1024
+SNAPSHOT_KEYS = 2_000
+
+
+def to_pb_ops(ops: Sequence[Op]) -> list[replication_pb2.Op]:
+    return [
+        replication_pb2.Op(key=k, delete=True) if v is None else replication_pb2.Op(key=k, value=v)
+        for k, v in ops
+    ]
+
+
+def from_pb_ops(ops: Sequence[replication_pb2.Op]) -> list[Op]:
+    return [(op.key, None if op.delete else op.value) for op in ops]
+
+
+class Leader(replication_pb2_grpc.ReplicationServicer):
+    """The master's side: log window, followers' streams, quorum acknowledgements."""
+
+    def __init__(
+        self,
+        member: str,
+        store: Store,
+        committer: GroupCommitter,
+        isr: IsrState,
+        isr_version: int,
+        write_isr: Callable[[IsrState, int], Awaitable[int | None]],
+        replication_log: ReplicationLog,
+        sync_mode: str,
+        min_insync: int,
+        lag_timeout: float,
+        commit_timeout: float,
+        token: str,
+        on_fenced: Callable[[str], None],
+        group: str,
+    ) -> None:
+        self.member = member
+        self.store = store
+        self.committer = committer
+        self.isr = isr
+        self.isr_version = isr_version
+        self._write_isr = write_isr
+        self.log = replication_log
+        self.sync_mode = sync_mode
+        self.min_insync = min_insync
+        self.lag_timeout = lag_timeout
+        self.commit_timeout = commit_timeout
+        self.token = token
+        self.group = group
+        self._on_fenced = on_fenced
+        self._local_sync = sync_mode in ("quorum_disk", "local_disk")
+        self.tracker = AckTracker(member, sync_mode, min_insync, start=committer.position)
+        self.policy = IsrPolicy()
+        # (position, answer, when written): sends waiting for the in-sync set.
+        self._waiting: list[tuple[int, asyncio.Future[None], float]] = []
+        self._wake = asyncio.Event()
+        self._followers: dict[str, int] = {}  # member -> position sent up to
+        self._task: asyncio.Task[None] | None = None
+        self._isr_busy = False
+        self.closed = False
+
+    @property
+    def epoch(self) -> int:
+        return self.isr.epoch
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch_isr(), name="isr")
+
+    def stop(self, reason: str) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+        waiting, self._waiting = self._waiting, []
+        for _, future, _ in waiting:
+            if not future.done():
+                future.set_exception(Unavailable(reason))
+        self._wake.set()
+
+    # -- the committer's side ------------------------------------------------------
+
+    def on_write(self, position: int, epoch: int, ops: Sequence[Op]) -> asyncio.Future[None] | None:
+        entry = replication_pb2.LogEntry(position=position, epoch=epoch, ops=to_pb_ops(ops))
+        self.log.append(position, epoch, entry, entry.ByteSize())
+        now = time.monotonic()
+        self.tracker.local(position, position if self._local_sync else 0, now)
+        self._wake.set()
+        self._wake = asyncio.Event()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((position, future, now))
+        self._release()
+        return future
+
+    def _release(self) -> None:
+        """Answer every write the in-sync set now holds."""
+        if not self._waiting:
+            return
+        committed = self.tracker.committed()
+        while self._waiting and self._waiting[0][0] <= committed:
+            _, future, _ = self._waiting.pop(0)
+            if not future.done():
+                future.set_result(None)
+
+    def _expire_waiting(self, now: float) -> None:
+        """Fail sends the in-sync set has not acknowledged within the commit timeout.
+
+        They stay in this master's store and may still be delivered (a failover client
+        resends them; the duplicate check keeps them single), but they are never
+        acknowledged without the quorum."""
+        while self._waiting and now - self._waiting[0][2] > self.commit_timeout:
+            _, future, _ = self._waiting.pop(0)
+            if not future.done():
+                reason = self.tracker.stalled_reason() or "the in-sync set did not acknowledge"
+                future.set_exception(
+                    Unavailable(
+                        f"group {self.group}: not acknowledged within {self.commit_timeout:g}s: "
+                        f"{reason}"
+                    )
+                )
+
+    # -- the in-sync set -----------------------------------------------------------
+
+    async def _watch_isr(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(0.05)
+            self._expire_waiting(time.monotonic())
+            await self.review_isr()
+
+    async def review_isr(self) -> None:
+        """Shrink or grow the in-sync set in ZooKeeper, then count acks by the new set."""
+        if self._isr_busy or self.closed:
+            return
+        now = time.monotonic()
+        change = self.policy.next_change(
+            self.isr, self.tracker, now, self.lag_timeout, self.committer.position
+        )
+        if change is None:
+            self._release()  # joiners may have changed what counts
+            return
+        self._isr_busy = True
+        try:
+            version = await self._write_isr(change, self.isr_version)
+        except Exception as exc:
+            version = None
+            log.warning("writing the in-sync set failed: %s", exc)
+        finally:
+            self._isr_busy = False
+        if version is None:
+            self.policy.abort(self.isr, self.tracker, time.monotonic())
+            # The node changed under us (a newer master) or ZooKeeper is unreachable:
+            # either way this master may not acknowledge anything more.
+            self._on_fenced("could not update the in-sync set in ZooKeeper")
+            return
+        log.info("in-sync set now %s (was %s)", sorted(change.isr), sorted(self.isr.isr))
+        self.isr, self.isr_version = change, version
+        self.policy.confirm(change, self.tracker, time.monotonic())
+        self._release()
+
+    def follower_left(self, member: str) -> None:
+        self._followers.pop(member, None)
+        self.tracker.follower_gone(member, time.monotonic())
+
+    # -- the Follow service --------------------------------------------------------
+
+    async def Follow(
+        self,
+        request_iterator: AsyncIterator[replication_pb2.FollowRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[replication_pb2.LogFrame]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        if self.token and first.token != self.token:
+            log.warning(
+                "refused replication from %s (%s): wrong securityToken",
+                first.member or "?",
+                context.peer(),
+            )
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "wrong securityToken")
+        if self.closed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no longer the master")
+        member = first.member
+        if member == self.member or member in self._followers:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{member} already follows")
+        head = self.committer.position
+        try:
+            plan = catch_up_plan(self.log, self.isr.history, first.epoch, first.position, head)
+        except StaleMaster as exc:
+            self._on_fenced(str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"no longer the master: {exc}")
+            raise
+        self._followers[member] = 0
+        held = 0 if isinstance(plan, Snapshot) else first.position
+        self.tracker.follower_ack(member, held, held if self._local_sync else 0, time.monotonic())
+        log.info(
+            "%s follows from epoch %d position %d: %s", member, first.epoch, first.position, plan
+        )
+
+        async def read_acks() -> None:
+            async for request in request_iterator:
+                self.tracker.follower_ack(
+                    member, request.received, request.synced, time.monotonic()
+                )
+                self._release()
+
+        reader = asyncio.create_task(read_acks())
+        try:
+            if isinstance(plan, Snapshot):
+                sent = head
+                async for frame in self._snapshot(head):
+                    yield frame
+            else:
+                sent = plan.from_position
+            while not self.closed:
+                if reader.done():
+                    break
+                wake = self._wake
+                try:
+                    entries = self.log.entries_after(sent, FRAME_BYTES)
+                except OutOfWindow:
+                    log.warning("%s fell out of the log window; it must reconnect", member)
+                    break
+                if entries:
+                    sent = entries[-1].position
+                    self._followers[member] = sent
+                    yield replication_pb2.LogFrame(
+                        epoch=self.epoch, entries=[e.payload for e in entries]
+                    )
+                    continue
+                waiter = asyncio.ensure_future(wake.wait())
+                await asyncio.wait([waiter, reader], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await reader
+            self.follower_left(member)
+            log.info("%s stopped following", member)
+
+    async def _snapshot(self, head: int) -> AsyncIterator[replication_pb2.LogFrame]:
+        """A fuzzy copy of the store from `head` on: keys change while it is read, and
+        replaying the log after `head` over it yields the master's exact state."""
+        after = b""
+        first = True
+        while True:
+            rows = self.store.scan_all(after, SNAPSHOT_KEYS)
+            last = len(rows) < SNAPSHOT_KEYS
+            chunk = replication_pb2.SnapshotChunk(
+                first=first, last=last, ops=to_pb_ops(rows), position=head, epoch=self.epoch
+            )
+            yield replication_pb2.LogFrame(epoch=self.epoch, snapshot=chunk)
+            if last:
+                return
+            first = False
+            after = rows[-1][0]
+            await asyncio.sleep(0)
+
+
+class Follower:
+    """A slave's side: apply the master's log to the local store and acknowledge it."""
+
+    def __init__(
+        self,
+        member: str,
+        store: Store,
+        replication_log: ReplicationLog,
+        sync_mode: str,
+        token: str,
+    ) -> None:
+        self.member = member
+        self.store = store
+        self.log = replication_log
+        self.sync = sync_mode == "quorum_disk"
+        self.token = token
+        self.position = store.meta(META_POS)
+        self.epoch = store.meta(META_EPOCH)
+        self.master_epoch = 0
+
+    async def follow(self, address: str, min_epoch: int) -> None:
+        """Follow the master at `address` until the stream ends or fails."""
+        options = [
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 2_000),
+            ("grpc.keepalive_timeout_ms", 2_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        async with grpc.aio.insecure_channel(address, options=options) as channel:
+            call = replication_pb2_grpc.ReplicationStub(channel).Follow()
+            await call.write(
+                replication_pb2.FollowRequest(
+                    member=self.member, token=self.token, epoch=self.epoch, position=self.position
+                )
+            )
+            while True:
+                frame = await call.read()
+                if frame is grpc.aio.EOF:
+                    return
+                if frame.epoch < min_epoch:
+                    raise ConnectionRefusedError(
+                        f"master at {address} is at epoch {frame.epoch}, older than {min_epoch}"
+                    )
+                self.master_epoch = frame.epoch
+                if frame.HasField("snapshot"):
+                    self._apply_snapshot(frame.snapshot)
+                if frame.entries:
+                    self._apply(frame.entries)
+                await call.write(
+                    replication_pb2.FollowRequest(
+                        received=self.position, synced=self.position if self.sync else 0
+                    )
+                )
+
+    def _apply_snapshot(self, chunk: replication_pb2.SnapshotChunk) -> None:
+        if chunk.first:
+            log.info("receiving a bulk copy of the master's store")
+            self.store.clear()
+        self.store.write(from_pb_ops(chunk.ops), sync=False)
+        if chunk.last:
+            self.store.write(
+                [
+                    (META_POS, chunk.position.to_bytes(8, "big")),
+                    (META_EPOCH, chunk.epoch.to_bytes(8, "big")),
+                ],
+                sync=True,
+            )
+            self.position, self.epoch = chunk.position, chunk.epoch
+            self.log.reset(chunk.position)
+            log.info("bulk copy complete at position %d", chunk.position)
+
+    def _apply(self, entries: Sequence[replication_pb2.LogEntry]) -> None:
+        ops: list[Op] = []
+        for entry in entries:
+            if entry.position != self.position + 1:
+                raise ConnectionAbortedError(
+                    f"log gap: expected position {self.position + 1}, got {entry.position}"
+                )
+            ops.extend(from_pb_ops(entry.ops))
+            self.position = entry.position
+            self.epoch = entry.epoch
+            self.log.append(entry.position, entry.epoch, entry, entry.ByteSize())
+        # Entries carry their own position and epoch keys, so the store's meta follows.
+        self.store.write(ops, sync=self.sync)

@@ -1,0 +1,355 @@
+"""Master/slave groups with a real ZooKeeper, real broker processes and kill -9.
+
+Every scenario counts what was sent (acknowledged) against what was received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from broker.client import BrokerError, Client, Delivery
+from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2_grpc
+from broker.zookeeper import Ensemble
+from tests.conftest import run
+from tests.procs import BrokerProcess, free_port
+from tests.scenario import queue_info, send_many, wait_for
+
+Start = Callable[..., BrokerProcess]
+
+
+def start_group(
+    brokers: Start, zk: Ensemble, names: list[str], replicas: int, *extra: str,
+    group: str = "B", connectors: tuple[str, ...] = (),
+) -> dict[str, BrokerProcess]:  # fmt: skip
+    started = {}
+    for name in names:
+        args = [
+            "--group", group, "--election", "zookeeper", "--zookeeper", zk.connect_string,
+            "--replication-port", str(free_port()), "--replicas", str(replicas), *extra,
+        ]  # fmt: skip
+        for uri in connectors:
+            args += ["--connector", uri]
+        started[name] = brokers(name, *args, port=free_port())
+    return started
+
+
+async def status(proc: BrokerProcess) -> admin_pb2.StatusResponse | None:
+    """Admin.Status straight over gRPC: the client library refuses to talk to slaves."""
+    async with grpc.aio.insecure_channel(proc.url) as channel:
+        try:
+            return await admin_pb2_grpc.AdminStub(channel).Status(
+                admin_pb2.StatusRequest(), timeout=2
+            )
+        except grpc.aio.AioRpcError:
+            return None
+
+
+async def role(proc: BrokerProcess) -> str:
+    answer = await status(proc)
+    return "down" if answer is None else answer.role
+
+
+async def group_detail(proc: BrokerProcess) -> str:
+    answer = await status(proc)
+    for c in answer.components if answer else ():
+        if c.kind == "group":
+            return f"{c.state}: {c.detail}"
+    return ""
+
+
+async def position(proc: BrokerProcess) -> int:
+    match = re.search(r"position (\d+)", await group_detail(proc))
+    return int(match.group(1)) if match else -1
+
+
+async def roles(procs: dict[str, BrokerProcess]) -> dict[str, str]:
+    return {name: await role(p) for name, p in procs.items() if p.alive}
+
+
+async def settled(procs: dict[str, BrokerProcess]) -> str | None:
+    """The master's name once exactly one live member is master and the rest are slaves."""
+    current = await roles(procs)
+    masters = [n for n, r in current.items() if r == "master"]
+    if len(masters) == 1 and all(r in ("master", "slave") for r in current.values()):
+        return masters[0]
+    return None
+
+
+async def wait_master(procs: dict[str, BrokerProcess], timeout: float = 20.0) -> str:
+    return await wait_for(lambda: settled(procs), timeout, f"one master among {list(procs)}")
+
+
+async def wait_in_sync(procs: dict[str, BrokerProcess], timeout: float = 20.0) -> str:
+    """The master's name once every live member is in its in-sync set: only then can any
+    of them take over without losing an acknowledged write."""
+    live = ",".join(sorted(n for n, p in procs.items() if p.alive))
+
+    async def all_in_sync() -> str | None:
+        master = await settled(procs)
+        if master and f"in-sync {live}" in await group_detail(procs[master]):
+            return master
+        return None
+
+    return await wait_for(all_in_sync, timeout, f"{live} to be in sync")
+
+
+async def drain(url: str, queue: str, expect: int, timeout: float = 10.0) -> list[Delivery]:
+    got: list[Delivery] = []
+    async with await Client.connect(url) as client:
+        consumer = await client.subscribe(queue, prefetch=500)
+        while len(got) < expect:
+            d = await consumer.receive(timeout=timeout)
+            if d is None:
+                break
+            got.append(d)
+            d.ack()
+        while (d := await consumer.receive(timeout=0.5)) is not None:
+            got.append(d)  # anything more is a duplicate: counted below
+            d.ack()
+        await consumer.close()
+    return got
+
+
+def count(sent: list[str], got: list[Delivery]) -> tuple[int, int]:
+    ids = collections.Counter(d.id for d in got)
+    lost = len(set(sent) - set(ids))
+    duplicates = sum(n - 1 for n in ids.values())
+    print(f"sent {len(sent)}, received {len(got)}, lost {lost}, duplicates {duplicates}")
+    return lost, duplicates
+
+
+def test_killed_master_is_replaced_and_returns_as_a_caught_up_slave(
+    brokers: Start, zookeeper: Ensemble
+) -> None:
+    procs = start_group(brokers, zookeeper, ["b", "c"], replicas=2)
+
+    async def scenario() -> None:
+        first = await wait_master(procs)
+        other = "c" if first == "b" else "b"
+        async with await Client.connect(procs[first].url) as client:
+            sent = await send_many(client, "orders", [str(i).encode() for i in range(1_000)])
+
+        async def same_position() -> bool:
+            return await position(procs[first]) == await position(procs[other]) > 0
+
+        await wait_for(same_position, 10, "the slave to reach the master's position")
+        await wait_in_sync(procs)
+        procs[first].kill()
+        started = time.monotonic()
+        assert await wait_master(procs) == other
+        print(f"{other} took over {time.monotonic() - started:.2f}s after kill -9 of {first}")
+        procs[first].start()
+        await wait_in_sync(procs)
+        assert await role(procs[first]) == "slave"
+        async with await Client.connect(procs[other].url) as client:
+            await send_many(client, "orders", [b"after"] * 10)
+        await wait_for(same_position, 10, "the returning member to catch up")
+        got = await drain(procs[other].url, "orders", len(sent) + 10)
+        lost, duplicates = count([*sent], [d for d in got if d.body != b"after"])
+        assert lost == 0 and duplicates == 0
+
+    run(scenario(), timeout=120)
+
+
+def test_slave_refuses_clients_naming_the_master(brokers: Start, zookeeper: Ensemble) -> None:
+    procs = start_group(brokers, zookeeper, ["b", "c"], replicas=2)
+
+    async def scenario() -> None:
+        master = await wait_master(procs)
+        slave = "c" if master == "b" else "b"
+        try:
+            client = await Client.connect(procs[slave].url)
+        except BrokerError as exc:
+            refusal = exc
+        else:
+            await client.close()
+            raise AssertionError("a slave accepted a client")
+        assert refusal.code == "UNAVAILABLE"
+        assert f"slave in group B; the master is {master}" in refusal.message
+        assert procs[master].url in refusal.message
+        # Below the client library too: the produce stream itself is refused.
+        async with grpc.aio.insecure_channel(procs[slave].url) as channel:
+            call = client_pb2_grpc.BrokerStub(channel).Produce(iter([]))
+            try:
+                await call.read()
+                raise AssertionError("a slave opened a produce stream")
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                assert f"the master is {master}" in exc.details()
+
+
+def test_failover_producer_loses_and_doubles_nothing(brokers: Start, zookeeper: Ensemble) -> None:
+    procs = start_group(brokers, zookeeper, ["b", "c"], replicas=2)
+
+    async def scenario() -> None:
+        master = await wait_in_sync(procs)
+        url = f"failover:({procs['b'].url},{procs['c'].url})"
+        acked: list[str] = []
+        async with await Client.connect(url) as client:
+            producer = client.producer(max_in_flight=200)
+            futures = []
+            killed_at = None
+            for i in range(6_000):
+                futures.append(await producer.send("stream", str(i).encode()))
+                if i == 2_000:
+                    procs[master].kill()
+                    killed_at = time.monotonic()
+                await asyncio.sleep(0) if i % 50 else await asyncio.sleep(0.001)
+            await producer.flush()
+            acked = [f.result() for f in futures]
+            print(f"all sends acknowledged {time.monotonic() - killed_at:.2f}s after the kill")
+            await producer.close()
+        survivor = await wait_master(procs)
+        got = await drain(procs[survivor].url, "stream", len(acked))
+        lost, _ = count(acked, got)
+        assert lost == 0
+        # A message may come twice only if the consumer was told it was redelivered.
+        assert sum(1 for d in got if not d.redelivered) == len(set(d.id for d in got))
+
+    run(scenario(), timeout=120)
+
+
+def test_three_replicas_with_two_down_acknowledge_nothing(
+    brokers: Start, zookeeper: Ensemble
+) -> None:
+    procs = start_group(brokers, zookeeper, ["b", "c", "d"], 3, "--commit-timeout", "2")
+
+    async def scenario() -> None:
+        master = await wait_master(procs)
+        async with await Client.connect(procs[master].url) as client:
+            await client.send("q", b"with quorum")
+            for name, proc in procs.items():
+                if name != master:
+                    proc.kill()
+            failures = 0
+            for i in range(3):
+                try:
+                    await asyncio.wait_for(client.send("q", f"alone {i}".encode()), 6)
+                except BrokerError as exc:
+                    assert exc.code == "UNAVAILABLE", exc
+                    assert "below min_insync 2" in exc.message, exc.message
+                    failures += 1
+            assert failures == 3, "a send was acknowledged without a quorum"
+
+    run(scenario(), timeout=120)
+
+
+def test_master_cut_off_from_zookeeper_stops_serving_first(
+    brokers: Start, zookeeper: Ensemble
+) -> None:
+    procs = start_group(brokers, zookeeper, ["b", "c"], replicas=2)
+
+    async def scenario() -> None:
+        master = await wait_master(procs)
+        zookeeper.pause()
+        try:
+            paused = time.monotonic()
+
+            async def master_stopped() -> bool:
+                return await role(procs[master]) != "master"
+
+            await wait_for(master_stopped, 5, f"{master} to stop serving")
+            print(
+                f"{master} stopped serving {time.monotonic() - paused:.2f}s after ZooKeeper froze"
+            )
+            # Nobody else was elected meanwhile: ZooKeeper is frozen.
+            assert all(r != "master" for r in (await roles(procs)).values())
+            try:
+                async with await Client.connect(procs[master].url) as client:
+                    await client.send("q", b"x")
+            except BrokerError as exc:
+                assert exc.code == "UNAVAILABLE" and "lost contact with ZooKeeper" in exc.message
+            else:
+                raise AssertionError("a master without ZooKeeper acknowledged a send")
+        finally:
+            zookeeper.resume()
+        await wait_master(procs)
+
+    run(scenario(), timeout=120)
+
+
+def test_wrong_security_token_is_refused(brokers: Start, zookeeper: Ensemble) -> None:
+    procs = start_group(brokers, zookeeper, ["b"], 2, "--token", "right")
+    procs |= start_group(brokers, zookeeper, ["c"], 2, "--token", "wrong")
+
+    async def scenario() -> None:
+        async def refused() -> bool:
+            return "wrong securityToken" in procs["b"].log(200) + procs["c"].log(200)
+
+        await wait_for(refused, 20, "the master to refuse the follower's token")
+
+    run(scenario())
+
+
+def test_lockfile_mode_fails_over(brokers: Start, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    args = ("--group", "L", "--election", "lockfile", "--shared-dir", str(shared))
+    procs = {name: brokers(name, *args) for name in ("x", "y")}
+
+    async def scenario() -> None:
+        master = await wait_master(procs)
+        other = "y" if master == "x" else "x"
+        async with await Client.connect(procs[master].url) as client:
+            sent = await send_many(client, "locked", [str(i).encode() for i in range(500)])
+        procs[master].kill()
+        started = time.monotonic()
+
+        async def other_master() -> bool:
+            return await role(procs[other]) == "master"
+
+        await wait_for(other_master, 5, f"{other} to take the lock")
+        print(f"{other} took over {time.monotonic() - started:.2f}s after kill -9")
+        got = await drain(procs[other].url, "locked", len(sent))
+        lost, duplicates = count(sent, got)
+        assert lost == 0 and duplicates == 0
+
+    run(scenario())
+
+
+def test_ab_c_bridge_follows_the_new_master(brokers: Start, zookeeper: Ensemble) -> None:
+    port_a = free_port()
+    b_port, c_port = free_port(), free_port()
+    group_b = {}
+    for name, port in (("b", b_port), ("c", c_port)):
+        group_b[name] = brokers(
+            name, "--group", "B", "--election", "zookeeper", "--zookeeper",
+            zookeeper.connect_string, "--replication-port", str(free_port()), "--replicas", "2",
+            "--connector", f"static:(127.0.0.1:{port_a})", port=port,
+        )  # fmt: skip
+    a = brokers(
+        "a", "--group", "A", "--connector",
+        f"masterslave:(127.0.0.1:{b_port},127.0.0.1:{c_port})", port=port_a,
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        master = await wait_master(group_b)
+        other = "c" if master == "b" else "b"
+        async with await Client.connect(group_b[master].url) as client:
+            sent = await send_many(client, "abc", [str(i).encode() for i in range(5_000)])
+            assert (await queue_info(client, "abc")).depth == 5_000
+        await wait_in_sync(group_b)
+        group_b[master].kill()
+        killed = time.monotonic()
+        assert await wait_master(group_b) == other
+
+        async def bridge_to(name: str) -> bool:
+            async with await Client.connect(a.url) as client:
+                return any(
+                    c.kind == "bridge" and c.state == "up" and c.detail.startswith(f"{name}@")
+                    for c in (await client.status()).components
+                )
+
+        await wait_for(lambda: bridge_to(other), 10, f"a's bridge to reach {other}")
+        print(f"a's bridge reached {other} {time.monotonic() - killed:.2f}s after the kill")
+        got = await drain(a.url, "abc", len(sent), timeout=15)
+        lost, duplicates = count(sent, got)
+        assert lost == 0 and duplicates == 0
+
+    run(scenario(), timeout=180)
