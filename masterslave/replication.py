@@ -37,15 +37,19 @@ FRAME_BYTES = 1024 * 1024
 SNAPSHOT_KEYS = 2_000
 
 
-def to_pb_ops(ops: Sequence[Op]) -> list[replication_pb2.Op]:
-    return [
-        replication_pb2.Op(key=k, delete=True) if v is None else replication_pb2.Op(key=k, value=v)
-        for k, v in ops
-    ]
+def to_pb_ops(ops: Sequence[Op]) -> replication_pb2.Ops:
+    return replication_pb2.Ops(
+        keys=[k for k, _ in ops],
+        values=[b"" if v is None else v for _, v in ops],
+        deleted=[i for i, (_, v) in enumerate(ops) if v is None],
+    )
 
 
-def from_pb_ops(ops: Sequence[replication_pb2.Op]) -> list[Op]:
-    return [(op.key, None if op.delete else op.value) for op in ops]
+def from_pb_ops(ops: replication_pb2.Ops) -> list[Op]:
+    out: list[Op] = list(zip(ops.keys, ops.values, strict=True))
+    for i in ops.deleted:
+        out[i] = (out[i][0], None)
+    return out
 
 
 class Leader(replication_pb2_grpc.ReplicationServicer):

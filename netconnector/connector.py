@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("netbroker.connector")
 
-# A link that stayed up this long counts as healthy: the backoff starts over.
-STABLE_SECONDS = 5.0
-
 
 class LinkRefused(Exception):
     pass
@@ -90,7 +87,10 @@ class Link:
             except Exception as exc:  # a bridge must never die silently
                 log.exception("link %s to %s failed", self.label, self.address)
                 self.detail = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() - self.connected_at > STABLE_SECONDS and self.connected_at:
+            if self.connected_at:
+                # A link that was up and broke starts over from the short delay: its
+                # peer (or the group's next master) is most likely back in moments,
+                # and the delay is capped at maxReconnectDelay anyway.
                 backoff.reset()
             self.connected_at = 0.0
             delay = backoff.next()
@@ -110,9 +110,11 @@ class Link:
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_receive_message_length", network.config.max_message_bytes + 2**20),
             ("grpc.max_send_message_length", network.config.max_message_bytes + 2**20),
-            # Reconnects are ours to pace; gRPC's own backoff would add seconds.
+            # Reconnects are ours to pace; gRPC's own backoff would add seconds, and a
+            # subchannel shared with an earlier channel would inherit its backoff.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         async with grpc.aio.insecure_channel(address, options=options) as channel:
             call = bridge_pb2_grpc.BridgeStub(channel).Link()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62roker/pb/replication.proto\x12\tnetbroker\"q\n\rFollowRequest\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x10\n\x08position\x18\x04 \x01(\x04\x12\x10\n\x08received\x18\x05 \x01(\x04\x12\x0e\n\x06synced\x18\x06 \x01(\x04\"0\n\x02Op\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x03 \x01(\x08\"G\n\x08LogEntry\x12\x10\n\x08position\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x1a\n\x03ops\x18\x03 \x03(\x0b\x32\r.netbroker.Op\"i\n\rSnapshotChunk\x12\r\n\x05\x66irst\x18\x01 \x01(\x08\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\x1a\n\x03ops\x18\x03 \x03(\x0b\x32\r.netbroker.Op\x12\x10\n\x08position\x18\x04 \x01(\x04\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\"k\n\x08LogFrame\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12$\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x13.netbroker.LogEntry\x12*\n\x08snapshot\x18\x03 \x01(\x0b\x32\x18.netbroker.SnapshotChunk2J\n\x0bReplication\x12;\n\x06\x46ollow\x12\x18.netbroker.FollowRequest\x1a\x13.netbroker.LogFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62roker/pb/replication.proto\x12\tnetbroker\"q\n\rFollowRequest\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x10\n\x08position\x18\x04 \x01(\x04\x12\x10\n\x08received\x18\x05 \x01(\x04\x12\x0e\n\x06synced\x18\x06 \x01(\x04\"4\n\x03Ops\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x0e\n\x06values\x18\x02 \x03(\x0c\x12\x0f\n\x07\x64\x65leted\x18\x03 \x03(\r\"H\n\x08LogEntry\x12\x10\n\x08position\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x1b\n\x03ops\x18\x03 \x01(\x0b\x32\x0e.netbroker.Ops\"j\n\rSnapshotChunk\x12\r\n\x05\x66irst\x18\x01 \x01(\x08\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\x1b\n\x03ops\x18\x03 \x01(\x0b\x32\x0e.netbroker.Ops\x12\x10\n\x08position\x18\x04 \x01(\x04\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\"k\n\x08LogFrame\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12$\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x13.netbroker.LogEntry\x12*\n\x08snapshot\x18\x03 \x01(\x0b\x32\x18.netbroker.SnapshotChunk2J\n\x0bReplication\x12;\n\x06\x46ollow\x12\x18.netbroker.FollowRequest\x1a\x13.netbroker.LogFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FOLLOWREQUEST']._serialized_start=42
   _globals['_FOLLOWREQUEST']._serialized_end=155
-  _globals['_OP']._serialized_start=157
-  _globals['_OP']._serialized_end=205
-  _globals['_LOGENTRY']._serialized_start=207
-  _globals['_LOGENTRY']._serialized_end=278
-  _globals['_SNAPSHOTCHUNK']._serialized_start=280
-  _globals['_SNAPSHOTCHUNK']._serialized_end=385
-  _globals['_LOGFRAME']._serialized_start=387
-  _globals['_LOGFRAME']._serialized_end=494
-  _globals['_REPLICATION']._serialized_start=496
-  _globals['_REPLICATION']._serialized_end=570
+  _globals['_OPS']._serialized_start=157
+  _globals['_OPS']._serialized_end=209
+  _globals['_LOGENTRY']._serialized_start=211
+  _globals['_LOGENTRY']._serialized_end=283
+  _globals['_SNAPSHOTCHUNK']._serialized_start=285
+  _globals['_SNAPSHOTCHUNK']._serialized_end=391
+  _globals['_LOGFRAME']._serialized_start=393
+  _globals['_LOGFRAME']._serialized_end=500
+  _globals['_REPLICATION']._serialized_start=502
+  _globals['_REPLICATION']._serialized_end=576
 # @@protoc_insertion_point(module_scope)

@@ -22,15 +22,15 @@ class FollowRequest(_message.Message):
     synced: int
     def __init__(self, member: _Optional[str] = ..., token: _Optional[str] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., received: _Optional[int] = ..., synced: _Optional[int] = ...) -> None: ...
 
-class Op(_message.Message):
-    __slots__ = ("key", "value", "delete")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    VALUE_FIELD_NUMBER: _ClassVar[int]
-    DELETE_FIELD_NUMBER: _ClassVar[int]
-    key: bytes
-    value: bytes
-    delete: bool
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., delete: _Optional[bool] = ...) -> None: ...
+class Ops(_message.Message):
+    __slots__ = ("keys", "values", "deleted")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    deleted: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., deleted: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LogEntry(_message.Message):
     __slots__ = ("position", "epoch", "ops")
@@ -39,8 +39,8 @@ class LogEntry(_message.Message):
     OPS_FIELD_NUMBER: _ClassVar[int]
     position: int
     epoch: int
-    ops: _containers.RepeatedCompositeFieldContainer[Op]
-    def __init__(self, position: _Optional[int] = ..., epoch: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, _Mapping]]] = ...) -> None: ...
+    ops: Ops
+    def __init__(self, position: _Optional[int] = ..., epoch: _Optional[int] = ..., ops: _Optional[_Union[Ops, _Mapping]] = ...) -> None: ...
 
 class SnapshotChunk(_message.Message):
     __slots__ = ("first", "last", "ops", "position", "epoch")
@@ -51,10 +51,10 @@ class SnapshotChunk(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     first: bool
     last: bool
-    ops: _containers.RepeatedCompositeFieldContainer[Op]
+    ops: Ops
     position: int
     epoch: int
-    def __init__(self, first: _Optional[bool] = ..., last: _Optional[bool] = ..., ops: _Optional[_Iterable[_Union[Op, _Mapping]]] = ..., position: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    def __init__(self, first: _Optional[bool] = ..., last: _Optional[bool] = ..., ops: _Optional[_Union[Ops, _Mapping]] = ..., position: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class LogFrame(_message.Message):
     __slots__ = ("epoch", "entries", "snapshot")
