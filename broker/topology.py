@@ -7,30 +7,45 @@ e.g. `topologies/x.yaml: groups.A.brokers.a.port: expected an integer 1-65535, g
 
 The shape (see DESIGN.md, "Topology files and netbroker up"):
 
-    zookeeper: embedded          # optional; or "host:port,host:port", or a list of them
+    zookeeper: embedded          # or "host:port,host:port" (or a list); required when a
+                                 # group elects through ZooKeeper
+    zookeeper_port: 2181         # optional, embedded only: fixed client port (default free)
+    securityToken: s3cret        # optional; a group's own securityToken overrides it
     data: run/ab_c               # optional; default run/<file name without .yaml>
     groups:
       A:
         brokers:
           a: {port: 61616}       # host, replication_port, max_message_bytes, sync, weight
         connectors:
-          - uri: "masterslave:(127.0.0.1:61617,127.0.0.1:61618)"
+          - uri: "masterslave:(b,c)"
       B:
-        election: zookeeper      # or lockfile
-        replicas: 2
-        sync: quorum_mem
+        election: zookeeper      # or lockfile; default zookeeper for 2+ brokers
+        replicas: 2              # default: the number of brokers listed
+        sync: quorum_mem         # default for zookeeper groups
+        min_insync: 1            # default replicas/2+1 for 3 or more, 1 for a pair
+        zkPath: /netbroker/groups/B
+        session_timeout: 1.0
         brokers:
-          b: {port: 61617, replication_port: 62621}
+          b: {port: 61617, replication_port: 62621, weight: 2}
           c: {port: 61618, replication_port: 62622}
         connectors:
           - uri: "static:(a)"    # a broker of this file by name, or host:port
             networkTTL: 1        # options as YAML keys, or in the URI's query string
 
+A group of one broker without `election` is a standalone broker. A group of two or more
+brokers is a master/slave group: by ZooKeeper election unless it says `election:
+lockfile`. Settings that only a ZooKeeper group acts on (replicas, min_insync, zkPath,
+session_timeout, quorum sync, replication_port, weight) are refused elsewhere rather than
+silently ignored, and so is a connector that would present the wrong securityToken to
+the group it links to.
+
 Connectors are checked in full here, with `netconnector.uri.parse_connector` (pure: it
 opens nothing), after broker names in their address lists have been replaced by those
 brokers' client addresses. So a typo in an option or a broker name stops `netbroker up`
-before any process starts, with the file, the key and the reason. Master/slave keys are
-kept as written for the layers that use them; only their shape is checked here.
+before any process starts, with the file, the key and the reason. The master/slave keys
+are checked as far as a file can be: a ZooKeeper group needs `zookeeper:` and a
+replication port per member, `replicas` covers the brokers listed, `min_insync` fits in
+`replicas`.
 """
 
 from __future__ import annotations
@@ -60,9 +75,19 @@ DEFAULT_HOST = "127.0.0.1"
 # Hosts that bind every interface, so their ports clash with any other host's.
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
-TOP_KEYS = ("zookeeper", "data", "groups")
-GROUP_KEYS = ("brokers", "election", "replicas", "sync", "min_insync", "zkPath", "connectors")
+QUORUM_SYNC = ("quorum_mem", "quorum_disk")
+# The embedded ZooKeeper keeps its data in DATA/zookeeper, beside DATA/<broker>.
+EMBEDDED_ZK_DIR = "zookeeper"
+
+TOP_KEYS = ("zookeeper", "zookeeper_port", "securityToken", "data", "groups")
+GROUP_KEYS = (
+    "brokers", "election", "replicas", "sync", "min_insync", "zkPath", "session_timeout",
+    "securityToken", "connectors",
+)  # fmt: skip
 BROKER_KEYS = ("port", "host", "replication_port", "max_message_bytes", "sync", "weight")
+# Keys only a group with `election: zookeeper` acts on (group level, then broker level).
+ZK_GROUP_KEYS = ("replicas", "min_insync", "zkPath", "session_timeout")
+ZK_BROKER_KEYS = ("replication_port", "weight")
 
 
 class TopologyError(Exception):
@@ -100,9 +125,14 @@ class ZooKeeper:
     embedded: bool
     # "host:port" entries of an external ensemble; empty when embedded.
     servers: tuple[str, ...] = ()
+    # Embedded only: the client port to run it on (None: a free one at start).
+    port: int | None = None
 
     @property
     def connect_string(self) -> str:
+        """The ensemble's connect string; for an embedded one only if its port is fixed."""
+        if self.embedded:
+            return f"127.0.0.1:{self.port}" if self.port else ""
         return ",".join(self.servers)
 
 
@@ -147,16 +177,27 @@ class BrokerSpec:
 class GroupSpec:
     name: str
     brokers: tuple[BrokerSpec, ...]
+    # "zookeeper", "lockfile", or None for a standalone broker. Defaulted by `validate`:
+    # zookeeper for a group of two or more brokers.
     election: str | None = None
+    # ZooKeeper groups: defaulted by `validate` to the number of brokers listed.
     replicas: int | None = None
     sync: str | None = None
     min_insync: int | None = None
     zk_path: str | None = None
+    session_timeout: float | None = None
+    # The group's own securityToken, else the file's (None: none).
+    security_token: str | None = field(default=None, repr=False)
     connectors: tuple[Connector, ...] = ()
 
     def effective_sync(self, broker: BrokerSpec) -> str | None:
         """A broker's own `sync` overrides its group's."""
         return broker.sync or self.sync
+
+    @property
+    def is_group(self) -> bool:
+        """Whether its brokers elect a master (ZooKeeper or lock file)."""
+        return self.election is not None
 
 
 @dataclass(frozen=True)
@@ -167,6 +208,7 @@ class Topology:
     data: PurePath
     groups: tuple[GroupSpec, ...]
     zookeeper: ZooKeeper | None = None
+    security_token: str | None = field(default=None, repr=False)
 
     @property
     def brokers(self) -> tuple[BrokerSpec, ...]:
@@ -191,6 +233,14 @@ class Topology:
 
     def broker_data_dir(self, broker: BrokerSpec, cwd: Path | None = None) -> Path:
         return self.data_root(cwd) / broker.name
+
+    def zookeeper_dir(self, cwd: Path | None = None) -> Path:
+        """Where an embedded ZooKeeper keeps its config, data and log."""
+        return self.data_root(cwd) / EMBEDDED_ZK_DIR
+
+    @property
+    def uses_zookeeper(self) -> bool:
+        return any(g.election == "zookeeper" for g in self.groups)
 
 
 def check_name(name: object) -> str | None:
@@ -377,6 +427,18 @@ class _Validator:
         self.known_keys(top, TOP_KEYS, ())
 
         zookeeper = self.zookeeper(top["zookeeper"]) if "zookeeper" in top else None
+        if "zookeeper_port" in top:
+            port = self.port(top["zookeeper_port"], ("zookeeper_port",))
+            if zookeeper is None or not zookeeper.embedded:
+                raise self.fail(
+                    ("zookeeper_port",),
+                    "only for 'zookeeper: embedded' (an external ensemble's ports are in "
+                    "its connect string)",
+                )
+            zookeeper = replace(zookeeper, port=port)
+        token = (
+            self.token(top["securityToken"], ("securityToken",)) if "securityToken" in top else None
+        )
         if "data" in top:
             data = PurePath(self.string(top["data"], ("data",), "a directory path"))
         else:
@@ -388,11 +450,20 @@ class _Validator:
         if not groups_raw:
             raise self.fail(("groups",), "expected at least one group")
 
-        groups = [self.group(name, spec) for name, spec in groups_raw.items()]
-        self.no_duplicates(groups)
+        groups = [self.group(name, spec, zookeeper, token) for name, spec in groups_raw.items()]
+        self.no_duplicates(groups, zookeeper)
         # Connectors last: they may name brokers of any group, also ones further down.
         groups = [self.resolve_connectors(g, groups) for g in groups]
-        return Topology(source=self.source, data=data, groups=tuple(groups), zookeeper=zookeeper)
+        return Topology(
+            source=self.source, data=data, groups=tuple(groups), zookeeper=zookeeper,
+            security_token=token,
+        )  # fmt: skip
+
+    def token(self, value: Any, path: tuple[str | int, ...]) -> str:
+        # Not echoed back in the error: it is a secret, even when mistyped.
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(path, "expected a non-empty string (the shared secret)")
+        return value
 
     def zookeeper(self, value: Any) -> ZooKeeper:
         path: tuple[str | int, ...] = ("zookeeper",)
@@ -418,7 +489,9 @@ class _Validator:
             servers.append(entry)
         return ZooKeeper(embedded=False, servers=tuple(servers))
 
-    def group(self, name: Any, raw: Any) -> GroupSpec:
+    def group(
+        self, name: Any, raw: Any, zookeeper: ZooKeeper | None, file_token: str | None
+    ) -> GroupSpec:
         path: tuple[str | int, ...] = ("groups", str(name))
         self.name(name, path, "group")
         spec = self.mapping(raw, path, "a mapping with 'brokers'")
@@ -435,7 +508,7 @@ class _Validator:
         connectors: tuple[Connector, ...] = ()
         if "connectors" in spec:
             connectors = self.connectors(spec["connectors"], (*path, "connectors"))
-        return GroupSpec(
+        group = GroupSpec(
             name=name,
             brokers=brokers,
             election=(
@@ -459,8 +532,104 @@ class _Validator:
                 else None
             ),
             zk_path=(self.zk_path(spec["zkPath"], (*path, "zkPath")) if "zkPath" in spec else None),
+            session_timeout=(
+                self.seconds(spec["session_timeout"], (*path, "session_timeout"))
+                if "session_timeout" in spec
+                else None
+            ),
+            security_token=(
+                self.token(spec["securityToken"], (*path, "securityToken"))
+                if "securityToken" in spec
+                else file_token
+            ),
             connectors=connectors,
         )
+        return self.group_semantics(group, spec, brokers_raw, zookeeper)
+
+    def group_semantics(
+        self,
+        group: GroupSpec,
+        spec: Mapping[Any, Any],
+        brokers_raw: Mapping[Any, Any],
+        zookeeper: ZooKeeper | None,
+    ) -> GroupSpec:
+        """Defaults that depend on the group's size, and what its election allows."""
+        path: tuple[str | int, ...] = ("groups", group.name)
+        n = len(group.brokers)
+        election = group.election
+        if election is None and n >= 2:
+            election = "zookeeper"
+        if election != "zookeeper":
+            # Keys that only a ZooKeeper group acts on would be silently ignored here.
+            why = (
+                f"group {group.name} uses election: lockfile"
+                if election == "lockfile"
+                else f"group {group.name} has one broker and no election"
+            )
+            for key in ZK_GROUP_KEYS:
+                if key in spec:
+                    raise self.fail((*path, key), f"only for election: zookeeper ({why})")
+            for b in group.brokers:
+                braw = brokers_raw[b.name]
+                for key in ZK_BROKER_KEYS:
+                    if key in braw:
+                        raise self.fail(
+                            (*path, "brokers", b.name, key),
+                            f"only for election: zookeeper ({why})",
+                        )
+            for where, sync in [((*path, "sync"), group.sync)] + [
+                ((*path, "brokers", b.name, "sync"), b.sync) for b in group.brokers
+            ]:
+                if sync in QUORUM_SYNC:
+                    raise self.fail(
+                        where,
+                        f"{sync} needs members that replicate: only for election: zookeeper "
+                        f"({why}); use local_disk or local_mem",
+                    )
+            return replace(group, election=election)
+
+        # A ZooKeeper group.
+        if zookeeper is None:
+            if group.election is None:
+                where, what = path, f"a group of {n} brokers elects its master through ZooKeeper"
+            else:
+                where, what = (*path, "election"), "election: zookeeper"
+            raise self.fail(
+                where,
+                f"{what}, but the file names no ZooKeeper: add a top-level "
+                "'zookeeper: embedded' (netbroker up runs one) or 'zookeeper: host:port,...'"
+                + (", or set 'election: lockfile' for members on one machine"
+                   if group.election is None else ""),
+            )  # fmt: skip
+        if n >= 2:
+            for b in group.brokers:
+                if b.replication_port is None:
+                    raise self.fail(
+                        (*path, "brokers", b.name, "replication_port"),
+                        f"required: group {group.name} elects through ZooKeeper, and its "
+                        "slaves replicate from the master on this port",
+                    )
+        replicas = group.replicas if group.replicas is not None else n
+        if replicas < n:
+            raise self.fail(
+                (*path, "replicas"),
+                f"{replicas} is fewer than the group's {n} brokers "
+                f"({', '.join(b.name for b in group.brokers)})",
+            )
+        if group.min_insync is not None and group.min_insync > replicas:
+            raise self.fail(
+                (*path, "min_insync"),
+                f"{group.min_insync} is more than replicas ({replicas}): "
+                "no persistent send could ever be acknowledged",
+            )
+        return replace(group, election=election, replicas=replicas)
+
+    def seconds(self, value: Any, path: tuple[str | int, ...]) -> float:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+            raise self.fail(path, f"expected a number of seconds > 0, got {_describe(value)}")
+        if value == float("inf"):
+            raise self.fail(path, "expected a finite number of seconds")
+        return float(value)
 
     def zk_path(self, value: Any, path: tuple[str | int, ...]) -> str:
         text = self.string(value, path, "an absolute ZooKeeper path")
@@ -524,16 +693,26 @@ class _Validator:
             out.append(Connector(uri=uri, options=options))
         return tuple(out)
 
-    def no_duplicates(self, groups: list[GroupSpec]) -> None:
+    def no_duplicates(self, groups: list[GroupSpec], zookeeper: ZooKeeper | None) -> None:
+        """Broker names once across the file; every port (client, replication, an embedded
+        ZooKeeper's) once per host."""
         names: dict[str, str] = {}
         # (host, port) -> the key path that claimed it first
         ports: dict[tuple[str, int], str] = {}
+        if zookeeper is not None and zookeeper.port is not None:
+            ports[("127.0.0.1", zookeeper.port)] = "zookeeper_port"
         for g in groups:
             for b in g.brokers:
                 path = ("groups", g.name, "brokers", b.name)
                 if b.name in names:
                     raise self.fail(
                         path, f"broker name {b.name!r} is already used in group {names[b.name]!r}"
+                    )
+                if zookeeper is not None and zookeeper.embedded and b.name == EMBEDDED_ZK_DIR:
+                    raise self.fail(
+                        path,
+                        f"the name {b.name!r} is taken: the embedded ZooKeeper keeps its data "
+                        f"in DATA/{EMBEDDED_ZK_DIR}, beside each broker's DATA/<broker>",
                     )
                 names[b.name] = g.name
                 for key in ("port", "replication_port"):
@@ -552,8 +731,9 @@ class _Validator:
         if not group.connectors:
             return group
         brokers = {b.name: b for g in groups for b in g.brokers}
+        targets = {b.client_address: g for g in groups for b in g.brokers}
         resolved = tuple(
-            self.connector(c, group, brokers, ("groups", group.name, "connectors", i))
+            self.connector(c, group, brokers, targets, ("groups", group.name, "connectors", i))
             for i, c in enumerate(group.connectors)
         )
         return replace(group, connectors=resolved)
@@ -563,6 +743,7 @@ class _Validator:
         connector: Connector,
         group: GroupSpec,
         brokers: Mapping[str, BrokerSpec],
+        targets: Mapping[str, GroupSpec],
         path: tuple[str | int, ...],
     ) -> Connector:
         try:
@@ -588,6 +769,19 @@ class _Validator:
                     path,
                     f"{connector.uri}: {address} is broker {own[address]!r} of this "
                     f"group ({group.name}); connectors link a group to other groups",
+                )
+        # A bridge presents its connector's securityToken, else its own broker's; a broker
+        # with a token refuses a link that presents another. Caught here, not as a bridge
+        # that never comes up.
+        presented = spec.security_token or group.security_token or ""
+        for address in spec.addresses:
+            target = targets.get(address)
+            if target is not None and target.security_token and presented != target.security_token:
+                raise self.fail(
+                    path,
+                    f"{connector.uri}: group {target.name} requires a securityToken that this "
+                    "connector does not present: set the same securityToken on the connector, "
+                    "on this group, or at the top level",
                 )
         return replace(connector, resolved=uri, spec=spec)
 

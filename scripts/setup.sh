@@ -3,7 +3,8 @@
 # netbroker_setup. It makes a fresh Debian 12 machine (python3, root or sudo) ready:
 #   * .venv with the project installed editable, with its test extras; reinstalled when
 #     pyproject.toml is newer than the stamp of the last install;
-#   * Debian's zookeeper package, which master/slave groups run (embedded ZooKeeper).
+#   * Debian's zookeeper package and a Java runtime, which master/slave groups run
+#     (embedded ZooKeeper), after `apt-get update`.
 # Everything it prints goes to stderr, so a command's own output stays clean.
 
 NETBROKER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +52,17 @@ netbroker_setup() {
             -e "$NETBROKER_ROOT[test]" >&2
         touch "$NETBROKER_STAMP"
     fi
+    # Master/slave groups elect through Apache ZooKeeper, run from Debian's package (the
+    # embedded ZooKeeper of `netbroker up`, and the tests); it runs on Java. Both are
+    # checked, not just the package: a machine may have the jars but no `java` on PATH.
+    local packages=()
     if [[ ! -f /usr/share/java/zookeeper.jar ]]; then
-        _netbroker_apt_install zookeeper
+        packages+=(zookeeper)
+    fi
+    if ! command -v java >/dev/null 2>&1; then
+        packages+=(default-jre-headless)
+    fi
+    if ((${#packages[@]})); then
+        _netbroker_apt_install "${packages[@]}"
     fi
 }

@@ -91,6 +91,7 @@ def test_optional_broker_keys() -> None:
     t = check("""
         groups:
           G:
+            election: lockfile
             sync: local_mem
             brokers:
               g1: {port: 7000, host: 0.0.0.0, max_message_bytes: 1048576, sync: local_disk}
@@ -107,7 +108,8 @@ def test_optional_broker_keys() -> None:
 def test_same_port_on_different_hosts_is_allowed() -> None:
     t = check("""
         groups:
-          A: {brokers: {a: {port: 7000, host: 127.0.0.1}, b: {port: 7000, host: 127.0.0.2}}}
+          A: {brokers: {a: {port: 7000, host: 127.0.0.1}}}
+          B: {brokers: {b: {port: 7000, host: 127.0.0.2}}}
     """)
     assert [b.port for b in t.brokers] == [7000, 7000]
 
@@ -176,6 +178,237 @@ def test_single_yaml() -> None:
     assert t.zookeeper is None
 
 
+def test_ab_c_yaml_is_the_reference_deployment() -> None:
+    t = load(ROOT / "topologies" / "ab_c.yaml")
+    assert t.zookeeper == ZooKeeper(embedded=True)
+    assert t.data == PurePath("run/ab_c")
+    assert t.uses_zookeeper
+    a, b = t.groups
+    assert [(x.name, x.port) for x in a.brokers] == [("a", 61616)]
+    assert a.election is None
+    assert (b.election, b.replicas, b.sync, b.min_insync) == ("zookeeper", 2, "quorum_mem", 1)
+    assert [(x.name, x.port, x.replication_port) for x in b.brokers] == [
+        ("b", 61617, 62621), ("c", 61618, 62622)
+    ]
+    assert _links("ab_c.yaml") == [
+        ("A", ("127.0.0.1:61617", "127.0.0.1:61618"), 1),
+        ("B", ("127.0.0.1:61616",), 1),
+    ]
+    assert a.connectors[0].spec.kind == "masterslave"
+    assert b.connectors[0].uri == "static:(a)"
+    assert t.zookeeper_dir(Path("/x")) == Path("/x/run/ab_c/zookeeper")
+
+
+# ----------------------------------------------------------------- master/slave groups
+
+
+ZK_PAIR = """
+    zookeeper: embedded
+    groups:
+      B:
+        brokers:
+          b: {port: 7001, replication_port: 7101}
+          c: {port: 7002, replication_port: 7102}
+"""
+
+
+def test_a_group_of_two_or_more_elects_through_zookeeper_by_default() -> None:
+    t = check(ZK_PAIR)
+    (g,) = t.groups
+    assert (g.election, g.replicas, g.sync, g.min_insync, g.zk_path) == (
+        "zookeeper", 2, None, None, None
+    )
+    assert g.is_group and t.uses_zookeeper
+
+
+def test_a_group_of_one_is_standalone_unless_it_says_otherwise() -> None:
+    t = check("groups: {A: {brokers: {a: {port: 1}}}}")
+    assert (t.groups[0].election, t.groups[0].replicas) == (None, None)
+    assert not t.groups[0].is_group and not t.uses_zookeeper
+    # A ZooKeeper group of one (more members may join from elsewhere): no replication
+    # port needed in the file, `up` picks one.
+    t = check("zookeeper: 'zk:2181'\ngroups: {A: {election: zookeeper, replicas: 3, "
+              "brokers: {a: {port: 1}}}}")
+    assert (t.groups[0].election, t.groups[0].replicas) == ("zookeeper", 3)
+    assert t.groups[0].brokers[0].replication_port is None
+
+
+def test_group_settings_are_kept() -> None:
+    t = check("""
+        zookeeper: "zk1:2181,zk2:2181"
+        securityToken: t0p-s3cret
+        groups:
+          B:
+            replicas: 3
+            min_insync: 2
+            sync: quorum_disk
+            zkPath: /prod/groups/B
+            session_timeout: 2
+            securityToken: 0wn-s3cret
+            brokers:
+              b: {port: 7001, replication_port: 7101, weight: 5}
+              c: {port: 7002, replication_port: 7102, weight: 0}
+          C:
+            election: lockfile
+            brokers: {d: {port: 7003}, e: {port: 7004}}
+    """)
+    b, c = t.groups
+    assert (b.replicas, b.min_insync, b.sync, b.zk_path, b.session_timeout) == (
+        3, 2, "quorum_disk", "/prod/groups/B", 2.0
+    )
+    assert [x.weight for x in b.brokers] == [5, 0]
+    assert (b.security_token, c.security_token, t.security_token) == (
+        "0wn-s3cret", "t0p-s3cret", "t0p-s3cret"
+    )
+    assert (c.election, c.replicas) == ("lockfile", None)
+    assert "s3cret" not in repr(t)  # secrets stay out of logs
+
+
+def test_embedded_zookeeper_port() -> None:
+    t = check("zookeeper: embedded\nzookeeper_port: 2999\n" + textwrap.dedent(ZK_PAIR).split(
+        "\n", 2)[2])
+    assert t.zookeeper == ZooKeeper(embedded=True, port=2999)
+    assert t.zookeeper.connect_string == "127.0.0.1:2999"
+    assert ZooKeeper(embedded=True).connect_string == ""  # known once it runs
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # ZooKeeper required, said at the group (implicit election) or its election key.
+        ("groups: {B: {brokers: {b: {port: 1, replication_port: 3}, c: {port: 2, "
+         "replication_port: 4}}}}",
+         "groups.B: a group of 2 brokers elects its master through ZooKeeper, but the file "
+         "names no ZooKeeper: add a top-level 'zookeeper: embedded' (netbroker up runs one) "
+         "or 'zookeeper: host:port,...', or set 'election: lockfile' for members on one "
+         "machine"),
+        ("groups: {A: {election: zookeeper, brokers: {a: {port: 1}}}}",
+         "groups.A.election: election: zookeeper, but the file names no ZooKeeper: add a "
+         "top-level 'zookeeper: embedded' (netbroker up runs one) or 'zookeeper: "
+         "host:port,...'"),
+        # Replication ports: required, integers, unique, not a client port.
+        ("zookeeper: embedded\ngroups: {B: {brokers: {b: {port: 1, replication_port: 3}, "
+         "c: {port: 2}}}}",
+         "groups.B.brokers.c.replication_port: required: group B elects through ZooKeeper, "
+         "and its slaves replicate from the master on this port"),
+        ("zookeeper: embedded\ngroups: {B: {brokers: {b: {port: 1, replication_port: x}, "
+         "c: {port: 2}}}}",
+         "groups.B.brokers.b.replication_port: expected an integer 1-65535, got 'x'"),
+        ("zookeeper: embedded\ngroups: {B: {brokers: {b: {port: 1, replication_port: 3}, "
+         "c: {port: 2, replication_port: 3}}}}",
+         "groups.B.brokers.c.replication_port: port 3 is already used by "
+         "groups.B.brokers.b.replication_port"),
+        ("zookeeper: embedded\ngroups: {B: {brokers: {b: {port: 1, replication_port: 2}, "
+         "c: {port: 2, replication_port: 3}}}}",
+         "groups.B.brokers.c.port: port 2 is already used by "
+         "groups.B.brokers.b.replication_port"),
+        ("zookeeper: embedded\nzookeeper_port: 3\ngroups: {B: {brokers: {b: {port: 1, "
+         "replication_port: 4}, c: {port: 2, replication_port: 3}}}}",
+         "groups.B.brokers.c.replication_port: port 3 is already used by zookeeper_port"),
+        # The embedded ZooKeeper's own keys.
+        ("zookeeper: 'zk:2181'\nzookeeper_port: 2181\ngroups: {A: {brokers: {a: {port: 1}}}}",
+         "zookeeper_port: only for 'zookeeper: embedded' (an external ensemble's ports are "
+         "in its connect string)"),
+        ("zookeeper: embedded\nzookeeper_port: 0\ngroups: {A: {brokers: {a: {port: 1}}}}",
+         "zookeeper_port: expected an integer 1-65535, got 0"),
+        ("zookeeper: embedded\ngroups: {A: {brokers: {zookeeper: {port: 1}}}}",
+         "groups.A.brokers.zookeeper: the name 'zookeeper' is taken: the embedded ZooKeeper "
+         "keeps its data in DATA/zookeeper, beside each broker's DATA/<broker>"),
+        # Sizes.
+        (ZK_PAIR.replace("brokers:", "replicas: 1\n        brokers:"),
+         "groups.B.replicas: 1 is fewer than the group's 2 brokers (b, c)"),
+        (ZK_PAIR.replace("brokers:", "min_insync: 3\n        brokers:"),
+         "groups.B.min_insync: 3 is more than replicas (2): no persistent send could ever "
+         "be acknowledged"),
+        (ZK_PAIR.replace("brokers:", "session_timeout: 0\n        brokers:"),
+         "groups.B.session_timeout: expected a number of seconds > 0, got 0"),
+        (ZK_PAIR.replace("brokers:", "session_timeout: fast\n        brokers:"),
+         "groups.B.session_timeout: expected a number of seconds > 0, got 'fast'"),
+        (ZK_PAIR.replace("7101}", "7101, weight: -1}"),
+         "groups.B.brokers.b.weight: expected an integer >= 0, got -1"),
+        # What only a ZooKeeper group acts on is not silently ignored elsewhere.
+        ("groups: {A: {replicas: 2, brokers: {a: {port: 1}}}}",
+         "groups.A.replicas: only for election: zookeeper (group A has one broker and no "
+         "election)"),
+        ("groups: {A: {brokers: {a: {port: 1, replication_port: 2}}}}",
+         "groups.A.brokers.a.replication_port: only for election: zookeeper (group A has one "
+         "broker and no election)"),
+        ("groups: {A: {election: lockfile, brokers: {a: {port: 1, weight: 2}}}}",
+         "groups.A.brokers.a.weight: only for election: zookeeper (group A uses election: "
+         "lockfile)"),
+        ("groups: {A: {election: lockfile, min_insync: 1, brokers: {a: {port: 1}}}}",
+         "groups.A.min_insync: only for election: zookeeper (group A uses election: "
+         "lockfile)"),
+        ("groups: {A: {sync: quorum_mem, brokers: {a: {port: 1}}}}",
+         "groups.A.sync: quorum_mem needs members that replicate: only for election: "
+         "zookeeper (group A has one broker and no election); use local_disk or local_mem"),
+        ("groups: {A: {election: lockfile, brokers: {a: {port: 1, sync: quorum_disk}}}}",
+         "groups.A.brokers.a.sync: quorum_disk needs members that replicate: only for "
+         "election: zookeeper (group A uses election: lockfile); use local_disk or local_mem"),
+    ],
+)
+def test_group_refusals(text: str, expected: str) -> None:
+    assert error(text) == f"{SRC}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [("securityToken", "''"), ("securityToken", "5"), ("groups.A.securityToken", "[x]")],
+)
+def test_bad_security_token_is_not_echoed(where: str, value: str) -> None:
+    if where == "securityToken":
+        text = f"securityToken: {value}\ngroups: {{A: {{brokers: {{a: {{port: 1}}}}}}}}"
+    else:
+        text = f"groups: {{A: {{securityToken: {value}, brokers: {{a: {{port: 1}}}}}}}}"
+    assert error(text) == f"{SRC}: {where}: expected a non-empty string (the shared secret)"
+
+
+TOKENS = """
+    groups:
+      A:
+        %s
+        brokers: {a: {port: 1}}
+        connectors: [%s]
+      B:
+        securityToken: b-secret
+        brokers: {b: {port: 2}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("group_a", "connector", "ok"),
+    [
+        ("", '{uri: "static:(b)"}', False),
+        ("securityToken: other", '{uri: "static:(b)"}', False),
+        ("securityToken: b-secret", '{uri: "static:(b)"}', True),
+        ("", '{uri: "static:(b)", securityToken: b-secret}', True),
+        ("securityToken: mine", '{uri: "static:(b)?securityToken=b-secret"}', True),
+        ("", '{uri: "static:(b)", securityToken: wrong}', False),
+    ],
+)
+def test_connector_must_present_the_token_its_target_group_requires(
+    group_a: str, connector: str, ok: bool
+) -> None:
+    text = TOKENS % (group_a, connector)
+    if ok:
+        check(text)
+        return
+    message = error(text)
+    uri = connector.split('"')[1]
+    assert message == (
+        f"{SRC}: groups.A.connectors[0]: {uri}: group B requires a securityToken that this "
+        "connector does not present: set the same securityToken on the connector, on this "
+        "group, or at the top level"
+    )
+    assert "b-secret" not in message.replace(uri, "")
+
+
+def test_a_file_wide_token_links_every_group() -> None:
+    text = textwrap.dedent(TOKENS % ("", '{uri: "static:(b)"}'))
+    t = check("securityToken: s\n" + text.replace("securityToken: b-secret", ""))
+    assert [g.security_token for g in t.groups] == ["s", "s"]
+
+
 # ------------------------------------------------------------------------ refused
 
 
@@ -211,7 +444,7 @@ def test_unknown_key_with_suggestion() -> None:
 def test_unknown_key_lists_the_known_ones() -> None:
     assert error("groups: {A: {brokers: {a: {port: 1}}, zzz: 1}}") == (
         f"{SRC}: groups.A.zzz: unknown key; expected one of brokers, connectors, election, "
-        "min_insync, replicas, sync, zkPath"
+        "min_insync, replicas, securityToken, session_timeout, sync, zkPath"
     )
 
 
@@ -220,16 +453,18 @@ def test_unknown_top_level_key() -> None:
 
 
 def test_duplicate_port_in_one_group() -> None:
-    assert error("groups: {A: {brokers: {a: {port: 7000}, b: {port: 7000}}}}") == (
+    text = "groups: {A: {election: lockfile, brokers: {a: {port: 7000}, b: {port: 7000}}}}"
+    assert error(text) == (
         f"{SRC}: groups.A.brokers.b.port: port 7000 is already used by groups.A.brokers.a.port"
     )
 
 
 def test_duplicate_port_across_groups_and_kinds() -> None:
     text = """
+        zookeeper: embedded
         groups:
           A: {brokers: {a: {port: 7000}}}
-          B: {brokers: {b: {port: 7001, replication_port: 7000}}}
+          B: {election: zookeeper, brokers: {b: {port: 7001, replication_port: 7000}}}
     """
     assert error(text) == (
         f"{SRC}: groups.B.brokers.b.replication_port: port 7000 is already used by "
@@ -238,7 +473,10 @@ def test_duplicate_port_across_groups_and_kinds() -> None:
 
 
 def test_wildcard_host_clashes_with_any_host() -> None:
-    text = "groups: {A: {brokers: {a: {port: 7000, host: 0.0.0.0}, b: {port: 7000}}}}"
+    text = """
+        groups:
+          A: {election: lockfile, brokers: {a: {port: 7000, host: 0.0.0.0}, b: {port: 7000}}}
+    """
     assert error(text) == (
         f"{SRC}: groups.A.brokers.b.port: port 7000 is already used by groups.A.brokers.a.port"
     )
@@ -344,6 +582,7 @@ def test_connector_shape(connectors: str, expected: str) -> None:
 # -------------------------------------------------------------------------- connectors
 
 LINKED = """\
+zookeeper: embedded
 groups:
   A:
     brokers:
@@ -352,8 +591,8 @@ groups:
 %s
   B:
     brokers:
-      b: {port: 61617, host: 0.0.0.0}
-      c: {port: 61618}
+      b: {port: 61617, host: 0.0.0.0, replication_port: 62621}
+      c: {port: 61618, replication_port: 62622}
 """
 
 
@@ -498,7 +737,8 @@ def test_duplicate_key_names_both_lines() -> None:
 
 def test_merge_keys_may_be_overridden() -> None:
     # `<<: *anchor` then an explicit key is an override, not a duplicate.
-    t = check("groups: {A: {brokers: {a: &b {port: 1, sync: local_mem}, c: {<<: *b, port: 2}}}}")
+    t = check("groups: {A: {election: lockfile, "
+              "brokers: {a: &b {port: 1, sync: local_mem}, c: {<<: *b, port: 2}}}}")
     assert [(b.name, b.port, b.sync) for b in t.brokers] == [
         ("a", 1, "local_mem"), ("c", 2, "local_mem")
     ]

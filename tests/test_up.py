@@ -6,6 +6,11 @@ waits for SIGTERM; FAKE_BROKER_MODE=name:mode,... makes one broker die, hang, st
 address, named as real brokers name them, "up" unless the mode is bridge_down (backoff
 with an error) or bridge_late (up 1.5 s after start); plus an inbound link, which `up`
 must not wait for or list.
+
+A stand-in given `--election` plays a group member: FAKE_BROKER_ROLE=name:role,... sets
+its role (master, slave, electing; `electing>master` switches 1.5 s after start, or once
+the file FAKE_BROKER_SWITCH names exists), with a group component as real members report
+it; as slave or electing it runs no bridges and refuses ListQueues, as real ones do.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ import argparse, os, signal, sys, threading, time
 from concurrent import futures
 
 p = argparse.ArgumentParser()
-for flag in ("--name", "--host", "--data", "--sync", "--max-message-bytes", "--group"):
+for flag in ("--name", "--host", "--data", "--sync", "--max-message-bytes", "--group",
+             "--election", "--zookeeper", "--replication-port", "--replicas", "--min-insync",
+             "--zk-path", "--session-timeout", "--weight", "--shared-dir", "--token"):
     p.add_argument(flag)
 p.add_argument("--port", type=int)
 p.add_argument("--connector", action="append", default=[])
@@ -41,6 +48,16 @@ a = p.parse_args()
 started = time.monotonic()
 modes = dict(x.split(":") for x in os.environ.get("FAKE_BROKER_MODE", "").split(",") if x)
 mode = modes.get(a.name, "ok")
+roles = dict(x.split(":") for x in os.environ.get("FAKE_BROKER_ROLE", "").split(",") if x)
+
+switch = os.environ.get("FAKE_BROKER_SWITCH")
+
+def role():
+    if not a.election:
+        return "standalone"
+    first, _, then = roles.get(a.name, "electing").partition(">")
+    switched = os.path.exists(switch) if switch else time.monotonic() - started > 1.5
+    return then if then and switched else first
 print(f"fake broker {a.name} starting", file=sys.stderr, flush=True)
 if mode == "die":
     print("fatal: cannot open the store", file=sys.stderr, flush=True)
@@ -66,18 +83,30 @@ if mode != "hang":
 
     class Admin(admin_pb2_grpc.AdminServicer):
         def Status(self, request, context):
+            now = role()
             components = [admin_pb2.Component(kind="bridge", name="from elsewhere",
                                               state="up", detail="received 0")]
-            for spec in specs:
+            for spec in specs if now in ("standalone", "master") else ():
                 for address in spec.addresses:
                     state, detail = bridge(address)
                     components.append(admin_pb2.Component(
                         kind="bridge", name=f"static:{address}", state=state, detail=detail))
-            return admin_pb2.StatusResponse(name=a.name, role="standalone",
+            refusal = ""
+            if now != "standalone":
+                detail = {"master": "epoch 1, position 42, in-sync b,c",
+                          "slave": "master b at 127.0.0.1:1, position 40"}.get(
+                              now, "new group: waiting for 2 of 2 members")
+                components.append(admin_pb2.Component(kind="group", name=a.group, state=now,
+                                                      detail=detail))
+                if now != "master":
+                    refusal = f"broker {a.name} is a {now} in group {a.group}"
+            return admin_pb2.StatusResponse(name=a.name, role=now,
                                             client_address=f"{a.host}:{a.port}",
-                                            components=components)
+                                            components=components, refusal=refusal)
 
         def ListQueues(self, request, context):
+            if role() not in ("standalone", "master"):
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a slave")
             return admin_pb2.ListQueuesResponse(
                 queues=[admin_pb2.QueueInfo(name="q", depth=3, pending=3, consumers=1)])
 
@@ -140,9 +169,39 @@ groups:
     sync: local_mem
     brokers:
       b: {{port: {b}}}
+  C:
+    brokers:
       c: {{port: {c}, max_message_bytes: 1000}}
 """
     return topo.validate(topo.parse(text, "c.yaml"), "c.yaml")
+
+
+@pytest.fixture
+def grouped(tmp_path: Path) -> topo.Topology:
+    """A standalone broker and a ZooKeeper pair linked both ways, as in ab_c.yaml. The
+    stand-ins never contact the (nonexistent) ZooKeeper the file names."""
+    a, b, c, rb, rc = free_ports(5)
+    text = f"""
+zookeeper: "127.0.0.1:9"
+data: run/g
+groups:
+  A:
+    brokers:
+      a: {{port: {a}}}
+    connectors:
+      - uri: "static:(b)"
+        securityToken: s3cret
+  B:
+    min_insync: 1
+    securityToken: s3cret
+    brokers:
+      b: {{port: {b}, replication_port: {rb}, weight: 2}}
+      c: {{port: {c}, replication_port: {rc}}}
+    connectors:
+      - uri: "static:(a)"
+        networkTTL: 1
+"""
+    return topo.validate(topo.parse(text, "g.yaml"), "g.yaml")
 
 
 @pytest.fixture
@@ -188,11 +247,11 @@ def test_plan(cluster: topo.Topology, tmp_path: Path) -> None:
     assert c.log_path == c.data_dir / "broker.log"
     assert c.argv == (
         "nb", "--name", "c", "--host", "127.0.0.1", "--port", str(c.spec.port),
-        "--data", str(c.data_dir), "--group", "B", "--max-message-bytes", "1000",
-        "--sync", "local_mem",
+        "--data", str(c.data_dir), "--group", "C", "--max-message-bytes", "1000",
     )
+    assert plans[1].argv[-2:] == ("--sync", "local_mem")
     assert "--sync" not in plans[0].argv
-    assert all(p.bridges == () for p in plans)
+    assert all(p.bridges == () and p.election is None for p in plans)
 
 
 def test_plan_passes_connectors_resolved_with_options_folded_in(
@@ -255,6 +314,7 @@ groups:
       - uri: "masterslave:(b)"
       - uri: "multicast://default"
   B:
+    election: lockfile
     brokers: {b: {port: 2}, c: {port: 3}}
 """
     group = topo.validate(topo.parse(text, "x.yaml"), "x.yaml").groups[0]
@@ -278,17 +338,11 @@ groups:
   B:
     election: zookeeper
     sync: quorum_mem
-    brokers: {b: {port: 2, replication_port: 3}, c: {port: 4}}
+    brokers: {b: {port: 2, replication_port: 3}, c: {port: 4, replication_port: 5}}
 """
     t = topo.validate(topo.parse(text, "x.yaml"), "x.yaml")
-    assert up.not_yet_supported(t) == [
-        "zookeeper",
-        "groups.A.connectors[1] (multicast://x: discovery is not wired yet)",
-        "groups.B as a master/slave group (its brokers run standalone)",
-        "groups.B.election",
-        "groups.B.sync=quorum_mem",
-        "groups.B.brokers.b.replication_port",
-    ]
+    # Groups, ZooKeeper, quorum sync and discovery are all acted on now.
+    assert up.not_yet_supported(t) == []
 
 
 def test_format_table() -> None:
@@ -336,6 +390,136 @@ def test_bridges_of_reads_states_peers_and_errors() -> None:
         "bridges \u2192b up \u2192h:2 backoff"
     )
     assert up.bridges_of(["static:h:1"], None) == []
+
+
+# ------------------------------------------------------------------ master/slave groups
+
+
+def test_plan_gives_group_members_their_flags(grouped: topo.Topology, tmp_path: Path) -> None:
+    a, b, c = up.plan(grouped, cwd=tmp_path, command=["nb"])
+    rb, rc = (x.replication_port for x in grouped.groups[1].brokers)
+    assert (a.election, b.election, c.election) == (None, "zookeeper", "zookeeper")
+    assert "--election" not in a.argv and "--token" not in a.argv
+    assert b.argv[b.argv.index("--group"):] == (
+        "--group", "B", "--election", "zookeeper", "--zookeeper", "127.0.0.1:9",
+        "--replication-port", str(rb), "--replicas", "2", "--min-insync", "1",
+        "--weight", "2", "--token", "s3cret",
+        "--connector", f"static:(127.0.0.1:{a.spec.port})?networkTTL=1",
+    )
+    assert c.argv[c.argv.index("--replication-port") + 1] == str(rc)
+    assert "--weight" not in c.argv
+    # Only the master runs a group's bridges, but each member must be able to.
+    assert b.bridges == c.bridges == (f"static:127.0.0.1:{a.spec.port}",)
+    # An embedded ZooKeeper's connect string is known once it runs: `up` passes it in.
+    b2 = up.plan(grouped, cwd=tmp_path, command=["nb"], zookeeper="127.0.0.1:2181")[1]
+    assert b2.argv[b2.argv.index("--zookeeper") + 1] == "127.0.0.1:2181"
+
+
+def test_plan_lockfile_group_and_zookeeper_group_of_one(tmp_path: Path) -> None:
+    text = """
+zookeeper: embedded
+zookeeper_port: 2999
+groups:
+  L:
+    election: lockfile
+    sync: local_mem
+    brokers: {l1: {port: 1}, l2: {port: 2}}
+  Z:
+    election: zookeeper
+    session_timeout: 2.5
+    zkPath: /x/Z
+    sync: quorum_disk
+    brokers: {z: {port: 3}}
+"""
+    t = topo.validate(topo.parse(text, "x.yaml"), "x.yaml")
+    l1, l2, z = up.plan(t, cwd=tmp_path, command=["nb"], pick_port=lambda: 4444)
+    shared = str(tmp_path / "run" / "x" / "shared-L")
+    for p in (l1, l2):
+        assert p.argv[p.argv.index("--group"):] == (
+            "--group", "L", "--election", "lockfile", "--shared-dir", shared,
+            "--sync", "local_mem",
+        )
+    assert z.argv[z.argv.index("--group"):] == (
+        "--group", "Z", "--election", "zookeeper", "--zookeeper", "127.0.0.1:2999",
+        "--replication-port", "4444", "--replicas", "1", "--zk-path", "/x/Z",
+        "--session-timeout", "2.5", "--sync", "quorum_disk",
+    )
+
+
+def _plans(grouped: topo.Topology, tmp_path: Path) -> list[up.BrokerPlan]:
+    return up.plan(grouped, cwd=tmp_path, command=["nb"])
+
+
+def _member(name: str, role: str, detail: str = "", bridges: str = "up") -> up.BrokerStatus:
+    components = [("group", "B", role, detail)] if role != "standalone" else []
+    if role in ("standalone", "master"):
+        components.append(("bridge", "static:127.0.0.1:1", bridges, "x@127.0.0.1:1"
+                           if bridges == "up" else "127.0.0.1:1, UNAVAILABLE: refused"))
+    return up.BrokerStatus(name=name, role=role, address=f"127.0.0.1:{ord(name)}",
+                           components=components)
+
+
+def test_cluster_problems_for_groups(grouped: topo.Topology, tmp_path: Path) -> None:
+    plans = [dataclasses.replace(p, bridges=("static:127.0.0.1:1",)) for p in
+             _plans(grouped, tmp_path)]
+    a = _member("a", "standalone")
+    master = _member("b", "master", "epoch 1, position 7, in-sync b,c")
+    slave = _member("c", "slave", "master b at 127.0.0.1:98, position 7")
+    assert up.cluster_problems(plans, {"a": a, "b": master, "c": slave}) == []
+    # Either member may be the master; a slave runs no bridges and is not asked for any.
+    assert up.cluster_problems(plans, {
+        "a": a, "b": _member("b", "slave", "master c at x, position 7"),
+        "c": _member("c", "master", "epoch 2, position 7, in-sync c"),
+    }) == []
+    electing = _member("c", "electing", "new group: waiting for 2 of 2 members")
+    assert up.cluster_problems(plans, {"a": a, "b": master, "c": electing}) == [
+        "c: electing (new group: waiting for 2 of 2 members), not yet a slave of b"
+    ]
+    assert up.cluster_problems(plans, {"a": a, "b": None, "c": electing}) == [
+        f"b: not answering Admin.Status at {plans[1].address}",
+        "group B: no master yet: c electing (new group: waiting for 2 of 2 members)",
+    ]
+    assert up.cluster_problems(plans, {"a": a, "b": master, "c": _member("c", "master")}) == [
+        "group B: 2 members say they are master: b, c"
+    ]
+    down = _member("b", "master", "epoch 1, position 7, in-sync b,c", bridges="backoff")
+    assert up.cluster_problems(plans, {"a": a, "b": down, "c": slave}) == [
+        "b: bridge static:127.0.0.1:1 backoff: UNAVAILABLE: refused"
+    ]
+
+
+def test_table_and_lines_show_roles_positions_and_the_master(
+    grouped: topo.Topology, tmp_path: Path
+) -> None:
+    plans = [dataclasses.replace(p, bridges=("static:127.0.0.1:1",)) for p in
+             _plans(grouped, tmp_path)]
+    master = _member("b", "master", "epoch 3, position 1042, in-sync b,c")
+    slave = _member("c", "slave", "master b at 127.0.0.1:98, position 1040")
+    assert up.table_headers(plans) == up.GROUP_TABLE_HEADERS
+    assert up.table_headers(plans[:1]) == up.TABLE_HEADERS
+    assert (master.position, slave.position, _member("a", "standalone").position) == (
+        1042, 1040, None
+    )
+    b_row, = up.table_rows(plans[1], 11, "up", master, position=True)
+    c_row, = up.table_rows(plans[2], 12, "up", slave, position=True)
+    assert b_row[2:4] == ("master", 1042) and b_row[-1] == "static:127.0.0.1:1 \u2192 x up"
+    assert c_row[2:4] == ("slave", 1040) and c_row[-1] == "-"  # slaves run no bridges
+    assert up.group_lines(plans, {"b": master, "c": slave}) == [
+        "group B (zookeeper): master b at 127.0.0.1:98 (epoch 3, position 1042, in-sync b,c)"
+    ]
+    assert up.group_lines(plans, {"b": None, "c": _member("c", "electing", "waiting")}) == [
+        "group B (zookeeper): no master: b not answering; c electing (waiting)"
+    ]
+    assert up.status_line("b", "B", master, ["static:127.0.0.1:1"]) == (
+        "b (B): master, epoch 3, position 1042, in-sync b,c, bridges \u2192x up"
+    )
+    assert up.status_line("c", "B", slave, ["static:127.0.0.1:1"]) == (
+        "c (B): slave, master b at 127.0.0.1:98, position 1040"
+    )
+    assert up.role_change_line("c", "B", "slave", master) == (
+        "c (B): slave \u2192 master, epoch 3, position 1042, in-sync b,c"
+    )
+    assert up.role_change_line("b", "B", "master", None) == "b (B): master \u2192 not answering"
 
 
 # ------------------------------------------------------------------ start, ready, stop
@@ -454,7 +638,7 @@ def test_up_detached_then_status_then_down(
             "broker", "group", "role", "client", "pid", "state", "depth", "bridges"
         ]
         assert [line.split()[:3] for line in lines[1:]] == [
-            ["a", "A", "standalone"], ["b", "B", "standalone"], ["c", "B", "standalone"]
+            ["a", "A", "standalone"], ["b", "B", "standalone"], ["c", "C", "standalone"]
         ]
         assert all(line.split()[5:] == ["up", "3", "-"] for line in lines[1:])
         assert "logs in run/c/<broker>/broker.log" in err.getvalue()
@@ -521,7 +705,7 @@ def test_up_names_the_bridges_not_up_and_stops_everything(
     assert time.monotonic() - t0 < 10
     pb = linked.brokers[1].port
     assert str(info.value) == (
-        "not every bridge was up within 2 s:\n"
+        "the cluster was not ready within 2 s:\n"
         f"    a: bridge static:127.0.0.1:{pb} backoff: UNAVAILABLE: connection refused"
     )
     assert "netbroker: stopping a, b" in err.getvalue()
@@ -561,9 +745,9 @@ def test_up_failure_leaves_nothing_running(
     assert "netbroker: stopping a, b" in err.getvalue()
     assert not (tmp_path / "run" / "c" / "netbroker-up.json").exists()
     for name in "ab":
-        log = (tmp_path / "run" / "c" / name / "broker.log").read_text()
-        wait_for(lambda log=log, name=name: f"fake broker {name} stopping" in log, 1,
-                 f"{name} to have stopped")
+        log = tmp_path / "run" / "c" / name / "broker.log"
+        wait_for(lambda log=log, name=name: f"fake broker {name} stopping" in log.read_text(),
+                 5, f"{name} to have stopped")
 
 
 def test_up_foreground_supervises_until_sigterm(
@@ -576,7 +760,7 @@ def test_up_foreground_supervises_until_sigterm(
         # SIGTERM ourselves once `up` runs and has printed a status round: the handler
         # that `up` installed turns it into an orderly stop.
         deadline = time.monotonic() + 60
-        while "c (B): standalone" not in out.getvalue() and time.monotonic() < deadline:
+        while "c (C): standalone" not in out.getvalue() and time.monotonic() < deadline:
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -636,3 +820,83 @@ def test_damaged_state_file(cluster: topo.Topology, tmp_path: Path) -> None:
     state_file.write_text("{not json")
     with pytest.raises(up.UpError, match=r"run/c/netbroker-up\.json is damaged"):
         up.down(cluster, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
+
+
+# ------------------------------------------------------- groups with stand-in brokers
+
+
+def test_up_waits_for_a_master_then_shows_roles(
+    grouped: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_BROKER_ROLE", "b:electing>master,c:slave")
+    out, err = io.StringIO(), io.StringIO()
+    t0 = time.monotonic()
+    try:
+        assert up.up(grouped, detach=True, out=out, err=err, command=fake, cwd=tmp_path) == 0
+        assert time.monotonic() - t0 >= 1.5  # b became master only after 1.5 s
+        assert "waiting for group B to elect a master and 2 bridges" in err.getvalue()
+        lines = out.getvalue().splitlines()
+        assert lines[0].split() == list(up.GROUP_TABLE_HEADERS)
+        rows = [line.split() for line in lines[1:4]]
+        assert [r[:4] for r in rows] == [
+            ["a", "A", "standalone", "-"], ["b", "B", "master", "42"], ["c", "B", "slave", "40"],
+        ]
+        assert rows[2][-3:] == ["up", "-", "-"]  # the slave: no depth, no bridges
+        pb = grouped.brokers[1].port
+        assert lines[4] == (
+            f"group B (zookeeper): master b at 127.0.0.1:{pb} (epoch 1, position 42, "
+            "in-sync b,c)"
+        )
+        state_file = tmp_path / "run" / "g" / "netbroker-up.json"
+        assert state_file.stat().st_mode & 0o077 == 0  # argv holds the securityToken
+
+        out, err = io.StringIO(), io.StringIO()
+        assert up.status(grouped, out=out, err=err, cwd=tmp_path) == 0, err.getvalue()
+        assert f"group B (zookeeper): master b at 127.0.0.1:{pb}" in out.getvalue()
+        assert "zookeeper: 127.0.0.1:9 (external)" in out.getvalue()
+    finally:
+        up.down(grouped, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
+
+
+def test_up_names_a_group_that_elects_no_master_and_stops_everything(
+    grouped: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_BROKER_ROLE", "b:electing,c:electing")
+    err = io.StringIO()
+    with pytest.raises(up.UpError) as info:
+        up.up(grouped, detach=True, timeout=5, out=io.StringIO(), err=err, command=fake,
+              cwd=tmp_path)
+    assert str(info.value) == (
+        "the cluster was not ready within 5 s:\n"
+        "    group B: no master yet: b electing (new group: waiting for 2 of 2 members); "
+        "c electing (new group: waiting for 2 of 2 members)"
+    )
+    assert "netbroker: stopping a, b, c" in err.getvalue()
+    assert not (tmp_path / "run" / "g" / "netbroker-up.json").exists()
+
+
+def test_up_foreground_reports_a_failover_as_it_happens(
+    grouped: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # b is master, then electing; c slave, then master: once `up` runs and says so.
+    switch = tmp_path / "failover"
+    monkeypatch.setenv("FAKE_BROKER_ROLE", "b:master>electing,c:slave>master")
+    monkeypatch.setenv("FAKE_BROKER_SWITCH", str(switch))
+    out, err = io.StringIO(), io.StringIO()
+
+    def fail_over_then_stop() -> None:
+        deadline = time.monotonic() + 60
+        while "running; Ctrl-C" not in err.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        switch.touch()
+        while "c (B): slave \u2192 master" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=fail_over_then_stop, daemon=True).start()
+    rc = up.up(grouped, interval=0, out=out, err=err, command=fake, cwd=tmp_path)
+    assert rc == 0, err.getvalue()
+    text = out.getvalue()
+    assert "] b (B): master \u2192 electing, new group: waiting for 2 of 2 members" in text
+    assert "] c (B): slave \u2192 master, epoch 1, position 42, in-sync b,c" in text
+    assert "netbroker: stopping a, b, c" in err.getvalue()
