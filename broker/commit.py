@@ -1,8 +1,10 @@
-"""Group commit: concurrent writes share one synced RocksDB write, numbered as a log.
+"""Group commit: concurrent writes share one fsync, numbered as a log.
 
-rocksdict holds the GIL for the whole write, fsync included, so writing from threads
-would not overlap with anything; one task on the broker's loop writes instead. While it
-writes, new requests queue up and go out together in the next batch.
+One task on the broker's loop writes batches to RocksDB without fsync (a write holds the
+GIL; from several threads they would only queue). The fsync runs on a thread of its own
+(`flush_wal` lets the loop go on meanwhile) and covers every batch written before it
+started; while it runs the loop keeps accepting and writing, and the next fsync takes
+all of that at once. A batch is answered once an fsync that began after it has ended.
 
 Each write is a log entry with a position (and the group epoch it was written in),
 recorded in the store with the write itself; a replicator, when one is plugged in, is
@@ -12,6 +14,7 @@ handed every entry and says when it counts as committed.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -27,6 +30,9 @@ class Replicator(Protocol):
         """Take a written entry; a future that resolves once it is committed, or None
         when the local write is enough."""
 
+    def on_synced(self, position: int) -> None:
+        """Everything up to `position` is on this broker's disk."""
+
 
 class GroupCommitter:
     def __init__(self, store: Store, sync: bool, epoch: int | None = None) -> None:
@@ -41,6 +47,11 @@ class GroupCommitter:
         self.epoch = store.meta(META_EPOCH) if epoch is None else epoch
         self.replicator: Replicator | None = None
         self.batches = 0
+        self.synced = self.position
+        # (position, waiters) written but not yet covered by an fsync.
+        self._unsynced: list[tuple[int, list[asyncio.Future[None]]]] = []
+        self._syncing: asyncio.Task[None] | None = None
+        self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, "fsync")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
@@ -67,16 +78,23 @@ class GroupCommitter:
         self._wake.set()
         if self._task is not None:
             await self._task
+        if self._syncing is not None:
+            await self._syncing
+        self._sync_thread.shutdown(wait=True)
 
     def abort(self, error: Exception) -> None:
         """Stop at once: nothing queued is written and every waiter fails with `error`."""
         self._closed = True
         waiters, self._waiters, self._ops = self._waiters, [], []
+        for _, unsynced in self._unsynced:
+            waiters.extend(unsynced)
+        self._unsynced = []
         for future in waiters:
             if not future.done():
                 future.set_exception(error)
         if self._task is not None:
             self._task.cancel()
+        self._sync_thread.shutdown(wait=False)
 
     async def _run(self) -> None:
         while True:
@@ -96,7 +114,7 @@ class GroupCommitter:
         ops.append((META_POS, position.to_bytes(8, "big")))
         ops.append((META_EPOCH, self.epoch.to_bytes(8, "big")))
         try:
-            self._store.write(ops, sync)
+            self._store.write(ops, sync=False)
         except Exception as exc:  # a failed write must fail its senders, not the loop
             log.error("store write failed: %s", exc)
             _fail(waiters, Unavailable(f"store write failed: {exc}"))
@@ -104,8 +122,15 @@ class GroupCommitter:
         self.position = position
         self.batches += 1
         pending = self.replicator.on_write(position, self.epoch, ops) if self.replicator else None
+        if sync:
+            # With a replicator the acknowledgement waits for its future alone (it counts
+            # this broker's fsync among the members'); without one, for the fsync.
+            self._unsynced.append((position, [] if pending is not None else waiters))
+            if self._syncing is None:
+                self._syncing = asyncio.get_running_loop().create_task(self._fsync_loop())
         if pending is None:
-            _resolve(waiters)
+            if not sync:
+                _resolve(waiters)
             return
 
         def done(result: asyncio.Future[None]) -> None:
@@ -117,6 +142,27 @@ class GroupCommitter:
                 _resolve(waiters)
 
         pending.add_done_callback(done)
+
+    async def _fsync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._unsynced:
+                target = self.position
+                try:
+                    await loop.run_in_executor(self._sync_thread, self._store.sync_wal)
+                except Exception as exc:
+                    log.error("fsync failed: %s", exc)
+                    covered, self._unsynced = self._unsynced, []
+                    for _, waiters in covered:
+                        _fail(waiters, Unavailable(f"fsync failed: {exc}"))
+                    return
+                self.synced = target
+                while self._unsynced and self._unsynced[0][0] <= target:
+                    _resolve(self._unsynced.pop(0)[1])
+                if self.replicator is not None:
+                    self.replicator.on_synced(target)
+        finally:
+            self._syncing = None
 
 
 def _resolve(waiters: list[asyncio.Future[None]]) -> None:

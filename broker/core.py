@@ -39,9 +39,10 @@ log = logging.getLogger("netbroker.broker")
 # Called with (queue name, number of local consumers) when a queue appears and whenever
 # its local consumers change.
 DemandListener = Callable[[str, int], None]
-# Called with messages that left their queue for good: acknowledged, dead-lettered or
-# purged (a bridge returns credit to the broker that forwarded them).
-RemovedListener = Callable[[list[Entry]], None]
+# Called with messages that reach a consumer for the first time, or leave their queue
+# without ever reaching one (expired, purged): each message once. A bridge returns credit
+# to the broker that forwarded them.
+TakenListener = Callable[[list[Entry]], None]
 
 
 def now_ms() -> int:
@@ -102,7 +103,7 @@ class Broker:
         self.committer = committer or GroupCommitter(store, sync=config.sync == "local_disk")
         self.queues: dict[str, Queue] = {}
         self.demand_listeners: list[DemandListener] = []
-        self.removed_listeners: list[RemovedListener] = []
+        self.taken_listeners: list[TakenListener] = []
         self.memory = MemoryGate(config.nonpersistent_memory_limit)
         self._seq = 0
         self._acks = 0
@@ -321,9 +322,14 @@ class Broker:
         future = self.committer.submit(ops)
         future.add_done_callback(lambda f: f.exception())
 
+    def _taken(self, entries: list[Entry]) -> None:
+        if self.taken_listeners and entries:
+            for listener in self.taken_listeners:
+                listener(entries)
+
     def _removed(self, entries: list[Entry]) -> None:
-        for listener in self.removed_listeners:
-            listener(entries)
+        if self.taken_listeners:
+            self._taken([e for e in entries if not e.dispatched])
 
     def _remove(self, entries: list[Entry]) -> None:
         """Messages done with: delete them, remembering their ids for the duplicate check."""
@@ -443,6 +449,7 @@ class Broker:
                     self.committer.write_now(marks)
                 for consumer, batch in result.deliveries:
                     consumer.sink.deliver(batch)
+                self._taken(result.first)
                 self._dead_letter(q, result.dead)
                 # Dispatch may have drained the window below the refill mark.
                 if not (q.page_in_wanted() and q.consumers and result.deliveries):

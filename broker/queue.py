@@ -22,7 +22,7 @@ PRIORITIES = range(9, -1, -1)
 class Entry:
     """A message held in memory: pending in the queue's window, or in flight."""
 
-    __slots__ = ("message", "persistent", "priority", "seq", "size")
+    __slots__ = ("dispatched", "message", "persistent", "priority", "seq", "size")
 
     def __init__(self, message: Message, seq: int, size: int) -> None:
         self.message = message
@@ -30,6 +30,8 @@ class Entry:
         self.priority = message.priority
         self.persistent = message.persistent
         self.size = size
+        # Handed to a consumer at least once since this broker holds it.
+        self.dispatched = False
 
     def expired(self, now_ms: int) -> bool:
         expiration = self.message.expiration_ms
@@ -67,6 +69,8 @@ class Consumer:
 class DispatchResult:
     deliveries: list[tuple[Consumer, list[tuple[int, Entry]]]] = field(default_factory=list)
     dead: list[tuple[Entry, str]] = field(default_factory=list)
+    # Entries handed to a consumer for the first time.
+    first: list[Entry] = field(default_factory=list)
 
 
 @dataclass
@@ -254,30 +258,79 @@ class Queue:
         result = DispatchResult()
         batches: dict[int, list[tuple[int, Entry]]] = {}
         refused: list[Entry] = []
-        while self._heap and self._has_room():
-            entry = heapq.heappop(self._heap)[2]
-            if entry.expired(now_ms):
-                result.dead.append((entry, "expired"))
-                self.stats.expired += 1
-                self.stats.dead_lettered += 1
+        heap = self._heap
+        while heap:
+            level = self._level()
+            if not level:
+                break
+            if len(level) > 1:
+                # Several equal consumers: one message each in turn.
+                entry = self._next_live(result, now_ms)
+                if entry is not None:
+                    self._give(self._choose(entry.message), entry, batches, result, refused)
                 continue
-            consumer = self._choose(entry.message)
-            if consumer is None:
-                refused.append(entry)
-                continue
-            tag = consumer.next_tag
-            consumer.next_tag += 1
-            consumer.credit -= 1
-            consumer.in_flight[tag] = entry
-            batches.setdefault(id(consumer), []).append((tag, entry))
+            # One consumer at the top level with room: fill its room in one go instead of
+            # choosing again for every message (most queues have one consumer, or one
+            # bridge). Messages it refuses may still go to a lower level.
+            consumer = level[0]
+            room = consumer.room
+            while room > 0 and heap:
+                entry = self._next_live(result, now_ms)
+                if entry is None:
+                    continue
+                if consumer.accepts is None or consumer.accepts(entry.message):
+                    self._give(consumer, entry, batches, result, refused)
+                    room -= 1
+                else:
+                    self._give(self._choose(entry.message), entry, batches, result, refused)
         for entry in refused:
             self._push(entry)
         by_id = {id(c): c for c in self.consumers}
         result.deliveries = [(by_id[key], batch) for key, batch in batches.items()]
         return result
 
-    def _has_room(self) -> bool:
-        return any(c.room > 0 for c in self.consumers)
+    def _next_live(self, result: DispatchResult, now_ms: int) -> Entry | None:
+        """Pop the next pending message; an expired one goes to `result.dead` instead."""
+        entry = heapq.heappop(self._heap)[2]
+        if entry.expired(now_ms):
+            result.dead.append((entry, "expired"))
+            self.stats.expired += 1
+            self.stats.dead_lettered += 1
+            return None
+        return entry
+
+    @staticmethod
+    def _give(
+        consumer: Consumer | None,
+        entry: Entry,
+        batches: dict[int, list[tuple[int, Entry]]],
+        result: DispatchResult,
+        refused: list[Entry],
+    ) -> None:
+        if consumer is None:
+            refused.append(entry)
+            return
+        tag = consumer.next_tag
+        consumer.next_tag += 1
+        consumer.credit -= 1
+        consumer.in_flight[tag] = entry
+        if not entry.dispatched:
+            entry.dispatched = True
+            result.first.append(entry)
+        batch = batches.get(id(consumer))
+        if batch is None:
+            batches[id(consumer)] = batch = []
+        batch.append((tag, entry))
+
+    def _level(self) -> list[Consumer]:
+        """The consumers with room at the highest priority that has any."""
+        level: list[Consumer] = []
+        for consumer in self.consumers:
+            if level and consumer.priority < level[0].priority:
+                break
+            if consumer.room > 0:
+                level.append(consumer)
+        return level
 
     def _choose(self, message: Message) -> Consumer | None:
         # Consumers are sorted by priority, highest first: the first level with a

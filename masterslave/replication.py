@@ -120,13 +120,17 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         entry = replication_pb2.LogEntry(position=position, epoch=epoch, ops=to_pb_ops(ops))
         self.log.append(position, epoch, entry, entry.ByteSize())
         now = time.monotonic()
-        self.tracker.local(position, position if self._local_sync else 0, now)
+        self.tracker.local(position, self.committer.synced, now)
         self._wake.set()
         self._wake = asyncio.Event()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((position, future, now))
         self._release()
         return future
+
+    def on_synced(self, position: int) -> None:
+        self.tracker.local(self.committer.position, position, time.monotonic())
+        self._release()
 
     def _release(self) -> None:
         """Answer every write the in-sync set now holds."""

@@ -44,7 +44,7 @@ class Network:
         self.sessions: set[BridgeSession] = set()
         self.connectors: list[Connector] = []
         self._changed = False
-        # (previous broker, queue) -> forwarded messages consumed here since last told.
+        # (previous broker, queue) -> forwarded messages taken here since last told.
         self._consumed: dict[tuple[str, str], int] = {}
         self._credits_scheduled = False
         gate.sources.append(self.status)
@@ -56,7 +56,7 @@ class Network:
         self.broker = broker
         self.table = DemandTable()
         broker.demand_listeners.append(self._local_demand)
-        broker.removed_listeners.append(self._removed)
+        broker.taken_listeners.append(self._taken)
         for queue in broker.queues.values():
             self.table.set_local(queue.name, queue.local_consumers)
         for connector in self.connectors:
@@ -96,7 +96,12 @@ class Network:
         learned = [s.capacity.get(queue, 0) for s in self.sessions if s.peer != peer]
         return max(learned, default=0)
 
-    def _removed(self, entries: list[Entry]) -> None:
+    def _taken(self, entries: list[Entry]) -> None:
+        """Forwarded messages our consumers took: the forwarder may send that many more.
+
+        Credit returns when a message is handed to a consumer, not when it is acked, so
+        the consumer's prefetch keeps the link busy while the backlog held here stays
+        within the capacity we advertised."""
         me = self.name
         consumed = self._consumed
         for entry in entries:

@@ -151,7 +151,7 @@ class BridgeSession:
                 self._leave_if_drained(queue)
 
     def _window(self, queue: str) -> int:
-        """Most forwarded-but-unconsumed messages of `queue` to keep at the peer."""
+        """Most forwarded messages of `queue` to keep waiting for a consumer at the peer."""
         capacity = self.capacity.get(queue, 0) if queue in self._dynamic else 0
         prefetch = self.terms.prefetch
         return min(prefetch, capacity) if capacity > 0 else prefetch
