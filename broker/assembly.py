@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -155,6 +156,8 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             if broker is not None:
                 await broker.stop()
     finally:
+        # Zeroconf's thread and sockets (records were withdrawn by detach).
+        await network.close()
         if store is not None:
             store.close()
 
@@ -169,6 +172,9 @@ def run(config: BrokerConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(config, stop)
 
+    # A broker allocates many short-lived objects per message; collecting the young
+    # generation every 700 allocations cost ~2% of a send. Cycles are rare here.
+    gc.set_threshold(50_000, 20, 20)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             stream=sys.stderr,

@@ -90,6 +90,17 @@ def _broker_name(text: str) -> str:
     return text
 
 
+def _ip_address(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IP address (give the interface's address, e.g. 127.0.0.1)"
+        ) from None
+
+
 def _queue_name(text: str) -> str:
     from broker.errors import BrokerError
     from broker.names import check_queue_name
@@ -176,6 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="SECRET",
         help="securityToken that links and replication connections must present",
+    )
+    d = p.add_argument_group("discovery (multicast:// connectors)")
+    d.add_argument(
+        "--discovery-interface",
+        action="append",
+        type=_ip_address,
+        metavar="IP",
+        help="address of an interface zeroconf advertises and browses on (repeatable) "
+        "[127.0.0.1]",
+    )
+    d.add_argument(
+        "--discovery-token",
+        default="",
+        metavar="SECRET",
+        help="advertised as a digest; brokers with another token are ignored",
     )
     g = p.add_argument_group("master/slave group")
     g.add_argument(
@@ -364,25 +390,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "up",
-        help="start every broker of a topology file",
-        description="Start every broker of FILE as its own process with its "
-        "group's connectors, wait until every broker is ready and every bridge "
-        "is up, show them, and supervise them until Ctrl-C (or leave them "
-        "running with --detach). If that takes longer than --timeout, name "
-        "what is not up, stop everything and exit 1.",
+        help="start every broker of a topology file (and its embedded ZooKeeper)",
+        description="Start what FILE needs: ZooKeeper first when it says "
+        "'zookeeper: embedded', then every broker as its own process with its "
+        "group's settings and connectors. Wait until every broker is ready, each "
+        "master/slave group has one master and its other members are slaves, and "
+        "every bridge of each standalone broker and group master is up; show each "
+        "broker's role, replication position, port, pid and bridges, and each "
+        "group's master; then supervise them until Ctrl-C, reporting role changes "
+        "as they happen (or leave them running with --detach). Ctrl-C stops the "
+        "brokers, then ZooKeeper. If the start takes longer than --timeout, name "
+        "what is not ready, stop everything and exit 1.",
     )
-    p.add_argument("file", metavar="FILE", help="topology file, e.g. topologies/single.yaml")
+    p.add_argument("file", metavar="FILE", help="topology file, e.g. topologies/ab_c.yaml")
     p.add_argument(
         "--detach",
         action="store_true",
-        help="leave the brokers running and exit; stop them with 'netbroker down'",
+        help="leave the brokers (and ZooKeeper) running and exit; stop them with "
+        "'netbroker down'",
     )
     p.add_argument(
         "--timeout",
         type=_positive_float(),
         default=30.0,
         metavar="SECONDS",
-        help="how long the brokers and all their bridges may take to come up [%(default)s]",
+        help="how long the brokers may take to be ready, elect their masters and bring "
+        "up their bridges [%(default)s]",
     )
     p.add_argument(
         "--interval",
@@ -397,8 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="show the brokers of a topology file",
         description="Show each broker of FILE from live Admin.Status calls: "
-        "role, client address, pid, queue depth and its bridges. Exits 1 if "
-        "a broker does not answer or a bridge is not up.",
+        "role, replication position, client address, pid, queue depth and its "
+        "bridges; each master/slave group's master and its address; the embedded "
+        "ZooKeeper. Exits 1 if a broker does not answer, a group has no single "
+        "master, or a bridge is not up.",
     )
     p.add_argument("file", metavar="FILE")
     p.set_defaults(handler=_cmd_status)
@@ -407,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         "down",
         help="stop the brokers 'netbroker up' started",
         description="Stop the brokers of FILE started by 'netbroker up' "
-        "(SIGTERM, then SIGKILL after --timeout).",
+        "(SIGTERM, then SIGKILL after --timeout), then its embedded ZooKeeper.",
     )
     p.add_argument("file", metavar="FILE")
     p.add_argument(
@@ -494,6 +529,8 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         "group": args.group,
         "connectors": tuple(args.connector),
         "token": args.token,
+        "discovery_interfaces": tuple(args.discovery_interface or ("127.0.0.1",)),
+        "discovery_token": args.discovery_token,
     }
     if args.max_message_bytes is not None:
         options["max_message_bytes"] = args.max_message_bytes

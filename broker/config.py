@@ -39,6 +39,11 @@ class BrokerConfig:
     connectors: tuple[str, ...] = ()
     # Shared secret that links and replication connections must present ("" accepts any).
     token: str = ""
+    # multicast:// connectors: the addresses of the interfaces zeroconf advertises and
+    # browses on (always explicit: zeroconf alone would use every interface), and a token
+    # whose digest goes in the record so that other clusters' brokers are ignored.
+    discovery_interfaces: tuple[str, ...] = ("127.0.0.1",)
+    discovery_token: str = ""
     # Master/slave: "" (standalone), "zookeeper" or "lockfile".
     election: str = ""
     zookeeper: str = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -21,6 +21,7 @@ from broker.queue import Entry
 from netconnector.connector import Connector
 from netconnector.demand import DemandTable
 from netconnector.filters import DestinationFilter
+from netconnector.multicast import MulticastConnector, MulticastDiscovery
 from netconnector.outbox import Outbox
 from netconnector.session import BridgeSession, LinkTerms
 from netconnector.uri import ConnectorSpec, parse_connector
@@ -42,14 +43,26 @@ class Network:
         self.broker: Broker | None = None
         self.table = DemandTable()
         self.sessions: set[BridgeSession] = set()
-        self.connectors: list[Connector] = []
+        self.connectors: list[Connector | MulticastConnector] = []
+        # Zeroconf behind multicast:// connectors; None when there are none.
+        self.discovery: MulticastDiscovery | None = None
         self._changed = False
         # (previous broker, queue) -> forwarded messages taken here since last told.
         self._consumed: dict[tuple[str, str], int] = {}
         self._credits_scheduled = False
         gate.sources.append(self.status)
         for uri in config.connectors:
-            self.connectors.append(Connector(self, parse_connector(uri)))
+            spec = parse_connector(uri)
+            if spec.kind == "multicast":
+                if self.discovery is None:
+                    self.discovery = MulticastDiscovery(self)
+                self.connectors.append(self.discovery.connector(spec))
+            else:
+                self.connectors.append(Connector(self, spec))
+        if self.discovery is not None:
+            # Browsing starts now and lasts until close(), so that a slave promoted
+            # later already knows its peers.
+            self.discovery.start()
 
     def attach(self, broker: Broker) -> None:
         """Serve for `broker`: follow its demand and start the connectors."""
@@ -61,14 +74,25 @@ class Network:
             self.table.set_local(queue.name, queue.local_consumers)
         for connector in self.connectors:
             connector.start()
+        if self.discovery is not None:
+            self.discovery.advertise(self.gate.role)
 
     async def detach(self) -> None:
         """Stop serving: links close and their messages return to the queues."""
+        # Withdrawn first, so that peers stop bridging here while the links close.
+        withdrawal = self.discovery.withdraw() if self.discovery is not None else None
         for connector in self.connectors:
             await connector.stop()
         for session in list(self.sessions):
             self.close_session(session)
         self.broker = None
+        if self.discovery is not None and withdrawal is not None:
+            await self.discovery.wait_withdrawn(withdrawal)
+
+    async def close(self) -> None:
+        """At process end, after `detach`: stop zeroconf (browsing, sockets, thread)."""
+        if self.discovery is not None:
+            await self.discovery.close()
 
     # -- demand propagation --------------------------------------------------------
 
@@ -95,6 +119,13 @@ class Network:
             return self.broker.local_capacity(queue) if self.broker is not None else 0
         learned = [s.capacity.get(queue, 0) for s in self.sessions if s.peer != peer]
         return max(learned, default=0)
+
+    def route_elsewhere(self, queue: str, path: Sequence[str], peer: str) -> bool:
+        """Whether a bridge other than the one to `peer` forwards `queue` to a broker
+        not on `path`."""
+        return any(
+            s.peer != peer and s.peer not in path and queue in s.consumers for s in self.sessions
+        )
 
     def _taken(self, entries: list[Entry]) -> None:
         """Forwarded messages our consumers took: the forwarder may send that many more.
@@ -127,8 +158,9 @@ class Network:
 
     def open_session(self, broker: Broker, terms: LinkTerms, outbox: Outbox) -> BridgeSession:
         session = BridgeSession(
-            broker, self.table, terms, outbox.put, self.demand_changed, self.capacity
-        )
+            broker, self.table, terms, outbox.put, self.demand_changed, self.capacity,
+            self.route_elsewhere,
+        )  # fmt: skip
         self.sessions.add(session)
         session.start()
         return session
