@@ -104,6 +104,8 @@ _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
+    # Without it gRPC waits 60 s for a ping answer, whatever keepalive_timeout says.
+    ("grpc.http2.ping_timeout_ms", 5_000),
     # Keep pinging on long idle streams (a consumer waiting on an empty queue): gRPC's
     # default stops after two pings without data, and a dead broker would go unnoticed.
     ("grpc.http2.max_pings_without_data", 0),

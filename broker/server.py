@@ -28,6 +28,8 @@ def build_server(
         # Dead clients are noticed within seconds, so their in-flight messages return.
         ("grpc.keepalive_time_ms", 10_000),
         ("grpc.keepalive_timeout_ms", 5_000),
+        # Without it gRPC waits 60 s for a ping answer, whatever keepalive_timeout says.
+        ("grpc.http2.ping_timeout_ms", 5_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]

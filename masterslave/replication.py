@@ -323,6 +323,7 @@ class Follower:
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
             ("grpc.keepalive_time_ms", 2_000),
             ("grpc.keepalive_timeout_ms", 2_000),
+            ("grpc.http2.ping_timeout_ms", 2_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ]
         async with grpc.aio.insecure_channel(address, options=options) as channel:

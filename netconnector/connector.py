@@ -106,6 +106,9 @@ class Link:
         options = [
             ("grpc.keepalive_time_ms", spec.keep_alive_ms),
             ("grpc.keepalive_timeout_ms", spec.keep_alive_ms),
+            # A frozen peer keeps its connection open: without this gRPC waits 60 s for
+            # a ping answer, whatever keepalive_timeout says.
+            ("grpc.http2.ping_timeout_ms", spec.keep_alive_ms),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_receive_message_length", network.config.max_message_bytes + 2**20),

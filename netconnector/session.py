@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from broker.core import Broker
 from broker.errors import BrokerError
 from broker.pb import bridge_pb2
+from broker.pb.message_pb2 import Message
 from broker.queue import Consumer, Entry
 from netconnector.demand import Advertiser, DemandTable
 from netconnector.filters import DestinationFilter
@@ -66,6 +67,7 @@ class BridgeSession:
         write: Callable[[bridge_pb2.BridgeFrame], None],
         on_demand_change: Callable[[], None],
         capacity: Callable[[str, int, str], int],
+        route_elsewhere: Callable[[str, Sequence[str], str], bool],
     ) -> None:
         self.broker = broker
         self.table = table
@@ -75,6 +77,9 @@ class BridgeSession:
         # (queue, hops, peer) -> how many messages the consumers behind this broker take
         # ahead, for the capacity this broker advertises.
         self._capacity_of = capacity
+        # (queue, broker path, peer) -> whether another bridge can take the message to
+        # consumers without going back along its path.
+        self._route_elsewhere = route_elsewhere
         # queue -> the capacity the peer advertised with its demand.
         self.capacity: dict[str, int] = {}
         # Queues forwarded for the peer's demand: their credit comes back as the peer's
@@ -161,13 +166,17 @@ class BridgeSession:
         message_ttl = self.terms.message_ttl
         broker = self.broker
 
-        def accepts(message: object) -> bool:
-            return may_forward(
-                message.broker_path,  # type: ignore[attr-defined]
-                peer,
-                broker.has_local_consumers(queue),
-                message_ttl,
-            )
+        route_elsewhere = self._route_elsewhere
+
+        def accepts(message: Message) -> bool:
+            path = message.broker_path
+            if peer not in path:
+                return may_forward(path, peer, False, message_ttl)
+            # Going back is for messages whose consumers moved away: not while a local
+            # consumer, or a bridge to a broker the message has not been on, can take it
+            # (in a mesh, overflow from the direct route must wait for it, not bounce).
+            served = broker.has_local_consumers(queue) or route_elsewhere(queue, path, peer)
+            return may_forward(path, peer, served, message_ttl)
 
         sink = _NetworkSink(self, queue)
         sink.consumer = broker.subscribe(
