@@ -62,6 +62,10 @@ netbroker_setup() {
     if ! command -v java >/dev/null 2>&1; then
         packages+=(default-jre-headless)
     fi
+    # The multicast tests build real network namespaces with `ip netns` and veth pairs.
+    if ! command -v ip >/dev/null 2>&1; then
+        packages+=(iproute2)
+    fi
     if ((${#packages[@]})); then
         _netbroker_apt_install "${packages[@]}"
     fi
