@@ -205,14 +205,16 @@ class Broker:
             if message.persistent:
                 data = message.SerializeToString()
                 size = len(data)
-                ops.append((message_key(message.destination, message.priority, seq), data))
+                key = message_key(message.destination, message.priority, seq)
+                ops.append((key, data))
                 ops.append((id_key(mid), visit.to_bytes(2, "big")))
             else:
+                key = None
                 size = message.ByteSize()
                 nonpersistent_bytes += size
             self._uncommitted_ids.add(mid)
             claimed.append(mid)
-            accepted.append(Entry(message, seq, size))
+            accepted.append(Entry(message, seq, size, key))
         try:
             if nonpersistent_bytes:
                 await self.memory.reserve(nonpersistent_bytes)
@@ -339,7 +341,8 @@ class Broker:
         for entry in entries:
             if entry.persistent:
                 message = entry.message
-                ops.append((message_key(message.destination, entry.priority, entry.seq), None))
+                key = entry.key or message_key(message.destination, entry.priority, entry.seq)
+                ops.append((key, None))
                 self._acks += 1
                 ops.append((ack_key(self._acks), message.id.encode()))
             else:

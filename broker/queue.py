@@ -22,10 +22,12 @@ PRIORITIES = range(9, -1, -1)
 class Entry:
     """A message held in memory: pending in the queue's window, or in flight."""
 
-    __slots__ = ("dispatched", "message", "persistent", "priority", "seq", "size")
+    __slots__ = ("dispatched", "key", "message", "persistent", "priority", "seq", "size")
 
-    def __init__(self, message: Message, seq: int, size: int) -> None:
+    def __init__(self, message: Message, seq: int, size: int, key: bytes | None = None) -> None:
         self.message = message
+        # Its store key when already built (a send makes it), so the ack reuses it.
+        self.key = key
         self.seq = seq
         self.priority = message.priority
         self.persistent = message.persistent

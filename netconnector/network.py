@@ -133,6 +133,8 @@ class Network:
         Credit returns when a message is handed to a consumer, not when it is acked, so
         the consumer's prefetch keeps the link busy while the backlog held here stays
         within the capacity we advertised."""
+        if not self.sessions:
+            return  # no link: no forwarder to credit
         me = self.name
         consumed = self._consumed
         for entry in entries:
