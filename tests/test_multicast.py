@@ -23,9 +23,15 @@ from broker.pb import admin_pb2, admin_pb2_grpc
 from broker.zookeeper import Ensemble
 from tests.conftest import run
 from tests.procs import BrokerProcess, free_port
-from tests.scenario import queue_info, send_many, wait_for
+from tests.scenario import (
+    check_exactly_once,
+    demand_seen,
+    queue_info,
+    send_many,
+    take,
+    wait_for,
+)
 from tests.test_masterslave import role, start_group, wait_master
-from tests.test_network import check_exactly_once, demand_seen
 from tests.test_up_cluster import Relocated, bridge_cells, netbroker, relocated
 
 __all__ = ["relocated"]  # a fixture, used below by name
@@ -236,12 +242,7 @@ def test_only_the_master_advertises_and_bridges_follow_a_failover(
             consumer = await cb.subscribe("failover", prefetch=50)
             await wait_for(lambda: demand_seen(ca, "failover"), 10, "a to see b2's demand")
             sent = await send_many(ca, "failover", [str(i).encode() for i in range(300)])
-            got = []
-            while len(got) < len(sent):
-                d = await consumer.receive(timeout=10)
-                assert d is not None
-                got.append(d)
-                d.ack()
+            got = await take(consumer, len(sent))
             await consumer.close()
             check_exactly_once(sent, got)
 
@@ -316,12 +317,7 @@ def test_up_starts_the_multicast_topology_and_waits_for_discovered_bridges(
             consumer = await cc.subscribe("up-orders", prefetch=100)
             await wait_for(lambda: demand_seen(ca, "up-orders"), 10, "a to see c's demand")
             sent = await send_many(ca, "up-orders", [str(i).encode() for i in range(200)])
-            got = []
-            while len(got) < len(sent):
-                d = await consumer.receive(timeout=10)
-                assert d is not None
-                got.append(d)
-                d.ack()
+            got = await take(consumer, len(sent))
             await consumer.close()
             check_exactly_once(sent, got)
 

@@ -14,7 +14,15 @@ from collections.abc import Callable
 from broker.client import Client, Delivery
 from tests.conftest import run
 from tests.procs import BrokerProcess, free_port
-from tests.scenario import queue_info, receive_all, send_many, wait_for
+from tests.scenario import (
+    check_exactly_once,
+    demand_seen,
+    queue_info,
+    receive_all,
+    send_many,
+    take,
+    wait_for,
+)
 
 Start = Callable[..., BrokerProcess]
 
@@ -47,20 +55,6 @@ async def wait_bridges(procs: dict[str, BrokerProcess], links: dict[str, list[st
         await wait_for(lambda: bridges_up(url, count), 15, f"{name}'s bridges")  # noqa: B023
 
 
-def check_exactly_once(sent: list[str], got: list[Delivery], marked_ok: bool = False) -> None:
-    """Nothing lost; no duplicates (or, with `marked_ok`, only ones marked redelivered)."""
-    counts = collections.Counter(d.id for d in got)
-    lost = set(sent) - set(counts)
-    duplicates = sum(n - 1 for n in counts.values())
-    first_time = collections.Counter(d.id for d in got if not d.redelivered)
-    unmarked = sum(n - 1 for n in first_time.values())
-    print(f"sent {len(sent)}, received {len(got)}, lost {len(lost)}, duplicates {duplicates}")
-    assert not lost, f"{len(lost)} messages lost"
-    assert unmarked == 0, f"{unmarked} duplicates delivered without the redelivered mark"
-    if not marked_ok:
-        assert duplicates == 0, f"{duplicates} duplicates"
-
-
 def test_producer_on_a_consumer_on_b(brokers: Start) -> None:
     links = {"a": ["b"], "b": []}
     procs = cluster(brokers, links)
@@ -74,12 +68,7 @@ def test_producer_on_a_consumer_on_b(brokers: Start) -> None:
             consumer = await cb.subscribe("orders", prefetch=200)
             await wait_for(lambda: demand_seen(ca, "orders"), 10, "a to see b's demand")
             sent = await send_many(ca, "orders", [str(i).encode() for i in range(3_000)])
-            got = []
-            while len(got) < len(sent):
-                d = await consumer.receive(timeout=10)
-                assert d is not None, f"stalled after {len(got)}"
-                got.append(d)
-                d.ack()
+            got = await take(consumer, len(sent))
             await consumer.close()
             check_exactly_once(sent, got)
             assert all(list(d.message.broker_path) == ["a", "b"] for d in got)
@@ -87,12 +76,6 @@ def test_producer_on_a_consumer_on_b(brokers: Start) -> None:
             assert info is not None and info.depth == 0
 
     run(scenario())
-
-
-async def demand_seen(client: Client, queue: str) -> bool:
-    """A bridge has registered a network consumer on `queue` at this broker."""
-    info = await queue_info(client, queue)
-    return info is not None and info.consumers > 0
 
 
 def test_slow_consumers_on_a_and_b_share_the_work(brokers: Start) -> None:
@@ -316,12 +299,7 @@ def test_masterslave_connector_moves_to_the_next_address(brokers: Start) -> None
             consumer = await cy.subscribe("ms", prefetch=100)
             await wait_for(lambda: demand_seen(ca, "ms"), 10, "a to see y's demand")
             sent = await send_many(ca, "ms", [str(i).encode() for i in range(300)])
-            got = []
-            while len(got) < len(sent):
-                d = await consumer.receive(timeout=10)
-                assert d is not None
-                got.append(d)
-                d.ack()
+            got = await take(consumer, len(sent))
             await consumer.close()
             check_exactly_once(sent, got)
 
