@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -101,6 +102,12 @@ async def wait_for_demand(client: Client, queue: str, timeout: float = 15.0) -> 
     raise SystemExit(f"no demand for {queue} arrived over the bridge")
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (a timeout, a CI stop) into SystemExit, so `finally` stops the brokers
+    this benchmark started instead of leaving them running."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def pct(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
@@ -125,6 +132,7 @@ async def run(url: str, count: int, size: int, rate: int, seconds: float) -> Non
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running broker; default: start one")
     parser.add_argument("--count", type=int, default=50_000)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.client import Client
-from scripts.bench import produce
+from scripts.bench import exit_on_sigterm, produce
 from tests.procs import BrokerProcess
 
 
@@ -49,6 +49,7 @@ async def take(url: str, count: int) -> float:
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     args = parser.parse_args()

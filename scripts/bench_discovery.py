@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 
 from broker.pb import admin_pb2, admin_pb2_grpc
+from scripts.bench import exit_on_sigterm
 from tests.procs import BrokerProcess, free_port
 
 PREFIX = "multicast://default/"
@@ -174,6 +175,7 @@ async def _both_up(w1: Watch, k1: str, w2: Watch, k2: str) -> bool:
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(

@@ -28,7 +28,7 @@ import grpc
 from broker.client import BrokerError, Client
 from broker.pb import admin_pb2, admin_pb2_grpc
 from broker.zookeeper import Ensemble
-from scripts.bench import produce
+from scripts.bench import exit_on_sigterm, produce
 from tests.procs import BrokerProcess, free_port
 
 
@@ -119,6 +119,7 @@ async def rates(group_url: str, local_url: str, count: int) -> None:
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=50_000)

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.client import Client
-from scripts.bench import consume, latency, pct, produce, wait_for_demand
+from scripts.bench import consume, exit_on_sigterm, latency, pct, produce, wait_for_demand
 from tests.procs import BrokerProcess, free_port
 
 
@@ -93,6 +93,7 @@ async def run(a: str, b: str, count: int, size: int, rate: int, seconds: float) 
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50_000)
     parser.add_argument("--size", type=int, default=1024)
