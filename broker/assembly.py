@@ -24,7 +24,7 @@ from broker.gate import ServiceGate
 from broker.server import build_server
 from broker.store import Store
 from masterslave.election import min_insync_default
-from masterslave.group import AttachHooks, GroupConfig, GroupMember
+from masterslave.group import GroupConfig, GroupMember
 from masterslave.lockfile import LockfileMember
 from netconnector.network import Network
 from netconnector.uri import ConnectorError, parse_connector
@@ -40,19 +40,6 @@ def _check_data_dir(config: BrokerConfig) -> None:
         raise StartupError(f"cannot create data directory {path}: {exc.strerror}") from exc
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise StartupError(f"data directory {path} is not readable and writable")
-
-
-class _NetworkHooks(AttachHooks):
-    """A promoted master joins the network of brokers; a demoted one leaves it."""
-
-    def __init__(self, network: Network) -> None:
-        self.network = network
-
-    def attach(self, broker: Broker) -> None:
-        self.network.attach(broker)
-
-    async def detach(self) -> None:
-        await self.network.detach()
 
 
 def _group_config(config: BrokerConfig) -> GroupConfig:
@@ -107,7 +94,6 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     _check_data_dir(config)
     gate = ServiceGate()
     network = Network(config, gate)
-    hooks = _NetworkHooks(network)
     server, port = build_server(config, gate, extra=[network.install])
     config = dataclasses.replace(config, port=port)
     gate.client_address = config.client_address
@@ -117,11 +103,11 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     broker: Broker | None = None
     try:
         if config.election == "lockfile":
-            member = LockfileMember(config, config.shared_dir or config.data_dir, gate, hooks)
+            member = LockfileMember(config, config.shared_dir or config.data_dir, gate, network)
         else:
             store = Store(config.data_dir / "store")
             if config.election == "zookeeper":
-                member = GroupMember(config, _group_config(config), store, gate, hooks)
+                member = GroupMember(config, _group_config(config), store, gate, network)
                 replication = _replication_server(config, member)
             else:
                 broker = Broker(config, store)

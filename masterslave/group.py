@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
@@ -83,6 +84,8 @@ class GroupMember:
         self._again = False
         self._registered = False
         self.waiting_reason = "starting"
+        # Why the last replication stream from the master ended (shown by status).
+        self.replication_error = ""
         self._members: list[Member] = []
         self._last_decision: object = None
         self._started = False
@@ -237,6 +240,7 @@ class GroupMember:
         self.role = "slave"
         self.master = master
         self.epoch = epoch
+        self.replication_error = ""
         self.gate.close("slave", self._refusal())
         log.info("following %s at %s (epoch %d)", master.id, master.address, epoch)
         self._follow_task = asyncio.get_running_loop().create_task(self._follow_loop(master, epoch))
@@ -246,14 +250,14 @@ class GroupMember:
         while self.role == "slave" and self.master is master:
             try:
                 await self.follower.follow(master.address, epoch)
-                self.detail = "master closed the stream"
+                self.replication_error = "master closed the stream"
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                self.detail = f"{exc.code().name}: {exc.details()}"
+                self.replication_error = f"{exc.code().name}: {exc.details()}"
             except Exception as exc:
-                self.detail = f"{type(exc).__name__}: {exc}"
-            log.info("replication from %s: %s", master.id, self.detail)
+                self.replication_error = f"{type(exc).__name__}: {exc}"
+            log.info("replication from %s: %s", master.id, self.replication_error)
             await asyncio.sleep(backoff.next())
 
     # -- master --------------------------------------------------------------------
@@ -345,20 +349,19 @@ class GroupMember:
                 f"master {self.master.id} at {self.master.client}, "
                 f"position {self.follower.position}"
             )
+            if self.replication_error:
+                detail += f", last replication error: {self.replication_error}"
             return [ComponentStatus("group", self.group.name, "slave", detail)]
         return [ComponentStatus("group", self.group.name, "electing", self.waiting_reason)]
 
-    detail = ""
 
+class AttachHooks(Protocol):
+    """What a newly promoted master plugs in and a demoted one unplugs (the assembly
+    hands the network of brokers, which has exactly these two methods)."""
 
-class AttachHooks:
-    """What a newly promoted master plugs in (the network) and a demoted one unplugs."""
+    def attach(self, broker: Broker) -> None: ...
 
-    def attach(self, broker: Broker) -> None:  # pragma: no cover - overridden
-        pass
-
-    async def detach(self) -> None:  # pragma: no cover - overridden
-        pass
+    async def detach(self) -> None: ...
 
 
 class _ReplicationService(replication_pb2_grpc.ReplicationServicer):
