@@ -1085,6 +1085,10 @@ def start_zookeeper(
         size=1,
         client_port=topology.zookeeper.port or 0,
         die_with_parent=not detach,
+        # ZooKeeper starts before the brokers: it must not take a port one of them needs.
+        avoid_ports={
+            port for b in topology.brokers for port in (b.port, b.replication_port) if port
+        },
     )
     try:
         ensemble.start(timeout=max(timeout, 1.0))

@@ -43,7 +43,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -136,13 +136,21 @@ def four_letter(port: int, command: str, host: str = "127.0.0.1", timeout: float
     return b"".join(chunks).decode(errors="replace")
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports free on 127.0.0.1 now (held together, so never the same one)."""
+def free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 now (held together, so never the same one),
+    none of them in `avoid` (ports others mean to bind soon, such as a topology's)."""
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
+        picked: list[int] = []
+        # Sockets stay bound until the end, so a port set aside is not offered again.
+        for _ in range(count + len(avoid) + 16):
+            sock = stack.enter_context(socket.socket())
             sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+            port = sock.getsockname()[1]
+            if port not in avoid:
+                picked.append(port)
+                if len(picked) == count:
+                    return picked
+        raise ZooKeeperError(f"found no {count} free ports outside {sorted(avoid)}")
 
 
 def check_port_free(port: int) -> None:
@@ -362,6 +370,7 @@ class Ensemble:
         *,
         client_port: int = 0,
         die_with_parent: bool = True,
+        avoid_ports: Collection[int] = (),
     ) -> None:
         if size < 1:
             raise ValueError("an ensemble needs at least one server")
@@ -369,6 +378,8 @@ class Ensemble:
         self.size = size
         self.client_port = client_port
         self.die_with_parent = die_with_parent
+        # Ports free now that others will bind later (brokers started after ZooKeeper).
+        self.avoid_ports = frozenset(avoid_ports)
         self.servers: list[ZooKeeperServer] = []
 
     def __repr__(self) -> str:
@@ -430,9 +441,9 @@ class Ensemble:
             client_ports = [self.client_port + i for i in range(n)]
             for port in client_ports:
                 check_port_free(port)
-            peer_ports = free_ports(2 * n) if n > 1 else []
+            peer_ports = free_ports(2 * n, self.avoid_ports) if n > 1 else []
         else:
-            picked = free_ports(3 * n if n > 1 else 1)
+            picked = free_ports(3 * n if n > 1 else 1, self.avoid_ports)
             client_ports, peer_ports = picked[:n], picked[n:]
         if n == 1:
             self.servers = [ZooKeeperServer(self.data_dir, client_ports[0])]
