@@ -261,4 +261,3 @@ def test_cli_detach_and_stop(tmp_path: Path) -> None:
     assert again.returncode != 0
     assert again.stderr.count("\n") == 1 and "no detached ZooKeeper" in again.stderr
     assert os.path.exists(data / "zookeeper.log")
-
