@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("netbroker.connector")
 
 
+# How often a masterslave: link asks again while the group's members say they are
+# electing: the new master is reached within this of opening.
+ELECTING_POLL = 0.1
+
+
 class LinkRefused(Exception):
     pass
 
@@ -39,6 +44,7 @@ class Link:
     def __init__(self, network: Network, spec: ConnectorSpec, addresses: tuple[str, ...]):
         self.network = network
         self.spec = spec
+        self.addresses = addresses
         self.rotation = AddressRotation(addresses)
         self.label = f"{spec.name}" if len(addresses) > 1 else f"{spec.kind}:{addresses[0]}"
         self.state = "connecting"
@@ -72,6 +78,14 @@ class Link:
         backoff = Backoff(
             max(spec.initial_reconnect_delay_ms, 1) / 1000, spec.max_reconnect_delay_ms / 1000
         )
+        # One pass over the addresses is one attempt: a masterslave: link tries every
+        # member before it waits, so a new master is never left waiting a whole backoff
+        # step while the link tries the dead one.
+        untried = len(self.addresses)
+        # A member that answers "not serving" (slave, electing) is alive and its group is
+        # about to have a master: poll it briefly instead of backing off.
+        electing = False
+        logged = ""
         while True:
             self.address = self.rotation.next()
             self.state = "connecting"
@@ -84,20 +98,34 @@ class Link:
                 self.detail = str(exc)
             except grpc.aio.AioRpcError as exc:
                 self.detail = f"{exc.code().name}: {exc.details()}"
+                # gRPC's own words for "nothing listens there"; anything else with
+                # UNAVAILABLE is a broker that answered and refused.
+                electing |= exc.code() == grpc.StatusCode.UNAVAILABLE and not (
+                    exc.details() or ""
+                ).startswith("failed to connect")
             except Exception as exc:  # a bridge must never die silently
                 log.exception("link %s to %s failed", self.label, self.address)
                 self.detail = f"{type(exc).__name__}: {exc}"
+            untried -= 1
             if self.connected_at:
-                # A link that was up and broke starts over from the short delay: its
-                # peer (or the group's next master) is most likely back in moments,
-                # and the delay is capped at maxReconnectDelay anyway.
+                # A link that was up and broke starts over from the short delay, with
+                # every address to try: the peer (or the group's next master) is most
+                # likely back in moments.
                 backoff.reset()
+                untried = len(self.addresses) - 1
             self.connected_at = 0.0
-            delay = backoff.next()
+            if untried > 0:
+                continue
+            untried = len(self.addresses)
+            delay = min(ELECTING_POLL, backoff.next()) if electing else backoff.next()
+            electing = False
             self.state = "backoff"
-            log.info(
-                "link %s to %s: %s; retrying in %.2fs", self.label, self.address, self.detail, delay
-            )
+            if self.detail != logged:  # a group electing for long would flood the log
+                logged = self.detail
+                log.info(
+                    "link %s to %s: %s; retrying in %.2fs",
+                    self.label, self.address, self.detail, delay,
+                )  # fmt: skip
             await asyncio.sleep(delay)
 
     async def _link(self, address: str) -> None:
