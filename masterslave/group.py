@@ -18,12 +18,12 @@ from typing import Protocol
 
 import grpc
 
-from broker.client import Backoff
 from broker.commit import GroupCommitter
 from broker.config import BrokerConfig
 from broker.core import Broker
 from broker.gate import ComponentStatus, ServiceGate
 from broker.pb import replication_pb2, replication_pb2_grpc
+from broker.reconnect import Backoff
 from broker.store import META_EPOCH, META_POS, Store
 from masterslave.election import Elect, IsrState, Keep, Member, Wait, choose_master
 from masterslave.isr import new_epoch

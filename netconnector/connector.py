@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from broker.client import AddressRotation, Backoff
 from broker.gate import ComponentStatus
 from broker.pb import bridge_pb2, bridge_pb2_grpc
+from broker.reconnect import AddressRotation, Backoff
 from netconnector.outbox import Outbox
 from netconnector.session import BridgeSession, LinkTerms
 from netconnector.uri import ConnectorSpec

@@ -9,14 +9,8 @@ import uuid
 
 import pytest
 
-from broker.client import (
-    AddressRotation,
-    Backoff,
-    ClientUrl,
-    is_failover_code,
-    new_message_id,
-    parse_url,
-)
+from broker.client import ClientUrl, is_failover_code, new_message_id, parse_url
+from broker.reconnect import AddressRotation, Backoff
 
 # --------------------------------------------------------------------------- plain addresses
 
