@@ -123,9 +123,6 @@ class Queue:
     def local_consumers(self) -> int:
         return sum(1 for c in self.consumers if not c.remote)
 
-    def is_idle(self) -> bool:
-        return not self.consumers and self.depth == 0
-
     # -- arrivals ------------------------------------------------------------------
 
     def recover(self, count: int) -> None:

@@ -315,7 +315,6 @@ class Follower:
         self.token = token
         self.position = store.meta(META_POS)
         self.epoch = store.meta(META_EPOCH)
-        self.master_epoch = 0
 
     async def follow(self, address: str, min_epoch: int) -> None:
         """Follow the master at `address` until the stream ends or fails."""
@@ -341,7 +340,6 @@ class Follower:
                     raise ConnectionRefusedError(
                         f"master at {address} is at epoch {frame.epoch}, older than {min_epoch}"
                     )
-                self.master_epoch = frame.epoch
                 if frame.HasField("snapshot"):
                     self._apply_snapshot(frame.snapshot)
                 if frame.entries:
