@@ -9,7 +9,7 @@ import pytest
 
 from tests.procs import BrokerProcess
 
-pytest_plugins = ["tests.zk"]
+pytest_plugins = ["tests.zk", "tests.uptools"]
 
 
 @pytest.fixture

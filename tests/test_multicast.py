@@ -22,6 +22,7 @@ from broker.client import Client, Delivery
 from broker.pb import admin_pb2, admin_pb2_grpc
 from broker.zookeeper import Ensemble
 from tests.conftest import run
+from tests.groups import role, start_group, wait_master
 from tests.procs import BrokerProcess, free_port
 from tests.scenario import (
     check_exactly_once,
@@ -31,10 +32,7 @@ from tests.scenario import (
     take,
     wait_for,
 )
-from tests.test_masterslave import role, start_group, wait_master
-from tests.test_up_cluster import Relocated, bridge_cells, netbroker, relocated
-
-__all__ = ["relocated"]  # a fixture, used below by name
+from tests.uptools import Relocated, bridge_cells, netbroker
 
 Start = Callable[..., BrokerProcess]
 PREFIX = "multicast://default/"

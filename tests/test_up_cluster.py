@@ -10,171 +10,26 @@ sweep behind it that kills (and fails on) anything left.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from broker import up
 from broker.client import Client
-
-ROOT = Path(__file__).resolve().parent.parent
-TOPOLOGIES = ROOT / "topologies"
-# `netbroker up`'s own start deadline; bridges retry at most 1 s apart, so this is slack.
-UP_TIMEOUT = 40.0
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports nothing listens on (all bound at once, so no two are equal)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-@dataclass(frozen=True)
-class Relocated:
-    """A shipped topology rewritten for a test: its file, data root and broker ports."""
-
-    path: Path
-    data: Path
-    ports: dict[str, int]
-
-    def url(self, broker: str) -> str:
-        return f"127.0.0.1:{self.ports[broker]}"
-
-
-def relocate(source: Path, into: Path, overrides: dict[str, Any] | None = None) -> Relocated:
-    """Load a topology file and write a copy into `into` with fresh ports and data dir.
-
-    Every `port` and `replication_port` gets a free port, and so does a fixed
-    `zookeeper_port`; connector URIs that name a remapped port as `host:port` are rewritten
-    to match (names need nothing: they resolve to the new ports). `overrides` maps group
-    names to replacement connector lists, for tests that break a shipped file on purpose.
-    """
-    raw = yaml.safe_load(source.read_text())
-    brokers = [
-        (group, name, spec) for group, g in raw["groups"].items()
-        for name, spec in g["brokers"].items()
-    ]
-    keys = [(spec, key) for _, _, spec in brokers for key in ("port", "replication_port")
-            if key in spec]
-    keys += [(raw, "zookeeper_port")] if "zookeeper_port" in raw else []
-    fresh = free_ports(len(keys))
-    remap = {}
-    for (spec, key), port in zip(keys, fresh, strict=True):
-        remap[spec[key]] = port
-        spec[key] = port
-
-    def rewrite(uri: str) -> str:
-        return re.sub(r"(?<=:)(\d+)(?=[,)?]|$)", lambda m: str(remap.get(int(m[1]), m[1])), uri)
-
-    for name, g in raw["groups"].items():
-        if overrides and name in overrides:
-            g["connectors"] = overrides[name]
-        for c in g.get("connectors", []):
-            c["uri"] = rewrite(c["uri"])
-    data = into / "run" / source.stem
-    raw["data"] = str(data)
-    path = into / source.name
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return Relocated(path, data, {name: spec["port"] for _, name, spec in brokers})
-
-
-def netbroker(*args: str, cwd: Path, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
-    """Run the netbroker command as an operator would, from `cwd`."""
-    return subprocess.run(
-        [sys.executable, "-m", "broker", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-
-
-def broker_pids(data: Path) -> list[int]:
-    """Live processes whose command line mentions `data` (our brokers, and only ours)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            argv = up.cmdline(int(entry.name)) or []
-            if any(str(data) in a for a in argv) and up.pid_alive(int(entry.name)):
-                pids.append(int(entry.name))
-    return pids
-
-
-@pytest.fixture
-def relocated(tmp_path: Path) -> Iterator[Callable[..., Relocated]]:
-    """Factory of relocated topologies; whatever they started is stopped afterwards."""
-    made: list[Relocated] = []
-
-    def make(name: str, overrides: dict[str, Any] | None = None) -> Relocated:
-        r = relocate(TOPOLOGIES / name, tmp_path, overrides)
-        made.append(r)
-        return r
-
-    yield make
-    leftovers = []
-    for r in made:
-        netbroker("down", str(r.path), "--timeout", "5", cwd=tmp_path)
-        for pid in broker_pids(r.data):
-            leftovers.append(pid)
-            os.kill(pid, signal.SIGKILL)
-    assert not leftovers, f"processes left running after `netbroker down`: {leftovers}"
-
-
-def bridge_cells(table: str) -> list[str]:
-    """The bridges column of a `netbroker up`/`status` table, one cell per bridge."""
-    lines = table.splitlines()
-    header = next(line for line in lines if line.startswith("broker "))
-    start = header.index("bridges")
-    return [line[start:] for line in lines[lines.index(header) + 1:]
-            if len(line) > start and not line.startswith("started ")]
-
-
-def columns(text: str, first: str) -> list[dict[str, str]]:
-    """The rows of the table in `text` whose header starts with `first`, by column."""
-    lines = text.splitlines()
-    i = next(i for i, line in enumerate(lines) if line.startswith(first + " "))
-    header = lines[i]
-    starts = [m.start() for m in re.finditer(r"\S+", header)]
-    names = header.split()
-    rows = []
-    for line in lines[i + 1:]:
-        if not line.strip():
-            break
-        bounds = [*starts[1:], None]
-        rows.append({n: line[a:b].strip() for n, a, b in zip(names, starts, bounds, strict=True)})
-    return rows
-
-
-def assert_all_bridges_up(table: str, expected: int) -> list[str]:
-    cells = bridge_cells(table)
-    assert len(cells) == expected, table
-    assert all(re.fullmatch(r"static:127\.0\.0\.1:\d+ \u2192 [a-z] up", c) for c in cells), table
-    return cells
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
-
-# ----------------------------------------------------------------------------- chain
+from broker.zookeeper import free_ports
+from tests.uptools import (
+    UP_TIMEOUT,
+    Relocated,
+    assert_all_bridges_up,
+    broker_pids,
+    columns,
+    netbroker,
+    wait_until,
+)
 
 
 async def _through_the_chain(t: Relocated, n: int) -> None:
@@ -235,12 +90,15 @@ def test_chain_up_forward_and_down(relocated: Callable[..., Relocated], tmp_path
     r = netbroker("stat", "--url", t.url("b"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = columns(r.stdout, "component")
-    assert sorted((row["name"], row["state"]) for row in rows) == sorted([
-        (f"static:127.0.0.1:{t.ports['c']}", "up"), (f"static:127.0.0.1:{t.ports['a']}", "up"),
-        ("from a", "up"), ("from c", "up"),
-    ])
-    assert any(row["detail"].startswith(f"c@127.0.0.1:{t.ports['c']}, forwarded ")
-               for row in rows)
+    assert sorted((row["name"], row["state"]) for row in rows) == sorted(
+        [
+            (f"static:127.0.0.1:{t.ports['c']}", "up"),
+            (f"static:127.0.0.1:{t.ports['a']}", "up"),
+            ("from a", "up"),
+            ("from c", "up"),
+        ]
+    )
+    assert any(row["detail"].startswith(f"c@127.0.0.1:{t.ports['c']}, forwarded ") for row in rows)
 
     asyncio.run(asyncio.wait_for(_through_the_chain(t, 200), 120))
 
@@ -278,12 +136,16 @@ def test_mesh_comes_up_with_six_bridges(
 @pytest.mark.parametrize(
     ("connectors", "reason"),
     [
-        ([{"uri": "static:(b)", "networkTtl": 2}],
-         "groups.A.connectors[0]: static:(b): unknown option 'networkTtl' in the YAML options "
-         "(did you mean 'networkTTL'?"),
-        ([{"uri": "static:(b)"}, {"uri": "static:(nosuch)?networkTTL=2"}],
-         "groups.A.connectors[1]: static:(nosuch)?networkTTL=2: unknown broker 'nosuch' "
-         "(expected host:port or a broker of this file: a, b)"),
+        (
+            [{"uri": "static:(b)", "networkTtl": 2}],
+            "groups.A.connectors[0]: static:(b): unknown option 'networkTtl' in the YAML options "
+            "(did you mean 'networkTTL'?",
+        ),
+        (
+            [{"uri": "static:(b)"}, {"uri": "static:(nosuch)?networkTTL=2"}],
+            "groups.A.connectors[1]: static:(nosuch)?networkTTL=2: unknown broker 'nosuch' "
+            "(expected host:port or a broker of this file: a, b)",
+        ),
     ],
 )
 def test_bad_connector_starts_nothing(
@@ -305,9 +167,12 @@ def test_bridge_that_never_comes_up_fails_up_and_stops_everything(
     # a links to b as shipped, and to a port where nothing listens: that bridge stays in
     # backoff, so `up` must give up at its deadline, say which bridge and why, and stop.
     (nobody,) = free_ports(1)
-    t = relocated("ab.yaml", overrides={
-        "A": [{"uri": "static:(b)"}, {"uri": f"static:(127.0.0.1:{nobody})"}],
-    })
+    t = relocated(
+        "ab.yaml",
+        overrides={
+            "A": [{"uri": "static:(b)"}, {"uri": f"static:(127.0.0.1:{nobody})"}],
+        },
+    )
     started = time.monotonic()
     r = netbroker("up", str(t.path), "--timeout", "4", cwd=tmp_path)
     assert r.returncode == 1

@@ -28,7 +28,7 @@ import pytest
 
 from broker import up
 from broker.client import Client
-from tests.test_up_cluster import (
+from tests.uptools import (
     ROOT,
     TOPOLOGIES,
     Relocated,
@@ -62,7 +62,7 @@ def rows(table: str) -> dict[str, list[str]]:
     header = next(i for i, line in enumerate(lines) if line.startswith("broker "))
     assert lines[header].split() == list(up.GROUP_TABLE_HEADERS), table
     out = {}
-    for line in lines[header + 1:]:
+    for line in lines[header + 1 :]:
         if line[:1] in ("a", "b", "c") and line[1:2] == " ":
             out[line[0]] = line.split()
     return out
@@ -130,8 +130,11 @@ def test_ab_c_fails_over_without_losing_a_message(ab_c: Relocated, tmp_path: Pat
     assert "Traceback" not in r.stderr
     table = rows(r.stdout)
     # b is preferred (weight 2) at the first election; c follows it.
-    assert [table[n][:3] for n in "abc"] == [["a", "A", "standalone"], ["b", "B", "master"],
-                                             ["c", "B", "slave"]]
+    assert [table[n][:3] for n in "abc"] == [
+        ["a", "A", "standalone"],
+        ["b", "B", "master"],
+        ["c", "B", "slave"],
+    ]
     assert table["c"][3].isdigit() and table["b"][3].isdigit()  # replication positions
     assert table["a"][-3:] == ["\u2192", "b", "up"], r.stdout  # a's masterslave bridge
     assert table["b"][-3:] == ["\u2192", "a", "up"], r.stdout  # the master's static:(a)
@@ -149,9 +152,7 @@ def test_ab_c_fails_over_without_losing_a_message(ab_c: Relocated, tmp_path: Pat
     assert {n: table[n][2] for n in "abc"} == {"a": "standalone", "b": "master", "c": "slave"}
     assert table["a"][-3:] == ["\u2192", "b", "up"]
     assert group_b_line(r.stdout).startswith(f"group B (zookeeper): master b at {t.url('b')}")
-    assert f"zookeeper: embedded at {zk['connect_string']}, pid {zk['pid']}, serving" in (
-        r.stdout
-    )
+    assert f"zookeeper: embedded at {zk['connect_string']}, pid {zk['pid']}, serving" in (r.stdout)
 
     # N persistent messages to B, no consumer anywhere: they wait on B's master, and
     # (sync quorum_mem) every acknowledged one is also held by the slave.
