@@ -178,30 +178,32 @@ class Broker:
             self._check(message)
         stamp = now_ms()
         me = self.config.name
+        # One lookup for the whole batch: ids the producer set may be resends.
+        held = self.store.visits_of([m.id for m in messages if m.persistent and m.id])
         ops: list[Op] = []
         accepted: list[Entry] = []
         claimed: list[str] = []
         nonpersistent_bytes = 0
         ids: list[str] = []
         duplicates: list[int] = []
+        uncommitted = self._uncommitted_ids
         for position, message in enumerate(messages):
-            if not message.id:
-                message.id = uuid.uuid4().hex
             mid = message.id
+            if not mid:
+                mid = message.id = uuid.uuid4().hex
             ids.append(mid)
             # Which visit to this broker this is: a message that left over a bridge may
             # come back (its consumers moved) and is then new here; a resend of the
             # same visit is a duplicate.
             visit = len(message.broker_path) + 1
-            if mid in self._uncommitted_ids or (
-                message.persistent and self.store.visits(mid) >= visit
-            ):
+            if mid in uncommitted or (message.persistent and held.get(mid, 0) >= visit):
                 duplicates.append(position)  # acknowledged, not stored twice
                 continue
             if not message.timestamp_ms:
                 message.timestamp_ms = stamp
             message.broker_path.append(me)
             seq = self._next_seq()
+            data: bytes | None = None
             if message.persistent:
                 data = message.SerializeToString()
                 size = len(data)
@@ -212,9 +214,9 @@ class Broker:
                 key = None
                 size = message.ByteSize()
                 nonpersistent_bytes += size
-            self._uncommitted_ids.add(mid)
+            uncommitted.add(mid)
             claimed.append(mid)
-            accepted.append(Entry(message, seq, size, key))
+            accepted.append(Entry(message, seq, size, key, data))
         try:
             if nonpersistent_bytes:
                 await self.memory.reserve(nonpersistent_bytes)
@@ -304,7 +306,7 @@ class Broker:
         # The raised redelivery count is written back so that it survives a restart and a
         # poison message still reaches the DLQ.
         ops = [
-            (message_key(q.name, e.priority, e.seq), e.message.SerializeToString())
+            (e.key or message_key(q.name, e.priority, e.seq), e.data)
             for e in requeued
             if e.persistent
         ]
@@ -472,7 +474,7 @@ class Broker:
             entries = []
             for seq, data in rows:
                 message = Message.FromString(data)
-                entries.append(Entry(message, seq, len(data)))
+                entries.append(Entry(message, seq, len(data), None, data))
             q.page_in(priority, entries, rows[-1][0])
             found += len(rows)
         if found == 0:

@@ -22,9 +22,16 @@ PRIORITIES = range(9, -1, -1)
 class Entry:
     """A message held in memory: pending in the queue's window, or in flight."""
 
-    __slots__ = ("dispatched", "key", "message", "persistent", "priority", "seq", "size")
+    __slots__ = ("_data", "dispatched", "key", "message", "persistent", "priority", "seq", "size")
 
-    def __init__(self, message: Message, seq: int, size: int, key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        message: Message,
+        seq: int,
+        size: int,
+        key: bytes | None = None,
+        data: bytes | None = None,
+    ) -> None:
         self.message = message
         # Its store key when already built (a send makes it), so the ack reuses it.
         self.key = key
@@ -32,8 +39,30 @@ class Entry:
         self.priority = message.priority
         self.persistent = message.persistent
         self.size = size
+        # The message serialized, when known: deliveries and forwards embed these bytes
+        # instead of serializing the message again.
+        self._data = data
         # Handed to a consumer at least once since this broker holds it.
         self.dispatched = False
+
+    @property
+    def data(self) -> bytes:
+        """The message serialized as it stands now."""
+        data = self._data
+        if data is None:
+            data = self._data = self.message.SerializeToString()
+        return data
+
+    def changed(self) -> None:
+        """The message was modified: its serialized bytes are stale."""
+        self._data = None
+
+    def count_redelivery(self) -> int:
+        """Raise the message's redelivery count; returns the new count."""
+        message = self.message
+        message.redelivery_count += 1
+        self._data = None
+        return message.redelivery_count
 
     def expired(self, now_ms: int) -> bool:
         expiration = self.message.expiration_ms
@@ -158,7 +187,7 @@ class Queue:
         recovered = self.recovered[priority]
         for entry in entries:
             if entry.seq <= recovered:
-                entry.message.redelivery_count += 1
+                entry.count_redelivery()
             self._push(entry)
 
     def recover_marks(self, marks: dict[int, int]) -> None:
@@ -241,8 +270,7 @@ class Queue:
         requeued: list[Entry] = []
         dead: list[tuple[Entry, str]] = []
         for entry in entries:
-            entry.message.redelivery_count += 1
-            if entry.message.redelivery_count > self.max_redeliveries:
+            if entry.count_redelivery() > self.max_redeliveries:
                 dead.append((entry, f"redelivered more than {self.max_redeliveries} times"))
             else:
                 self._push(entry)

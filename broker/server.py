@@ -10,8 +10,8 @@ import grpc
 from broker.config import BrokerConfig
 from broker.errors import StartupError
 from broker.gate import ServiceGate
-from broker.pb import admin_pb2_grpc, client_pb2_grpc
-from broker.service import AdminService, ClientService
+from broker.pb import admin_pb2_grpc
+from broker.service import AdminService, install_client_service
 
 # Adds a plugged-in layer's service (bridges, replication) to the server.
 ServiceInstaller = Callable[[grpc.aio.Server], None]
@@ -34,7 +34,7 @@ def build_server(
         ("grpc.keepalive_permit_without_calls", 1),
     ]
     server = grpc.aio.server(options=options)
-    client_pb2_grpc.add_BrokerServicer_to_server(ClientService(gate), server)
+    install_client_service(server, gate)
     admin_pb2_grpc.add_AdminServicer_to_server(
         AdminService(config, gate, int(time.time() * 1000)), server
     )

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from broker import __version__
+from broker import __version__, wire
 from broker.config import BrokerConfig
 from broker.core import Broker
 from broker.errors import BrokerError
@@ -51,25 +51,43 @@ class StreamSink:
         self.closed = True
         self.wake.set()
 
-    def take(self) -> list[client_pb2.Delivery]:
-        out: list[client_pb2.Delivery] = []
+    def take(self) -> bytes:
+        """The next ConsumeResponse, serialized, of at most MAX_RESPONSE_BYTES of messages."""
+        out: list[tuple[int, bytes, bool]] = []
         size = 0
-        taken = 0
         for tag, entry in self.pending:
             if out and size + entry.size > MAX_RESPONSE_BYTES:
                 break
-            message = entry.message
-            out.append(
-                client_pb2.Delivery(
-                    tag=tag, message=message, redelivered=message.redelivery_count > 0
-                )
-            )
+            out.append((tag, entry.data, entry.message.redelivery_count > 0))
             size += entry.size
-            taken += 1
-        del self.pending[:taken]
+        del self.pending[: len(out)]
         if not self.pending:
             self.wake.clear()
-        return out
+        return wire.consume_response(out)
+
+
+def _passthrough(data: bytes) -> bytes:
+    return data
+
+
+def install_client_service(server: grpc.aio.Server, gate: ServiceGate) -> None:
+    """Serve the Broker service. Registered by hand rather than through the generated
+    helper because Consume writes ConsumeResponses it has already serialized."""
+    service = ClientService(gate)
+    handlers = {
+        "Produce": grpc.stream_stream_rpc_method_handler(
+            service.Produce,
+            request_deserializer=client_pb2.ProduceRequest.FromString,
+            response_serializer=client_pb2.ProduceResponse.SerializeToString,
+        ),
+        "Consume": grpc.stream_stream_rpc_method_handler(
+            service.Consume,
+            request_deserializer=client_pb2.ConsumeRequest.FromString,
+            response_serializer=_passthrough,
+        ),
+    }
+    name = client_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
 
 
 class ClientService(client_pb2_grpc.BrokerServicer):
@@ -124,7 +142,8 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         self,
         request_iterator: AsyncIterator[client_pb2.ConsumeRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[client_pb2.ConsumeResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Responses are ConsumeResponses serialized here (see `install_client_service`)."""
         broker = await self.gate.admit(context)
         first = await anext(aiter(request_iterator), None)
         if first is None:
@@ -172,7 +191,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 if sink.error is not None:
                     await context.abort(_status(sink.error.code), sink.error.message)
                 if sink.pending:
-                    yield client_pb2.ConsumeResponse(deliveries=sink.take())
+                    yield sink.take()
                 elif sink.closed:
                     break
         finally:

@@ -129,10 +129,17 @@ class Store:
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
-    def visits(self, message_id: str) -> int:
-        """How many times the message was stored here (0: never, or forgotten)."""
-        value = self._db.get(id_key(message_id))
-        return 0 if value is None else int.from_bytes(value, "big")
+    def visits_of(self, message_ids: list[str]) -> dict[str, int]:
+        """How many times each message was stored here, in one lookup; ids never stored
+        (or forgotten) are left out."""
+        if not message_ids:
+            return {}
+        values = self._db.get([id_key(mid) for mid in message_ids])
+        return {
+            mid: int.from_bytes(value, "big")
+            for mid, value in zip(message_ids, values, strict=True)
+            if value is not None
+        }
 
     def meta(self, key: bytes) -> int:
         value = self._db.get(key)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import grpc
 
 from broker.gate import ComponentStatus
-from broker.pb import bridge_pb2, bridge_pb2_grpc
+from broker.pb import bridge_pb2
 from broker.reconnect import AddressRotation, Backoff
-from netconnector.outbox import Outbox
+from netconnector.outbox import LINK_METHOD, Outbox, serialize_frame
 from netconnector.session import BridgeSession, LinkTerms
 from netconnector.uri import ConnectorSpec
 
@@ -148,7 +148,11 @@ class Link:
             ("grpc.use_local_subchannel_pool", 1),
         ]
         async with grpc.aio.insecure_channel(address, options=options) as channel:
-            call = bridge_pb2_grpc.BridgeStub(channel).Link()
+            call = channel.stream_stream(
+                LINK_METHOD,
+                request_serializer=serialize_frame,
+                response_deserializer=bridge_pb2.BridgeFrame.FromString,
+            )()
             await call.write(bridge_pb2.BridgeFrame(hello=network.hello(spec)))
             first = await call.read()
             if first is grpc.aio.EOF or not first.HasField("hello"):

@@ -22,7 +22,7 @@ from netconnector.connector import Connector
 from netconnector.demand import DemandTable
 from netconnector.filters import DestinationFilter
 from netconnector.multicast import MulticastConnector, MulticastDiscovery
-from netconnector.outbox import Outbox
+from netconnector.outbox import LINK_METHOD, Frame, Outbox, serialize_frame
 from netconnector.session import BridgeSession, LinkTerms
 from netconnector.uri import ConnectorSpec, parse_connector
 
@@ -211,7 +211,16 @@ class Network:
     # -- the Bridge service, for links other brokers open -------------------------
 
     def install(self, server: grpc.aio.Server) -> None:
-        bridge_pb2_grpc.add_BridgeServicer_to_server(_BridgeService(self), server)
+        # By hand rather than through the generated helper: frames may come serialized.
+        link = grpc.stream_stream_rpc_method_handler(
+            _BridgeService(self).Link,
+            request_deserializer=bridge_pb2.BridgeFrame.FromString,
+            response_serializer=serialize_frame,
+        )
+        service = LINK_METHOD.split("/")[1]
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, {"Link": link}),)
+        )
 
 
 class _BridgeService(bridge_pb2_grpc.BridgeServicer):
@@ -222,7 +231,7 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
         self,
         request_iterator: AsyncIterator[bridge_pb2.BridgeFrame],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[bridge_pb2.BridgeFrame]:
+    ) -> AsyncIterator[Frame]:
         network = self.network
         broker = await network.gate.admit(context)
         first = await anext(aiter(request_iterator), None)

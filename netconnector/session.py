@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from broker import wire
 from broker.core import Broker
 from broker.errors import BrokerError
 from broker.pb import bridge_pb2
@@ -22,6 +23,7 @@ from broker.queue import Consumer, Entry
 from netconnector.demand import Advertiser, DemandTable
 from netconnector.filters import DestinationFilter
 from netconnector.forwarding import may_forward
+from netconnector.outbox import Frame
 
 log = logging.getLogger("netbroker.bridge")
 
@@ -64,7 +66,7 @@ class BridgeSession:
         broker: Broker,
         table: DemandTable,
         terms: LinkTerms,
-        write: Callable[[bridge_pb2.BridgeFrame], None],
+        write: Callable[[Frame], None],
         on_demand_change: Callable[[], None],
         capacity: Callable[[str, int, str], int],
         route_elsewhere: Callable[[str, Sequence[str], str], bool],
@@ -215,16 +217,17 @@ class BridgeSession:
             batch_id = self._next_batch
             self._next_batch += 1
             self._unacked[batch_id] = (queue, consumer, [tag for tag, _ in chunk])
-            batch = bridge_pb2.ForwardBatch(
-                batch_id=batch_id, messages=[entry.message for _, entry in chunk]
-            )
             me = self.broker.config.name
-            for message in batch.messages:
-                # A slave that took over holds messages whose path ends at its old master:
-                # the path must name the broker they really leave from.
-                if not message.broker_path or message.broker_path[-1] != me:
-                    message.broker_path.append(me)
-            self._write(bridge_pb2.BridgeFrame(forward=batch))
+            messages: list[bytes] = []
+            for _, entry in chunk:
+                path = entry.message.broker_path
+                if path and path[-1] == me:
+                    messages.append(entry.data)
+                else:
+                    # A slave that took over holds messages whose path ends at its old
+                    # master: the path must name the broker they really leave from.
+                    messages.append(wire.with_broker(entry.data, me))
+            self._write(wire.forward_frame(batch_id, messages))
 
     def _acked(self, ack: bridge_pb2.ForwardAck) -> None:
         pending = self._unacked.pop(ack.batch_id, None)
@@ -246,17 +249,18 @@ class BridgeSession:
             self.broker.credit(queue, consumer, len(tags))
 
     async def _store(self, batch: bridge_pb2.ForwardBatch) -> None:
+        messages = list(batch.messages)
         try:
-            sent = await self.broker.send(list(batch.messages))
+            sent = await self.broker.send(messages)
         except BrokerError as exc:
             ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=False, error=exc.message)
             credits = []
         else:
             ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=True)
-            self.received += len(batch.messages) - len(sent.duplicates)
+            self.received += len(messages) - len(sent.duplicates)
             # Resends of messages already held here will not be consumed here again:
             # their credit goes straight back, or the forwarder's window would shrink.
-            resent = collections.Counter(batch.messages[i].destination for i in sent.duplicates)
+            resent = collections.Counter(messages[i].destination for i in sent.duplicates)
             credits = [bridge_pb2.Credit(queue=q, count=n) for q, n in resent.items()]
         if not self.closed:
             self._write(bridge_pb2.BridgeFrame(acks=[ack], credits=credits))
