@@ -31,6 +31,7 @@ from broker.store import (
     id_key,
     mark_key,
     message_key,
+    message_key_prefix,
     parse_message_key,
 )
 
@@ -67,6 +68,8 @@ class Sent:
     # Positions in the batch of resends of messages already held (acknowledged, not
     # stored again).
     duplicates: list[int]
+    # Whether the broker chose any of the ids (the message came without one).
+    assigned: bool = False
 
 
 class MemoryGate:
@@ -109,6 +112,7 @@ class Broker:
         self._acks = 0
         self._oldest_ack = 0
         self._valid_names: set[str] = set()
+        self._prefixes: dict[str, list[bytes]] = {}
         self._uncommitted_ids: set[str] = set()
         self._dirty: set[str] = set()
         self._dispatch_scheduled = False
@@ -151,6 +155,11 @@ class Broker:
             self._notify_demand(queue)
         return queue
 
+    def _key_prefixes(self, queue: str) -> list[bytes]:
+        """The store key prefixes of `queue`'s messages, by priority (built once)."""
+        prefixes = self._prefixes[queue] = [message_key_prefix(queue, p) for p in range(10)]
+        return prefixes
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -187,10 +196,13 @@ class Broker:
         ids: list[str] = []
         duplicates: list[int] = []
         uncommitted = self._uncommitted_ids
+        key_prefixes = self._prefixes
+        assigned = False
         for position, message in enumerate(messages):
             mid = message.id
             if not mid:
                 mid = message.id = uuid.uuid4().hex
+                assigned = True
             ids.append(mid)
             # Which visit to this broker this is: a message that left over a bridge may
             # come back (its consumers moved) and is then new here; a resend of the
@@ -207,7 +219,10 @@ class Broker:
             if message.persistent:
                 data = message.SerializeToString()
                 size = len(data)
-                key = message_key(message.destination, message.priority, seq)
+                prefixes = key_prefixes.get(message.destination)
+                if prefixes is None:
+                    prefixes = self._key_prefixes(message.destination)
+                key = prefixes[message.priority] + seq.to_bytes(8, "big")
                 ops.append((key, data))
                 ops.append((id_key(mid), visit.to_bytes(2, "big")))
             else:
@@ -233,7 +248,7 @@ class Broker:
             self._queue(entry.message.destination).enqueue(entry)
             self._dirty.add(entry.message.destination)
         self._schedule_dispatch()
-        return Sent(ids, duplicates)
+        return Sent(ids, duplicates, assigned)
 
     # -- consumers -----------------------------------------------------------------
 

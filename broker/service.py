@@ -98,11 +98,13 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         self, broker: Broker, request: client_pb2.ProduceRequest
     ) -> client_pb2.ProduceResponse:
         try:
-            ids = (await broker.send(list(request.messages))).ids
+            sent = await broker.send(list(request.messages))
         except BrokerError as exc:
             return client_pb2.ProduceResponse(
                 batch_id=request.batch_id, ok=False, code=exc.code, error=exc.message
             )
+        # The producer knows the ids it chose: they go back only when the broker chose some.
+        ids = sent.ids if sent.assigned else None
         return client_pb2.ProduceResponse(batch_id=request.batch_id, ok=True, ids=ids)
 
     async def Produce(

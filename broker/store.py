@@ -35,7 +35,12 @@ META_EPOCH = b"zepoch"
 
 
 def message_key(queue: str, priority: int, seq: int) -> bytes:
-    return b"m" + queue.encode() + b"\x00" + bytes((9 - priority,)) + seq.to_bytes(8, "big")
+    return message_key_prefix(queue, priority) + seq.to_bytes(8, "big")
+
+
+def message_key_prefix(queue: str, priority: int) -> bytes:
+    """The part of a message key before the sequence number."""
+    return b"m" + queue.encode() + b"\x00" + bytes((9 - priority,))
 
 
 def queue_prefix(queue: str) -> bytes:
@@ -115,11 +120,13 @@ class Store:
 
     def write(self, ops: Sequence[Op], sync: bool) -> None:
         batch = WriteBatch(raw_mode=True)
+        put = batch.put
+        delete = batch.delete
         for key, value in ops:
             if value is None:
-                batch.delete(key)
+                delete(key)
             else:
-                batch.put(key, value)
+                put(key, value)
         self._db.write(batch, self._sync if sync else self._nosync)
 
     def sync_wal(self) -> None:

@@ -22,13 +22,17 @@ _FORWARD_BATCH_ID = b"\x08"  # ForwardBatch.batch_id = 1
 _FORWARD_MESSAGES = b"\x12"  # ForwardBatch.messages = 2
 _MESSAGE_BROKER_PATH = b"\x4a"  # Message.broker_path = 9
 
-_SMALL = [bytes((n,)) for n in range(0x80)]
+# Every length and tag below 2**14 (one or two bytes), looked up rather than computed:
+# each delivery needs two.
+_SHORT = [bytes((n,)) for n in range(0x80)] + [
+    bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(0x80, 0x4000)
+]
 
 
 def varint(n: int) -> bytes:
     """The base-128 varint encoding of a non-negative integer."""
-    if n < 0x80:
-        return _SMALL[n]
+    if n < 0x4000:
+        return _SHORT[n]
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import random
-import uuid
 
 import pytest
 
@@ -231,15 +231,27 @@ def test_rotation_needs_an_address() -> None:
 # --------------------------------------------------------------------------- small pure helpers
 
 
-def test_message_ids_are_uuid4_hex() -> None:
-    ids = {new_message_id() for _ in range(1000)}
-    assert len(ids) == 1000
-    for message_id in list(ids)[:50]:
+def test_message_ids_are_unique_hex() -> None:
+    ids = [new_message_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    for message_id in ids[:50]:
         assert len(message_id) == 32
-        parsed = uuid.UUID(hex=message_id)
-        assert parsed.version == 4
-        assert parsed.variant == uuid.RFC_4122
-        assert parsed.hex == message_id
+        int(message_id, 16)
+
+
+def test_a_forked_child_makes_other_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report some ids and leave at once
+        os.write(write, " ".join(new_message_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    mine = {new_message_id() for _ in range(100)}
+    assert len(child) == 100
+    assert not child & mine
 
 
 @pytest.mark.parametrize(
