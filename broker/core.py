@@ -262,13 +262,14 @@ class Broker:
         *,
         remote: bool = False,
         accepts: Callable[[Message], bool] | None = None,
+        credit_limit: int = 0,
     ) -> Consumer:
         check_queue_name(queue)
         if prefetch < 1:
             raise InvalidArgument(f"prefetch must be at least 1, got {prefetch}")
         consumer = Consumer(
             sink=sink, prefetch=prefetch, priority=priority, name=name,
-            accepts=accepts, remote=remote,
+            accepts=accepts, remote=remote, credit_limit=credit_limit,
         )  # fmt: skip
         q = self._queue(queue)
         q.add_consumer(consumer)
@@ -284,8 +285,10 @@ class Broker:
     def revoke_credit(self, queue: str, consumer: Consumer) -> None:
         self.queues[queue].revoke_credit(consumer)
 
-    def set_prefetch(self, queue: str, consumer: Consumer, prefetch: int) -> None:
-        self.queues[queue].set_prefetch(consumer, prefetch)
+    def set_prefetch(
+        self, queue: str, consumer: Consumer, prefetch: int, credit_limit: int = 0
+    ) -> None:
+        self.queues[queue].set_prefetch(consumer, prefetch, credit_limit)
         self._mark(queue)
 
     def local_capacity(self, queue: str) -> int:

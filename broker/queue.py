@@ -87,6 +87,10 @@ class Consumer:
     # A consumer on behalf of another broker (a bridge), not a client of this one: it
     # does not count as local demand.
     remote: bool = False
+    # Most credit the consumer holds; 0: its prefetch. A bridge's credit comes back when
+    # the other broker's consumers take the messages, after their acknowledgement (which
+    # the prefetch bounds), so it may be allowed more of it than of unacknowledged ones.
+    credit_limit: int = 0
     credit: int = 0
     in_flight: dict[int, Entry] = field(default_factory=dict)
     next_tag: int = 1
@@ -94,6 +98,10 @@ class Consumer:
     @property
     def room(self) -> int:
         return min(self.credit, self.prefetch - len(self.in_flight))
+
+    @property
+    def max_credit(self) -> int:
+        return self.credit_limit or self.prefetch
 
 
 @dataclass
@@ -213,7 +221,7 @@ class Queue:
     # -- consumers -----------------------------------------------------------------
 
     def add_consumer(self, consumer: Consumer) -> None:
-        consumer.credit = consumer.prefetch
+        consumer.credit = consumer.max_credit
         self.consumers.append(consumer)
         # Highest priority first; a stable sort keeps arrival order within a priority.
         self.consumers.sort(key=lambda c: -c.priority)
@@ -229,16 +237,19 @@ class Queue:
         """Stop deliveries to a consumer; what it holds stays in flight until acked."""
         consumer.credit = 0
 
-    def set_prefetch(self, consumer: Consumer, prefetch: int) -> None:
-        """Change a consumer's window; credit moves with it, never above the window."""
-        consumer.credit = max(0, min(consumer.credit + prefetch - consumer.prefetch, prefetch))
+    def set_prefetch(self, consumer: Consumer, prefetch: int, credit_limit: int = 0) -> None:
+        """Change a consumer's window; credit moves with its limit, never above it."""
+        before = consumer.max_credit
         consumer.prefetch = prefetch
+        consumer.credit_limit = credit_limit
+        after = consumer.max_credit
+        consumer.credit = max(0, min(consumer.credit + after - before, after))
 
     def add_credit(self, consumer: Consumer, credit: int) -> None:
         if credit < 0:
             raise InvalidArgument(f"credit must not be negative, got {credit}")
-        # Credit beyond the prefetch could never be used: cap it so it cannot overflow.
-        consumer.credit = min(consumer.credit + credit, consumer.prefetch)
+        # Credit beyond the limit could never be used: cap it so it cannot overflow.
+        consumer.credit = min(consumer.credit + credit, consumer.max_credit)
 
     def _take(self, consumer: Consumer, tags: list[int]) -> list[Entry]:
         taken: list[Entry] = []

@@ -140,30 +140,36 @@ class BridgeSession:
                 # Forwarded with or without demand, behind any dynamic route.
                 desired[queue] = terms.network_ttl + 1
         self._dynamic = dynamic
+        prefetch = terms.prefetch
         for queue, distance in desired.items():
-            window = self._window(queue)
+            limit = self._credit_limit(queue)
             consumer = self.consumers.get(queue)
             if consumer is None:
-                self._subscribe(queue, distance, window)
+                self._subscribe(queue, distance, limit)
                 continue
             if queue in self._draining:
                 self._draining.discard(queue)
-                self.broker.credit(queue, consumer, consumer.prefetch)
-            if consumer.prefetch != window:
-                self.broker.set_prefetch(queue, consumer, window)
+                self.broker.credit(queue, consumer, consumer.max_credit)
+            if consumer.prefetch != prefetch or consumer.credit_limit != limit:
+                self.broker.set_prefetch(queue, consumer, prefetch, limit)
         for queue in list(self.consumers):
             if queue not in desired and queue not in self._draining:
                 self._draining.add(queue)
                 self.broker.revoke_credit(queue, self.consumers[queue])
                 self._leave_if_drained(queue)
 
-    def _window(self, queue: str) -> int:
-        """Most forwarded messages of `queue` to keep waiting for a consumer at the peer."""
-        capacity = self.capacity.get(queue, 0) if queue in self._dynamic else 0
-        prefetch = self.terms.prefetch
-        return min(prefetch, capacity) if capacity > 0 else prefetch
+    def _credit_limit(self, queue: str) -> int:
+        """Most forwarded messages of `queue` not yet taken by a consumer at the peer (in
+        flight, being stored, or waiting there); 0: no more than prefetchSize.
 
-    def _subscribe(self, queue: str, distance: int, window: int) -> None:
+        prefetchSize bounds the unacknowledged ones. For demand the peer advertised with a
+        capacity, credit comes back only as its consumers take the messages: the capacity
+        bounds what waits there, so a backlog is shared with this broker's consumers, and
+        the prefetch alone does not: when the peer's consumers take more ahead than
+        prefetchSize, the link keeps that many coming while acknowledgements travel."""
+        return self.capacity.get(queue, 0) if queue in self._dynamic else 0
+
+    def _subscribe(self, queue: str, distance: int, credit_limit: int) -> None:
         peer = self.terms.peer
         message_ttl = self.terms.message_ttl
         broker = self.broker
@@ -188,11 +194,12 @@ class BridgeSession:
         sink.consumer = broker.subscribe(
             queue,
             sink,
-            prefetch=window,
+            prefetch=self.terms.prefetch,
             priority=NETWORK_PRIORITY - distance,
             name=f"bridge to {peer}",
             remote=True,
             accepts=accepts,
+            credit_limit=credit_limit,
         )
         self.consumers[queue] = sink.consumer
         log.info("forwarding %s to %s (consumers %d hop(s) away)", queue, peer, distance)

@@ -203,3 +203,24 @@ def test_a_consumer_that_refuses_a_message_leaves_it_for_others() -> None:
     other = consumer(q, prefetch=10, priority=-5)
     deliver(q)
     assert bodies(other) == ["looping"]
+
+
+def test_a_credit_limit_above_the_prefetch_bounds_unacked_by_the_prefetch() -> None:
+    # A bridge: acks come when the peer stored a batch, credit when its consumers took
+    # the messages. 3 unacknowledged at most, 5 not yet taken at most.
+    q = Queue("q", window=100, max_redeliveries=6)
+    for n in range(10):
+        q.enqueue(entry(f"m{n}"))
+    c = Consumer(sink=Sink(), prefetch=3, credit_limit=5)
+    q.add_consumer(c)
+    assert [ids for _, ids in deliver(q)] == [["m0", "m1", "m2"]]
+    q.ack(c, [tag for tag, _ in c.sink.got])  # stored at the peer, not yet taken there
+    assert [ids for _, ids in deliver(q)] == [["m3", "m4"]]  # 5 not taken: no more
+    q.ack(c, [tag for tag, _ in c.sink.got[3:]])
+    assert deliver(q) == []
+    q.add_credit(c, 4)  # the peer's consumers took 4
+    assert [ids for _, ids in deliver(q)] == [["m5", "m6", "m7"]]  # prefetch again
+    q.add_credit(c, 100)
+    assert c.credit == 5  # capped at the limit, not at the prefetch
+    q.set_prefetch(c, 3, credit_limit=0)  # the limit falls back to the prefetch
+    assert c.credit == 3
