@@ -321,15 +321,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def not_yet_supported(topology: Topology) -> list[str]:
-    """Settings the file has that `up` does not act on yet (they arrive with later work).
-
-    Said out loud at start, so nobody takes a missing bridge for a broken one.
-    """
-    # Everything a topology file can say is acted on now (discovery came last).
-    return []
-
-
 def display_path(path: Path, cwd: Path | None = None) -> str:
     """A path as the operator would type it: relative to the working directory if inside."""
     base = cwd if cwd is not None else Path.cwd()
@@ -1349,9 +1340,6 @@ def up(
             )
         spath.unlink(missing_ok=True)  # stale: everything it names has gone
 
-    notes = not_yet_supported(topology)
-    if notes:
-        _print(err, "netbroker: note: not acted on yet: " + ", ".join(notes))
     data = display_path(topology.data_root(cwd).absolute(), cwd)
     n = len(topology.brokers)
     embedded = topology.uses_zookeeper and bool(topology.zookeeper and topology.zookeeper.embedded)

@@ -328,23 +328,6 @@ def test_default_command_runs_this_package() -> None:
     assert up.broker_command() == [sys.executable, "-m", "broker", "broker"]
 
 
-def test_not_yet_supported_is_said_out_loud() -> None:
-    text = """
-zookeeper: embedded
-groups:
-  A:
-    brokers: {a: {port: 1}}
-    connectors: [{uri: "static:(127.0.0.1:2)"}, {uri: "multicast://x"}]
-  B:
-    election: zookeeper
-    sync: quorum_mem
-    brokers: {b: {port: 2, replication_port: 3}, c: {port: 4, replication_port: 5}}
-"""
-    t = topo.validate(topo.parse(text, "x.yaml"), "x.yaml")
-    # Groups, ZooKeeper, quorum sync and discovery are all acted on now.
-    assert up.not_yet_supported(t) == []
-
-
 def test_format_table() -> None:
     assert up.format_table(("name", "n", "x"), [("a", 1, None), ("long", 100, "y")]) == (
         "name    n  x\n"
@@ -688,7 +671,6 @@ def test_up_waits_for_every_bridge_then_shows_them(
             ["b", "B", "standalone", "up", "3", f"static:127.0.0.1:{pa}", "\u2192", "peer", "up"],
         ]
         assert "netbroker: brokers ready; waiting for 2 bridges" in err.getvalue()
-        assert "not acted on yet" not in err.getvalue()
     finally:
         up.down(linked, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
 
