@@ -263,13 +263,14 @@ class Broker:
         remote: bool = False,
         accepts: Callable[[Message], bool] | None = None,
         credit_limit: int = 0,
+        weight: int = 1,
     ) -> Consumer:
         check_queue_name(queue)
         if prefetch < 1:
             raise InvalidArgument(f"prefetch must be at least 1, got {prefetch}")
         consumer = Consumer(
             sink=sink, prefetch=prefetch, priority=priority, name=name,
-            accepts=accepts, remote=remote, credit_limit=credit_limit,
+            accepts=accepts, remote=remote, credit_limit=credit_limit, weight=weight,
         )  # fmt: skip
         q = self._queue(queue)
         q.add_consumer(consumer)
@@ -289,6 +290,14 @@ class Broker:
         self, queue: str, consumer: Consumer, prefetch: int, credit_limit: int = 0
     ) -> None:
         self.queues[queue].set_prefetch(consumer, prefetch, credit_limit)
+        self._mark(queue)
+
+    def rank(self, queue: str, consumer: Consumer, priority: int, weight: int) -> None:
+        """Change a consumer's priority and round-robin weight."""
+        q = self.queues[queue]
+        consumer.weight = weight
+        if consumer.priority != priority:
+            q.set_priority(consumer, priority)
         self._mark(queue)
 
     def local_capacity(self, queue: str) -> int:

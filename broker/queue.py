@@ -91,6 +91,9 @@ class Consumer:
     # the other broker's consumers take the messages, after their acknowledgement (which
     # the prefetch bounds), so it may be allowed more of it than of unacknowledged ones.
     credit_limit: int = 0
+    # Its share of round robin among consumers of its priority: a bridge that stands for
+    # several consumers at the other broker may count as that many.
+    weight: int = 1
     credit: int = 0
     in_flight: dict[int, Entry] = field(default_factory=dict)
     next_tag: int = 1
@@ -223,8 +226,16 @@ class Queue:
     def add_consumer(self, consumer: Consumer) -> None:
         consumer.credit = consumer.max_credit
         self.consumers.append(consumer)
+        self._sort()
+
+    def _sort(self) -> None:
         # Highest priority first; a stable sort keeps arrival order within a priority.
         self.consumers.sort(key=lambda c: -c.priority)
+
+    def set_priority(self, consumer: Consumer, priority: int) -> None:
+        """Rank a consumer anew (a bridge whose nearest consumers moved nearer or away)."""
+        consumer.priority = priority
+        self._sort()
 
     def remove_consumer(self, consumer: Consumer) -> tuple[list[Entry], list[tuple[Entry, str]]]:
         """Drop a consumer; its in-flight messages return marked, or die past the limit."""
@@ -381,7 +392,13 @@ class Queue:
                 candidates.append(consumer)
         if not candidates:
             return None
-        return candidates[next(self._rr) % len(candidates)]
+        # Round robin, each consumer as many turns in a cycle as its weight.
+        turn = next(self._rr) % sum(c.weight for c in candidates)
+        for consumer in candidates:
+            turn -= consumer.weight
+            if turn < 0:
+                break
+        return consumer
 
     def expire(self, now_ms: int) -> list[Entry]:
         """Remove expired pending messages from the window; the caller dead-letters them."""

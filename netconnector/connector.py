@@ -171,6 +171,8 @@ class Link:
                 prefetch=spec.prefetch_size,
                 advertise_ttl=min(spec.consumer_ttl, spec.network_ttl),
                 filter=spec.destination_filter,
+                decrease_priority=spec.decrease_network_consumer_priority,
+                conduit=spec.conduit_subscriptions,
             )
             broker = network.broker
             if broker is None:

@@ -53,6 +53,12 @@ class Network:
         gate.sources.append(self.status)
         for uri in config.connectors:
             spec = parse_connector(uri)
+            if spec.dynamic_only:
+                log.warning(
+                    "%s: dynamicOnly has no effect: in ActiveMQ it governs durable topic "
+                    "subscriptions, and netbroker has queues only",
+                    spec.name,
+                )
             if spec.kind == "multicast":
                 if self.discovery is None:
                     self.discovery = MulticastDiscovery(self)

@@ -48,6 +48,12 @@ class LinkTerms:
     prefetch: int
     advertise_ttl: int  # how far away demand the peer may act on
     filter: DestinationFilter
+    # decreaseNetworkConsumerPriority: rank bridges to farther consumers below nearer ones
+    # (network consumers rank below local ones either way).
+    decrease_priority: bool = True
+    # conduitSubscriptions: the peer's consumers of a queue count as one consumer here;
+    # when False the bridge takes as many round-robin turns as the peer has consumers.
+    conduit: bool = True
 
 
 class _NetworkSink:
@@ -146,15 +152,20 @@ class BridgeSession:
         prefetch = terms.prefetch
         for queue, distance in desired.items():
             limit = self._credit_limit(queue)
+            priority = self._priority(distance)
+            weight = self._weight(queue)
             consumer = self.consumers.get(queue)
             if consumer is None:
-                self._subscribe(queue, distance, limit)
+                self._subscribe(queue, priority, weight, limit)
+                log.info("forwarding %s to %s (distance %d)", queue, terms.peer, distance)
                 continue
             if queue in self._draining:
                 self._draining.discard(queue)
                 self.broker.credit(queue, consumer, consumer.max_credit)
             if consumer.prefetch != prefetch or consumer.credit_limit != limit:
                 self.broker.set_prefetch(queue, consumer, prefetch, limit)
+            if consumer.priority != priority or consumer.weight != weight:
+                self.broker.rank(queue, consumer, priority, weight)
         for queue in list(self.consumers):
             if queue not in desired and queue not in self._draining:
                 self._draining.add(queue)
@@ -172,7 +183,20 @@ class BridgeSession:
         prefetchSize, the link keeps that many coming while acknowledgements travel."""
         return self.capacity.get(queue, 0) if queue in self._dynamic else 0
 
-    def _subscribe(self, queue: str, distance: int, credit_limit: int) -> None:
+    def _priority(self, distance: int) -> int:
+        """Below every local consumer; by distance unless decreaseNetworkConsumerPriority
+        is off. Static-only forwarding (distance networkTTL + 1) stays behind demand."""
+        if distance <= self.terms.network_ttl and not self.terms.decrease_priority:
+            distance = 1
+        return NETWORK_PRIORITY - distance
+
+    def _weight(self, queue: str) -> int:
+        if self.terms.conduit or queue not in self._dynamic:
+            return 1
+        demand = self.table.remote(self.terms.peer, queue)
+        return max(1, demand[0]) if demand is not None else 1
+
+    def _subscribe(self, queue: str, priority: int, weight: int, credit_limit: int) -> None:
         peer = self.terms.peer
         message_ttl = self.terms.message_ttl
         broker = self.broker
@@ -198,14 +222,14 @@ class BridgeSession:
             queue,
             sink,
             prefetch=self.terms.prefetch,
-            priority=NETWORK_PRIORITY - distance,
+            priority=priority,
             name=f"bridge to {peer}",
             remote=True,
             accepts=accepts,
             credit_limit=credit_limit,
+            weight=weight,
         )
         self.consumers[queue] = sink.consumer
-        log.info("forwarding %s to %s (consumers %d hop(s) away)", queue, peer, distance)
 
     def _leave_if_drained(self, queue: str) -> None:
         consumer = self.consumers[queue]

@@ -83,7 +83,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("messageTTL", "message_ttl", "int", None, minimum=1),
     _Option("consumerTTL", "consumer_ttl", "int", None, minimum=1),
     _Option("prefetchSize", "prefetch_size", "int", 1000, minimum=1),
-    _Option("decreaseNetworkConsumerPriority", "decrease_network_consumer_priority", "bool", False),
+    # True as in ActiveMQ 6 (AMQ-5137); 5.x defaulted to False, which ranked network
+    # consumers level with local ones. Here they rank below local ones either way.
+    _Option("decreaseNetworkConsumerPriority", "decrease_network_consumer_priority", "bool", True),
     _Option("conduitSubscriptions", "conduit_subscriptions", "bool", True),
     _Option("dynamicOnly", "dynamic_only", "bool", False),
     _Option("staticallyIncludedDestinations", "statically_included", "list", ()),

@@ -98,7 +98,7 @@ def test_defaults() -> None:
     assert spec.message_ttl == 1
     assert spec.consumer_ttl == 1
     assert spec.prefetch_size == 1000
-    assert spec.decrease_network_consumer_priority is False
+    assert spec.decrease_network_consumer_priority is True
     assert spec.conduit_subscriptions is True
     assert spec.dynamic_only is False
     assert spec.statically_included == ()
@@ -122,7 +122,7 @@ def test_default_name_is_normalized_uri_without_options() -> None:
 def test_query_string_options_typed() -> None:
     spec = parse_connector(
         "static:(a:1,b:2)?networkTTL=3&duplex=TRUE&prefetchSize=10&conduitSubscriptions=false"
-        "&decreaseNetworkConsumerPriority=True&dynamicOnly=false&name=to-b"
+        "&decreaseNetworkConsumerPriority=False&dynamicOnly=false&name=to-b"
         "&maxReconnectDelay=30000&initialReconnectDelay=0&keepAliveMs=250"
         "&securityToken=s3cr%2Bt+x"
     )
@@ -130,7 +130,7 @@ def test_query_string_options_typed() -> None:
     assert spec.duplex is True
     assert spec.prefetch_size == 10
     assert spec.conduit_subscriptions is False
-    assert spec.decrease_network_consumer_priority is True
+    assert spec.decrease_network_consumer_priority is False
     assert spec.dynamic_only is False
     assert spec.name == "to-b"
     assert spec.max_reconnect_delay_ms == 30000

@@ -10,6 +10,9 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from broker.client import Client, Delivery
 from tests.conftest import run
@@ -365,3 +368,98 @@ def test_kill_9_of_a_then_b_during_forwarding_loses_nothing(brokers: Start) -> N
             check_exactly_once(sent, got, marked_ok=True)
 
     run(scenario(), timeout=180)
+
+
+async def _consumers_on(client: Client, queue: str, count: int) -> bool:
+    info = await queue_info(client, queue)
+    return info is not None and info.consumers >= count
+
+
+async def _collect(consumers: list[Any], count: int, timeout: float = 20.0) -> list[list[Delivery]]:
+    """Receive and ack on every consumer at once until `count` arrived in all."""
+    got: list[list[Delivery]] = [[] for _ in consumers]
+    enough = asyncio.Event()
+
+    async def pull(index: int) -> None:
+        while not enough.is_set():
+            d = await consumers[index].receive(timeout=0.2)
+            if d is None:
+                continue
+            d.ack()
+            got[index].append(d)
+            if sum(map(len, got)) >= count:
+                enough.set()
+
+    tasks = [asyncio.create_task(pull(i)) for i in range(len(consumers))]
+    try:
+        await asyncio.wait_for(enough.wait(), timeout)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return got
+
+
+@pytest.mark.parametrize(("conduit", "share_b"), [("true", 0.5), ("false", 0.75)])
+def test_conduit_subscriptions_off_weights_bridges_by_remote_consumers(
+    brokers: Start, conduit: str, share_b: float
+) -> None:
+    # a bridges to b (3 consumers) and c (1 consumer), both one hop away.
+    b = brokers("b")
+    c = brokers("c")
+    n = 800
+
+    async def scenario() -> None:
+        cb, cc = await Client.connect(b.url), await Client.connect(c.url)
+        try:
+            on_b = [await cb.subscribe("fan", prefetch=500) for _ in range(3)]
+            on_c = [await cc.subscribe("fan", prefetch=500)]
+            await wait_for(lambda: _consumers_on(cb, "fan", 3), 10, "b's consumers")
+            uri = f"static:({b.url},{c.url})?conduitSubscriptions={conduit}"
+            a = await asyncio.to_thread(brokers, "a", "--connector", uri)
+            async with await Client.connect(a.url) as ca:
+                await wait_for(lambda: _consumers_on(ca, "fan", 2), 15, "a's two bridges")
+                sent = await send_many(ca, "fan", [str(i).encode() for i in range(n)])
+                got = await _collect(on_b + on_c, n)
+            check_exactly_once(sent, [d for per in got for d in per])
+            at_b = sum(len(per) for per in got[:3])
+            print(f"conduitSubscriptions={conduit}: b got {at_b}, c got {n - at_b}")
+            assert abs(at_b / n - share_b) < 0.06, at_b
+        finally:
+            await cb.close()
+            await cc.close()
+
+    run(scenario(), timeout=90)
+
+
+@pytest.mark.parametrize(("decrease", "via_c"), [("true", False), ("false", True)])
+def test_decrease_network_consumer_priority(brokers: Start, decrease: str, via_c: bool) -> None:
+    # The consumer is on b; a reaches it directly (1 hop) or through c (2 hops).
+    b = brokers("b")
+    c = brokers("c", "--connector", f"static:({b.url})?networkTTL=2")
+    n = 400
+
+    async def scenario() -> None:
+        async with await Client.connect(b.url) as cb, await Client.connect(c.url) as cc:
+            consumer = await cb.subscribe("near", prefetch=1000)
+            await wait_for(lambda: demand_seen(cc, "near"), 10, "c to see b's demand")
+            uri = (
+                f"static:({b.url},{c.url})?networkTTL=2"
+                f"&decreaseNetworkConsumerPriority={decrease}"
+            )
+            a = await asyncio.to_thread(brokers, "a", "--connector", uri)
+            async with await Client.connect(a.url) as ca:
+                await wait_for(lambda: _consumers_on(ca, "near", 2), 15, "a's two routes")
+                sent = await send_many(ca, "near", [str(i).encode() for i in range(n)])
+                got = await take(consumer, n)
+            check_exactly_once(sent, got)
+            through_c = sum(1 for d in got if list(d.message.broker_path) == ["a", "c", "b"])
+            print(f"decreaseNetworkConsumerPriority={decrease}: {through_c} of {n} through c")
+            if via_c:
+                # Both routes rank alike: round robin sends about half the long way.
+                assert n * 0.35 < through_c < n * 0.65, through_c
+            else:
+                assert through_c == 0
+            await consumer.close()
+
+    run(scenario(), timeout=90)

@@ -224,3 +224,28 @@ def test_a_credit_limit_above_the_prefetch_bounds_unacked_by_the_prefetch() -> N
     assert c.credit == 5  # capped at the limit, not at the prefetch
     q.set_prefetch(c, 3, credit_limit=0)  # the limit falls back to the prefetch
     assert c.credit == 3
+
+
+def test_weighted_round_robin_among_equal_consumers() -> None:
+    q = Queue("q", window=100, max_redeliveries=6)
+    heavy = Consumer(sink=Sink(), prefetch=100, weight=3)
+    light = Consumer(sink=Sink(), prefetch=100)
+    q.add_consumer(heavy)
+    q.add_consumer(light)
+    for n in range(40):
+        q.enqueue(entry(f"w{n}"))
+    deliver(q)
+    assert (len(heavy.sink.got), len(light.sink.got)) == (30, 10)  # type: ignore[attr-defined]
+
+
+def test_set_priority_reorders_consumers() -> None:
+    q = Queue("q", window=100, max_redeliveries=6)
+    first = consumer(q, priority=-1)
+    second = consumer(q, priority=-2)
+    q.enqueue(entry("p1"))
+    deliver(q)
+    assert bodies(first) == ["p1"] and bodies(second) == []
+    q.set_priority(second, 0)
+    q.enqueue(entry("p2"))
+    deliver(q)
+    assert bodies(second) == ["p2"]
