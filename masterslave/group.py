@@ -27,7 +27,7 @@ from broker.reconnect import Backoff
 from broker.store import META_EPOCH, META_POS, Store
 from masterslave.election import Elect, IsrState, Keep, Member, Wait, choose_master
 from masterslave.isr import new_epoch
-from masterslave.replication import Follower, Leader
+from masterslave.replication import Follower, Leader, serialize_log_frame
 from masterslave.replog import ReplicationLog
 from masterslave.zk import ZkGroup
 
@@ -113,7 +113,16 @@ class GroupMember:
 
     def install(self, server: grpc.aio.Server) -> None:
         """The replication service, for the replication port's server."""
-        replication_pb2_grpc.add_ReplicationServicer_to_server(_ReplicationService(self), server)
+        # By hand rather than through the generated helper: log frames come encoded.
+        follow = grpc.stream_stream_rpc_method_handler(
+            _ReplicationService(self).Follow,
+            request_deserializer=replication_pb2.FollowRequest.FromString,
+            response_serializer=serialize_log_frame,
+        )
+        name = replication_pb2.DESCRIPTOR.services_by_name["Replication"].full_name
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(name, {"Follow": follow}),)
+        )
 
     # -- ZooKeeper events (already on the loop) ------------------------------------
 
@@ -372,7 +381,7 @@ class _ReplicationService(replication_pb2_grpc.ReplicationServicer):
         self,
         request_iterator: AsyncIterator[replication_pb2.FollowRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[replication_pb2.LogFrame]:
+    ) -> AsyncIterator[bytes | replication_pb2.LogFrame]:
         leader = self.member.leader
         if leader is None:
             await context.abort(

@@ -19,6 +19,7 @@ from broker.commit import GroupCommitter
 from broker.errors import Unavailable
 from broker.pb import replication_pb2, replication_pb2_grpc
 from broker.store import META_EPOCH, META_POS, Op, Store
+from broker.wire import varint
 from masterslave.election import IsrState
 from masterslave.isr import IsrPolicy
 from masterslave.replog import (
@@ -43,6 +44,47 @@ def to_pb_ops(ops: Sequence[Op]) -> replication_pb2.Ops:
         values=[b"" if v is None else v for _, v in ops],
         deleted=[i for i, (_, v) in enumerate(ops) if v is None],
     )
+
+
+def encode_log_entry(position: int, epoch: int, ops: Sequence[Op]) -> bytes:
+    """A serialized LogEntry, written directly: the master encodes every write, and
+    building the protobuf objects first cost it more than the write itself."""
+    parts: list[bytes] = []
+    append = parts.append
+    for key, _ in ops:
+        append(b"\x0a" + varint(len(key)) + key)  # Ops.keys = 1
+    deleted: list[bytes] = []
+    for index, (_, value) in enumerate(ops):
+        if value is None:
+            append(b"\x12\x00")  # Ops.values = 2: empty for a deletion
+            deleted.append(varint(index))
+        else:
+            append(b"\x12" + varint(len(value)))
+            append(value)
+    if deleted:
+        packed = b"".join(deleted)
+        append(b"\x1a" + varint(len(packed)) + packed)  # Ops.deleted = 3, packed
+    encoded_ops = b"".join(parts)
+    head = b"\x08" + varint(position) if position else b""  # LogEntry.position = 1
+    if epoch:
+        head += b"\x10" + varint(epoch)  # LogEntry.epoch = 2
+    return head + b"\x1a" + varint(len(encoded_ops)) + encoded_ops  # LogEntry.ops = 3
+
+
+def encode_log_frame(epoch: int, entries: Sequence[bytes | replication_pb2.LogEntry]) -> bytes:
+    """A serialized LogFrame of entries, serialized already or not (a promoted slave's
+    log holds the entries it received as parsed)."""
+    parts = [b"\x08" + varint(epoch)] if epoch else []  # LogFrame.epoch = 1
+    for entry in entries:
+        data = entry if type(entry) is bytes else entry.SerializeToString()
+        parts.append(b"\x12" + varint(len(data)))  # LogFrame.entries = 2
+        parts.append(data)
+    return b"".join(parts)
+
+
+def serialize_log_frame(frame: bytes | replication_pb2.LogFrame) -> bytes:
+    """The Follow stream's serializer: log frames come encoded, bulk copies do not."""
+    return frame if type(frame) is bytes else frame.SerializeToString()
 
 
 def from_pb_ops(ops: replication_pb2.Ops) -> list[Op]:
@@ -117,8 +159,8 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
     # -- the committer's side ------------------------------------------------------
 
     def on_write(self, position: int, epoch: int, ops: Sequence[Op]) -> asyncio.Future[None] | None:
-        entry = replication_pb2.LogEntry(position=position, epoch=epoch, ops=to_pb_ops(ops))
-        self.log.append(position, epoch, entry, entry.ByteSize())
+        entry = encode_log_entry(position, epoch, ops)
+        self.log.append(position, epoch, entry, len(entry))
         now = time.monotonic()
         self.tracker.local(position, self.committer.synced, now)
         self._wake.set()
@@ -207,7 +249,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         self,
         request_iterator: AsyncIterator[replication_pb2.FollowRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[replication_pb2.LogFrame]:
+    ) -> AsyncIterator[bytes | replication_pb2.LogFrame]:
         first = await anext(aiter(request_iterator), None)
         if first is None:
             return
@@ -264,9 +306,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
                 if entries:
                     sent = entries[-1].position
                     self._followers[member] = sent
-                    yield replication_pb2.LogFrame(
-                        epoch=self.epoch, entries=[e.payload for e in entries]
-                    )
+                    yield encode_log_frame(self.epoch, [e.payload for e in entries])
                     continue
                 waiter = asyncio.ensure_future(wake.wait())
                 await asyncio.wait([waiter, reader], return_when=asyncio.FIRST_COMPLETED)

@@ -1,12 +1,20 @@
-"""broker.wire frames stored message bytes exactly as protobuf would serialize them."""
+"""Hand-framed protobuf (broker.wire, the replication log's entries) is byte for byte
+what the generated code would serialize."""
 
 from __future__ import annotations
 
 import pytest
 
 from broker import wire
-from broker.pb import bridge_pb2, client_pb2
+from broker.pb import bridge_pb2, client_pb2, replication_pb2
 from broker.pb.message_pb2 import Message
+from masterslave.replication import (
+    encode_log_entry,
+    encode_log_frame,
+    from_pb_ops,
+    serialize_log_frame,
+    to_pb_ops,
+)
 
 
 def _message(n: int, body_size: int) -> Message:
@@ -75,3 +83,33 @@ def test_with_broker_appends_to_the_path() -> None:
         assert list(parsed.broker_path) == [*message.broker_path, "brøker-c"]
         parsed.broker_path.pop()
         assert parsed == message
+
+
+OPS_CASES = [
+    [],
+    [(b"m\x00q", b"v" * 300), (b"i" + b"x" * 40, b"\x00\x01")],
+    [(b"m1", None), (b"a" + bytes(8), b"id"), (b"m2", None), (b"z", b"")],
+    [(bytes([n]) * (n + 1), None if n % 3 == 0 else bytes(n * 50)) for n in range(200)],
+]
+
+
+@pytest.mark.parametrize("ops", OPS_CASES)
+@pytest.mark.parametrize(("position", "epoch"), [(1, 1), (300, 0), (2**40, 7)])
+def test_log_entry_is_what_protobuf_serializes(
+    ops: list[tuple[bytes, bytes | None]], position: int, epoch: int
+) -> None:
+    expected = replication_pb2.LogEntry(position=position, epoch=epoch, ops=to_pb_ops(ops))
+    raw = encode_log_entry(position, epoch, ops)
+    assert raw == expected.SerializeToString()
+    assert from_pb_ops(replication_pb2.LogEntry.FromString(raw).ops) == ops
+
+
+def test_log_frame_mixes_encoded_and_parsed_entries() -> None:
+    entries = [
+        replication_pb2.LogEntry(position=n, epoch=3, ops=to_pb_ops(ops))
+        for n, ops in enumerate(OPS_CASES, start=1)
+    ]
+    mixed = [e.SerializeToString() if n % 2 else e for n, e in enumerate(entries)]
+    raw = encode_log_frame(3, mixed)
+    assert raw == replication_pb2.LogFrame(epoch=3, entries=entries).SerializeToString()
+    assert serialize_log_frame(raw) is raw
