@@ -186,6 +186,12 @@ class Network:
             hello.network_ttl = spec.network_ttl
             hello.message_ttl = spec.message_ttl
             hello.prefetch = spec.prefetch_size
+            if spec.duplex:
+                hello.excluded.extend(spec.excluded)
+                hello.statically_included.extend(spec.statically_included)
+                hello.dynamically_included.extend(spec.dynamically_included)
+                hello.decrease_priority = spec.decrease_network_consumer_priority
+                hello.conduit = spec.conduit_subscriptions
             hello.token = spec.security_token or self.token
         else:
             hello.token = self.token
@@ -250,6 +256,17 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
         if refusal is not None:
             log.warning("refused a link from %s: %s", context.peer(), refusal)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        try:
+            # On a duplex link this broker forwards under the opener's connector settings.
+            patterns = DestinationFilter(
+                excluded=hello.excluded,
+                statically_included=hello.statically_included,
+                dynamically_included=hello.dynamically_included,
+            )
+        except ValueError as exc:
+            refusal = f"bad destination pattern from broker {hello.broker!r}: {exc}"
+            log.warning("refused a link from %s: %s", context.peer(), refusal)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
         yield bridge_pb2.BridgeFrame(hello=network.hello())
         ttl = max(1, hello.network_ttl)
         terms = LinkTerms(
@@ -261,7 +278,9 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
             message_ttl=max(1, hello.message_ttl),
             prefetch=max(1, hello.prefetch or 1000),
             advertise_ttl=ttl,
-            filter=DestinationFilter(),
+            filter=patterns,
+            decrease_priority=not hello.HasField("decrease_priority") or hello.decrease_priority,
+            conduit=not hello.HasField("conduit") or hello.conduit,
         )
         outbox = Outbox()
         session = network.open_session(broker, terms, outbox)

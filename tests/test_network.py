@@ -277,6 +277,32 @@ def test_excluded_and_statically_included_destinations(brokers: Start) -> None:
     run(scenario())
 
 
+def test_duplex_link_forwards_back_under_the_openers_settings(brokers: Start) -> None:
+    # Only a has a connector; b forwards to a over the same link, honouring its excludes.
+    b = brokers("b")
+    a = brokers("a", "--connector", f"static:({b.url})?duplex=true&excludedDestinations=secret.>")
+    n = 300
+
+    async def scenario() -> None:
+        await wait_for(lambda: bridges_up(a.url, 1), 15, "a's bridge")
+        async with await Client.connect(a.url) as ca, await Client.connect(b.url) as cb:
+            work = await ca.subscribe("work", prefetch=100)
+            secret = await ca.subscribe("secret.plans", prefetch=10)
+            await wait_for(lambda: demand_seen(cb, "work"), 10, "b to see a's demand")
+            await cb.send("secret.plans", b"stay")
+            sent = await send_many(cb, "work", [str(i).encode() for i in range(n)])
+            got = await take(work, n)
+            check_exactly_once(sent, got)
+            assert {tuple(d.message.broker_path) for d in got} == {("b", "a")}
+            # a's demand for the excluded queue reached b as well, yet b forwards none of it.
+            info = await queue_info(cb, "secret.plans")
+            assert info is not None and info.pending == 1 and info.consumers == 0, info
+            await work.close()
+            await secret.close()
+
+    run(scenario())
+
+
 def test_masterslave_connector_moves_to_the_next_address(brokers: Start) -> None:
     ports = {"x": free_port(), "y": free_port()}
     uri = f"masterslave:(127.0.0.1:{ports['x']},127.0.0.1:{ports['y']})"

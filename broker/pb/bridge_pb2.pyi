@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BridgeHello(_message.Message):
-    __slots__ = ("broker", "group", "protocol", "duplex", "network_ttl", "message_ttl", "prefetch", "token")
+    __slots__ = ("broker", "group", "protocol", "duplex", "network_ttl", "message_ttl", "prefetch", "token", "excluded", "statically_included", "dynamically_included", "decrease_priority", "conduit")
     BROKER_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,11 @@ class BridgeHello(_message.Message):
     MESSAGE_TTL_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    STATICALLY_INCLUDED_FIELD_NUMBER: _ClassVar[int]
+    DYNAMICALLY_INCLUDED_FIELD_NUMBER: _ClassVar[int]
+    DECREASE_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CONDUIT_FIELD_NUMBER: _ClassVar[int]
     broker: str
     group: str
     protocol: int
@@ -25,7 +30,12 @@ class BridgeHello(_message.Message):
     message_ttl: int
     prefetch: int
     token: str
-    def __init__(self, broker: _Optional[str] = ..., group: _Optional[str] = ..., protocol: _Optional[int] = ..., duplex: _Optional[bool] = ..., network_ttl: _Optional[int] = ..., message_ttl: _Optional[int] = ..., prefetch: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
+    excluded: _containers.RepeatedScalarFieldContainer[str]
+    statically_included: _containers.RepeatedScalarFieldContainer[str]
+    dynamically_included: _containers.RepeatedScalarFieldContainer[str]
+    decrease_priority: bool
+    conduit: bool
+    def __init__(self, broker: _Optional[str] = ..., group: _Optional[str] = ..., protocol: _Optional[int] = ..., duplex: _Optional[bool] = ..., network_ttl: _Optional[int] = ..., message_ttl: _Optional[int] = ..., prefetch: _Optional[int] = ..., token: _Optional[str] = ..., excluded: _Optional[_Iterable[str]] = ..., statically_included: _Optional[_Iterable[str]] = ..., dynamically_included: _Optional[_Iterable[str]] = ..., decrease_priority: _Optional[bool] = ..., conduit: _Optional[bool] = ...) -> None: ...
 
 class Demand(_message.Message):
     __slots__ = ("queue", "consumers", "hops", "capacity")
