@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from broker.client import Client, Delivery
+from broker.pb import admin_pb2
 from tests.conftest import run
 from tests.procs import BrokerProcess, free_port
 from tests.scenario import (
@@ -299,6 +302,39 @@ def test_duplex_link_forwards_back_under_the_openers_settings(brokers: Start) ->
             assert info is not None and info.pending == 1 and info.consumers == 0, info
             await work.close()
             await secret.close()
+
+    run(scenario())
+
+
+def test_a_bridge_holds_at_most_prefetch_size_unacknowledged(brokers: Start) -> None:
+    # b's consumer takes 1,000 ahead, so credit would allow 1,000 on the way; with b frozen
+    # (no acknowledgements) a must stop at prefetchSize.
+    b = brokers("b")
+    a = brokers("a", "--connector", f"static:({b.url})?prefetchSize=50")
+    n = 500
+
+    async def scenario() -> None:
+        await wait_for(lambda: bridges_up(a.url, 1), 15, "a's bridge")
+        async with await Client.connect(a.url) as ca, await Client.connect(b.url) as cb:
+            consumer = await cb.subscribe("held", prefetch=1000)
+            await wait_for(lambda: demand_seen(ca, "held"), 10, "a to see b's demand")
+            assert b.proc is not None
+            os.kill(b.proc.pid, signal.SIGSTOP)
+            try:
+                sent = await send_many(ca, "held", [str(i).encode() for i in range(n)])
+
+                async def all_stored() -> admin_pb2.QueueInfo | None:
+                    info = await queue_info(ca, "held")
+                    ok = info is not None and info.pending + info.in_flight == n
+                    return info if ok and info.in_flight > 0 else None
+
+                info = await wait_for(all_stored, 10, "a to forward")
+                assert (info.in_flight, info.pending) == (50, n - 50), info
+            finally:
+                os.kill(b.proc.pid, signal.SIGCONT)
+            got = await take(consumer, n)
+            check_exactly_once(sent, got)
+            await consumer.close()
 
     run(scenario())
 
