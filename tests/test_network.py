@@ -297,7 +297,7 @@ def test_duplex_link_forwards_back_under_the_openers_settings(brokers: Start) ->
             got = await take(work, n)
             check_exactly_once(sent, got)
             assert {tuple(d.message.broker_path) for d in got} == {("b", "a")}
-            # a's demand for the excluded queue reached b as well, yet b forwards none of it.
+            # b keeps it: no network consumer was made for the excluded queue.
             info = await queue_info(cb, "secret.plans")
             assert info is not None and info.pending == 1 and info.consumers == 0, info
             await work.close()
