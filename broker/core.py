@@ -324,10 +324,20 @@ class Broker:
         self._remove(done)
         self._mark(queue)
 
-    def nack(self, queue: str, consumer: Consumer, tags: list[int]) -> None:
+    def nack(self, queue: str, consumer: Consumer, tags: list[int], counted: bool = True) -> None:
         q = self.queues[queue]
-        requeued, dead = q.nack(consumer, tags)
+        requeued, dead = q.nack(consumer, tags, counted)
         self._after_return(q, requeued, dead)
+
+    def reject(self, queue: str, consumer: Consumer, tags: list[int], reason: str) -> None:
+        """Dead-letter deliveries that can never be taken where they went."""
+        q = self.queues[queue]
+        self._dead_letter(q, [(entry, reason) for entry in q.reject(consumer, tags)])
+        self._mark(queue)
+
+    def check(self, message: Message) -> None:
+        """Raise InvalidArgument if this broker would refuse to store `message`."""
+        self._check(message)
 
     def _after_return(self, q: Queue, requeued: list[Entry], dead: list[tuple[Entry, str]]) -> None:
         # The raised redelivery count is written back so that it survives a restart and a

@@ -238,11 +238,14 @@ class Queue:
         self._sort()
 
     def remove_consumer(self, consumer: Consumer) -> tuple[list[Entry], list[tuple[Entry, str]]]:
-        """Drop a consumer; its in-flight messages return marked, or die past the limit."""
+        """Drop a consumer; its in-flight messages return marked, or die past the limit.
+
+        A bridge's return uncounted: a link that drops has handed nothing to an
+        application, and counting would dead-letter messages over a flapping link."""
         self.consumers.remove(consumer)
         returned = list(consumer.in_flight.values())
         consumer.in_flight.clear()
-        return self._return(returned)
+        return self._return(returned, counted=not consumer.remote)
 
     def revoke_credit(self, consumer: Consumer) -> None:
         """Stop deliveries to a consumer; what it holds stays in flight until acked."""
@@ -283,12 +286,26 @@ class Queue:
         return done
 
     def nack(
-        self, consumer: Consumer, tags: list[int]
+        self, consumer: Consumer, tags: list[int], counted: bool = True
     ) -> tuple[list[Entry], list[tuple[Entry, str]]]:
-        """Give deliveries back: (requeued with a raised count, past the limit)."""
-        return self._return(self._take(consumer, tags))
+        """Give deliveries back: (requeued with a raised count, past the limit). Uncounted,
+        they go back as they were and both lists are empty."""
+        return self._return(self._take(consumer, tags), counted)
 
-    def _return(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+    def reject(self, consumer: Consumer, tags: list[int]) -> list[Entry]:
+        """Deliveries that can never be taken where they went: out of flight, for the
+        caller to dead-letter."""
+        entries = self._take(consumer, tags)
+        self.stats.dead_lettered += len(entries)
+        return entries
+
+    def _return(
+        self, entries: list[Entry], counted: bool = True
+    ) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+        if not counted:
+            for entry in entries:
+                self._push(entry)
+            return [], []
         requeued: list[Entry] = []
         dead: list[tuple[Entry, str]] = []
         for entry in entries:

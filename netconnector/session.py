@@ -34,6 +34,9 @@ NETWORK_PRIORITY = -1000
 # that comes back in one piece is sent as a few frames rather than one, so the peer
 # stores the first while the next is on the wire (measured: ~1 MiB beats 4 MiB by ~5%).
 MAX_FORWARD_BYTES = 1024 * 1024
+# After a peer could not store a batch (it is shutting down, its disk failed), how long
+# before those messages are offered to it again.
+REFUSED_RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -274,27 +277,63 @@ class BridgeSession:
         queue, consumer, tags = pending
         if consumer not in self.consumers.values():
             return  # unsubscribed meanwhile: the messages went back to the queue
-        if ack.ok:
-            self.broker.ack(queue, consumer, tags)
-            self.forwarded += len(tags)
-        else:
-            # Not stored there: give them back so they go out again or to someone else.
+        broker = self.broker
+        if not ack.ok:
+            # Not stored there, for now: back to the queue as they were (nothing reached a
+            # consumer), and their credit only after a pause, or the link would spin
+            # resending to a peer that cannot take them.
             log.warning("%s refused %d messages of %s: %s", self.peer, len(tags), queue, ack.error)
-            self.broker.nack(queue, consumer, tags)
+            broker.nack(queue, consumer, tags, counted=False)
+            if queue in self._draining:
+                self._leave_if_drained(queue)
+            else:
+                asyncio.get_running_loop().call_later(
+                    REFUSED_RETRY, self._credit_back, queue, consumer, len(tags)
+                )
+            return
+        stored = tags
+        if ack.refused:
+            refused = {r.position: r.reason for r in ack.refused if r.position < len(tags)}
+            stored = [tag for i, tag in enumerate(tags) if i not in refused]
+            for position, reason in refused.items():
+                log.warning("%s refused a message of %s for good: %s", self.peer, queue, reason)
+                why = f"refused by {self.peer}: {reason}"
+                broker.reject(queue, consumer, [tags[position]], why)
+        broker.ack(queue, consumer, stored)
+        self.forwarded += len(stored)
         if queue in self._draining:
             self._leave_if_drained(queue)
-        elif queue not in self._dynamic or not ack.ok:
-            self.broker.credit(queue, consumer, len(tags))
+        elif queue not in self._dynamic:
+            broker.credit(queue, consumer, len(tags))
+        elif len(stored) < len(tags):
+            # Refused messages will not be taken by the peer's consumers: no credit for them
+            # would come back.
+            broker.credit(queue, consumer, len(tags) - len(stored))
+
+    def _credit_back(self, queue: str, consumer: Consumer, count: int) -> None:
+        if self.consumers.get(queue) is consumer and queue not in self._draining:
+            self.broker.credit(queue, consumer, count)
 
     async def _store(self, batch: bridge_pb2.ForwardBatch) -> None:
         messages = list(batch.messages)
+        # Messages this broker can never store are refused one by one, so that they do not
+        # hold back (or take down with them) the rest of their batch.
+        refused: list[bridge_pb2.Refusal] = []
+        for position, message in enumerate(messages):
+            try:
+                self.broker.check(message)
+            except BrokerError as exc:
+                refused.append(bridge_pb2.Refusal(position=position, reason=exc.message))
+        if refused:
+            skip = {r.position for r in refused}
+            messages = [m for i, m in enumerate(messages) if i not in skip]
         try:
             sent = await self.broker.send(messages)
         except BrokerError as exc:
             ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=False, error=exc.message)
             credits = []
         else:
-            ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=True)
+            ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=True, refused=refused)
             self.received += len(messages) - len(sent.duplicates)
             # Resends of messages already held here will not be consumed here again:
             # their credit goes straight back, or the forwarder's window would shrink.

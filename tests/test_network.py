@@ -339,6 +339,39 @@ def test_a_bridge_holds_at_most_prefetch_size_unacknowledged(brokers: Start) -> 
     run(scenario())
 
 
+def test_a_message_the_peer_cannot_store_is_dead_lettered_alone(brokers: Start) -> None:
+    # b takes bodies up to 2,000 bytes, a up to its default: one big message among small
+    # ones goes to a's DLQ with b's reason; its batch-mates are forwarded, once each.
+    b = brokers("b", "--max-message-bytes", "2000")
+    a = brokers("a", "--connector", f"static:({b.url})")
+    n = 200
+
+    async def scenario() -> None:
+        await wait_for(lambda: bridges_up(a.url, 1), 15, "a's bridge")
+        async with await Client.connect(a.url) as ca, await Client.connect(b.url) as cb:
+            consumer = await cb.subscribe("mixed", prefetch=500)
+            await wait_for(lambda: demand_seen(ca, "mixed"), 10, "a to see b's demand")
+            bodies = [str(i).encode() for i in range(n)]
+            bodies.insert(n // 2, b"x" * 5_000)
+            sent = await send_many(ca, "mixed", bodies)
+            big = sent.pop(n // 2)
+            got = await take(consumer, n)
+            check_exactly_once(sent, got)
+            assert all(not d.redelivered for d in got)
+
+            async def dead_letter() -> list[Any]:
+                return await ca.browse("DLQ.mixed")
+
+            [dead] = await wait_for(dead_letter, 10, "the big message in a's DLQ")
+            assert dead.id == big and len(dead.body) == 5_000
+            assert dead.headers["dlq_reason"].startswith("refused by b: message body is 5000")
+            info = await queue_info(ca, "mixed")
+            assert info is not None and info.depth == 0, info
+            await consumer.close()
+
+    run(scenario())
+
+
 def test_masterslave_connector_moves_to_the_next_address(brokers: Start) -> None:
     ports = {"x": free_port(), "y": free_port()}
     uri = f"masterslave:(127.0.0.1:{ports['x']},127.0.0.1:{ports['y']})"

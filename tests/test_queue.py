@@ -249,3 +249,36 @@ def test_set_priority_reorders_consumers() -> None:
     q.enqueue(entry("p2"))
     deliver(q)
     assert bodies(second) == ["p2"]
+
+
+def test_a_remote_consumers_messages_come_back_uncounted() -> None:
+    # A bridge that drops handed nothing to an application: no count, no dead letter.
+    q = Queue("q", window=100, max_redeliveries=1)
+    for n in range(3):
+        q.enqueue(entry(f"r{n}"))
+    for _ in range(3):  # more link losses than max_redeliveries allows deliveries
+        bridge = Consumer(sink=Sink(), prefetch=10, remote=True)
+        q.add_consumer(bridge)
+        deliver(q)
+        assert len(bridge.sink.got) == 3  # type: ignore[attr-defined]
+        assert q.remove_consumer(bridge) == ([], [])
+    local = consumer(q)
+    deliver(q)
+    assert bodies(local) == ["r0", "r1", "r2"]
+    assert all(e.message.redelivery_count == 0 for _, e in local.sink.got)  # type: ignore[attr-defined]
+
+
+def test_uncounted_nack_and_reject() -> None:
+    q = Queue("q", window=100, max_redeliveries=6)
+    for n in range(3):
+        q.enqueue(entry(f"x{n}"))
+    c = consumer(q)
+    deliver(q)
+    tags = [tag for tag, _ in c.sink.got]  # type: ignore[attr-defined]
+    assert q.nack(c, tags[:1], counted=False) == ([], [])
+    rejected = q.reject(c, tags[1:2])
+    assert [e.message.id for e in rejected] == ["x1"]
+    assert q.stats.dead_lettered == 1
+    assert q.pending == 1 and q.in_flight == 1  # x0 back, x1 gone, x2 still out
+    with pytest.raises(InvalidArgument):
+        q.reject(c, tags[1:2])  # no longer in flight

@@ -66,14 +66,24 @@ class ForwardBatch(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.Message, _Mapping]]] = ...) -> None: ...
 
 class ForwardAck(_message.Message):
-    __slots__ = ("batch_id", "ok", "error")
+    __slots__ = ("batch_id", "ok", "error", "refused")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     batch_id: int
     ok: bool
     error: str
-    def __init__(self, batch_id: _Optional[int] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    refused: _containers.RepeatedCompositeFieldContainer[Refusal]
+    def __init__(self, batch_id: _Optional[int] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., refused: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ...) -> None: ...
+
+class Refusal(_message.Message):
+    __slots__ = ("position", "reason")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    reason: str
+    def __init__(self, position: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class BridgeFrame(_message.Message):
     __slots__ = ("hello", "demand", "forward", "acks", "credits")
