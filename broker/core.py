@@ -27,8 +27,10 @@ from broker.store import (
     META_SEQ,
     Op,
     Store,
-    ack_key,
+    consumed_key,
+    encode_ids,
     id_key,
+    id_key_bytes,
     mark_key,
     message_key,
     message_key_prefix,
@@ -376,19 +378,22 @@ class Broker:
         """Messages done with: delete them, remembering their ids for the duplicate check."""
         self._removed(entries)
         ops: list[Op] = []
+        consumed: list[bytes] = []
         released = 0
         for entry in entries:
             if entry.persistent:
                 message = entry.message
                 key = entry.key or message_key(message.destination, entry.priority, entry.seq)
                 ops.append((key, None))
-                self._acks += 1
-                ops.append((ack_key(self._acks), message.id.encode()))
+                consumed.append(message.id.encode())
             else:
                 released += entry.size
         if released:
             self.memory.release(released)
         if ops:
+            # Their ids, for pruning the duplicate check later: one key for them all.
+            ops.append((consumed_key(self._acks + 1), encode_ids(consumed)))
+            self._acks += len(consumed)
             ops.append((META_ACK, self._acks.to_bytes(8, "big")))
             ops.extend(self._prune_dedup())
             self._write_behind(ops)
@@ -398,10 +403,13 @@ class Broker:
         if excess < 1024:  # prune in chunks: a scan per ack would cost more than it frees
             return []
         ops: list[Op] = []
-        for number, mid in self.store.acked_ids(self._oldest_ack, excess):
-            ops.append((ack_key(number), None))
-            ops.append((b"i" + mid, None))
-        self._oldest_ack += excess
+        oldest = self._oldest_ack + excess
+        for key, number, ids in self.store.consumed_batches(self._oldest_ack, excess):
+            ops.append((key, None))
+            ops.extend((id_key_bytes(mid), None) for mid in ids)
+            # A batch is forgotten whole, even where it reaches past the chunk.
+            oldest = max(oldest, number + len(ids))
+        self._oldest_ack = oldest
         return ops
 
     def _dead_letter(self, q: Queue, dead: list[tuple[Entry, str]]) -> None:

@@ -5,8 +5,12 @@ Key layout (raw bytes, byte-wise order):
     m <queue utf-8> 0x00 <9 - priority> <seq: 8 bytes BE>  -> serialized Message
     i <message id utf-8>                                   -> visits: 2 bytes BE
                                                               (duplicate check)
-    a <ack number: 8 bytes BE>                             -> message id (ids consumed,
-                                                              oldest first, for pruning)
+    c <ack number: 8 bytes BE>                             -> ids consumed together, each
+                                                              a varint length and the id;
+                                                              the first has this number
+                                                              (oldest first, for pruning)
+    a <ack number: 8 bytes BE>                             -> one consumed id (stores
+                                                              written before `c` keys)
     h <queue utf-8> 0x00 <9 - priority>                    -> highest seq dispatched
     z <name>                                               -> meta values (8 bytes BE)
 
@@ -16,12 +20,14 @@ queue's prefix the dispatch order, so paging in is a plain range scan.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from broker.errors import StartupError
+from broker.wire import varint
 
 # A write is a list of (key, value) pairs; a value of None deletes the key. The same
 # list is what a replication log would carry, so it stays a plain value.
@@ -61,8 +67,38 @@ def id_key(message_id: str) -> bytes:
     return b"i" + message_id.encode()
 
 
+def id_key_bytes(message_id: bytes) -> bytes:
+    return b"i" + message_id
+
+
 def ack_key(n: int) -> bytes:
     return b"a" + n.to_bytes(8, "big")
+
+
+def consumed_key(n: int) -> bytes:
+    return b"c" + n.to_bytes(8, "big")
+
+
+def encode_ids(ids: list[bytes]) -> bytes:
+    """Ids consumed together, for one `c` key."""
+    return b"".join(varint(len(mid)) + mid for mid in ids)
+
+
+def decode_ids(value: bytes) -> list[bytes]:
+    ids: list[bytes] = []
+    pos = 0
+    while pos < len(value):
+        length = shift = 0
+        while True:
+            byte = value[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        ids.append(value[pos : pos + length])
+        pos += length
+    return ids
 
 
 def _after(prefix: bytes) -> bytes:
@@ -194,12 +230,23 @@ class Store:
 
     def oldest_ack(self) -> int:
         """The number of the oldest remembered consumed id, 0 when none."""
-        for key, _ in self._range(b"a", b"b"):
-            return int.from_bytes(key[1:], "big")
-        return 0
+        numbers = [
+            int.from_bytes(key[1:], "big")
+            for prefix in (b"a", b"c")
+            for key, _ in itertools.islice(self._range(prefix, _after(prefix)), 1)
+        ]
+        return min(numbers, default=0)
 
-    def acked_ids(self, first: int, count: int) -> list[tuple[int, bytes]]:
-        return [
-            (int.from_bytes(key[1:], "big"), value)
+    def consumed_batches(self, first: int, count: int) -> list[tuple[bytes, int, list[bytes]]]:
+        """(key, number of its first id, ids) of the remembered consumed ids whose keys are
+        numbered from `first` to `first + count - 1`, in order."""
+        batches = [
+            (key, int.from_bytes(key[1:], "big"), [value])
             for key, value in self._range(ack_key(first), ack_key(first + count))
         ]
+        batches.extend(
+            (key, int.from_bytes(key[1:], "big"), decode_ids(value))
+            for key, value in self._range(consumed_key(first), consumed_key(first + count))
+        )
+        batches.sort(key=lambda batch: batch[1])
+        return batches

@@ -10,7 +10,7 @@ from broker.config import BrokerConfig
 from broker.core import Broker
 from broker.pb.message_pb2 import Message
 from broker.queue import Entry
-from broker.store import Store, ack_key
+from broker.store import Store, ack_key, decode_ids, encode_ids
 from tests.conftest import run
 
 WINDOW = 100
@@ -109,3 +109,9 @@ def test_pruning_reads_ids_recorded_one_per_key(tmp_path: Path) -> None:
         broker.store.close()
 
     run(scenario())
+
+
+def test_consumed_ids_encoding_round_trips() -> None:
+    ids = [b"a", b"x" * 127, b"y" * 128, "ünïcode-id".encode(), b"z" * 20_000]
+    assert decode_ids(encode_ids(ids)) == ids
+    assert decode_ids(encode_ids([])) == []
