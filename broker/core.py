@@ -183,10 +183,12 @@ class Broker:
         if message.expiration_ms < 0:
             raise InvalidArgument(f"expiration {message.expiration_ms} is negative")
 
-    async def send(self, messages: list[Message]) -> Sent:
-        """Store and enqueue a batch; returns the ids once durable. All or nothing."""
-        for message in messages:
-            self._check(message)
+    async def send(self, messages: list[Message], checked: bool = False) -> Sent:
+        """Store and enqueue a batch; returns the ids once durable. All or nothing.
+        `checked`: the caller already passed every message through `check`."""
+        if not checked:
+            for message in messages:
+                self._check(message)
         stamp = now_ms()
         me = self.config.name
         # One lookup for the whole batch: ids the producer set may be resends.
@@ -383,7 +385,12 @@ class Broker:
         for entry in entries:
             if entry.persistent:
                 message = entry.message
-                key = entry.key or message_key(message.destination, entry.priority, entry.seq)
+                key = entry.key
+                if key is None:
+                    prefixes = self._prefixes.get(message.destination)
+                    if prefixes is None:
+                        prefixes = self._key_prefixes(message.destination)
+                    key = prefixes[entry.priority] + entry.seq.to_bytes(8, "big")
                 ops.append((key, None))
                 consumed.append(message.id.encode())
             else:

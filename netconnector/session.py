@@ -328,7 +328,7 @@ class BridgeSession:
             skip = {r.position for r in refused}
             messages = [m for i, m in enumerate(messages) if i not in skip]
         try:
-            sent = await self.broker.send(messages)
+            sent = await self.broker.send(messages, checked=True)
         except BrokerError as exc:
             ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=False, error=exc.message)
             credits = []
