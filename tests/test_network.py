@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from broker.client import Client, Delivery
+from broker.client import Client, Consumer, Delivery
 from broker.pb import admin_pb2
 from tests.conftest import run
 from tests.procs import BrokerProcess, free_port
@@ -59,6 +60,18 @@ async def wait_bridges(procs: dict[str, BrokerProcess], links: dict[str, list[st
     for name, targets in links.items():
         url, count = procs[name].url, len(targets)
         await wait_for(lambda: bridges_up(url, count), 15, f"{name}'s bridges")  # noqa: B023
+
+
+@contextlib.asynccontextmanager
+async def consumer_behind_bridge(
+    a: BrokerProcess, b: BrokerProcess, queue: str, prefetch: int
+) -> AsyncIterator[tuple[Client, Client, Consumer]]:
+    """Clients of a and b, and a consumer of `queue` on b whose demand a has seen."""
+    await wait_for(lambda: bridges_up(a.url, 1), 15, "a's bridge")
+    async with await Client.connect(a.url) as ca, await Client.connect(b.url) as cb:
+        consumer = await cb.subscribe(queue, prefetch=prefetch)
+        await wait_for(lambda: demand_seen(ca, queue), 10, "a to see b's demand")
+        yield ca, cb, consumer
 
 
 def test_producer_on_a_consumer_on_b(brokers: Start) -> None:
@@ -314,10 +327,7 @@ def test_a_bridge_holds_at_most_prefetch_size_unacknowledged(brokers: Start) -> 
     n = 500
 
     async def scenario() -> None:
-        await wait_for(lambda: bridges_up(a.url, 1), 15, "a's bridge")
-        async with await Client.connect(a.url) as ca, await Client.connect(b.url) as cb:
-            consumer = await cb.subscribe("held", prefetch=1000)
-            await wait_for(lambda: demand_seen(ca, "held"), 10, "a to see b's demand")
+        async with consumer_behind_bridge(a, b, "held", 1000) as (ca, _, consumer):
             assert b.proc is not None
             os.kill(b.proc.pid, signal.SIGSTOP)
             try:
@@ -347,10 +357,7 @@ def test_a_message_the_peer_cannot_store_is_dead_lettered_alone(brokers: Start) 
     n = 200
 
     async def scenario() -> None:
-        await wait_for(lambda: bridges_up(a.url, 1), 15, "a's bridge")
-        async with await Client.connect(a.url) as ca, await Client.connect(b.url) as cb:
-            consumer = await cb.subscribe("mixed", prefetch=500)
-            await wait_for(lambda: demand_seen(ca, "mixed"), 10, "a to see b's demand")
+        async with consumer_behind_bridge(a, b, "mixed", 500) as (ca, _, consumer):
             bodies = [str(i).encode() for i in range(n)]
             bodies.insert(n // 2, b"x" * 5_000)
             sent = await send_many(ca, "mixed", bodies)
@@ -473,7 +480,9 @@ async def _consumers_on(client: Client, queue: str, count: int) -> bool:
     return info is not None and info.consumers >= count
 
 
-async def _collect(consumers: list[Any], count: int, timeout: float = 20.0) -> list[list[Delivery]]:
+async def _collect(
+    consumers: list[Consumer], count: int, timeout: float = 20.0
+) -> list[list[Delivery]]:
     """Receive and ack on every consumer at once until `count` arrived in all."""
     got: list[list[Delivery]] = [[] for _ in consumers]
     enough = asyncio.Event()
