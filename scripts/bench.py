@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker.client import Client
+from broker.client import Client, Consumer
 from tests.procs import BrokerProcess
 
 
@@ -38,18 +38,23 @@ async def produce(url: str, queue: str, count: int, size: int, persistent: bool)
     return count / elapsed
 
 
-async def consume(url: str, queue: str, count: int) -> float:
+async def take(consumer: Consumer, count: int, what: str) -> float:
+    """Receive and ack `count` deliveries; their rate, timed from this call."""
+    start = time.perf_counter()
+    for _ in range(count):
+        delivery = await consumer.receive(timeout=60)
+        if delivery is None:
+            raise SystemExit(f"{what} stalled")
+        delivery.ack()
+    return count / (time.perf_counter() - start)
+
+
+async def consume(url: str, queue: str, count: int, prefetch: int = 2_000) -> float:
     async with await Client.connect(url) as client:
-        consumer = await client.subscribe(queue, prefetch=2_000)
-        start = time.perf_counter()
-        for _ in range(count):
-            delivery = await consumer.receive(timeout=30)
-            if delivery is None:
-                raise SystemExit(f"consume stalled on {queue}")
-            delivery.ack()
-        elapsed = time.perf_counter() - start
+        consumer = await client.subscribe(queue, prefetch=prefetch)
+        rate = await take(consumer, count, f"consuming {queue}")
         await consumer.close()
-    return count / elapsed
+    return rate
 
 
 async def latency(

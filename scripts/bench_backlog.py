@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.client import Client
-from scripts.bench import exit_on_sigterm, produce
+from scripts.bench import consume, exit_on_sigterm, produce
 from tests.procs import BrokerProcess
 
 
@@ -33,19 +33,6 @@ def rss_mb(pid: int) -> float:
 async def depth(url: str) -> int:
     async with await Client.connect(url) as client:
         return sum(q.depth for q in await client.queues() if q.name == "bench.backlog")
-
-
-async def take(url: str, count: int) -> float:
-    async with await Client.connect(url) as client:
-        consumer = await client.subscribe("bench.backlog", prefetch=1000)
-        start = time.perf_counter()
-        for _ in range(count):
-            delivery = await consumer.receive(timeout=30)
-            if delivery is None:
-                raise SystemExit("backlog did not page in")
-            delivery.ack()
-        await consumer.close()
-        return count / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -73,7 +60,8 @@ def main() -> None:
                 f"RSS {rss_mb(broker.proc.pid):.0f} MB with "
                 f"{asyncio.run(depth(broker.url)):,} pending"
             )
-            rate = asyncio.run(take(broker.url, min(args.count, 100_000)))
+            taken = min(args.count, 100_000)
+            rate = asyncio.run(consume(broker.url, "bench.backlog", taken, prefetch=1000))
             print(
                 f"  consumed 100,000 from the backlog at {rate:,.0f} msg/s; "
                 f"RSS {rss_mb(broker.proc.pid):.0f} MB"

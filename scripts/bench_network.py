@@ -18,13 +18,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.client import Client
-from scripts.bench import consume, exit_on_sigterm, latency, pct, produce, wait_for_demand
+from scripts.bench import consume, exit_on_sigterm, latency, pct, produce, take, wait_for_demand
 from tests.procs import BrokerProcess, free_port
 
 
@@ -40,34 +39,18 @@ async def forward(a: str, b: str, count: int, size: int) -> float:
                 await producer.send("bench.forward", body)
             await producer.flush()
 
-        start = time.perf_counter()
         sending = asyncio.create_task(send())
-        for _ in range(count):
-            delivery = await consumer.receive(timeout=60)
-            if delivery is None:
-                raise SystemExit("forwarding stalled")
-            delivery.ack()
-        elapsed = time.perf_counter() - start
+        rate = await take(consumer, count, "forwarding")
         await sending
         await producer.close()
         await consumer.close()
-    return count / elapsed
+    return rate
 
 
 async def drain_backlog(a: str, b: str, count: int, size: int) -> float:
     """Messages already pending on a; a consumer appears on b: the bridge's own rate."""
     await produce(a, "bench.backlog", count, size, True)
-    async with await Client.connect(b) as cb:
-        consumer = await cb.subscribe("bench.backlog", prefetch=2_000)
-        start = time.perf_counter()
-        for _ in range(count):
-            delivery = await consumer.receive(timeout=60)
-            if delivery is None:
-                raise SystemExit("forwarding stalled")
-            delivery.ack()
-        elapsed = time.perf_counter() - start
-        await consumer.close()
-    return count / elapsed
+    return await consume(b, "bench.backlog", count)
 
 
 async def run(a: str, b: str, count: int, size: int, rate: int, seconds: float) -> None:
