@@ -63,7 +63,7 @@ def main() -> None:
             taken = min(args.count, 100_000)
             rate = asyncio.run(consume(broker.url, "bench.backlog", taken, prefetch=1000))
             print(
-                f"  consumed 100,000 from the backlog at {rate:,.0f} msg/s; "
+                f"  consumed {taken:,} from the backlog at {rate:,.0f} msg/s; "
                 f"RSS {rss_mb(broker.proc.pid):.0f} MB"
             )
         finally:
