@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import re
 from collections.abc import Callable
 
@@ -108,11 +107,3 @@ async def drain(url: str, queue: str, expect: int, timeout: float = 10.0) -> lis
             d.ack()
         await consumer.close()
     return got
-
-
-def count(sent: list[str], got: list[Delivery]) -> tuple[int, int]:
-    ids = collections.Counter(d.id for d in got)
-    lost = len(set(sent) - set(ids))
-    duplicates = sum(n - 1 for n in ids.values())
-    print(f"sent {len(sent)}, received {len(got)}, lost {lost}, duplicates {duplicates}")
-    return lost, duplicates
