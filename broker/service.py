@@ -127,7 +127,6 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 answers.put_nowait(None)
 
         reader = asyncio.create_task(read())
-        stream = self.gate.track()
         try:
             while True:
                 pending = await answers.get()
@@ -137,7 +136,6 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 slots.release()
                 yield response
         finally:
-            self.gate.untrack(stream)
             reader.cancel()
 
     async def Consume(
@@ -186,7 +184,6 @@ class ClientService(client_pb2_grpc.BrokerServicer):
             sink.finish()
 
         reader = asyncio.create_task(read())
-        stream = self.gate.track()
         try:
             while True:
                 await sink.wake.wait()
@@ -197,7 +194,6 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 elif sink.closed:
                     break
         finally:
-            self.gate.untrack(stream)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader

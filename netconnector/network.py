@@ -284,7 +284,6 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
         )
         outbox = Outbox()
         session = network.open_session(broker, terms, outbox)
-        stream = network.gate.track()
         log.info("link from %s up", hello.broker)
 
         async def read() -> None:
@@ -299,7 +298,6 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
             async for frame in outbox:
                 yield frame
         finally:
-            network.gate.untrack(stream)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await reader
