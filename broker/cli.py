@@ -552,8 +552,11 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         )  # fmt: skip
         if args.election == "zookeeper" and args.sync is None:
             options["sync"] = "quorum_mem"
-    elif args.sync in ("quorum_mem", "quorum_disk"):
-        raise CliError(f"--sync {args.sync} needs a master/slave group (--election zookeeper)")
+    if args.sync in ("quorum_mem", "quorum_disk") and args.election != "zookeeper":
+        raise CliError(
+            f"--sync {args.sync} needs members that replicate (--election zookeeper); "
+            "use local_disk or local_mem"
+        )
     config = BrokerConfig(name=args.name, port=args.port, data_dir=args.data, **options)
     logging.basicConfig(
         stream=sys.stderr,

@@ -8,6 +8,11 @@ from pathlib import Path
 MiB = 1024 * 1024
 
 
+def master_fsyncs(sync: str) -> bool:
+    """Whether a broker fsyncs its own writes before acknowledging them under `sync`."""
+    return sync in ("local_disk", "quorum_disk")
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     name: str

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from broker.commit import GroupCommitter
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, master_fsyncs
 from broker.errors import BrokerError, InvalidArgument, Unavailable
 from broker.names import check_queue_name, dead_letter_queue
 from broker.pb.message_pb2 import Message
@@ -105,7 +105,7 @@ class Broker:
     ) -> None:
         self.config = config
         self.store = store
-        self.committer = committer or GroupCommitter(store, sync=config.sync == "local_disk")
+        self.committer = committer or GroupCommitter(store, sync=master_fsyncs(config.sync))
         self.queues: dict[str, Queue] = {}
         self.demand_listeners: list[DemandListener] = []
         self.taken_listeners: list[TakenListener] = []

@@ -19,7 +19,7 @@ from typing import Protocol
 import grpc
 
 from broker.commit import GroupCommitter
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, master_fsyncs
 from broker.core import Broker
 from broker.gate import ComponentStatus, ServiceGate
 from broker.pb import replication_pb2, replication_pb2_grpc
@@ -290,7 +290,7 @@ class GroupMember:
         self.role = "master"
         self.master = None
         committer = GroupCommitter(
-            self.store, sync=self.group.sync in ("quorum_disk", "local_disk"), epoch=state.epoch
+            self.store, sync=master_fsyncs(self.group.sync), epoch=state.epoch
         )
         self.log.reset(position)
         leader = Leader(

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import grpc
 
 from broker.commit import GroupCommitter
+from broker.config import master_fsyncs
 from broker.errors import Unavailable
 from broker.pb import replication_pb2, replication_pb2_grpc
 from broker.store import META_EPOCH, META_POS, Op, Store
@@ -128,13 +129,13 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         self.token = token
         self.group = group
         self._on_fenced = on_fenced
-        self._local_sync = sync_mode in ("quorum_disk", "local_disk")
+        self._local_sync = master_fsyncs(sync_mode)
         self.tracker = AckTracker(member, sync_mode, min_insync, start=committer.position)
         self.policy = IsrPolicy()
         # (position, answer, when written): sends waiting for the in-sync set.
         self._waiting: list[tuple[int, asyncio.Future[None], float]] = []
         self._wake = asyncio.Event()
-        self._followers: dict[str, int] = {}  # member -> position sent up to
+        self._followers: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._isr_busy = False
         self.closed = False

@@ -132,6 +132,20 @@ def test_down_with_nothing_running_is_not_an_error(tmp_path: Path) -> None:
     assert "nothing to stop" in result.stderr
 
 
+def test_quorum_sync_without_replication_is_refused(tmp_path: Path) -> None:
+    # A lockfile pair shares one store: nothing replicates, so there is no quorum to wait
+    # for (before, this started with fsync off).
+    result = netbroker(
+        "broker", "--name", "a", "--port", "0", "--data", str(tmp_path / "d"), "--group", "G",
+        "--election", "lockfile", "--shared-dir", str(tmp_path / "s"), "--sync", "quorum_disk",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert one_line_error(result) == (
+        "netbroker: --sync quorum_disk needs members that replicate (--election zookeeper); "
+        "use local_disk or local_mem"
+    )
+
+
 def test_broker_data_dir_not_creatable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
