@@ -46,7 +46,6 @@ class GroupCommitter:
         self.position = store.meta(META_POS)
         self.epoch = store.meta(META_EPOCH) if epoch is None else epoch
         self.replicator: Replicator | None = None
-        self.batches = 0
         self.synced = self.position
         # (position, waiters) written but not yet covered by an fsync.
         self._unsynced: list[tuple[int, list[asyncio.Future[None]]]] = []
@@ -120,7 +119,6 @@ class GroupCommitter:
             _fail(waiters, Unavailable(f"store write failed: {exc}"))
             return
         self.position = position
-        self.batches += 1
         pending = self.replicator.on_write(position, self.epoch, ops) if self.replicator else None
         if sync:
             # With a replicator the acknowledgement waits for its future alone (it counts

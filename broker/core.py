@@ -119,7 +119,6 @@ class Broker:
         self._dirty: set[str] = set()
         self._dispatch_scheduled = False
         self._expiry_task: asyncio.Task[None] | None = None
-        self.started_ms = now_ms()
 
     # -- life cycle ----------------------------------------------------------------
 

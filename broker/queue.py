@@ -53,10 +53,6 @@ class Entry:
             data = self._data = self.message.SerializeToString()
         return data
 
-    def changed(self) -> None:
-        """The message was modified: its serialized bytes are stale."""
-        self._data = None
-
     def count_redelivery(self) -> int:
         """Raise the message's redelivery count; returns the new count."""
         message = self.message

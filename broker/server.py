@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 import grpc
 
 from broker.config import BrokerConfig
+from broker.core import now_ms
 from broker.errors import StartupError
 from broker.gate import ServiceGate
 from broker.pb import admin_pb2_grpc
@@ -36,7 +36,7 @@ def build_server(
     server = grpc.aio.server(options=options)
     install_client_service(server, gate)
     admin_pb2_grpc.add_AdminServicer_to_server(
-        AdminService(config, gate, int(time.time() * 1000)), server
+        AdminService(config, gate, now_ms()), server
     )
     for install in extra:
         install(server)

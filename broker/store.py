@@ -169,9 +169,6 @@ class Store:
         """fsync every write made so far (lets other threads run meanwhile)."""
         self._db.flush_wal(True)
 
-    def get(self, key: bytes) -> bytes | None:
-        return self._db.get(key)
-
     def visits_of(self, message_ids: list[str]) -> dict[str, int]:
         """How many times each message was stored here, in one lookup; ids never stored
         (or forgotten) are left out."""

@@ -214,12 +214,6 @@ class Topology:
     def brokers(self) -> tuple[BrokerSpec, ...]:
         return tuple(b for g in self.groups for b in g.brokers)
 
-    def group(self, name: str) -> GroupSpec:
-        for g in self.groups:
-            if g.name == name:
-                return g
-        raise KeyError(name)
-
     def data_root(self, cwd: Path | None = None) -> Path:
         """The data directory as an absolute path.
 

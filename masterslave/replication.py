@@ -241,7 +241,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         self._release()
 
     def follower_left(self, member: str) -> None:
-        self._followers.pop(member, None)
+        self._followers.discard(member)
         self.tracker.follower_gone(member, time.monotonic())
 
     # -- the Follow service --------------------------------------------------------
@@ -273,7 +273,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
             self._on_fenced(str(exc))
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"no longer the master: {exc}")
             raise
-        self._followers[member] = 0
+        self._followers.add(member)
         held = 0 if isinstance(plan, Snapshot) else first.position
         self.tracker.follower_ack(member, held, held if self._local_sync else 0, time.monotonic())
         log.info(
@@ -306,7 +306,6 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
                     break
                 if entries:
                     sent = entries[-1].position
-                    self._followers[member] = sent
                     yield encode_log_frame(self.epoch, [e.payload for e in entries])
                     continue
                 waiter = asyncio.ensure_future(wake.wait())
