@@ -292,7 +292,10 @@ class GroupMember:
         committer = GroupCommitter(
             self.store, sync=master_fsyncs(self.group.sync), epoch=state.epoch
         )
-        self.log.reset(position)
+        if self.log.last != position:
+            # Keep the window this member filled while following (it ends where the store
+            # does): followers a little behind then stream instead of taking a bulk copy.
+            self.log.reset(position)
         leader = Leader(
             member=self.config.name, store=self.store, committer=committer, isr=state,
             isr_version=written, write_isr=self._write_isr, replication_log=self.log,
