@@ -17,9 +17,12 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from broker import __version__
+
+if TYPE_CHECKING:
+    from broker.topology import Topology
 
 PROG = "netbroker"
 DEFAULT_URL = "127.0.0.1:61616"
@@ -572,24 +575,30 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         raise CliError(f"broker {args.name}: {e}") from None
 
 
-def _cmd_up(args: argparse.Namespace) -> int:
-    from broker import topology, up
+def _load_topology(path: str) -> Topology:
+    from broker import topology
+    from netconnector.uri import parse_connector
 
-    return up.up(
-        topology.load(args.file), detach=args.detach, timeout=args.timeout, interval=args.interval
-    )
+    return topology.load(path, parse_connector)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from broker import up
+
+    topology = _load_topology(args.file)
+    return up.up(topology, detach=args.detach, timeout=args.timeout, interval=args.interval)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from broker import topology, up
+    from broker import up
 
-    return up.status(topology.load(args.file))
+    return up.status(_load_topology(args.file))
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from broker import topology, up
+    from broker import up
 
-    return up.down(topology.load(args.file), timeout=args.timeout)
+    return up.down(_load_topology(args.file), timeout=args.timeout)
 
 
 def _cmd_send(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """Topology files: which groups and brokers a cluster has, parsed and validated.
 
-`load(path)` is the only function that touches the file system; `validate(raw, source)`
+`load(path, ...)` is the only function that touches the file system; `validate(raw, ...)`
 is a pure function from the parsed YAML to a `Topology`. Every problem is reported as a
 `TopologyError` whose text is `FILE: KEY.PATH: reason`, one line an operator can act on,
 e.g. `topologies/x.yaml: groups.A.brokers.a.port: expected an integer 1-65535, got 'abc'`.
@@ -39,8 +39,10 @@ session_timeout, quorum sync, replication_port, weight) are refused elsewhere ra
 silently ignored, and so is a connector that would present the wrong securityToken to
 the group it links to.
 
-Connectors are checked in full here, with `netconnector.uri.parse_connector` (pure: it
-opens nothing), after broker names in their address lists have been replaced by those
+Connectors are checked in full here, with the connector parser the caller passes in (the
+CLI passes `netconnector.uri.parse_connector`, the one every broker runs on its
+`--connector` arguments, so a file that loads is one every broker accepts), after broker
+names in their address lists have been replaced by those
 brokers' client addresses. So a typo in an option or a broker name stops `netbroker up`
 before any process starts, with the file, the key and the reason. The master/slave keys
 are checked as far as a file can be: a ZooKeeper group needs `zookeeper:` and a
@@ -52,16 +54,32 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-# Pure and dependency-free (no gRPC, no I/O): the same parser the broker process runs on
-# its --connector arguments, so a file that loads here is one every broker accepts.
-from netconnector.uri import ConnectorError, ConnectorSpec, parse_connector
+
+class ParsedConnector(Protocol):
+    """What validation and `up` read of a parsed connector (netconnector's ConnectorSpec)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def addresses(self) -> tuple[str, ...]: ...
+    @property
+    def discovery_group(self) -> str | None: ...
+    @property
+    def security_token(self) -> str: ...
+
+
+# Parses a connector URI with its YAML options; raises ValueError whose `reason` (or text)
+# says what is wrong. Passed in: the broker layer does not import the network layer.
+ConnectorParser = Callable[[str, Mapping[str, Any]], ParsedConnector]
 
 # Broker and group names become directory names (DATA/<broker>), ZooKeeper path
 # segments and log prefixes, so they are kept to a portable, unambiguous alphabet:
@@ -150,7 +168,7 @@ class Connector:
     # ("" until the file's brokers are known).
     resolved: str = field(default="", compare=False)
     # The parsed, checked connector (None until resolved).
-    spec: ConnectorSpec | None = field(default=None, compare=False, repr=False)
+    spec: ParsedConnector | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -302,7 +320,7 @@ def parse(text: str, source: str) -> Any:
         raise TopologyError(source, None, f"invalid YAML: {e}") from None
 
 
-def load(path: str | Path) -> Topology:
+def load(path: str | Path, parse_connector: ConnectorParser) -> Topology:
     """Read, parse and validate a topology file. Raises TopologyError."""
     source = str(path)
     try:
@@ -315,19 +333,19 @@ def load(path: str | Path) -> Topology:
         raise TopologyError(source, None, "not UTF-8 text") from None
     except OSError as e:
         raise TopologyError(source, None, e.strerror or str(e)) from None
-    return validate(parse(text, source), source)
+    return validate(parse(text, source), source, parse_connector)
 
 
 # ------------------------------------------------------------------------- validation
 
 
-def validate(raw: Any, source: str) -> Topology:
+def validate(raw: Any, source: str, parse_connector: ConnectorParser) -> Topology:
     """Check parsed YAML against the topology shape. Pure; raises the first TopologyError.
 
     Problems are found in document order, so the error an operator sees is the first one
     in the file.
     """
-    return _Validator(source).topology(raw)
+    return _Validator(source, parse_connector).topology(raw)
 
 
 def _describe(value: object) -> str:
@@ -359,8 +377,9 @@ def _key_path(parts: tuple[str | int, ...]) -> str:
 
 
 class _Validator:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, parse_connector: ConnectorParser) -> None:
         self.source = source
+        self.parse_connector = parse_connector
 
     def fail(self, path: tuple[str | int, ...], reason: str) -> TopologyError:
         return TopologyError(self.source, _key_path(path) or None, reason)
@@ -750,10 +769,11 @@ class _Validator:
                 f"broker of this file: {known})",
             ) from None
         try:
-            spec = parse_connector(uri, connector.options)
-        except ConnectorError as e:
+            spec = self.parse_connector(uri, connector.options)
+        except ValueError as e:
             # The URI as the operator wrote it, names and all, not the resolved one.
-            raise self.fail(path, f"{connector.uri}: {e.reason}") from None
+            reason = getattr(e, "reason", str(e))
+            raise self.fail(path, f"{connector.uri}: {reason}") from None
         own = {b.client_address: b.name for b in group.brokers}
         for address in spec.addresses:
             if address in own:

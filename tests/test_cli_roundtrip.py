@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from broker.up import pid_alive
+from netconnector.uri import parse_connector
 from tests.procs import BrokerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,6 +253,6 @@ def test_single_yaml_plans_one_broker_on_61616() -> None:
     # and `up` itself by the tests above.
     from broker import topology, up
 
-    plans = up.plan(topology.load(ROOT / "topologies" / "single.yaml"), cwd=ROOT)
+    plans = up.plan(topology.load(ROOT / "topologies" / "single.yaml", parse_connector), cwd=ROOT)
     assert [(p.name, p.address) for p in plans] == [("a", "127.0.0.1:61616")]
     assert plans[0].log_path == ROOT / "run" / "single" / "a" / "broker.log"

@@ -19,6 +19,7 @@ from broker.topology import (
     resolve_broker_names,
     validate,
 )
+from netconnector.uri import parse_connector
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = "topologies/x.yaml"
@@ -47,7 +48,7 @@ groups:
 
 
 def check(text: str) -> object:
-    return validate(parse(textwrap.dedent(text), SRC), SRC)
+    return validate(parse(textwrap.dedent(text), SRC), SRC, parse_connector)
 
 
 def error(text: str) -> str:
@@ -129,12 +130,12 @@ def test_external_zookeeper(value: str, servers: tuple[str, ...]) -> None:
 
 def test_shipped_topologies_load() -> None:
     for path in sorted((ROOT / "topologies").glob("*.yaml")):
-        assert load(path).brokers, path
+        assert load(path, parse_connector).brokers, path
 
 
 def _links(path: str) -> list[tuple[str, tuple[str, ...], int]]:
     """(group, resolved addresses, networkTTL) for each connector of a shipped file."""
-    t = load(ROOT / "topologies" / path)
+    t = load(ROOT / "topologies" / path, parse_connector)
     return [
         (g.name, c.spec.addresses, c.spec.network_ttl)
         for g in t.groups for c in g.connectors if c.spec is not None
@@ -142,14 +143,14 @@ def _links(path: str) -> list[tuple[str, tuple[str, ...], int]]:
 
 
 def test_ab_yaml() -> None:
-    t = load(ROOT / "topologies" / "ab.yaml")
+    t = load(ROOT / "topologies" / "ab.yaml", parse_connector)
     assert [(b.name, b.group, b.port) for b in t.brokers] == [("a", "A", 61616), ("b", "B", 61617)]
     assert t.data == PurePath("run/ab")
     assert _links("ab.yaml") == [("A", ("127.0.0.1:61617",), 1), ("B", ("127.0.0.1:61616",), 1)]
 
 
 def test_chain_yaml() -> None:
-    t = load(ROOT / "topologies" / "chain.yaml")
+    t = load(ROOT / "topologies" / "chain.yaml", parse_connector)
     assert [(b.name, b.port) for b in t.brokers] == [("a", 61616), ("b", 61617), ("c", 61618)]
     assert t.data == PurePath("run/chain")
     assert _links("chain.yaml") == [
@@ -161,7 +162,7 @@ def test_chain_yaml() -> None:
 
 
 def test_mesh_yaml() -> None:
-    t = load(ROOT / "topologies" / "mesh.yaml")
+    t = load(ROOT / "topologies" / "mesh.yaml", parse_connector)
     assert [(b.name, b.port) for b in t.brokers] == [("a", 61616), ("b", 61617), ("c", 61618)]
     assert t.data == PurePath("run/mesh")
     links = _links("mesh.yaml")
@@ -172,14 +173,14 @@ def test_mesh_yaml() -> None:
 
 
 def test_single_yaml() -> None:
-    t = load(ROOT / "topologies" / "single.yaml")
+    t = load(ROOT / "topologies" / "single.yaml", parse_connector)
     assert [(b.name, b.group, b.port) for b in t.brokers] == [("a", "A", 61616)]
     assert t.data == PurePath("run/single")
     assert t.zookeeper is None
 
 
 def test_ab_c_yaml_is_the_reference_deployment() -> None:
-    t = load(ROOT / "topologies" / "ab_c.yaml")
+    t = load(ROOT / "topologies" / "ab_c.yaml", parse_connector)
     assert t.zookeeper == ZooKeeper(embedded=True)
     assert t.data == PurePath("run/ab_c")
     assert t.uses_zookeeper
@@ -747,7 +748,7 @@ def test_merge_keys_may_be_overridden() -> None:
 def test_load_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     with pytest.raises(TopologyError) as info:
-        load(path)
+        load(path, parse_connector)
     assert str(info.value) == f"{path}: no such file"
 
 
@@ -755,7 +756,7 @@ def test_load_reports_the_path_as_given(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     Path("t.yaml").write_text("groups: {A: {brokers: {a: {port: abc}}}}\n")
     with pytest.raises(TopologyError) as info:
-        load("t.yaml")
+        load("t.yaml", parse_connector)
     assert str(info.value) == (
         "t.yaml: groups.A.brokers.a.port: expected an integer 1-65535, got 'abc'"
     )

@@ -173,7 +173,7 @@ groups:
     brokers:
       c: {{port: {c}, max_message_bytes: 1000}}
 """
-    return topo.validate(topo.parse(text, "c.yaml"), "c.yaml")
+    return topo.validate(topo.parse(text, "c.yaml"), "c.yaml", parse_connector)
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ groups:
       - uri: "static:(a)"
         networkTTL: 1
 """
-    return topo.validate(topo.parse(text, "g.yaml"), "g.yaml")
+    return topo.validate(topo.parse(text, "g.yaml"), "g.yaml", parse_connector)
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ groups:
       - uri: "static:(a)?duplex=false"
         excludedDestinations: [secret.>, "audit.*"]
 """
-    return topo.validate(topo.parse(text, "l.yaml"), "l.yaml")
+    return topo.validate(topo.parse(text, "l.yaml"), "l.yaml", parse_connector)
 
 
 @pytest.fixture
@@ -294,7 +294,7 @@ def test_connector_argument_round_trips(
     text = "groups: {A: {brokers: {a: {port: 9}}, connectors: [{uri: x}]}}"
     raw = topo.parse(text, "x.yaml")
     raw["groups"]["A"]["connectors"] = [{"uri": uri, **options}]
-    (connector,) = topo.validate(raw, "x.yaml").groups[0].connectors
+    (connector,) = topo.validate(raw, "x.yaml", parse_connector).groups[0].connectors
     assert up.connector_argument(connector) == argument
     assert connector.spec is not None
     reparsed = parse_connector(argument)
@@ -317,7 +317,7 @@ groups:
     election: lockfile
     brokers: {b: {port: 2}, c: {port: 3}}
 """
-    group = topo.validate(topo.parse(text, "x.yaml"), "x.yaml").groups[0]
+    group = topo.validate(topo.parse(text, "x.yaml"), "x.yaml", parse_connector).groups[0]
     assert up.expected_bridges(group) == [
         "static:127.0.0.1:2", "static:127.0.0.1:3",
         "masterslave:(127.0.0.1:2,127.0.0.1:3)", "to-bc", "masterslave:127.0.0.1:2",
@@ -414,7 +414,7 @@ groups:
     sync: quorum_disk
     brokers: {z: {port: 3}}
 """
-    t = topo.validate(topo.parse(text, "x.yaml"), "x.yaml")
+    t = topo.validate(topo.parse(text, "x.yaml"), "x.yaml", parse_connector)
     l1, l2, z = up.plan(t, cwd=tmp_path, command=["nb"], pick_port=lambda: 4444)
     shared = str(tmp_path / "run" / "x" / "shared-L")
     for p in (l1, l2):
