@@ -74,6 +74,8 @@ class _Option:
     type: Literal["bool", "int", "str", "list"]
     default: OptionValue | None  # None: derived from other options after parsing
     minimum: int = 0
+    # Its value is never shown: not in errors, not in the spec's repr or URI.
+    secret: bool = False
 
 
 # In the order they are listed in "unknown option" errors: ActiveMQ's first, ours after.
@@ -96,7 +98,7 @@ _OPTIONS: tuple[_Option, ...] = (
     # 0 is allowed: retrying at once after the first failure is a legitimate choice.
     _Option("initialReconnectDelay", "initial_reconnect_delay_ms", "int", 10, minimum=0),
     _Option("keepAliveMs", "keep_alive_ms", "int", 5000, minimum=1),
-    _Option("securityToken", "security_token", "str", ""),
+    _Option("securityToken", "security_token", "str", "", secret=True),
 )
 _BY_NAME: dict[str, _Option] = {o.name: o for o in _OPTIONS}
 
@@ -113,6 +115,7 @@ class ConnectorSpec:
     attribute named after its ActiveMQ option in snake_case; times are milliseconds.
     """
 
+    # As given, with the values of secret options (securityToken) masked.
     uri: str
     kind: ConnectorKind
     addresses: tuple[str, ...]
@@ -169,8 +172,10 @@ def parse_connector(uri: str, options: Mapping[str, object] | None = None) -> Co
     if not text:
         raise ConnectorError(repr(uri), "the connector URI is empty")
 
+    shown = _redacted(uri)
+
     def fail(reason: str) -> ConnectorError:
-        return ConnectorError(uri, reason)
+        return ConnectorError(shown, reason)
 
     kind, addresses, group, query = _split_uri(text, fail)
 
@@ -182,11 +187,10 @@ def parse_connector(uri: str, options: Mapping[str, object] | None = None) -> Co
     for name, given in from_yaml.items():
         value = _convert(_known(name, "in the YAML options", fail), given, fail)
         if name in values and values[name] != value:
-            if name == "securityToken":
-                # Never echo secrets into logs.
+            if _BY_NAME[name].secret:
                 raise fail(
-                    "option 'securityToken' differs between the query string and the "
-                    "YAML options; give it in one place"
+                    f"option '{name}' differs between the query string and the YAML "
+                    "options; give it in one place"
                 )
             raise fail(
                 f"option '{name}' is {_show(values[name])} in the query string but "
@@ -212,7 +216,7 @@ def parse_connector(uri: str, options: Mapping[str, object] | None = None) -> Co
         raise fail(f"initialReconnectDelay {initial} is greater than maxReconnectDelay {maximum}")
 
     return ConnectorSpec(
-        uri=uri,
+        uri=shown,
         kind=kind,
         addresses=addresses,
         discovery_group=group,
@@ -390,7 +394,8 @@ def _convert(option: _Option, raw: object, fail: Callable[[str], ConnectorError]
     """Type and check one option value, from a query-string string or a YAML value."""
 
     def bad(expected: str) -> ConnectorError:
-        return fail(f"option '{option.name}': expected {expected}, got {raw!r}")
+        got = "a value that is not one" if option.secret else repr(raw)
+        return fail(f"option '{option.name}': expected {expected}, got {got}")
 
     if option.type == "bool":
         if isinstance(raw, bool):
@@ -436,6 +441,17 @@ def _convert(option: _Option, raw: object, fail: Callable[[str], ConnectorError]
         except PatternError as exc:
             raise fail(f"option '{option.name}': {exc}") from None
     return tuple(patterns)
+
+
+# The value of a secret option in a query string, up to the next option.
+_SECRET_VALUES = re.compile(
+    "(?<=[?&](?:" + "|".join(o.name for o in _OPTIONS if o.secret) + ")=)[^&]*"
+)
+
+
+def _redacted(uri: str) -> str:
+    """`uri` with the values of secret options masked, to show in errors and reprs."""
+    return _SECRET_VALUES.sub("***", uri)
 
 
 def _show(value: OptionValue) -> str:
