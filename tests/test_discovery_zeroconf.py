@@ -145,14 +145,30 @@ def test_advertising_again_right_after_a_withdrawal(group: str) -> None:
 def test_withdraw_during_probing_advertises_nothing(group: str) -> None:
     async def scenario() -> None:
         async for watcher, other in _services(group):
-            ad = advert(group)
-            other.advertise([Registration(ad, ("127.0.0.1",), 4242)])
-            await asyncio.sleep(0.3)  # still probing
-            assert other.states() == {ad.instance_name: "probing"}
-            await asyncio.wrap_future(other.withdraw())
-            await asyncio.sleep(2.5)
-            assert [e for e in watcher.events if e[1] == ad.instance_name] == []
-            assert other.states() == {}
+            control = DiscoveryService(["127.0.0.1"])
+            control.start(asyncio.get_running_loop(), lambda s: None, lambda n: None)
+            try:
+                ad = advert(group)
+                # The control: same group, another broker, advertised as soon as `ad` is
+                # withdrawn. It starts probing a few hundred ms after `ad` did (more than
+                # zeroconf's 150-250 ms random probe delay spreads them), so the watcher
+                # sees it only after it would have seen `ad`, had `ad` gone out.
+                ctl = Advert("ctl", "CTL", "standalone", group, 1, "", "1")
+                other.advertise([Registration(ad, ("127.0.0.1",), 4242)])
+                await _wait_registering(other, ad.instance_name, timeout=1.0)
+                assert other.states() == {ad.instance_name: "probing"}
+                await asyncio.wrap_future(other.withdraw())
+                control.advertise([Registration(ctl, ("127.0.0.1",), 4343)])
+                # Positive control: the watcher was browsing the group all along, and saw
+                # the control. (Not `watcher.next`: it drops the events before the one it
+                # finds, which would hide a sighting of `ad`.)
+                sighting = await _wait_seen(watcher, ctl.instance_name, timeout=10)
+                assert sighting.advert == ctl
+                assert control.states() == {ctl.instance_name: "advertised"}
+                assert [e for e in watcher.events if e[1] == ad.instance_name] == []
+                assert other.states() == {}
+            finally:
+                await control.close()
 
     run(scenario())
 
@@ -179,6 +195,30 @@ def test_an_interface_address_not_on_this_host_fails_at_start() -> None:
             service.start(asyncio.get_running_loop(), lambda s: None, lambda n: None)
 
     run(scenario())
+
+
+async def _wait_registering(service: DiscoveryService, instance: str, timeout: float) -> None:
+    """Until `service` has started registering `instance` (its state shows)."""
+    deadline = time.monotonic() + timeout
+    while instance not in service.states():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{instance} not registering in {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+async def _wait_seen(watcher: Watcher, instance: str, timeout: float) -> Sighting:
+    """Until the watcher has seen `instance`; unlike `Watcher.next`, keeps every event."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for kind, name, sighting in watcher.events:
+            if kind == "seen" and name == instance and sighting is not None:
+                return sighting
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no sighting of {instance} in {timeout}s: {watcher.events}")
+        watcher.changed.clear()
+        with _suppress_timeout():
+            await asyncio.wait_for(watcher.changed.wait(), left)
 
 
 async def _loop_lag(loop: asyncio.AbstractEventLoop, seconds: float) -> float:

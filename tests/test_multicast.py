@@ -10,7 +10,6 @@ the shipped topology, which has no token (the topology file cannot give one).
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -43,22 +42,33 @@ def discovery_args(token: str, *, group: str = "") -> list[str]:
     return args + (["--group", group] if group else [])
 
 
-async def components(url: str) -> dict[str, tuple[str, str, str]]:
-    """name -> (kind, state, detail) from Admin.Status (raw gRPC: slaves answer it too)."""
+async def components(url: str) -> dict[str, tuple[str, str, str]] | None:
+    """name -> (kind, state, detail) from Admin.Status (raw gRPC: slaves answer it too);
+    None when the broker did not answer (never taken for "nothing there")."""
     async with grpc.aio.insecure_channel(url) as channel:
         try:
             answer = await admin_pb2_grpc.AdminStub(channel).Status(
                 admin_pb2.StatusRequest(), timeout=2
             )
         except grpc.aio.AioRpcError:
-            return {}
+            return None
     return {c.name: (c.kind, c.state, c.detail) for c in answer.components}
 
 
-async def discovered(url: str) -> dict[str, tuple[str, str]]:
-    """The broker's discovered bridges: peer key -> (state, peer broker or "")."""
+async def discovery(url: str) -> tuple[str, str, str] | None:
+    """The `multicast://default` discovery component: (kind, state, detail), or None."""
+    found = await components(url)
+    return None if found is None else found.get("multicast://default")
+
+
+async def discovered(url: str) -> dict[str, tuple[str, str]] | None:
+    """The broker's discovered bridges: peer key -> (state, peer broker or ""); None
+    when the broker did not answer."""
+    found = await components(url)
+    if found is None:
+        return None
     out = {}
-    for name, (kind, state, detail) in (await components(url)).items():
+    for name, (kind, state, detail) in found.items():
         if kind == "bridge" and name.startswith(PREFIX):
             where = detail.partition(", ")[0]
             peer = where.partition("@")[0] if "@" in where else ""
@@ -72,6 +82,8 @@ async def wait_mesh(procs: dict[str, BrokerProcess], keys: dict[str, str], timeo
     async def meshed() -> bool:
         for name, proc in procs.items():
             bridges = await discovered(proc.url)
+            if bridges is None:
+                return False
             wanted = {keys[other] for other in procs if other != name}
             if any(bridges.get(k, ("missing",))[0] != "up" for k in wanted):
                 return False
@@ -80,8 +92,10 @@ async def wait_mesh(procs: dict[str, BrokerProcess], keys: dict[str, str], timeo
     await wait_for(meshed, timeout, "every broker's discovered bridges to be up")
 
 
-async def bridge_state(url: str, key: str) -> str:
-    return (await discovered(url)).get(key, ("missing", ""))[0]
+async def bridge_state(url: str, key: str) -> str | None:
+    """The state of the bridge to `key` ("missing" if none); None if `url` did not answer."""
+    bridges = await discovered(url)
+    return None if bridges is None else bridges.get(key, ("missing", ""))[0]
 
 
 def start_cluster(brokers: Start, names: list[str], token: str) -> dict[str, BrokerProcess]:
@@ -105,12 +119,7 @@ def test_three_brokers_find_each_other_and_route_demand(brokers: Start) -> None:
             consumer = await cc.subscribe("orders", prefetch=200)
             await wait_for(lambda: demand_seen(ca, "orders"), 10, "a to see c's demand")
             sent = await send_many(ca, "orders", [str(i).encode() for i in range(n)])
-            got: list[Delivery] = []
-            while len(got) < n:
-                d = await consumer.receive(timeout=10)
-                assert d is not None, f"stalled after {len(got)}"
-                got.append(d)
-                d.ack()
+            got = await take(consumer, n)
             assert await consumer.receive(timeout=1) is None  # no copy circling the mesh
             await consumer.close()
             check_exactly_once(sent, got)
@@ -118,7 +127,8 @@ def test_three_brokers_find_each_other_and_route_demand(brokers: Start) -> None:
             assert all(list(d.message.broker_path) == ["a", "c"] for d in got)
             info = await queue_info(ca, "orders")
             assert info is not None and info.depth == 0
-            detail = (await components(procs["a"].url))["multicast://default"]
+            detail = await discovery(procs["a"].url)
+            assert detail is not None, "a did not answer Admin.Status"
             assert detail[0] == "discovery" and detail[1] == "advertised", detail
 
     run(scenario())
@@ -151,7 +161,9 @@ def test_kill_9_drops_the_bridge_fast_and_nothing_is_lost_after_restart(brokers:
             killed = time.monotonic()
 
             async def b_dropped() -> bool:
-                return all([await bridge_state(p.url, "B") != "up" for p in (a, c)])
+                # A real answer from each of a and c, with no "up" bridge to b in it.
+                states = [await bridge_state(p.url, "B") for p in (a, c)]
+                return all(s is not None and s != "up" for s in states)
 
             await wait_for(b_dropped, 10, "a's and c's bridges to b to leave 'up'")
             noticed = time.monotonic() - killed
@@ -193,19 +205,26 @@ def test_clean_stop_withdraws_and_other_clusters_are_ignored(brokers: Start) -> 
     async def scenario() -> None:
         await wait_mesh(procs, {"a": "A", "b": "B"})
 
-        async def stranger_ignored() -> str:
-            detail = (await components(procs["a"].url))["multicast://default"][2]
-            return detail if "x: another cluster" in detail else ""
+        async def ignores(url: str, *others: str) -> str:
+            found = await discovery(url)
+            detail = "" if found is None else found[2]
+            return detail if all(f"{o}: another cluster" in detail for o in others) else ""
 
-        detail = await wait_for(stranger_ignored, 10, "a to see and ignore x")
+        detail = await wait_for(lambda: ignores(procs["a"].url, "x"), 10, "a to see and ignore x")
         print(f"a's discovery: {detail}")
-        assert set(await discovered(procs["a"].url)) == {"B"}
-        assert set(await discovered(stranger.url)) == set()
+        # Positive control for x: its discovery saw a and b, and refused them.
+        seen = await wait_for(lambda: ignores(stranger.url, "a", "b"), 10, "x to ignore a, b")
+        print(f"x's discovery: {seen}")
+        assert seen.startswith("0 peers"), seen
+        a_bridges, x_bridges = await discovered(procs["a"].url), await discovered(stranger.url)
+        assert a_bridges is not None and set(a_bridges) == {"B"}, a_bridges
+        assert x_bridges is not None and set(x_bridges) == set(), x_bridges
         procs["b"].stop()
         stopped = time.monotonic()
 
         async def withdrawn() -> bool:
-            return "B" not in await discovered(procs["a"].url)
+            bridges = await discovered(procs["a"].url)
+            return bridges is not None and "B" not in bridges
 
         await wait_for(withdrawn, 5, "a to drop b's bridge on b's goodbye")
         print(f"a closed its bridge to b {time.monotonic() - stopped:.3f}s after b's SIGTERM")
@@ -227,10 +246,25 @@ def test_only_the_master_advertises_and_bridges_follow_a_failover(
     async def scenario() -> None:
         await wait_for(lambda: _is(bridge_peer(a.url, "B"), "b1"), 20, "a's bridge to b1")
         b2 = brokers("b2", *discovery_args(token, group="B"), *group_b, port=free_port())
-        await asyncio.sleep(3)  # time enough for b2 to be seen, had it advertised
-        detail = (await components(a.url))["multicast://default"][2]
-        assert detail.startswith("1 peer: b1@"), detail
-        assert (await components(b2.url))["multicast://default"][1] == "not advertised"
+
+        async def b2_unadvertised_slave() -> bool:
+            found = await discovery(b2.url)
+            return found is not None and found[1] == "not advertised" and await role(b2) == "slave"
+
+        await wait_for(b2_unadvertised_slave, 10, "b2 to be a slave, not advertised")
+        # Positive control: a broker of another group, same token, started after b2 is
+        # seen by a's discovery, so a was listening while b2 would have advertised.
+        control = brokers("c", *discovery_args(token, group="C"), port=free_port())
+        await wait_for(lambda: _is(bridge_peer(a.url, "C"), "c"), 20, "a's bridge to c")
+        found = await discovery(a.url)
+        assert found is not None, "a did not answer Admin.Status"
+        detail = found[2]
+        print(f"a's discovery, b2 a slave: {detail}")
+        assert detail.startswith("2 peers: b1@"), detail
+        assert f"c@127.0.0.1:{control.port}" in detail and "b2@" not in detail, detail
+        assert await bridge_peer(a.url, "B") == "b1"
+        found = await discovery(b2.url)
+        assert found is not None and found[1] == "not advertised", found
         b1.kill()
         killed = time.monotonic()
         await wait_for(lambda: _is(bridge_peer(a.url, "B"), "b2"), 20, "a's bridge to move to b2")
@@ -264,14 +298,17 @@ def test_zookeeper_group_master_advertises_withdraws_on_demotion_and_fails_over(
         master = await wait_master(group)
         await wait_for(lambda: _is(bridge_peer(a.url, "B"), master), 20, f"a's bridge to {master}")
         slave = next(n for n in group if n != master)
-        assert (await components(group[slave].url))["multicast://default"][1] == "not advertised"
+        found = await discovery(group[slave].url)
+        assert found is not None and found[1] == "not advertised", found
 
         zookeeper.pause()
         try:
 
             async def demoted() -> bool:
-                gone = "B" not in await discovered(a.url)
-                return gone and await role(group[master]) != "master"
+                bridges = await discovered(a.url)
+                gone = bridges is not None and "B" not in bridges
+                # role() says "down" on an RPC error: only a real answer counts here.
+                return gone and await role(group[master]) not in ("master", "down")
 
             paused = time.monotonic()
             await wait_for(demoted, 10, f"{master} to step down and a to drop its bridge")
@@ -289,6 +326,22 @@ def test_zookeeper_group_master_advertises_withdraws_on_demotion_and_fails_over(
             lambda: _is(bridge_peer(a.url, "B"), survivor), 30, f"a's bridge to move to {survivor}"
         )
         print(f"a's bridge to B moved to {survivor} {time.monotonic() - killed:.2f}s after kill -9")
+        await wait_for(
+            lambda: _is(bridge_peer(group[survivor].url, "A"), "a"), 10, f"{survivor}'s bridge to a"
+        )
+        async with (
+            await Client.connect(a.url) as ca,
+            await Client.connect(group[survivor].url) as cs,
+        ):
+            consumer = await cs.subscribe("zk-failover", prefetch=50)
+            await wait_for(
+                lambda: demand_seen(ca, "zk-failover"), 10, f"a to see {survivor}'s demand"
+            )
+            sent = await send_many(ca, "zk-failover", [str(i).encode() for i in range(300)])
+            got = await take(consumer, len(sent))
+            await consumer.close()
+            check_exactly_once(sent, got)
+            assert all(list(d.message.broker_path) == ["a", survivor] for d in got)
 
     run(scenario(), timeout=120)
 
@@ -334,7 +387,7 @@ async def where(queue: str, *procs: BrokerProcess) -> str:
 
 
 async def bridge_peer(url: str, key: str) -> str:
-    state, peer = (await discovered(url)).get(key, ("missing", ""))
+    state, peer = (await discovered(url) or {}).get(key, ("missing", ""))
     return peer if state == "up" else ""
 
 

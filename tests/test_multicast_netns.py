@@ -299,8 +299,9 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 # ------------------------------------------------- helpers run inside a namespace
 
 
-async def _bridges(address: str) -> dict[str, str]:
-    """The broker's discovered bridges: peer key -> state."""
+async def _bridges(address: str) -> dict[str, str] | None:
+    """The broker's discovered bridges: peer key -> state; None when the broker did not
+    answer (never taken for "no bridges")."""
     import grpc
 
     from broker.pb import admin_pb2, admin_pb2_grpc
@@ -311,7 +312,7 @@ async def _bridges(address: str) -> dict[str, str]:
                 admin_pb2.StatusRequest(), timeout=2
             )
         except grpc.aio.AioRpcError:
-            return {}
+            return None
     return {
         c.name.removeprefix(PREFIX): c.state
         for c in answer.components
@@ -323,7 +324,7 @@ async def _wait_up(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.timeout
     while True:
         bridges = await _bridges(args.address)
-        if all(bridges.get(k) == "up" for k in args.keys):
+        if bridges is not None and all(bridges.get(k) == "up" for k in args.keys):
             return {"at": time.time()}
         if time.monotonic() > deadline:
             raise SystemExit(f"bridges not up in {args.timeout}s: {bridges}")
@@ -331,13 +332,19 @@ async def _wait_up(args: argparse.Namespace) -> dict:
 
 
 async def _watch_down(args: argparse.Namespace) -> dict:
-    """Say "ready" once the bridge is up, then report when it stops being up."""
-    while (await _bridges(args.address)).get(args.key) != "up":
+    """Say "ready" once the bridge is up, then report when the broker answers that it is
+    no longer up (a failed status call says nothing either way: polled again)."""
+
+    async def state() -> str | None:
+        bridges = await _bridges(args.address)
+        return None if bridges is None else bridges.get(args.key, "missing")
+
+    while await state() != "up":
         await asyncio.sleep(0.02)
     print("ready", flush=True)
-    while (await _bridges(args.address)).get(args.key) == "up":
+    while (now := await state()) is None or now == "up":
         await asyncio.sleep(0.005)
-    return {"at": time.time()}
+    return {"at": time.time(), "state": now}
 
 
 async def _send(args: argparse.Namespace) -> dict:
