@@ -32,7 +32,6 @@ from broker.store import (
     id_key,
     id_key_bytes,
     mark_key,
-    message_key,
     message_key_prefix,
     parse_message_key,
 )
@@ -156,10 +155,13 @@ class Broker:
             self._notify_demand(queue)
         return queue
 
-    def _key_prefixes(self, queue: str) -> list[bytes]:
-        """The store key prefixes of `queue`'s messages, by priority (built once)."""
-        prefixes = self._prefixes[queue] = [message_key_prefix(queue, p) for p in range(10)]
-        return prefixes
+    def _key(self, queue: str, priority: int, seq: int) -> bytes:
+        """A message's store key, from prefixes built once per queue (a send or an ack
+        needs one per message)."""
+        prefixes = self._prefixes.get(queue)
+        if prefixes is None:
+            prefixes = self._prefixes[queue] = [message_key_prefix(queue, p) for p in range(10)]
+        return prefixes[priority] + seq.to_bytes(8, "big")
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -199,7 +201,6 @@ class Broker:
         ids: list[str] = []
         duplicates: list[int] = []
         uncommitted = self._uncommitted_ids
-        key_prefixes = self._prefixes
         assigned = False
         for position, message in enumerate(messages):
             mid = message.id
@@ -222,10 +223,7 @@ class Broker:
             if message.persistent:
                 data = message.SerializeToString()
                 size = len(data)
-                prefixes = key_prefixes.get(message.destination)
-                if prefixes is None:
-                    prefixes = self._key_prefixes(message.destination)
-                key = prefixes[message.priority] + seq.to_bytes(8, "big")
+                key = self._key(message.destination, message.priority, seq)
                 ops.append((key, data))
                 ops.append((id_key(mid), visit.to_bytes(2, "big")))
             else:
@@ -346,7 +344,7 @@ class Broker:
         # The raised redelivery count is written back so that it survives a restart and a
         # poison message still reaches the DLQ.
         ops = [
-            (e.key or message_key(q.name, e.priority, e.seq), e.data)
+            (e.key or self._key(q.name, e.priority, e.seq), e.data)
             for e in requeued
             if e.persistent
         ]
@@ -384,12 +382,7 @@ class Broker:
         for entry in entries:
             if entry.persistent:
                 message = entry.message
-                key = entry.key
-                if key is None:
-                    prefixes = self._prefixes.get(message.destination)
-                    if prefixes is None:
-                        prefixes = self._key_prefixes(message.destination)
-                    key = prefixes[entry.priority] + entry.seq.to_bytes(8, "big")
+                key = entry.key or self._key(message.destination, entry.priority, entry.seq)
                 ops.append((key, None))
                 consumed.append(message.id.encode())
             else:
@@ -435,11 +428,15 @@ class Broker:
             message.headers["dlq_reason"] = reason
             message.headers["dlq_original_queue"] = old.destination
             seq = self._next_seq()
+            key: bytes | None = None
+            data: bytes | None = None
             if entry.persistent:
-                ops.append((message_key(old.destination, entry.priority, entry.seq), None))
+                original = entry.key or self._key(old.destination, entry.priority, entry.seq)
+                ops.append((original, None))
                 data = message.SerializeToString()
-                ops.append((message_key(target, message.priority, seq), data))
-            moved.append(Entry(message, seq, entry.size))
+                key = self._key(target, message.priority, seq)
+                ops.append((key, data))
+            moved.append(Entry(message, seq, entry.size, key, data))
             log.info("message %s of %s to %s: %s", old.id, old.destination, target, reason)
         if ops:
             ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
