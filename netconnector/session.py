@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -275,7 +276,7 @@ class BridgeSession:
         if pending is None:
             return
         queue, consumer, tags = pending
-        if consumer not in self.consumers.values():
+        if self.consumers.get(queue) is not consumer:
             return  # unsubscribed meanwhile: the messages went back to the queue
         broker = self.broker
         if not ack.ok:
@@ -288,7 +289,8 @@ class BridgeSession:
                 self._leave_if_drained(queue)
             else:
                 asyncio.get_running_loop().call_later(
-                    REFUSED_RETRY, self._credit_back, queue, consumer, len(tags)
+                    REFUSED_RETRY,
+                    functools.partial(self._give_credit, queue, consumer, len(tags), dynamic=False),
                 )
             return
         stored = tags
@@ -303,15 +305,23 @@ class BridgeSession:
         self.forwarded += len(stored)
         if queue in self._draining:
             self._leave_if_drained(queue)
-        elif queue not in self._dynamic:
-            broker.credit(queue, consumer, len(tags))
-        elif len(stored) < len(tags):
-            # Refused messages will not be taken by the peer's consumers: no credit for them
-            # would come back.
-            broker.credit(queue, consumer, len(tags) - len(stored))
+        else:
+            # For demand, credit for what was stored comes back as the peer's consumers
+            # take it; refused messages never will be taken, so theirs comes back now.
+            held = len(stored) if queue in self._dynamic else 0
+            self._give_credit(queue, consumer, len(tags) - held, dynamic=False)
 
-    def _credit_back(self, queue: str, consumer: Consumer, count: int) -> None:
-        if self.consumers.get(queue) is consumer and queue not in self._draining:
+    def _give_credit(
+        self, queue: str, consumer: Consumer, count: int, *, dynamic: bool = True
+    ) -> None:
+        """Credit for `consumer` if it still forwards `queue`; with `dynamic` only while
+        the queue is forwarded for the peer's demand (credit returned by the peer)."""
+        if (
+            count > 0
+            and self.consumers.get(queue) is consumer
+            and queue not in self._draining
+            and (not dynamic or queue in self._dynamic)
+        ):
             self.broker.credit(queue, consumer, count)
 
     async def _store(self, batch: bridge_pb2.ForwardBatch) -> None:
@@ -361,12 +371,8 @@ class BridgeSession:
                 self._on_demand_change()
         for credit in frame.credits:
             consumer = self.consumers.get(credit.queue)
-            if (
-                consumer is not None
-                and credit.queue in self._dynamic
-                and credit.queue not in self._draining
-            ):
-                self.broker.credit(credit.queue, consumer, credit.count)
+            if consumer is not None:
+                self._give_credit(credit.queue, consumer, credit.count)
         if frame.HasField("forward"):
             task = asyncio.ensure_future(self._store(frame.forward))
             self._stores.add(task)
