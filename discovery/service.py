@@ -6,7 +6,8 @@ from a busy segment should not queue behind message dispatch (nor the other way 
 delaying probe answers). Everything crosses between the two loops explicitly:
 
 * records found or changed reach the broker's loop through `loop.call_soon_threadsafe`,
-  already resolved into `Sighting`s (or the instance name of a record that went away);
+  already resolved into `Sighting`s (or the instance name of a record that went away),
+  and so do the states of this broker's own records (for its status report);
 * `advertise` and `withdraw` are scheduled onto zeroconf's loop and return futures the
   broker may await (`asyncio.wrap_future`) or not.
 
@@ -21,7 +22,6 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import logging
-import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,9 +75,8 @@ class DiscoveryService:
         self._closed = False
         self._lock: asyncio.Lock | None = None
         self._generation: dict[str, int] = {}
-        # Read by the broker's loop for the status report.
+        # Broker-loop state, for the status report: changes arrive through `_deliver`.
         self._states: dict[str, str] = {}
-        self._states_lock = threading.Lock()
 
     # -- broker-loop side ---------------------------------------------------------
 
@@ -127,8 +126,7 @@ class DiscoveryService:
 
     def states(self) -> dict[str, str]:
         """Instance name -> "probing", "advertised" or "conflict: ...", for the status."""
-        with self._states_lock:
-            return dict(self._states)
+        return dict(self._states)
 
     async def close(self) -> None:
         """Withdraw (goodbyes), stop browsing, close the sockets and the thread."""
@@ -160,14 +158,22 @@ class DiscoveryService:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(callback, value)
 
-    def _set_state(self, name: str, state: str | None) -> None:
-        with self._states_lock:
-            if state is None:
-                self._states.pop(name, None)
-            else:
-                self._states[name] = state
+    def _apply_state(self, change: tuple[str | None, str | None]) -> None:
+        """On the broker's loop: (name, state) sets one, (name, None) drops it, (None,
+        None) drops them all."""
+        name, state = change
+        if name is None:
+            self._states.clear()
+        elif state is None:
+            self._states.pop(name, None)
+        else:
+            self._states[name] = state
 
     # -- zeroconf-loop side -------------------------------------------------------
+
+    def _set_state(self, name: str | None, state: str | None) -> None:
+        """Tell the broker's loop of a record's state (see `_apply_state`)."""
+        self._deliver(self._apply_state, (name, state))
 
     async def _start_browser(self) -> None:
         assert self._zc is not None
@@ -228,8 +234,7 @@ class DiscoveryService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        with self._states_lock:
-            self._states.clear()
+        self._set_state(None, None)
         goodbyes = []
         for name, info in list(self._records.items()):
             del self._records[name]
