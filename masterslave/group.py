@@ -102,7 +102,7 @@ class GroupMember:
         await self._zk.start(timeout=30)
         await self._register()
         self._started = True
-        self._zk.watch()
+        await self._zk.watch()
 
     async def stop(self) -> None:
         await self._step_down("broker is shutting down", clean=True)

@@ -69,10 +69,11 @@ class ZkGroup:
         await self._call(self.zk.start, timeout=timeout)
         await self._call(self.zk.ensure_path, self.members_path)
 
-    def watch(self) -> None:
-        """Report changes of the members and the in-sync set from now on."""
-        self.zk.ChildrenWatch(self.members_path, self._changed)
-        self.zk.DataWatch(self.isr_path, self._changed)
+    async def watch(self) -> None:
+        """Report changes of the members and the in-sync set from now on. (Setting a
+        watch reads the node, retrying while ZooKeeper is away: off the loop too.)"""
+        await self._call(self.zk.ChildrenWatch, self.members_path, self._changed)
+        await self._call(self.zk.DataWatch, self.isr_path, self._changed)
 
     async def stop(self) -> None:
         # A clean close deletes our ephemeral node at once: the others elect in ms.
