@@ -25,7 +25,15 @@ from broker.gate import ComponentStatus, ServiceGate
 from broker.pb import replication_pb2, replication_pb2_grpc
 from broker.reconnect import Backoff
 from broker.store import META_EPOCH, META_POS, Store
-from masterslave.election import Elect, IsrState, Keep, Member, Wait, choose_master
+from masterslave.election import (
+    Elect,
+    IsrState,
+    Keep,
+    Member,
+    Wait,
+    choose_master,
+    latest_nodes,
+)
 from masterslave.isr import new_epoch
 from masterslave.replication import Follower, Leader, serialize_log_frame
 from masterslave.replog import ReplicationLog
@@ -208,7 +216,8 @@ class GroupMember:
         if chosen == me:
             await self._promote(isr, version)
             return
-        master = next((m for m in members if m.id == chosen), None)
+        # Its newest node: a restarted member may briefly have its dead session's too.
+        master = latest_nodes(members).get(chosen)
         # The chosen member is master once it has written the in-sync node for its
         # epoch; its own node's "elected" mark may follow a moment later, and is not
         # watched, so the in-sync node is what counts here.
