@@ -18,6 +18,7 @@ from tests.conftest import run
 from tests.groups import (
     Start,
     drain,
+    group_detail,
     position,
     role,
     roles,
@@ -183,10 +184,16 @@ def test_wrong_security_token_is_refused(brokers: Start, zookeeper: Ensemble) ->
     procs |= start_group(brokers, zookeeper, ["c"], 2, "--token", "wrong")
 
     async def scenario() -> None:
+        master = await wait_master(procs)
+        other = "c" if master == "b" else "b"
+
         async def refused() -> bool:
-            return "wrong securityToken" in procs["b"].log(200) + procs["c"].log(200)
+            return f"refused replication from {other}" in procs[master].log(200)
 
         await wait_for(refused, 20, "the master to refuse the follower's token")
+        # Refused, not merely slow: the master's in-sync set is itself alone.
+        detail = await group_detail(procs[master])
+        assert f"in-sync {master}" in detail and other not in detail.split("in-sync")[1], detail
 
     run(scenario())
 

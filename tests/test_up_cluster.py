@@ -32,8 +32,8 @@ from tests.uptools import (
 )
 
 
-async def _through_the_chain(t: Relocated, n: int) -> None:
-    """n messages sent on a reach a consumer on c two hops away, each exactly once."""
+async def _from_a_to_c(t: Relocated, n: int) -> None:
+    """n messages sent on a reach a consumer on c, each exactly once, none left behind."""
     producer = await Client.connect(t.url("a"))
     consumer_client = await Client.connect(t.url("c"))
     try:
@@ -99,7 +99,7 @@ def test_chain_up_forward_and_down(relocated: Callable[..., Relocated], tmp_path
     )
     assert any(row["detail"].startswith(f"c@127.0.0.1:{t.ports['c']}, forwarded ") for row in rows)
 
-    asyncio.run(asyncio.wait_for(_through_the_chain(t, 200), 120))
+    asyncio.run(asyncio.wait_for(_from_a_to_c(t, 200), 120))
 
     pids = broker_pids(t.data)
     assert len(pids) == 3
@@ -127,6 +127,8 @@ def test_mesh_comes_up_with_six_bridges(
     r = netbroker("status", str(t.path), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert_all_bridges_up(r.stdout, 6)
+    # And the mesh carries messages, once each, with no copy circling it.
+    asyncio.run(asyncio.wait_for(_from_a_to_c(t, 200), 120))
 
 
 # --------------------------------------------------------------------------- refusals
