@@ -70,6 +70,8 @@ def may_forward(
         raise ValueError(f"messageTTL must be at least 1, got {message_ttl}")
     if target == broker_path[-1]:
         return False  # a broker never forwards to itself
+    if len(broker_path) == 1:
+        return True  # still on its origin: neither budget used (the common case, so first)
     if target not in broker_path:
         return brokers_reached(broker_path) < message_ttl
     if holder_has_local_consumers:

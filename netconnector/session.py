@@ -209,10 +209,6 @@ class BridgeSession:
 
         def accepts(message: Message) -> bool:
             path = message.broker_path
-            if len(path) == 1 and path[0] != peer:
-                # Produced here: it has reached no other broker yet, so any messageTTL
-                # lets it go (may_forward's first budget), without counting anything.
-                return True
             if peer not in path:
                 return may_forward(path, peer, False, message_ttl)
             # Going back is for messages whose consumers moved away: not while a local
