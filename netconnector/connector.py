@@ -19,8 +19,9 @@ import grpc
 from broker.gate import ComponentStatus
 from broker.pb import bridge_pb2
 from broker.reconnect import AddressRotation, Backoff
+from netconnector.hello import opener_terms, refusal
 from netconnector.outbox import LINK_METHOD, Outbox, serialize_frame
-from netconnector.session import BridgeSession, LinkTerms
+from netconnector.session import BridgeSession
 from netconnector.uri import ConnectorSpec
 
 if TYPE_CHECKING:
@@ -158,22 +159,11 @@ class Link:
             if first is grpc.aio.EOF or not first.HasField("hello"):
                 raise LinkRefused("peer closed the link without a hello")
             hello = first.hello
-            refusal = network.check_hello(hello, "")
-            if refusal is not None:
+            refused = refusal(hello, network.name, "")
+            if refused is not None:
                 call.cancel()
-                raise LinkRefused(refusal)
-            terms = LinkTerms(
-                peer=hello.broker,
-                forwards=True,
-                advertises=spec.duplex,
-                network_ttl=spec.network_ttl,
-                message_ttl=spec.message_ttl,
-                prefetch=spec.prefetch_size,
-                advertise_ttl=min(spec.consumer_ttl, spec.network_ttl),
-                filter=spec.destination_filter,
-                decrease_priority=spec.decrease_network_consumer_priority,
-                conduit=spec.conduit_subscriptions,
-            )
+                raise LinkRefused(refused)
+            terms = opener_terms(spec, hello.broker)
             broker = network.broker
             if broker is None:
                 raise LinkRefused("this broker is not serving")

@@ -31,6 +31,7 @@ from discovery.records import Advert, advertised_hosts, check_interfaces, token_
 from discovery.selection import Me, PeerSelector, Sighting, Target
 from discovery.service import DiscoveryService, Registration
 from netconnector.connector import Link
+from netconnector.hello import PROTOCOL
 from netconnector.session import BridgeSession
 from netconnector.uri import ConnectorSpec
 
@@ -159,8 +160,6 @@ class MulticastDiscovery:
         self.serving = False
 
     def connector(self, spec: ConnectorSpec) -> MulticastConnector:
-        from netconnector.network import PROTOCOL
-
         assert spec.discovery_group is not None
         me = Me(
             broker=self.network.name,
@@ -192,8 +191,6 @@ class MulticastDiscovery:
 
     def advertise(self, role: str) -> None:
         """Advertise this broker, serving as `role`, in each of its discovery groups."""
-        from netconnector.network import PROTOCOL
-
         network = self.network
         _, _, port = network.gate.client_address.rpartition(":")
         incarnation = secrets.token_hex(4)

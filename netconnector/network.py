@@ -20,15 +20,14 @@ from broker.pb import bridge_pb2, bridge_pb2_grpc
 from broker.queue import Entry
 from netconnector.connector import Connector
 from netconnector.demand import DemandTable
-from netconnector.filters import DestinationFilter
+from netconnector.hello import LinkTerms, acceptor_terms, make_hello, refusal
 from netconnector.multicast import MulticastConnector, MulticastDiscovery
 from netconnector.outbox import LINK_METHOD, Frame, Outbox, serialize_frame
-from netconnector.session import BridgeSession, LinkTerms
+from netconnector.session import BridgeSession
 from netconnector.uri import ConnectorSpec, parse_connector
 
 log = logging.getLogger("netbroker.network")
 
-PROTOCOL = 1
 
 
 class Network:
@@ -180,35 +179,7 @@ class Network:
     # -- hellos ----------------------------------------------------------------------
 
     def hello(self, spec: ConnectorSpec | None = None) -> bridge_pb2.BridgeHello:
-        hello = bridge_pb2.BridgeHello(broker=self.name, group=self.group, protocol=PROTOCOL)
-        if spec is not None:
-            hello.duplex = spec.duplex
-            hello.network_ttl = spec.network_ttl
-            hello.message_ttl = spec.message_ttl
-            hello.prefetch = spec.prefetch_size
-            if spec.duplex:
-                hello.excluded.extend(spec.excluded)
-                hello.statically_included.extend(spec.statically_included)
-                hello.dynamically_included.extend(spec.dynamically_included)
-                hello.decrease_priority = spec.decrease_network_consumer_priority
-                hello.conduit = spec.conduit_subscriptions
-            hello.token = spec.security_token or self.token
-        else:
-            hello.token = self.token
-        return hello
-
-    def check_hello(self, hello: bridge_pb2.BridgeHello, expected_token: str) -> str | None:
-        """Why a peer's hello is refused, or None."""
-        if hello.protocol != PROTOCOL:
-            return (
-                f"bridge protocol {hello.protocol} from {hello.broker!r}; "
-                f"this broker speaks {PROTOCOL}"
-            )
-        if hello.broker == self.name:
-            return f"broker {self.name!r} cannot bridge to itself"
-        if expected_token and hello.token != expected_token:
-            return f"wrong securityToken from broker {hello.broker!r}"
-        return None
+        return make_hello(self.name, self.group, self.token, spec)
 
     def status(self) -> list[ComponentStatus]:
         out = [status for c in self.connectors for status in c.statuses()]
@@ -252,36 +223,16 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
         if not first.HasField("hello"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a link starts with a hello")
         hello = first.hello
-        refusal = network.check_hello(hello, network.token)
-        if refusal is not None:
-            log.warning("refused a link from %s: %s", context.peer(), refusal)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        refused = refusal(hello, network.name, network.token)
+        if refused is not None:
+            log.warning("refused a link from %s: %s", context.peer(), refused)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         try:
-            # On a duplex link this broker forwards under the opener's connector settings.
-            patterns = DestinationFilter(
-                excluded=hello.excluded,
-                statically_included=hello.statically_included,
-                dynamically_included=hello.dynamically_included,
-            )
+            terms = acceptor_terms(hello)
         except ValueError as exc:
-            refusal = f"bad destination pattern from broker {hello.broker!r}: {exc}"
-            log.warning("refused a link from %s: %s", context.peer(), refusal)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+            log.warning("refused a link from %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         yield bridge_pb2.BridgeFrame(hello=network.hello())
-        ttl = max(1, hello.network_ttl)
-        terms = LinkTerms(
-            peer=hello.broker,
-            # The opener forwards to us; we forward back only on a duplex link.
-            forwards=hello.duplex,
-            advertises=True,
-            network_ttl=ttl,
-            message_ttl=max(1, hello.message_ttl),
-            prefetch=max(1, hello.prefetch or 1000),
-            advertise_ttl=ttl,
-            filter=patterns,
-            decrease_priority=not hello.HasField("decrease_priority") or hello.decrease_priority,
-            conduit=not hello.HasField("conduit") or hello.conduit,
-        )
         outbox = Outbox()
         session = network.open_session(broker, terms, outbox)
         log.info("link from %s up", hello.broker)

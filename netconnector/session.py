@@ -13,7 +13,6 @@ import collections
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from broker import wire
 from broker.core import Broker
@@ -22,8 +21,8 @@ from broker.pb import bridge_pb2
 from broker.pb.message_pb2 import Message
 from broker.queue import Consumer, Entry
 from netconnector.demand import Advertiser, DemandTable
-from netconnector.filters import DestinationFilter
 from netconnector.forwarding import may_forward
+from netconnector.hello import LinkTerms
 from netconnector.outbox import Frame
 
 log = logging.getLogger("netbroker.bridge")
@@ -38,26 +37,6 @@ MAX_FORWARD_BYTES = 1024 * 1024
 # After a peer could not store a batch (it is shutting down, its disk failed), how long
 # before those messages are offered to it again.
 REFUSED_RETRY = 1.0
-
-
-@dataclass(frozen=True)
-class LinkTerms:
-    """What each side of a link does, settled by the hello exchange."""
-
-    peer: str
-    forwards: bool  # this side sends messages for the peer's demand
-    advertises: bool  # this side tells the peer its demand
-    network_ttl: int  # how far away demand may be for this side to forward
-    message_ttl: int
-    prefetch: int
-    advertise_ttl: int  # how far away demand the peer may act on
-    filter: DestinationFilter
-    # decreaseNetworkConsumerPriority: rank bridges to farther consumers below nearer ones
-    # (network consumers rank below local ones either way).
-    decrease_priority: bool = True
-    # conduitSubscriptions: the peer's consumers of a queue count as one consumer here;
-    # when False the bridge takes as many round-robin turns as the peer has consumers.
-    conduit: bool = True
 
 
 class _NetworkSink:

@@ -106,6 +106,11 @@ _BY_NAME: dict[str, _Option] = {o.name: o for o in _OPTIONS}
 OPTION_NAMES: tuple[str, ...] = tuple(o.name for o in _OPTIONS)
 
 
+def option_default(name: str) -> OptionValue | None:
+    """An option's default (None: derived from other options)."""
+    return _BY_NAME[name].default
+
+
 @dataclass(frozen=True)
 class ConnectorSpec:
     """A parsed, validated network connector.
