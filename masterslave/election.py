@@ -33,9 +33,10 @@ Rules (DESIGN.md, "Master/slave groups"):
   loses it while the brokers keep their stores). Requiring a majority means the winner is
   the most up-to-date of a majority rather than of whoever started first.
 
-Positions in member nodes are refreshed by each member periodically, so they may be a
-little stale at election time. That affects only which eligible member wins, never
-safety: any in-sync member holds every acknowledged write.
+Positions in member nodes are written when a member registers, is promoted and steps
+down, not as it replicates, so they may be stale at election time. That affects only
+which eligible member wins, never safety: any in-sync member holds every acknowledged
+write.
 
 A member that restarts before its previous ZooKeeper session expires is briefly present
 twice under the same id. Only its newest node (highest sequence number) counts: that one
