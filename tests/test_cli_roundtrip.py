@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 from broker.up import pid_alive
 from netconnector.uri import parse_connector
 from tests.procs import BrokerProcess
+from tests.uptools import Lines
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -121,34 +120,6 @@ def test_rejected_message_is_one_line(
 
 
 # ------------------------------------------------------------------- up / status / down
-
-
-class Lines:
-    """A child's stdout read line by line in the background, for waits with deadlines."""
-
-    def __init__(self, stream: object) -> None:
-        self.q: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: object) -> None:
-        for raw in stream:  # type: ignore[attr-defined]
-            self.q.put(raw.decode(errors="replace").rstrip("\n"))
-        self.q.put(None)
-
-    def expect(self, pattern: str, timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; got {self.seen}") from None
-            if line is None:
-                raise AssertionError(f"output ended before {pattern!r}; got {self.seen}")
-            self.seen.append(line)
-            m = re.search(pattern, line)
-            if m:
-                return m
 
 
 @pytest.fixture

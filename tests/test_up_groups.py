@@ -13,14 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +27,7 @@ from broker.client import Client
 from tests.uptools import (
     ROOT,
     TOPOLOGIES,
+    Lines,
     Relocated,
     broker_pids,
     netbroker,
@@ -186,34 +183,6 @@ def test_ab_c_fails_over_without_losing_a_message(ab_c: Relocated, tmp_path: Pat
     assert not any(up.pid_alive(pid) for pid in [*pids.values(), int(zk["pid"])])
     assert broker_pids(t.data) == []
     assert not (t.data / up.STATE_FILE).exists()
-
-
-class Lines:
-    """A process's stdout, line by line, read by a thread; `expect` waits with a deadline."""
-
-    def __init__(self, stream: object) -> None:
-        self.q: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-
-        def pump() -> None:
-            for raw in stream:  # type: ignore[attr-defined]
-                self.q.put(raw.decode(errors="replace").rstrip("\n"))
-            self.q.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def expect(self, pattern: str, timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; got {self.seen}") from None
-            if line is None:
-                raise AssertionError(f"output ended before {pattern!r}; got {self.seen}")
-            self.seen.append(line)
-            if m := re.search(pattern, line):
-                return m
 
 
 @pytest.fixture

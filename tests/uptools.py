@@ -5,10 +5,12 @@ ports (`relocated`, a fixture registered by conftest), running the CLI, reading 
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -165,3 +167,30 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 # ----------------------------------------------------------------------------- chain
+
+
+class Lines:
+    """A child's stdout read line by line in the background, for waits with deadlines."""
+
+    def __init__(self, stream: object) -> None:
+        self.q: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: object) -> None:
+        for raw in stream:  # type: ignore[attr-defined]
+            self.q.put(raw.decode(errors="replace").rstrip("\n"))
+        self.q.put(None)
+
+    def expect(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r}; got {self.seen}") from None
+            if line is None:
+                raise AssertionError(f"output ended before {pattern!r}; got {self.seen}")
+            self.seen.append(line)
+            if m := re.search(pattern, line):
+                return m
