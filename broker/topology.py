@@ -384,6 +384,21 @@ class _Validator:
     def fail(self, path: tuple[str | int, ...], reason: str) -> TopologyError:
         return TopologyError(self.source, _key_path(path) or None, reason)
 
+    def optional(
+        self,
+        spec: Mapping[Any, Any],
+        key: str,
+        path: tuple[str | int, ...],
+        check: Callable[..., Any],
+        *args: Any,
+        default: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`check(spec[key], *args, path + key)` when the file gives `key`, else `default`."""
+        if key not in spec:
+            return default
+        return check(spec[key], *args, (*path, key), **kwargs)
+
     # -- helpers
 
     def mapping(self, value: Any, path: tuple[str | int, ...], what: str) -> Mapping[Any, Any]:
@@ -524,36 +539,14 @@ class _Validator:
         group = GroupSpec(
             name=name,
             brokers=brokers,
-            election=(
-                self.choice(spec["election"], ELECTIONS, (*path, "election"))
-                if "election" in spec
-                else None
-            ),
-            replicas=(
-                self.positive_int(spec["replicas"], (*path, "replicas"))
-                if "replicas" in spec
-                else None
-            ),
-            sync=(
-                self.choice(spec["sync"], SYNC_POLICIES, (*path, "sync"))
-                if "sync" in spec
-                else None
-            ),
-            min_insync=(
-                self.positive_int(spec["min_insync"], (*path, "min_insync"))
-                if "min_insync" in spec
-                else None
-            ),
-            zk_path=(self.zk_path(spec["zkPath"], (*path, "zkPath")) if "zkPath" in spec else None),
-            session_timeout=(
-                self.seconds(spec["session_timeout"], (*path, "session_timeout"))
-                if "session_timeout" in spec
-                else None
-            ),
-            security_token=(
-                self.token(spec["securityToken"], (*path, "securityToken"))
-                if "securityToken" in spec
-                else file_token
+            election=self.optional(spec, "election", path, self.choice, ELECTIONS),
+            replicas=self.optional(spec, "replicas", path, self.positive_int),
+            sync=self.optional(spec, "sync", path, self.choice, SYNC_POLICIES),
+            min_insync=self.optional(spec, "min_insync", path, self.positive_int),
+            zk_path=self.optional(spec, "zkPath", path, self.zk_path),
+            session_timeout=self.optional(spec, "session_timeout", path, self.seconds),
+            security_token=self.optional(
+                spec, "securityToken", path, self.token, default=file_token
             ),
             connectors=connectors,
         )
@@ -665,26 +658,10 @@ class _Validator:
                 if "host" in spec
                 else DEFAULT_HOST
             ),
-            replication_port=(
-                self.port(spec["replication_port"], (*path, "replication_port"))
-                if "replication_port" in spec
-                else None
-            ),
-            max_message_bytes=(
-                self.positive_int(spec["max_message_bytes"], (*path, "max_message_bytes"))
-                if "max_message_bytes" in spec
-                else None
-            ),
-            sync=(
-                self.choice(spec["sync"], SYNC_POLICIES, (*path, "sync"))
-                if "sync" in spec
-                else None
-            ),
-            weight=(
-                self.positive_int(spec["weight"], (*path, "weight"), minimum=0)
-                if "weight" in spec
-                else None
-            ),
+            replication_port=self.optional(spec, "replication_port", path, self.port),
+            max_message_bytes=self.optional(spec, "max_message_bytes", path, self.positive_int),
+            sync=self.optional(spec, "sync", path, self.choice, SYNC_POLICIES),
+            weight=self.optional(spec, "weight", path, self.positive_int, minimum=0),
         )
 
     def connectors(self, value: Any, path: tuple[str | int, ...]) -> tuple[Connector, ...]:
