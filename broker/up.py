@@ -473,11 +473,7 @@ class BrokerProcess:
                 return  # exited and reaped: its pid may belong to someone else now
         elif not pid_matches(self.pid, self.plan.argv):
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(self.pid) == self.pid:
-                os.killpg(self.pid, sig)
-            else:
-                os.kill(self.pid, sig)
+        signal_leader(self.pid, sig)
 
     def ready_address(self) -> str | None:
         """The address from the broker's listening line, if it has appeared since start."""
@@ -1111,6 +1107,16 @@ def recorded_zookeeper(state: dict[str, Any] | None) -> int | None:
     return pid if pid_matches(pid, entry.get("argv")) else None
 
 
+def signal_leader(pid: int, sig: int) -> None:
+    """Signal the process group `pid` leads (its children too), else `pid` alone; nothing
+    if it is gone or not ours to signal."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
 def stop_recorded_zookeeper(
     state: dict[str, Any], *, timeout: float = DEFAULT_STOP_TIMEOUT
 ) -> int | None:
@@ -1120,13 +1126,8 @@ def stop_recorded_zookeeper(
         return None
 
     def send(sig: int) -> None:
-        if not pid_matches(pid, state["zookeeper"].get("argv")):
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
+        if pid_matches(pid, state["zookeeper"].get("argv")):
+            signal_leader(pid, sig)
 
     send(signal.SIGTERM)
     send(signal.SIGCONT)  # a stopped JVM would never act on the SIGTERM
