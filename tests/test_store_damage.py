@@ -175,9 +175,11 @@ def test_kill_9_under_load_keeps_every_acknowledged_message(
                 while True:
                     future = await producer.send(QUEUE, os.urandom(1000))
                     future.add_done_callback(
-                        lambda f: acked.append(f.result())
-                        if not f.cancelled() and f.exception() is None
-                        else None
+                        lambda f: (
+                            acked.append(f.result())
+                            if not f.cancelled() and f.exception() is None
+                            else None
+                        )
                     )
                     i += 1
                     if i % 500 == 0:
