@@ -143,6 +143,16 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     config = dataclasses.replace(config, port=port)
     gate.client_address = config.client_address
     store: Store | None = None
+    damage: list[StoreDamaged] = []
+
+    def damaged(exc: StoreDamaged) -> None:
+        # Found while serving: stop (a group fails over to an in-sync member; the next
+        # start refuses or re-syncs) and exit non-zero, rather than serve around a hole.
+        if not damage:
+            log.error("%s; stopping", exc)
+            damage.append(exc)
+            stop.set()
+
     member: GroupMember | LockfileMember | None = None
     replication: grpc.aio.Server | None = None
     broker: Broker | None = None
@@ -172,6 +182,8 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             config.data_dir,
         )
         print(f"netbroker: broker {config.name} listening on {config.client_address}", flush=True)
+        if store is not None:
+            store.on_damaged = damaged
         try:
             await stop.wait()
         finally:
@@ -191,6 +203,8 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
         await network.close()
         if store is not None:
             store.close()
+    if damage:
+        raise damage[0]
 
 
 def run(config: BrokerConfig) -> int:

@@ -70,7 +70,10 @@ class StoreDamaged(StartupError):
         self.path = path
         self.detail = detail
         found = _FILE_IN_ERROR.search(detail)
-        self.file = found.group(0) if found else _log_files(path, detail)
+        name = found.group(0) if found else ""
+        self.file = (
+            name if name.startswith("/") else str(path / name) if name else _log_files(path, detail)
+        )
         where = self.file or str(path)
         super().__init__(f"store {path} is damaged ({where}): {detail}")
 
@@ -198,6 +201,9 @@ class Store:
         self.path = path
         # Called once a reset store has received a complete bulk copy.
         self.on_resynced: Callable[[], None] | None = None
+        # Called when damage is found while serving (a block read for paging failing its
+        # checksum): the assembly stops the broker rather than serve around the hole.
+        self.on_damaged: Callable[[StoreDamaged], None] | None = None
 
     def close(self) -> None:
         # Flushed at a clean stop, the data lives in checksummed tables and the log
@@ -227,7 +233,13 @@ class Store:
         try:
             it.status()
         except Exception as exc:
-            raise StoreDamaged(self.path, str(exc)) from exc
+            raise self._damaged(str(exc)) from exc
+
+    def _damaged(self, detail: str) -> StoreDamaged:
+        damage = StoreDamaged(self.path, detail)
+        if self.on_damaged is not None:
+            self.on_damaged(damage)
+        return damage
 
     @property
     def resync_pending(self) -> bool:
@@ -286,7 +298,12 @@ class Store:
         (or forgotten) are left out."""
         if not message_ids:
             return {}
-        values = self._db.get([id_key(mid) for mid in message_ids])
+        try:
+            values = self._db.get([id_key(mid) for mid in message_ids])
+        except Exception as exc:
+            if _is_corruption(str(exc)):
+                raise self._damaged(str(exc)) from exc
+            raise
         return {
             mid: int.from_bytes(value, "big")
             for mid, value in zip(message_ids, values, strict=True)
@@ -312,7 +329,7 @@ class Store:
         it = self._db.iter(probe)
         it.seek(start if last is None else last + b"\x00")
         if it.valid():
-            raise StoreDamaged(self.path, f"a scan ended early at key {last!r}")
+            raise self._damaged(f"a scan ended early at key {last!r}")
         self._check(it)
 
     def queue_counts(self) -> dict[str, int]:

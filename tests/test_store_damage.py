@@ -9,6 +9,7 @@ with one line naming the store and the damaged file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import subprocess
@@ -205,3 +206,43 @@ def test_kill_9_under_load_keeps_every_acknowledged_message(
           f"{len(lost)} lost")  # fmt: skip
     assert acked, "nothing was acknowledged: the test did not run"
     assert not lost, f"{len(lost)} acknowledged messages lost"
+
+
+def test_damage_found_while_paging_stops_the_broker(brokers: Callable[..., BrokerProcess]) -> None:
+    """A block that fails its checksum when a deep queue pages it in stops the broker
+    with the file named and a non-zero exit, instead of the queue ending early."""
+    broker = brokers("a")
+    count = 80_000  # 80 MB: past the 10,000-message window and the 32 MB block cache
+
+    async def fill_deep() -> None:
+        async with await Client.connect(broker.url) as client:
+            producer = client.producer()
+            body = os.urandom(1000)
+            for _ in range(count):
+                await producer.send(QUEUE, body)
+            await producer.flush()
+            await producer.close()
+
+    run(fill_deep(), timeout=120)
+    broker.stop()
+    broker.start()
+    sst = store_files(broker, ".sst")[-1]
+    garble(sst, 0.3)  # read at start (counted), evicted from the cache since
+
+    async def consume() -> int:
+        got = 0
+        with contextlib.suppress(Exception):
+            async with await Client.connect(broker.url) as client:
+                consumer = await client.subscribe(QUEUE, prefetch=1000)
+                while (d := await consumer.receive(timeout=5.0)) is not None:
+                    got += 1
+                    d.ack()
+        return got
+
+    got = run(consume(), timeout=120)
+    assert broker.proc is not None
+    code = broker.proc.wait(timeout=20)
+    print(f"consumed {got} of {count}, broker exited with {code}")
+    assert got < count
+    assert code != 0
+    check_refusal(broker.log(), sst)
