@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 import grpc
 
@@ -22,7 +24,7 @@ from broker.core import Broker
 from broker.errors import StartupError
 from broker.gate import ServiceGate
 from broker.server import build_server
-from broker.store import Store
+from broker.store import Store, StoreDamaged
 from masterslave.election import min_insync_default
 from masterslave.group import GroupConfig, GroupMember
 from masterslave.lockfile import LockfileMember
@@ -85,6 +87,49 @@ def _replication_server(config: BrokerConfig, member: GroupMember) -> grpc.aio.S
     return server
 
 
+def _open_store(config: BrokerConfig) -> Store:
+    """The broker's store, verified. A damaged store is never served: a standalone
+    broker refuses to start (StoreDamaged names the file; the operator decides whether to
+    restore or discard it), while a group member keeps the damaged copy aside and starts
+    from an empty store that takes a bulk copy from the master before it may be elected."""
+    path = config.data_dir / "store"
+    member = config.election == "zookeeper"
+    try:
+        store = Store(path)
+        try:
+            # A standalone broker's start reads every message anyway (and checks it).
+            store.verify(messages=member)
+        except BaseException:
+            store.close()
+            raise
+        return store
+    except StoreDamaged as exc:
+        if not member:
+            raise
+        aside = _aside_name(path, time.time())
+        path.rename(aside)
+        log.error(
+            "%s; moved it to %s and starting empty: this member takes a full copy from "
+            "the master of group %s and is not electable until it has it",
+            exc,
+            aside,
+            config.group,
+        )
+    store = Store(path)
+    store.mark_reset()
+    return store
+
+
+def _aside_name(path: Path, now: float) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    candidate = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    return candidate
+
+
 async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     for uri in config.connectors:
         try:
@@ -98,6 +143,16 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     config = dataclasses.replace(config, port=port)
     gate.client_address = config.client_address
     store: Store | None = None
+    damage: list[StoreDamaged] = []
+
+    def damaged(exc: StoreDamaged) -> None:
+        # Found while serving: stop (a group fails over to an in-sync member; the next
+        # start refuses or re-syncs) and exit non-zero, rather than serve around a hole.
+        if not damage:
+            log.error("%s; stopping", exc)
+            damage.append(exc)
+            stop.set()
+
     member: GroupMember | LockfileMember | None = None
     replication: grpc.aio.Server | None = None
     broker: Broker | None = None
@@ -105,7 +160,7 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
         if config.election == "lockfile":
             member = LockfileMember(config, config.shared_dir or config.data_dir, gate, network)
         else:
-            store = Store(config.data_dir / "store")
+            store = _open_store(config)
             if config.election == "zookeeper":
                 member = GroupMember(config, _group_config(config), store, gate, network)
                 replication = _replication_server(config, member)
@@ -127,6 +182,8 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             config.data_dir,
         )
         print(f"netbroker: broker {config.name} listening on {config.client_address}", flush=True)
+        if store is not None:
+            store.on_damaged = damaged
         try:
             await stop.wait()
         finally:
@@ -146,6 +203,8 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
         await network.close()
         if store is not None:
             store.close()
+    if damage:
+        raise damage[0]
 
 
 def run(config: BrokerConfig) -> int:

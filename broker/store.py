@@ -21,10 +21,20 @@ queue's prefix the dispatch order, so paging in is a plain range scan.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from rocksdict import BlockBasedOptions, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import (
+    BlockBasedOptions,
+    DBRecoveryMode,
+    Options,
+    Rdict,
+    RdictIter,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
 
 from broker.errors import StartupError
 from broker.wire import varint
@@ -38,6 +48,49 @@ META_ACK = b"zack"
 # The log position of the last write and the group epoch it was written in.
 META_POS = b"zpos"
 META_EPOCH = b"zepoch"
+# Present while this store was reset after damage and has not yet received a complete
+# bulk copy from its group's master: such a store lacks acknowledged writes, so its
+# member must not be elected, even if a stale in-sync set still lists it.
+META_RESYNC = b"zresync"
+# The position a reset store claims: one entry of epoch 0, which no master's history
+# holds, so the master's catch-up plan is always a bulk copy (a stream from 0 would
+# never tell the member when it has caught up). Epoch 0 ranks below every real log.
+RESET_POSITION = 1
+
+
+# A file RocksDB names in an error: a path, or a bare table/log/manifest name.
+_FILE_IN_ERROR = re.compile(r"/\S+\.(?:sst|log)\b|MANIFEST-\d+|CURRENT|\b\d+\.(?:sst|log)\b")
+
+
+class StoreDamaged(StartupError):
+    """The store failed verification: a checksum mismatch, or a log that is corrupt
+    before its end. `file` is the damaged file when RocksDB names it."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        found = _FILE_IN_ERROR.search(detail)
+        name = found.group(0) if found else ""
+        self.file = (
+            name if name.startswith("/") else str(path / name) if name else _log_files(path, detail)
+        )
+        where = self.file or str(path)
+        super().__init__(f"store {path} is damaged ({where}): {detail}")
+
+
+def _log_files(path: Path, detail: str) -> str:
+    """RocksDB's log-replay errors ("bad record length", "checksum mismatch") name no
+    file: name the write-ahead logs it was replaying."""
+    if "record" not in detail and "checksum" not in detail:
+        return ""
+    try:
+        return ", ".join(str(p) for p in sorted(path.glob("*.log")))
+    except OSError:
+        return ""
+
+
+def _is_corruption(text: str) -> bool:
+    return "Corruption" in text or "checksum" in text.lower()
 
 
 def message_key(queue: str, priority: int, seq: int) -> bytes:
@@ -112,6 +165,13 @@ class Store:
     def __init__(self, path: Path) -> None:
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        # Refuse a store RocksDB finds inconsistent instead of opening what it can read.
+        options.set_paranoid_checks(True)
+        # A record cut short at the end of the log is a write torn by a crash (never an
+        # acknowledged one: acknowledged writes were synced whole); a bad record with
+        # more log after it is damage. The default (point in time) silently stops at the
+        # first bad record and drops every write after it.
+        options.set_wal_recovery_mode(DBRecoveryMode.tolerate_corrupted_tail_records())
         table = BlockBasedOptions()
         # Most duplicate checks ask for ids that are absent: a bloom filter answers
         # those without reading a block.
@@ -132,23 +192,87 @@ class Store:
                 raise StartupError(
                     f"data directory {path} is in use by another broker (RocksDB lock held)"
                 ) from exc
+            if _is_corruption(text):
+                raise StoreDamaged(path, text) from exc
             raise StartupError(f"cannot open store in {path}: {text}") from exc
         self._sync = WriteOptions()
         self._sync.sync = True
         self._nosync = WriteOptions()
         self.path = path
+        # Called once a reset store has received a complete bulk copy.
+        self.on_resynced: Callable[[], None] | None = None
+        # Called when damage is found while serving (a block read for paging failing its
+        # checksum): the assembly stops the broker rather than serve around the hole.
+        self.on_damaged: Callable[[StoreDamaged], None] | None = None
 
     def close(self) -> None:
-        self._db.close()
+        # Flushed at a clean stop, the data lives in checksummed tables and the log
+        # holds nothing: damage to the log of a cleanly stopped broker loses nothing.
+        try:
+            self._db.flush()
+        finally:
+            self._db.close()
+
+    def verify(self, messages: bool = True) -> None:
+        """Read every block of the store (or every one outside the message keys, which a
+        broker's start reads anyway) so that a checksum mismatch is found now, not when
+        a message is paged in. Raises StoreDamaged."""
+        ranges = [(b"\x00", b"m"), (b"n", b"\xff" * 16)]
+        if messages:
+            ranges.append((b"m", b"n"))
+        for start, end in ranges:
+            ro = ReadOptions()
+            ro.set_iterate_upper_bound(end)
+            it = self._db.iter(ro)
+            it.seek(start)
+            while it.valid():
+                it.next()
+            self._check(it)
+
+    def _check(self, it: RdictIter) -> None:
+        try:
+            it.status()
+        except Exception as exc:
+            raise self._damaged(str(exc)) from exc
+
+    def _damaged(self, detail: str) -> StoreDamaged:
+        damage = StoreDamaged(self.path, detail)
+        if self.on_damaged is not None:
+            self.on_damaged(damage)
+        return damage
+
+    @property
+    def resync_pending(self) -> bool:
+        return self._db.get(META_RESYNC) is not None
+
+    def mark_reset(self) -> None:
+        """This (new, empty) store replaces a damaged one: it must take a bulk copy
+        before its member may be elected."""
+        self.write(
+            [(META_RESYNC, b"\x01"), (META_POS, RESET_POSITION.to_bytes(8, "big"))], sync=True
+        )
+
+    def finish_resync(self) -> None:
+        """A bulk copy completed: this store holds the master's state again."""
+        if not self.resync_pending:
+            return
+        self.write([(META_RESYNC, None)], sync=True)
+        if self.on_resynced is not None:
+            self.on_resynced()
 
     def clear(self) -> None:
-        """Delete everything (a follower about to receive a bulk copy)."""
+        """Delete everything (a follower about to receive a bulk copy); a pending resync
+        stays pending until the copy is complete."""
+        pending = self.resync_pending
         self._db.delete_range(b"\x00", b"\xff" * 16)
+        if pending:
+            self.mark_reset()
 
     def scan_all(self, after: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """Up to `limit` pairs with keys > `after`, in key order (for bulk copies)."""
         out: list[tuple[bytes, bytes]] = []
-        for key, value in self._db.items(from_key=after + b"\x00"):
+        # Checked: a copy cut short by a bad block would give a slave half a store.
+        for key, value in self._range(after + b"\x00", b"\xff" * 16):
             out.append((key, value))
             if len(out) >= limit:
                 break
@@ -174,7 +298,12 @@ class Store:
         (or forgotten) are left out."""
         if not message_ids:
             return {}
-        values = self._db.get([id_key(mid) for mid in message_ids])
+        try:
+            values = self._db.get([id_key(mid) for mid in message_ids])
+        except Exception as exc:
+            if _is_corruption(str(exc)):
+                raise self._damaged(str(exc)) from exc
+            raise
         return {
             mid: int.from_bytes(value, "big")
             for mid, value in zip(message_ids, values, strict=True)
@@ -186,9 +315,18 @@ class Store:
         return int.from_bytes(value, "big") if value else 0
 
     def _range(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        # A raw iterator, not `items`: `items` ends quietly on a read error (a block
+        # failing its checksum) as if the range ended there; the iterator's status says
+        # which it was. (As fast: measured 1.1 s against 1.3 s for 1,000,000 messages.)
         ro = ReadOptions()
         ro.set_iterate_upper_bound(end)
-        yield from self._db.items(from_key=start, read_opt=ro)
+        it = self._db.iter(ro)
+        it.seek(start)
+        key, value, advance, valid = it.key, it.value, it.next, it.valid
+        while valid():
+            yield key(), value()
+            advance()
+        self._check(it)
 
     def queue_counts(self) -> dict[str, int]:
         """How many messages each queue holds, by one scan of the message keys."""

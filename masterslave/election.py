@@ -33,6 +33,11 @@ Rules (DESIGN.md, "Master/slave groups"):
   loses it while the brokers keep their stores). Requiring a majority means the winner is
   the most up-to-date of a majority rather than of whoever started first.
 
+A member whose store was found damaged and replaced by an empty one marks its node
+`"resync": true` until a bulk copy from the master is complete. It is never eligible
+meanwhile, even when the in-sync set still lists it (the set was written before its
+store was lost, and an empty store must not win an election).
+
 Positions in member nodes are written when a member registers, is promoted and steps
 down, not as it replicates, so they may be stale at election time. That affects only
 which eligible member wins, never safety: any in-sync member holds every acknowledged
@@ -99,7 +104,8 @@ class Member:
     `position` is the last log position in its store and `epoch` the epoch of the entry
     at that position (0 when it holds nothing). `seq` is not in the JSON: it is the node's
     sequence number (`parse_seq`). `elected` is the epoch this member was elected master
-    for, or None while it is not master.
+    for, or None while it is not master. `resync` is true while its store, reset after
+    damage, waits for a complete bulk copy (never eligible meanwhile).
     """
 
     id: str
@@ -110,6 +116,7 @@ class Member:
     weight: int
     seq: int
     elected: int | None = None
+    resync: bool = False
 
     @classmethod
     def parse(cls, data: bytes, seq: int) -> Member:
@@ -125,6 +132,9 @@ class Member:
             not isinstance(elected, int) or isinstance(elected, bool) or elected < 1
         ):
             raise ValueError(f"{what}: 'elected' must be null or an epoch >= 1, got {elected!r}")
+        resync = obj.get("resync", False)
+        if not isinstance(resync, bool):
+            raise ValueError(f"{what}: 'resync' must be true or false, got {resync!r}")
         return cls(
             id=_str_field(obj, "id", what),
             address=_str_field(obj, "address", what),
@@ -134,6 +144,7 @@ class Member:
             weight=_int_field({"weight": obj.get("weight", 1)}, "weight", what),
             seq=seq,
             elected=elected,
+            resync=resync,
         )
 
     def to_bytes(self) -> bytes:
@@ -147,6 +158,8 @@ class Member:
                 "epoch": self.epoch,
                 "weight": self.weight,
                 "elected": self.elected,
+                # Only when set: nodes of members that were never reset stay as they were.
+                **({"resync": True} if self.resync else {}),
             },
             separators=(",", ":"),
         ).encode()
@@ -357,12 +370,24 @@ def choose_master(members: Sequence[Member], isr: IsrState | None, replicas: int
                 f"new group: waiting for {needed} of {replicas} members to be present "
                 f"before the first election (present: {_ids(present)})"
             )
-        eligible = list(present.values())
+        eligible = [m for m in present.values() if not m.resync]
+        if not eligible:
+            return Wait(
+                f"new group: every present member is re-syncing a reset store "
+                f"({_ids(present)}); waiting for one that holds its data"
+            )
     else:
         master = present.get(isr.master)
         if master is not None and master.elected == isr.epoch:
             return Keep(master.id)
-        eligible = [m for m in present.values() if m.id in isr.isr]
+        listed = [m for m in present.values() if m.id in isr.isr]
+        eligible = [m for m in listed if not m.resync]
+        if listed and not eligible:
+            return Wait(
+                f"in-sync member {_ids(m.id for m in listed)} present but re-syncing a "
+                f"store reset after damage (in-sync: {_ids(isr.isr)}); waiting for a member "
+                f"that holds every acknowledged write"
+            )
         if not eligible:
             return Wait(
                 f"no in-sync member present (in-sync: {_ids(isr.isr)}; "

@@ -99,6 +99,7 @@ class GroupMember:
         self._started = False
         gate.sources.append(self.status)
         gate.close("electing", self._refusal())
+        store.on_resynced = self._resynced
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -160,7 +161,13 @@ class GroupMember:
             "epoch": self.follower.epoch if self.role != "master" else self.epoch,
             "weight": self.group.weight,
             "elected": self.epoch if self.role == "master" else None,
+            # A store reset after damage: not electable until its bulk copy is complete.
+            **({"resync": True} if self.store.resync_pending else {}),
         }
+
+    def _resynced(self) -> None:
+        if self._zk is not None:
+            asyncio.get_running_loop().create_task(self._zk.update(self._node_data()))
 
     def _position(self) -> int:
         return self.broker.committer.position if self.broker is not None else 0

@@ -406,6 +406,7 @@ class Follower:
             self.position, self.epoch = chunk.position, chunk.epoch
             self.log.reset(chunk.position)
             log.info("bulk copy complete at position %d", chunk.position)
+            self.store.finish_resync()
 
     def _apply(self, entries: Sequence[replication_pb2.LogEntry]) -> None:
         ops: list[Op] = []

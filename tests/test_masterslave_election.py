@@ -315,3 +315,43 @@ def test_isr_parse_rejects_malformed(obj: dict[str, object], message: str) -> No
 def test_isr_parse_rejects_non_json() -> None:
     with pytest.raises(ValueError, match="isr node: not valid JSON"):
         IsrState.parse(b"\xff\xfe")
+
+
+# -- a member whose store was reset after damage ------------------------------------
+
+
+def _node(mid: str, seq: int, position: int, resync: bool = False) -> Member:
+    return Member(mid, f"127.0.0.1:{7000 + seq}", f"127.0.0.1:{8000 + seq}", position, 1, 1, seq,
+                  resync=resync)  # fmt: skip
+
+
+def test_a_resyncing_member_is_never_elected_even_when_the_isr_lists_it() -> None:
+    isr = IsrState(1, "b", frozenset({"b", "c"}), ((1, 0),))
+    # b (the master) is gone; c is in the stale in-sync set but its store was reset.
+    decision = choose_master([_node("c", 2, 1, resync=True)], isr, replicas=2)
+    assert isinstance(decision, Wait)
+    assert "re-syncing" in decision.reason
+    # Once its bulk copy is complete it is an ordinary in-sync member again.
+    assert choose_master([_node("c", 2, 5000)], isr, replicas=2) == Elect("c")
+
+
+def test_a_resyncing_member_does_not_win_over_an_in_sync_one() -> None:
+    isr = IsrState(1, "a", frozenset({"a", "b", "c"}), ((1, 0),))
+    members = [_node("b", 2, 10), _node("c", 3, 10**9, resync=True)]
+    assert choose_master(members, isr, replicas=3) == Elect("b")
+
+
+def test_a_fresh_group_does_not_elect_a_resyncing_member() -> None:
+    members = [_node("b", 1, 0), _node("c", 2, 1, resync=True)]
+    assert choose_master(members, None, replicas=2) == Elect("b")
+    assert isinstance(choose_master([_node("c", 2, 1, resync=True)], None, replicas=1), Wait)
+
+
+def test_resync_flag_round_trips_and_is_absent_when_unset() -> None:
+    flagged = _node("c", 2, 1, resync=True)
+    assert Member.parse(flagged.to_bytes(), 2) == flagged
+    plain = _node("c", 2, 1)
+    assert b"resync" not in plain.to_bytes()
+    assert Member.parse(plain.to_bytes(), 2) == plain
+    with pytest.raises(ValueError, match="resync"):
+        Member.parse(b'{"id":"c","address":"x","client":"y","position":1,"resync":1}', 2)
