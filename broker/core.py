@@ -10,6 +10,7 @@ hooks; this module imports none of them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -73,6 +74,13 @@ class Sent:
     assigned: bool = False
 
 
+@dataclass(frozen=True)
+class _Claim:
+    visit: int
+    # Resolved (with the write's error, or None) once the write is enqueued or undone.
+    settled: asyncio.Future[BaseException | None]
+
+
 class MemoryGate:
     """Bounds the bytes of non-persistent messages held; senders wait past the limit."""
 
@@ -114,7 +122,9 @@ class Broker:
         self._oldest_ack = 0
         self._valid_names: set[str] = set()
         self._prefixes: dict[str, list[bytes]] = {}
-        self._uncommitted_ids: set[str] = set()
+        # Ids whose write is under way -> the visit it stores and its outcome: held for
+        # the duplicate check only once enqueued.
+        self._claims: dict[str, _Claim] = {}
         self._dirty: set[str] = set()
         self._dispatch_scheduled = False
         self._expiry_task: asyncio.Task[None] | None = None
@@ -186,21 +196,35 @@ class Broker:
 
     async def send(self, messages: list[Message], checked: bool = False) -> Sent:
         """Store and enqueue a batch; returns the ids once durable. All or nothing.
-        `checked`: the caller already passed every message through `check`."""
+        `checked`: the caller already passed every message through `check`.
+
+        Cancelling the caller never splits store from queue: once the write is handed to
+        the committer, its outcome (not the awaiting task) enqueues the batch or undoes it.
+        """
         if not checked:
             for message in messages:
                 self._check(message)
+        # A resend of an id whose write is still under way is answered only once that
+        # write's fate is known: a duplicate once the original is durable and enqueued,
+        # a new message if the original failed. Nothing of ours is written yet, so a
+        # cancel while waiting here leaves nothing behind.
+        while waits := self._claims_of(messages):
+            await asyncio.wait(waits)
         stamp = now_ms()
         me = self.config.name
-        # One lookup for the whole batch: ids the producer set may be resends.
+        # One lookup for the whole batch: ids the producer set may be resends. With no
+        # claim on them, the store is the truth: an id key there belongs to a write that
+        # was enqueued (a failed write is undone before its claim goes).
         held = self.store.visits_of([m.id for m in messages if m.persistent and m.id])
         ops: list[Op] = []
+        undo: list[Op] = []
         accepted: list[Entry] = []
         claimed: list[str] = []
         nonpersistent_bytes = 0
         ids: list[str] = []
         duplicates: list[int] = []
-        uncommitted = self._uncommitted_ids
+        claims = self._claims
+        settled: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         assigned = False
         for position, message in enumerate(messages):
             mid = message.id
@@ -212,8 +236,13 @@ class Broker:
             # come back (its consumers moved) and is then new here; a resend of the
             # same visit is a duplicate.
             visit = len(message.broker_path) + 1
-            if mid in uncommitted or (message.persistent and held.get(mid, 0) >= visit):
-                duplicates.append(position)  # acknowledged, not stored twice
+            claim = claims.get(mid)
+            if (claim is not None and claim.settled is settled) or (
+                message.persistent and held.get(mid, 0) >= visit
+            ):
+                # Held and durable (or twice in this batch, answered with it): acknowledged,
+                # not stored twice.
+                duplicates.append(position)
                 continue
             if not message.timestamp_ms:
                 message.timestamp_ms = stamp
@@ -226,30 +255,98 @@ class Broker:
                 key = self._key(message.destination, message.priority, seq)
                 ops.append((key, data))
                 ops.append((id_key(mid), visit.to_bytes(2, "big")))
+                previous = held.get(mid, 0)
+                undo.append((key, None))
+                undo.append((id_key(mid), previous.to_bytes(2, "big") if previous else None))
             else:
                 key = None
                 size = message.ByteSize()
                 nonpersistent_bytes += size
-            uncommitted.add(mid)
+            claims[mid] = _Claim(visit, settled)
             claimed.append(mid)
             accepted.append(Entry(message, seq, size, key, data))
         try:
             if nonpersistent_bytes:
                 await self.memory.reserve(nonpersistent_bytes)
-            if ops:
-                ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
-                await self.committer.submit(ops)
-        except BaseException:
-            if nonpersistent_bytes:
-                self.memory.release(nonpersistent_bytes)
+        except BaseException as exc:
+            self._settle(claimed, settled, exc)
             raise
-        finally:
-            self._uncommitted_ids.difference_update(claimed)
-        for entry in accepted:
-            self._queue(entry.message.destination).enqueue(entry)
-            self._dirty.add(entry.message.destination)
-        self._schedule_dispatch()
+        if ops:
+            ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
+            written = self.committer.submit(ops)
+        else:
+            written = asyncio.get_running_loop().create_future()
+            written.set_result(None)
+        written.add_done_callback(
+            functools.partial(self._written, accepted, claimed, settled, nonpersistent_bytes, undo)
+        )
+        # Shielded: a cancel ends this wait, not the write, which enqueues on its own.
+        error = await asyncio.shield(settled)
+        if error is not None:
+            raise error
         return Sent(ids, duplicates, assigned)
+
+    def _claims_of(self, messages: list[Message]) -> set[asyncio.Future[BaseException | None]]:
+        """The unsettled writes that hold an id of `messages` for the same visit or later."""
+        claims = self._claims
+        if not claims:
+            return set()
+        waits: set[asyncio.Future[BaseException | None]] = set()
+        for message in messages:
+            claim = claims.get(message.id) if message.id else None
+            if claim is not None and claim.visit >= len(message.broker_path) + 1:
+                waits.add(claim.settled)
+        return waits
+
+    def _written(
+        self,
+        accepted: list[Entry],
+        claimed: list[str],
+        settled: asyncio.Future[BaseException | None],
+        nonpersistent_bytes: int,
+        undo: list[Op],
+        written: asyncio.Future[None],
+    ) -> None:
+        """A batch's write is done: enqueue it, or undo it if it failed. Runs from the
+        write's future, so no cancelled task can leave it stored but not queued."""
+        error = Unavailable("store write cancelled") if written.cancelled() else written.exception()
+        if error is None:
+            for entry in accepted:
+                self._queue(entry.message.destination).enqueue(entry)
+                self._dirty.add(entry.message.destination)
+            self._schedule_dispatch()
+            self._settle(claimed, settled, None)
+            return
+        if nonpersistent_bytes:
+            self.memory.release(nonpersistent_bytes)
+        if not undo:
+            self._settle(claimed, settled, error)
+            return
+        # Failed after it may have reached the store (replication or fsync failed): take
+        # it out again before the ids are free, so a resend is stored anew rather than
+        # taken for a duplicate of a message that is in no queue.
+        undone = self.committer.submit(undo)
+
+        def after_undo(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.warning("could not undo a failed write: %s", done.exception())
+            self._settle(claimed, settled, error)
+
+        undone.add_done_callback(after_undo)
+
+    def _settle(
+        self,
+        claimed: list[str],
+        settled: asyncio.Future[BaseException | None],
+        error: BaseException | None,
+    ) -> None:
+        claims = self._claims
+        for mid in claimed:
+            claim = claims.get(mid)
+            if claim is not None and claim.settled is settled:
+                del claims[mid]
+        if not settled.done():
+            settled.set_result(error)
 
     # -- consumers -----------------------------------------------------------------
 
