@@ -211,7 +211,7 @@ class Broker:
         while waits := self._claims_of(messages):
             await asyncio.wait(waits)
         stamp = now_ms()
-        me = self.config.name
+        me = self.config.path_name
         # One lookup for the whole batch: ids the producer set may be resends. With no
         # claim on them, the store is the truth: an id key there belongs to a write that
         # was enqueued (a failed write is undone before its claim goes).
