@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from broker.client import Client, Consumer, Delivery
 from broker.zookeeper import Ensemble
 from tests.conftest import run
@@ -26,6 +28,16 @@ from tests.procs import BrokerProcess, free_port
 from tests.scenario import check_exactly_once, demand_seen, wait_for
 
 Start = Callable[..., BrokerProcess]
+
+# A short form for every run, and the long one (more traffic, more faults) marked slow.
+SIZES = [
+    pytest.param(8_000, 4, id="short"),
+    pytest.param(16_000, 4, id="long", marks=pytest.mark.slow),
+]
+GROUP_SIZES = [
+    pytest.param(6_000, id="short"),
+    pytest.param(16_000, id="long", marks=pytest.mark.slow),
+]
 
 
 async def bridges_up(url: str, count: int = 1) -> bool:
@@ -103,13 +115,16 @@ async def settle(consumer: Consumer, traffic: Traffic, production: Awaitable[Non
         d.ack()
 
 
-def test_a_link_dropped_while_the_receiver_stores_loses_nothing(brokers: Start) -> None:
-    """a forwards to b under steady traffic; a is killed mid-forward four times, so b's
-    link drops with batches being stored, and a resends them on its next link."""
+@pytest.mark.parametrize(("total", "kills"), SIZES)
+def test_a_link_dropped_while_the_receiver_stores_loses_nothing(
+    brokers: Start, total: int, kills: int
+) -> None:
+    """a forwards to b under steady traffic; a is killed mid-forward again and again, so
+    b's link drops with batches being stored, and a resends them on its next link."""
     port_b = free_port()
     b = brokers("b", port=port_b)
     a = brokers("a", "--connector", f"static:(127.0.0.1:{port_b})", port=free_port())
-    total, rate, kills = 16_000, 2_000.0, 4
+    rate = 2_000.0
     traffic = Traffic()
 
     async def scenario() -> None:
@@ -137,8 +152,9 @@ def test_a_link_dropped_while_the_receiver_stores_loses_nothing(brokers: Start) 
     run(scenario(), timeout=240)
 
 
+@pytest.mark.parametrize("total", GROUP_SIZES)
 def test_a_new_masters_reforward_is_not_delivered_again(
-    brokers: Start, zookeeper: Ensemble
+    brokers: Start, zookeeper: Ensemble, total: int
 ) -> None:
     """Group B (master and slave) forwards to a, where the consumer is; the master is
     killed mid-forward and the slave, master now, forwards what it holds."""
@@ -147,7 +163,7 @@ def test_a_new_masters_reforward_is_not_delivered_again(
     group = start_group(
         brokers, zookeeper, ["b", "c"], 2, connectors=(f"static:(127.0.0.1:{port_a})",)
     )
-    total, rate = 16_000, 2_000.0
+    rate = 2_000.0
     traffic = Traffic()
 
     async def scenario() -> None:
