@@ -328,8 +328,10 @@ class Broker:
         undone = self.committer.submit(undo)
 
         def after_undo(done: asyncio.Future[None]) -> None:
+            # Not committed is still written here, unless the store refused the write
+            # itself, in which case the original failed the same way and is not there.
             if not done.cancelled() and done.exception() is not None:
-                log.warning("could not undo a failed write: %s", done.exception())
+                log.info("undo of a failed write not committed: %s", done.exception())
             self._settle(claimed, settled, error)
 
         undone.add_done_callback(after_undo)
