@@ -74,11 +74,9 @@ class Sent:
     assigned: bool = False
 
 
-@dataclass(frozen=True)
-class _Claim:
-    visit: int
-    # Resolved (with the write's error, or None) once the write is enqueued or undone.
-    settled: asyncio.Future[BaseException | None]
+# An id's write under way: the visit it stores, and a future resolved (with the write's
+# error, or None) once the write is enqueued or undone. A tuple: one is made per message.
+_Claim = tuple[int, "asyncio.Future[BaseException | None]"]
 
 
 class MemoryGate:
@@ -217,7 +215,6 @@ class Broker:
         # was enqueued (a failed write is undone before its claim goes).
         held = self.store.visits_of([m.id for m in messages if m.persistent and m.id])
         ops: list[Op] = []
-        undo: list[Op] = []
         accepted: list[Entry] = []
         claimed: list[str] = []
         nonpersistent_bytes = 0
@@ -237,7 +234,7 @@ class Broker:
             # same visit is a duplicate.
             visit = len(message.broker_path) + 1
             claim = claims.get(mid)
-            if (claim is not None and claim.settled is settled) or (
+            if (claim is not None and claim[1] is settled) or (
                 message.persistent and held.get(mid, 0) >= visit
             ):
                 # Held and durable (or twice in this batch, answered with it): acknowledged,
@@ -255,14 +252,11 @@ class Broker:
                 key = self._key(message.destination, message.priority, seq)
                 ops.append((key, data))
                 ops.append((id_key(mid), visit.to_bytes(2, "big")))
-                previous = held.get(mid, 0)
-                undo.append((key, None))
-                undo.append((id_key(mid), previous.to_bytes(2, "big") if previous else None))
             else:
                 key = None
                 size = message.ByteSize()
                 nonpersistent_bytes += size
-            claims[mid] = _Claim(visit, settled)
+            claims[mid] = (visit, settled)
             claimed.append(mid)
             accepted.append(Entry(message, seq, size, key, data))
         try:
@@ -278,7 +272,7 @@ class Broker:
             written = asyncio.get_running_loop().create_future()
             written.set_result(None)
         written.add_done_callback(
-            functools.partial(self._written, accepted, claimed, settled, nonpersistent_bytes, undo)
+            functools.partial(self._written, accepted, claimed, settled, nonpersistent_bytes, held)
         )
         # Shielded: a cancel ends this wait, not the write, which enqueues on its own.
         error = await asyncio.shield(settled)
@@ -294,8 +288,8 @@ class Broker:
         waits: set[asyncio.Future[BaseException | None]] = set()
         for message in messages:
             claim = claims.get(message.id) if message.id else None
-            if claim is not None and claim.visit >= len(message.broker_path) + 1:
-                waits.add(claim.settled)
+            if claim is not None and claim[0] >= len(message.broker_path) + 1:
+                waits.add(claim[1])
         return waits
 
     def _written(
@@ -304,7 +298,7 @@ class Broker:
         claimed: list[str],
         settled: asyncio.Future[BaseException | None],
         nonpersistent_bytes: int,
-        undo: list[Op],
+        held: dict[str, int],
         written: asyncio.Future[None],
     ) -> None:
         """A batch's write is done: enqueue it, or undo it if it failed. Runs from the
@@ -319,12 +313,20 @@ class Broker:
             return
         if nonpersistent_bytes:
             self.memory.release(nonpersistent_bytes)
+        # Failed after it may have reached the store (replication or fsync failed): take
+        # it out again before the ids are free, so a resend is stored anew rather than
+        # taken for a duplicate of a message that is in no queue. An id held from an
+        # earlier visit keeps that visit.
+        undo: list[Op] = []
+        for entry in accepted:
+            if entry.key is not None:
+                mid = entry.message.id
+                previous = held.get(mid, 0)
+                undo.append((entry.key, None))
+                undo.append((id_key(mid), previous.to_bytes(2, "big") if previous else None))
         if not undo:
             self._settle(claimed, settled, error)
             return
-        # Failed after it may have reached the store (replication or fsync failed): take
-        # it out again before the ids are free, so a resend is stored anew rather than
-        # taken for a duplicate of a message that is in no queue.
         undone = self.committer.submit(undo)
 
         def after_undo(done: asyncio.Future[None]) -> None:
@@ -345,7 +347,7 @@ class Broker:
         claims = self._claims
         for mid in claimed:
             claim = claims.get(mid)
-            if claim is not None and claim.settled is settled:
+            if claim is not None and claim[1] is settled:
                 del claims[mid]
         if not settled.done():
             settled.set_result(error)
