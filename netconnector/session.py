@@ -1,9 +1,11 @@
 """One established bridge between this broker and a neighbour, whichever side opened it.
 
 The session is an adapter: the demand table decides where consumers are, the forwarding
-rule decides which messages may go, and the broker's queues decide dispatch. The session
-turns the neighbour's demand into network consumers on local queues, sends what they are
-given as forward batches, and acks the local copies once the neighbour has stored them.
+rule decides which messages may go, the broker's queues decide dispatch, and
+`BridgeState` decides the rest (which network consumers exist, how deliveries are
+batched, what the neighbour's answers do to the local copies, when a received batch is
+answered, what close does). The session feeds it frames, deliveries and the outcomes of
+stores, and carries its actions out against the broker and the link.
 """
 
 from __future__ import annotations
