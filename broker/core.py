@@ -52,6 +52,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# An id's write under way: the visit it stores, and a future resolved (with the write's
+# error, or None) once the write is enqueued or undone. A tuple: one is made per message.
+_Claim = tuple[int, "asyncio.Future[BaseException | None]"]
+
+
 @dataclass
 class QueueSnapshot:
     name: str
@@ -72,11 +77,6 @@ class Sent:
     duplicates: list[int]
     # Whether the broker chose any of the ids (the message came without one).
     assigned: bool = False
-
-
-# An id's write under way: the visit it stores, and a future resolved (with the write's
-# error, or None) once the write is enqueued or undone. A tuple: one is made per message.
-_Claim = tuple[int, "asyncio.Future[BaseException | None]"]
 
 
 class MemoryGate:
