@@ -263,19 +263,23 @@ class Broker:
             if nonpersistent_bytes:
                 await self.memory.reserve(nonpersistent_bytes)
         except BaseException as exc:
-            self._settle(claimed, settled, exc)
+            self._settle(claimed, settled, error=exc)
             raise
+        # The sender's own answer: cancelling the sender cancels only this, never the
+        # write nor `settled`, on which resends of these ids wait.
+        answer: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        done = functools.partial(
+            self._written, accepted, claimed, (settled, answer), nonpersistent_bytes, held
+        )
         if ops:
             ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
-            written = self.committer.submit(ops)
+            self.committer.submit(ops).add_done_callback(done)
         else:
-            written = asyncio.get_running_loop().create_future()
-            written.set_result(None)
-        written.add_done_callback(
-            functools.partial(self._written, accepted, claimed, settled, nonpersistent_bytes, held)
-        )
-        # Shielded: a cancel ends this wait, not the write, which enqueues on its own.
-        error = await asyncio.shield(settled)
+            # Nothing to write: enqueued now, as a non-persistent send always was.
+            nothing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            nothing.set_result(None)
+            done(nothing)
+        error = await answer
         if error is not None:
             raise error
         return Sent(ids, duplicates, assigned)
@@ -296,7 +300,7 @@ class Broker:
         self,
         accepted: list[Entry],
         claimed: list[str],
-        settled: asyncio.Future[BaseException | None],
+        outcome: tuple[asyncio.Future[BaseException | None], ...],
         nonpersistent_bytes: int,
         held: dict[str, int],
         written: asyncio.Future[None],
@@ -309,7 +313,7 @@ class Broker:
                 self._queue(entry.message.destination).enqueue(entry)
                 self._dirty.add(entry.message.destination)
             self._schedule_dispatch()
-            self._settle(claimed, settled, None)
+            self._settle(claimed, *outcome, error=None)
             return
         if nonpersistent_bytes:
             self.memory.release(nonpersistent_bytes)
@@ -325,7 +329,7 @@ class Broker:
                 undo.append((entry.key, None))
                 undo.append((id_key(mid), previous.to_bytes(2, "big") if previous else None))
         if not undo:
-            self._settle(claimed, settled, error)
+            self._settle(claimed, *outcome, error=error)
             return
         undone = self.committer.submit(undo)
 
@@ -334,7 +338,7 @@ class Broker:
             # itself, in which case the original failed the same way and is not there.
             if not done.cancelled() and done.exception() is not None:
                 log.info("undo of a failed write not committed: %s", done.exception())
-            self._settle(claimed, settled, error)
+            self._settle(claimed, *outcome, error=error)
 
         undone.add_done_callback(after_undo)
 
@@ -342,6 +346,8 @@ class Broker:
         self,
         claimed: list[str],
         settled: asyncio.Future[BaseException | None],
+        answer: asyncio.Future[BaseException | None] | None = None,
+        *,
         error: BaseException | None,
     ) -> None:
         claims = self._claims
@@ -349,8 +355,9 @@ class Broker:
             claim = claims.get(mid)
             if claim is not None and claim[1] is settled:
                 del claims[mid]
-        if not settled.done():
-            settled.set_result(error)
+        for future in (settled, answer):
+            if future is not None and not future.done():
+                future.set_result(error)
 
     # -- consumers -----------------------------------------------------------------
 
