@@ -67,6 +67,13 @@ class BrokerConfig:
     shared_dir: Path | None = None
 
     @property
+    def path_name(self) -> str:
+        """This broker's name in broker paths. The members of a master/slave group share
+        one, the group's: a forward is the group's, so a new master's resend of what the
+        old one forwarded is the same hop, and loops are judged group by group."""
+        return self.group if self.election and self.group else self.name
+
+    @property
     def client_address(self) -> str:
         return f"{self.host}:{self.port}"
 

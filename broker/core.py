@@ -10,6 +10,7 @@ hooks; this module imports none of them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -49,6 +50,11 @@ TakenListener = Callable[[list[Entry]], None]
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# An id's write under way: the visit it stores, and a future resolved (with the write's
+# error, or None) once the write is enqueued or undone. A tuple: one is made per message.
+_Claim = tuple[int, "asyncio.Future[BaseException | None]"]
 
 
 @dataclass
@@ -114,7 +120,9 @@ class Broker:
         self._oldest_ack = 0
         self._valid_names: set[str] = set()
         self._prefixes: dict[str, list[bytes]] = {}
-        self._uncommitted_ids: set[str] = set()
+        # Ids whose write is under way -> the visit it stores and its outcome: held for
+        # the duplicate check only once enqueued.
+        self._claims: dict[str, _Claim] = {}
         self._dirty: set[str] = set()
         self._dispatch_scheduled = False
         self._expiry_task: asyncio.Task[None] | None = None
@@ -186,13 +194,25 @@ class Broker:
 
     async def send(self, messages: list[Message], checked: bool = False) -> Sent:
         """Store and enqueue a batch; returns the ids once durable. All or nothing.
-        `checked`: the caller already passed every message through `check`."""
+        `checked`: the caller already passed every message through `check`.
+
+        Cancelling the caller never splits store from queue: once the write is handed to
+        the committer, its outcome (not the awaiting task) enqueues the batch or undoes it.
+        """
         if not checked:
             for message in messages:
                 self._check(message)
+        # A resend of an id whose write is still under way is answered only once that
+        # write's fate is known: a duplicate once the original is durable and enqueued,
+        # a new message if the original failed. Nothing of ours is written yet, so a
+        # cancel while waiting here leaves nothing behind.
+        while waits := self._claims_of(messages):
+            await asyncio.wait(waits)
         stamp = now_ms()
-        me = self.config.name
-        # One lookup for the whole batch: ids the producer set may be resends.
+        me = self.config.path_name
+        # One lookup for the whole batch: ids the producer set may be resends. With no
+        # claim on them, the store is the truth: an id key there belongs to a write that
+        # was enqueued (a failed write is undone before its claim goes).
         held = self.store.visits_of([m.id for m in messages if m.persistent and m.id])
         ops: list[Op] = []
         accepted: list[Entry] = []
@@ -200,7 +220,8 @@ class Broker:
         nonpersistent_bytes = 0
         ids: list[str] = []
         duplicates: list[int] = []
-        uncommitted = self._uncommitted_ids
+        claims = self._claims
+        settled: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         assigned = False
         for position, message in enumerate(messages):
             mid = message.id
@@ -212,8 +233,13 @@ class Broker:
             # come back (its consumers moved) and is then new here; a resend of the
             # same visit is a duplicate.
             visit = len(message.broker_path) + 1
-            if mid in uncommitted or (message.persistent and held.get(mid, 0) >= visit):
-                duplicates.append(position)  # acknowledged, not stored twice
+            claim = claims.get(mid)
+            if (claim is not None and claim[1] is settled) or (
+                message.persistent and held.get(mid, 0) >= visit
+            ):
+                # Held and durable (or twice in this batch, answered with it): acknowledged,
+                # not stored twice.
+                duplicates.append(position)
                 continue
             if not message.timestamp_ms:
                 message.timestamp_ms = stamp
@@ -230,26 +256,108 @@ class Broker:
                 key = None
                 size = message.ByteSize()
                 nonpersistent_bytes += size
-            uncommitted.add(mid)
+            claims[mid] = (visit, settled)
             claimed.append(mid)
             accepted.append(Entry(message, seq, size, key, data))
         try:
             if nonpersistent_bytes:
                 await self.memory.reserve(nonpersistent_bytes)
-            if ops:
-                ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
-                await self.committer.submit(ops)
-        except BaseException:
-            if nonpersistent_bytes:
-                self.memory.release(nonpersistent_bytes)
+        except BaseException as exc:
+            self._settle(claimed, settled, error=exc)
             raise
-        finally:
-            self._uncommitted_ids.difference_update(claimed)
-        for entry in accepted:
-            self._queue(entry.message.destination).enqueue(entry)
-            self._dirty.add(entry.message.destination)
-        self._schedule_dispatch()
+        # The sender's own answer: cancelling the sender cancels only this, never the
+        # write nor `settled`, on which resends of these ids wait.
+        answer: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        done = functools.partial(
+            self._written, accepted, claimed, (settled, answer), nonpersistent_bytes, held
+        )
+        if ops:
+            ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
+            self.committer.submit(ops).add_done_callback(done)
+        else:
+            # Nothing to write: enqueued now, as a non-persistent send always was.
+            nothing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            nothing.set_result(None)
+            done(nothing)
+        error = await answer
+        if error is not None:
+            raise error
         return Sent(ids, duplicates, assigned)
+
+    def _claims_of(self, messages: list[Message]) -> set[asyncio.Future[BaseException | None]]:
+        """The unsettled writes that hold an id of `messages` for the same visit or later."""
+        claims = self._claims
+        if not claims:
+            return set()
+        waits: set[asyncio.Future[BaseException | None]] = set()
+        for message in messages:
+            claim = claims.get(message.id) if message.id else None
+            if claim is not None and claim[0] >= len(message.broker_path) + 1:
+                waits.add(claim[1])
+        return waits
+
+    def _written(
+        self,
+        accepted: list[Entry],
+        claimed: list[str],
+        outcome: tuple[asyncio.Future[BaseException | None], ...],
+        nonpersistent_bytes: int,
+        held: dict[str, int],
+        written: asyncio.Future[None],
+    ) -> None:
+        """A batch's write is done: enqueue it, or undo it if it failed. Runs from the
+        write's future, so no cancelled task can leave it stored but not queued."""
+        error = Unavailable("store write cancelled") if written.cancelled() else written.exception()
+        if error is None:
+            for entry in accepted:
+                self._queue(entry.message.destination).enqueue(entry)
+                self._dirty.add(entry.message.destination)
+            self._schedule_dispatch()
+            self._settle(claimed, *outcome, error=None)
+            return
+        if nonpersistent_bytes:
+            self.memory.release(nonpersistent_bytes)
+        # Failed after it may have reached the store (replication or fsync failed): take
+        # it out again before the ids are free, so a resend is stored anew rather than
+        # taken for a duplicate of a message that is in no queue. An id held from an
+        # earlier visit keeps that visit.
+        undo: list[Op] = []
+        for entry in accepted:
+            if entry.key is not None:
+                mid = entry.message.id
+                previous = held.get(mid, 0)
+                undo.append((entry.key, None))
+                undo.append((id_key(mid), previous.to_bytes(2, "big") if previous else None))
+        if not undo:
+            self._settle(claimed, *outcome, error=error)
+            return
+        undone = self.committer.submit(undo)
+
+        def after_undo(done: asyncio.Future[None]) -> None:
+            # Not committed is still written here, unless the store refused the write
+            # itself, in which case the original failed the same way and is not there.
+            if not done.cancelled() and done.exception() is not None:
+                log.info("undo of a failed write not committed: %s", done.exception())
+            self._settle(claimed, *outcome, error=error)
+
+        undone.add_done_callback(after_undo)
+
+    def _settle(
+        self,
+        claimed: list[str],
+        settled: asyncio.Future[BaseException | None],
+        answer: asyncio.Future[BaseException | None] | None = None,
+        *,
+        error: BaseException | None,
+    ) -> None:
+        claims = self._claims
+        for mid in claimed:
+            claim = claims.get(mid)
+            if claim is not None and claim[1] is settled:
+                del claims[mid]
+        for future in (settled, answer):
+            if future is not None and not future.done():
+                future.set_result(error)
 
     # -- consumers -----------------------------------------------------------------
 

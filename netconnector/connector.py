@@ -19,7 +19,7 @@ import grpc
 from broker.gate import ComponentStatus
 from broker.pb import bridge_pb2
 from broker.reconnect import AddressRotation, Backoff
-from netconnector.hello import opener_terms, refusal
+from netconnector.hello import opener_terms, path_name_of, refusal
 from netconnector.outbox import LINK_METHOD, Outbox, serialize_frame
 from netconnector.session import BridgeSession
 from netconnector.uri import ConnectorSpec
@@ -163,7 +163,7 @@ class Link:
             if refused is not None:
                 call.cancel()
                 raise LinkRefused(refused)
-            terms = opener_terms(spec, hello.broker)
+            terms = opener_terms(spec, hello.broker, path_name_of(hello))
             broker = network.broker
             if broker is None:
                 raise LinkRefused("this broker is not serving")

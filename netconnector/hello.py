@@ -35,14 +35,28 @@ class LinkTerms:
     # conduitSubscriptions: the peer's consumers of a queue count as one consumer here;
     # when False the bridge takes as many round-robin turns as the peer has consumers.
     conduit: bool = True
+    # The peer's name in broker paths (its group's, for a master/slave member): loop
+    # suppression compares paths with this, never with the member's own name.
+    peer_path: str = ""
+
+    @property
+    def peer_in_paths(self) -> str:
+        return self.peer_path or self.peer
 
 
 def make_hello(
-    broker: str, group: str, token: str, spec: ConnectorSpec | None = None
+    broker: str,
+    group: str,
+    token: str,
+    spec: ConnectorSpec | None = None,
+    path_name: str = "",
 ) -> bridge_pb2.BridgeHello:
     """This broker's hello: with `spec` the opener's (its connector's settings), without
-    it the acceptor's answer. `token` is the broker's own securityToken."""
-    hello = bridge_pb2.BridgeHello(broker=broker, group=group, protocol=PROTOCOL, token=token)
+    it the acceptor's answer. `token` is the broker's own securityToken; `path_name` its
+    name in broker paths (BrokerConfig.path_name), when not `broker`."""
+    hello = bridge_pb2.BridgeHello(
+        broker=broker, group=group, protocol=PROTOCOL, token=token, path_name=path_name or broker
+    )
     if spec is not None:
         hello.duplex = spec.duplex
         hello.network_ttl = spec.network_ttl
@@ -73,10 +87,16 @@ def refusal(hello: bridge_pb2.BridgeHello, me: str, expected_token: str) -> str 
     return None
 
 
-def opener_terms(spec: ConnectorSpec, peer: str) -> LinkTerms:
+def path_name_of(hello: bridge_pb2.BridgeHello) -> str:
+    """The sender's name in broker paths (an older broker's hello has none: its name)."""
+    return hello.path_name or hello.broker
+
+
+def opener_terms(spec: ConnectorSpec, peer: str, peer_path: str = "") -> LinkTerms:
     """The opening side's terms: its connector's settings."""
     return LinkTerms(
         peer=peer,
+        peer_path=peer_path or peer,
         forwards=True,
         advertises=spec.duplex,
         network_ttl=spec.network_ttl,
@@ -111,6 +131,7 @@ def acceptor_terms(hello: bridge_pb2.BridgeHello) -> LinkTerms:
     assert isinstance(prefetch, int)
     return LinkTerms(
         peer=hello.broker,
+        peer_path=path_name_of(hello),
         forwards=hello.duplex,
         advertises=True,
         network_ttl=ttl,

@@ -129,7 +129,8 @@ class Network:
         """Whether a bridge other than the one to `peer` forwards `queue` to a broker
         not on `path`."""
         return any(
-            s.peer != peer and s.peer not in path and queue in s.consumers for s in self.sessions
+            s.peer != peer and s.terms.peer_in_paths not in path and queue in s.consumers
+            for s in self.sessions
         )
 
     def _taken(self, entries: list[Entry]) -> None:
@@ -140,7 +141,7 @@ class Network:
         within the capacity we advertised."""
         if not self.sessions:
             return  # no link: no forwarder to credit
-        me = self.name
+        me = self.config.path_name
         consumed = self._consumed
         for entry in entries:
             path = entry.message.broker_path
@@ -155,11 +156,13 @@ class Network:
     def _send_credits(self) -> None:
         self._credits_scheduled = False
         consumed, self._consumed = self._consumed, {}
+        # Keyed by path names: credit for what a group forwarded goes to the link to
+        # whichever member serves it now.
         by_peer: dict[str, list[bridge_pb2.Credit]] = {}
         for (peer, queue), count in consumed.items():
             by_peer.setdefault(peer, []).append(bridge_pb2.Credit(queue=queue, count=count))
         for session in self.sessions:
-            credits = by_peer.get(session.peer)
+            credits = by_peer.get(session.terms.peer_in_paths)
             if credits:
                 session.send_credits(credits)
 
@@ -179,7 +182,7 @@ class Network:
     # -- hellos ----------------------------------------------------------------------
 
     def hello(self, spec: ConnectorSpec | None = None) -> bridge_pb2.BridgeHello:
-        return make_hello(self.name, self.group, self.token, spec)
+        return make_hello(self.name, self.group, self.token, spec, self.config.path_name)
 
     def status(self) -> list[ComponentStatus]:
         out = [status for c in self.connectors for status in c.statuses()]

@@ -1,9 +1,11 @@
 """One established bridge between this broker and a neighbour, whichever side opened it.
 
 The session is an adapter: the demand table decides where consumers are, the forwarding
-rule decides which messages may go, and the broker's queues decide dispatch. The session
-turns the neighbour's demand into network consumers on local queues, sends what they are
-given as forward batches, and acks the local copies once the neighbour has stored them.
+rule decides which messages may go, the broker's queues decide dispatch, and
+`BridgeState` decides the rest (which network consumers exist, how deliveries are
+batched, what the neighbour's answers do to the local copies, when a received batch is
+answered, what close does). The session feeds it frames, deliveries and the outcomes of
+stores, and carries its actions out against the broker and the link.
 """
 
 from __future__ import annotations
@@ -20,39 +22,33 @@ from broker.errors import BrokerError
 from broker.pb import bridge_pb2
 from broker.pb.message_pb2 import Message
 from broker.queue import Consumer, Entry
+from netconnector import bridge_state as bs
+from netconnector.bridge_state import MAX_FORWARD_BYTES, NETWORK_PRIORITY, REFUSED_RETRY
 from netconnector.demand import Advertiser, DemandTable
 from netconnector.forwarding import may_forward
 from netconnector.hello import LinkTerms
 from netconnector.outbox import Frame
 
-log = logging.getLogger("netbroker.bridge")
+__all__ = ["MAX_FORWARD_BYTES", "NETWORK_PRIORITY", "REFUSED_RETRY", "BridgeSession"]
 
-# Network consumers rank below every local consumer (clients' priorities are small), and
-# farther ones below nearer ones.
-NETWORK_PRIORITY = -1000
-# A forward frame carries at most this much (a single larger message goes alone). Credit
-# that comes back in one piece is sent as a few frames rather than one, so the peer
-# stores the first while the next is on the wire (measured: ~1 MiB beats 4 MiB by ~5%).
-MAX_FORWARD_BYTES = 1024 * 1024
-# After a peer could not store a batch (it is shutting down, its disk failed), how long
-# before those messages are offered to it again.
-REFUSED_RETRY = 1.0
+log = logging.getLogger("netbroker.bridge")
 
 
 class _NetworkSink:
     """A network consumer's deliveries go out as forward batches."""
 
-    def __init__(self, session: BridgeSession, queue: str) -> None:
+    def __init__(self, session: BridgeSession, queue: str, sub: int) -> None:
         self.session = session
         self.queue = queue
-        self.consumer: Consumer | None = None
+        self.sub = sub
 
     def deliver(self, deliveries: list[tuple[int, Entry]]) -> None:
-        assert self.consumer is not None
-        self.session.forward(self.queue, self.consumer, deliveries)
+        self.session.forward(self.queue, self.sub, deliveries)
 
 
 class BridgeSession:
+    """Carries a `BridgeState`'s actions out against the broker and the link."""
+
     def __init__(
         self,
         broker: Broker,
@@ -66,6 +62,7 @@ class BridgeSession:
         self.broker = broker
         self.table = table
         self.terms = terms
+        self.state = bs.BridgeState(terms, broker.config.path_name)
         self._write = write
         self._on_demand_change = on_demand_change
         # (queue, hops, peer) -> how many messages the consumers behind this broker take
@@ -74,26 +71,33 @@ class BridgeSession:
         # (queue, broker path, peer) -> whether another bridge can take the message to
         # consumers without going back along its path.
         self._route_elsewhere = route_elsewhere
-        # queue -> the capacity the peer advertised with its demand.
-        self.capacity: dict[str, int] = {}
-        # Queues forwarded for the peer's demand: their credit comes back as the peer's
-        # consumers take the messages. Static includes get credit back once stored.
-        self._dynamic: set[str] = set()
         self._advertiser = Advertiser(terms.peer, terms.advertise_ttl) if terms.advertises else None
-        # queue -> network consumer; those in _draining get no new credit and leave once
-        # everything sent is acknowledged.
+        # queue -> network consumer, and the same by the state's handle.
         self.consumers: dict[str, Consumer] = {}
-        self._draining: set[str] = set()
-        self._unacked: dict[int, tuple[str, Consumer, list[int]]] = {}
-        self._next_batch = 1
-        self._stores: set[asyncio.Task[None]] = set()
-        self.closed = False
-        self.forwarded = 0
-        self.received = 0
+        self._subs: dict[int, Consumer] = {}
+        # Deliveries sent and not yet answered, by batch: their entries, for the bytes.
+        self._outgoing: dict[int, list[Entry]] = {}
+        self._stores: dict[int, asyncio.Task[None]] = {}
 
     @property
     def peer(self) -> str:
         return self.terms.peer
+
+    @property
+    def closed(self) -> bool:
+        return self.state.closed
+
+    @property
+    def capacity(self) -> dict[str, int]:
+        return self.state.capacity
+
+    @property
+    def forwarded(self) -> int:
+        return self.state.forwarded
+
+    @property
+    def received(self) -> int:
+        return self.state.received
 
     # -- demand --------------------------------------------------------------------
 
@@ -120,70 +124,82 @@ class BridgeSession:
         """Make the network consumers match the peer's demand and the static includes."""
         if not self.terms.forwards or self.closed:
             return
-        terms = self.terms
-        desired: dict[str, int] = {}
-        dynamic: set[str] = set()
-        for queue, distance in self.table.wanted_queues(terms.peer, terms.network_ttl).items():
-            if terms.filter.forwards_dynamically(queue):
-                desired[queue] = distance
-                dynamic.add(queue)
-        for queue in self.broker.queues:
-            if queue not in desired and terms.filter.forwards_statically(queue):
-                # Forwarded with or without demand, behind any dynamic route.
-                desired[queue] = terms.network_ttl + 1
-        self._dynamic = dynamic
-        prefetch = terms.prefetch
-        for queue, distance in desired.items():
-            limit = self._credit_limit(queue)
-            priority = self._priority(distance)
-            weight = self._weight(queue)
-            consumer = self.consumers.get(queue)
-            if consumer is None:
-                self._subscribe(queue, priority, weight, limit)
-                log.info("forwarding %s to %s (distance %d)", queue, terms.peer, distance)
-                continue
-            if queue in self._draining:
-                self._draining.discard(queue)
-                self.broker.credit(queue, consumer, consumer.max_credit)
-            if consumer.prefetch != prefetch or consumer.credit_limit != limit:
-                self.broker.set_prefetch(queue, consumer, prefetch, limit)
-            if consumer.priority != priority or consumer.weight != weight:
-                self.broker.rank(queue, consumer, priority, weight)
-        for queue in list(self.consumers):
-            if queue not in desired and queue not in self._draining:
-                self._draining.add(queue)
-                self.broker.revoke_credit(queue, self.consumers[queue])
-                self._leave_if_drained(queue)
-
-    def _credit_limit(self, queue: str) -> int:
-        """Most forwarded messages of `queue` not yet taken by a consumer at the peer (in
-        flight, being stored, or waiting there); 0: no more than prefetchSize.
-
-        prefetchSize bounds the unacknowledged ones. For demand the peer advertised with a
-        capacity, credit comes back only as its consumers take the messages: the capacity
-        bounds what waits there, so a backlog is shared with this broker's consumers, and
-        the prefetch alone does not: when the peer's consumers take more ahead than
-        prefetchSize, the link keeps that many coming while acknowledgements travel."""
-        return self.capacity.get(queue, 0) if queue in self._dynamic else 0
-
-    def _priority(self, distance: int) -> int:
-        """Below every local consumer; by distance unless decreaseNetworkConsumerPriority
-        is off. Static-only forwarding (distance networkTTL + 1) stays behind demand."""
-        if distance <= self.terms.network_ttl and not self.terms.decrease_priority:
-            distance = 1
-        return NETWORK_PRIORITY - distance
-
-    def _weight(self, queue: str) -> int:
-        if self.terms.conduit or queue not in self._dynamic:
-            return 1
-        demand = self.table.remote(self.terms.peer, queue)
-        return max(1, demand[0]) if demand is not None else 1
-
-    def _subscribe(self, queue: str, priority: int, weight: int, credit_limit: int) -> None:
         peer = self.terms.peer
+        wanted = self.table.wanted_queues(peer, self.terms.network_ttl)
+        remote = {q: d[0] for q in wanted if (d := self.table.remote(peer, q)) is not None}
+        self._carry(self.state.reconcile(wanted, list(self.broker.queues), remote))
+
+    # -- carrying actions out ------------------------------------------------------
+
+    def _carry(self, actions: list[bs.Action]) -> None:
+        broker = self.broker
+        for action in actions:
+            match action:
+                case bs.SendBatch(batch_id, _, rewrite):
+                    entries = self._outgoing[batch_id]
+                    me = self.state.me
+                    messages = [entry.data for entry in entries]
+                    for i in rewrite:
+                        messages[i] = wire.with_broker(messages[i], me)
+                    self._write(wire.forward_frame(batch_id, messages))
+                case bs.AckLocal(queue, sub, tags):
+                    broker.ack(queue, self._subs[sub], list(tags))
+                case bs.ReturnLocal(queue, sub, tags):
+                    broker.nack(queue, self._subs[sub], list(tags), counted=False)
+                case bs.RejectLocal(queue, sub, tag, reason):
+                    broker.reject(queue, self._subs[sub], [tag], reason)
+                case bs.Credit(queue, sub, count):
+                    broker.credit(queue, self._subs[sub], count)
+                case bs.CreditLater(delay, queue, sub, count):
+                    asyncio.get_running_loop().call_later(
+                        delay, functools.partial(self._retry_credit, queue, sub, count)
+                    )
+                case bs.Subscribe(queue, sub, priority, weight, limit):
+                    self._subscribe(queue, sub, priority, weight, limit)
+                case bs.Unsubscribe(queue, sub):
+                    consumer = self._subs.pop(sub)
+                    if self.consumers.get(queue) is consumer:
+                        del self.consumers[queue]
+                    broker.unsubscribe(queue, consumer)
+                case bs.Restock(queue, sub):
+                    consumer = self._subs[sub]
+                    broker.credit(queue, consumer, consumer.max_credit)
+                case bs.SetPrefetch(queue, sub, prefetch, limit):
+                    broker.set_prefetch(queue, self._subs[sub], prefetch, limit)
+                case bs.Rank(queue, sub, priority, weight):
+                    broker.rank(queue, self._subs[sub], priority, weight)
+                case bs.Revoke(queue, sub):
+                    broker.revoke_credit(queue, self._subs[sub])
+                case bs.AnswerBatch(batch_id, ok, error, refused, credits):
+                    ack = bridge_pb2.ForwardAck(
+                        batch_id=batch_id, ok=ok, error=error,
+                        refused=[bridge_pb2.Refusal(position=p, reason=r) for p, r in refused],
+                    )  # fmt: skip
+                    self._write(
+                        bridge_pb2.BridgeFrame(
+                            acks=[ack],
+                            credits=[bridge_pb2.Credit(queue=q, count=n) for q, n in credits],
+                        )
+                    )
+                case bs.AbandonStores(batch_ids):
+                    # Safe at any point: the broker enqueues whatever reached its store.
+                    for batch_id in batch_ids:
+                        task = self._stores.get(batch_id)
+                        if task is not None:
+                            task.cancel()
+                case bs.Log(level, text):
+                    getattr(log, level)("%s", text)
+                case bs.Store():
+                    raise AssertionError("stores start in on_frame")
+
+    def _retry_credit(self, queue: str, sub: int, count: int) -> None:
+        self._carry(self.state.retry_credit(queue, sub, count))
+
+    def _subscribe(self, queue: str, sub: int, priority: int, weight: int, limit: int) -> None:
+        peer = self.terms.peer_in_paths
+        name = self.terms.peer
         message_ttl = self.terms.message_ttl
         broker = self.broker
-
         route_elsewhere = self._route_elsewhere
 
         def accepts(message: Message) -> bool:
@@ -193,139 +209,81 @@ class BridgeSession:
             # Going back is for messages whose consumers moved away: not while a local
             # consumer, or a bridge to a broker the message has not been on, can take it
             # (in a mesh, overflow from the direct route must wait for it, not bounce).
-            served = broker.has_local_consumers(queue) or route_elsewhere(queue, path, peer)
+            served = broker.has_local_consumers(queue) or route_elsewhere(queue, path, name)
             return may_forward(path, peer, served, message_ttl)
 
-        sink = _NetworkSink(self, queue)
-        sink.consumer = broker.subscribe(
+        consumer = broker.subscribe(
             queue,
-            sink,
+            _NetworkSink(self, queue, sub),
             prefetch=self.terms.prefetch,
             priority=priority,
-            name=f"bridge to {peer}",
+            name=f"bridge to {name}",
             remote=True,
             accepts=accepts,
-            credit_limit=credit_limit,
+            credit_limit=limit,
             weight=weight,
         )
-        self.consumers[queue] = sink.consumer
-
-    def _leave_if_drained(self, queue: str) -> None:
-        consumer = self.consumers[queue]
-        if queue in self._draining and not consumer.in_flight:
-            del self.consumers[queue]
-            self._draining.discard(queue)
-            self.broker.unsubscribe(queue, consumer)
-            log.info("stopped forwarding %s to %s: no demand", queue, self.terms.peer)
+        self.consumers[queue] = consumer
+        self._subs[sub] = consumer
 
     # -- forwarding ----------------------------------------------------------------
 
-    def forward(self, queue: str, consumer: Consumer, deliveries: list[tuple[int, Entry]]) -> None:
+    def forward(self, queue: str, sub: int, deliveries: list[tuple[int, Entry]]) -> None:
         """Send deliveries made to a network consumer, in batches of bounded size."""
-        start = 0
-        while start < len(deliveries):
-            size = 0
-            end = start
-            while end < len(deliveries) and (end == start or size < MAX_FORWARD_BYTES):
-                size += deliveries[end][1].size
-                end += 1
-            chunk = deliveries[start:end]
-            start = end
-            batch_id = self._next_batch
-            self._next_batch += 1
-            self._unacked[batch_id] = (queue, consumer, [tag for tag, _ in chunk])
-            me = self.broker.config.name
-            messages: list[bytes] = []
-            for _, entry in chunk:
-                path = entry.message.broker_path
-                if path and path[-1] == me:
-                    messages.append(entry.data)
-                else:
-                    # A slave that took over holds messages whose path ends at its old
-                    # master: the path must name the broker they really leave from.
-                    messages.append(wire.with_broker(entry.data, me))
-            self._write(wire.forward_frame(batch_id, messages))
+        actions = self.state.deliver(
+            queue, sub, [(tag, entry.size, entry.message.broker_path) for tag, entry in deliveries]
+        )
+        entries = dict(deliveries)
+        for action in actions:
+            if isinstance(action, bs.SendBatch):
+                self._outgoing[action.batch_id] = [entries[tag] for tag in action.tags]
+        self._carry(actions)
 
     def _acked(self, ack: bridge_pb2.ForwardAck) -> None:
-        pending = self._unacked.pop(ack.batch_id, None)
-        if pending is None:
-            return
-        queue, consumer, tags = pending
-        if self.consumers.get(queue) is not consumer:
-            return  # unsubscribed meanwhile: the messages went back to the queue
-        broker = self.broker
-        if not ack.ok:
-            # Not stored there, for now: back to the queue as they were (nothing reached a
-            # consumer), and their credit only after a pause, or the link would spin
-            # resending to a peer that cannot take them.
-            log.warning("%s refused %d messages of %s: %s", self.peer, len(tags), queue, ack.error)
-            broker.nack(queue, consumer, tags, counted=False)
-            if queue in self._draining:
-                self._leave_if_drained(queue)
-            else:
-                asyncio.get_running_loop().call_later(
-                    REFUSED_RETRY,
-                    functools.partial(self._give_credit, queue, consumer, len(tags), dynamic=False),
-                )
-            return
-        stored = tags
-        if ack.refused:
-            refused = {r.position: r.reason for r in ack.refused if r.position < len(tags)}
-            stored = [tag for i, tag in enumerate(tags) if i not in refused]
-            for position, reason in refused.items():
-                log.warning("%s refused a message of %s for good: %s", self.peer, queue, reason)
-                why = f"refused by {self.peer}: {reason}"
-                broker.reject(queue, consumer, [tags[position]], why)
-        broker.ack(queue, consumer, stored)
-        self.forwarded += len(stored)
-        if queue in self._draining:
-            self._leave_if_drained(queue)
-        else:
-            # For demand, credit for what was stored comes back as the peer's consumers
-            # take it; refused messages never will be taken, so theirs comes back now.
-            held = len(stored) if queue in self._dynamic else 0
-            self._give_credit(queue, consumer, len(tags) - held, dynamic=False)
+        self._outgoing.pop(ack.batch_id, None)
+        refused = [(r.position, r.reason) for r in ack.refused]
+        self._carry(self.state.acked(ack.batch_id, ack.ok, ack.error, refused))
 
-    def _give_credit(
-        self, queue: str, consumer: Consumer, count: int, *, dynamic: bool = True
-    ) -> None:
-        """Credit for `consumer` if it still forwards `queue`; with `dynamic` only while
-        the queue is forwarded for the peer's demand (credit returned by the peer)."""
-        if (
-            count > 0
-            and self.consumers.get(queue) is consumer
-            and queue not in self._draining
-            and (not dynamic or queue in self._dynamic)
-        ):
-            self.broker.credit(queue, consumer, count)
+    # -- receiving -----------------------------------------------------------------
 
-    async def _store(self, batch: bridge_pb2.ForwardBatch) -> None:
+    def _received(self, batch: bridge_pb2.ForwardBatch) -> None:
         messages = list(batch.messages)
         # Messages this broker can never store are refused one by one, so that they do not
         # hold back (or take down with them) the rest of their batch.
-        refused: list[bridge_pb2.Refusal] = []
+        refused: list[tuple[int, str]] = []
         for position, message in enumerate(messages):
             try:
                 self.broker.check(message)
             except BrokerError as exc:
-                refused.append(bridge_pb2.Refusal(position=position, reason=exc.message))
-        if refused:
-            skip = {r.position for r in refused}
-            messages = [m for i, m in enumerate(messages) if i not in skip]
+                refused.append((position, exc.message))
+        for action in self.state.batch_received(batch.batch_id, len(messages), refused):
+            if isinstance(action, bs.Store):
+                chosen = [messages[i] for i in action.positions]
+                task = asyncio.ensure_future(self._store(action.batch_id, chosen, refused))
+                self._stores[action.batch_id] = task
+                task.add_done_callback(functools.partial(self._store_done, action.batch_id))
+            else:
+                self._carry([action])
+
+    async def _store(
+        self, batch_id: int, messages: list[Message], refused: list[tuple[int, str]]
+    ) -> None:
         try:
             sent = await self.broker.send(messages, checked=True)
         except BrokerError as exc:
-            ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=False, error=exc.message)
-            credits = []
-        else:
-            ack = bridge_pb2.ForwardAck(batch_id=batch.batch_id, ok=True, refused=refused)
-            self.received += len(messages) - len(sent.duplicates)
-            # Resends of messages already held here will not be consumed here again:
-            # their credit goes straight back, or the forwarder's window would shrink.
-            resent = collections.Counter(messages[i].destination for i in sent.duplicates)
-            credits = [bridge_pb2.Credit(queue=q, count=n) for q, n in resent.items()]
-        if not self.closed:
-            self._write(bridge_pb2.BridgeFrame(acks=[ack], credits=credits))
+            self._carry(self.state.store_failed(batch_id, exc.message))
+            return
+        resent = collections.Counter(messages[i].destination for i in sent.duplicates)
+        stored = len(messages) - len(sent.duplicates)
+        self._carry(self.state.stored(batch_id, stored, resent, refused))
+
+    def _store_done(self, batch_id: int, task: asyncio.Task[None]) -> None:
+        self._stores.pop(batch_id, None)
+        if task.cancelled():
+            self._carry(self.state.store_cancelled(batch_id))
+        elif (error := task.exception()) is not None:
+            log.error("storing a batch from %s failed: %r", self.peer, error)
+            self._carry(self.state.store_failed(batch_id, f"{type(error).__name__}: {error}"))
 
     def send_credits(self, credits: list[bridge_pb2.Credit]) -> None:
         if not self.closed:
@@ -337,21 +295,14 @@ class BridgeSession:
         if frame.demand:
             changed = False
             for d in frame.demand:
-                if d.consumers:
-                    self.capacity[d.queue] = d.capacity
-                else:
-                    self.capacity.pop(d.queue, None)
+                self.state.peer_demand(d.queue, d.consumers, d.capacity)
                 changed |= self.table.set_remote(self.peer, d.queue, d.consumers, d.hops)
             if changed:
                 self._on_demand_change()
         for credit in frame.credits:
-            consumer = self.consumers.get(credit.queue)
-            if consumer is not None:
-                self._give_credit(credit.queue, consumer, credit.count)
+            self._carry(self.state.peer_credit(credit.queue, credit.count))
         if frame.HasField("forward"):
-            task = asyncio.ensure_future(self._store(frame.forward))
-            self._stores.add(task)
-            task.add_done_callback(self._stores.discard)
+            self._received(frame.forward)
         for ack in frame.acks:
             self._acked(ack)
 
@@ -361,14 +312,7 @@ class BridgeSession:
 
     def close(self) -> None:
         """The link is gone: unsent and unacknowledged messages return to their queues."""
-        if self.closed:
-            return
-        self.closed = True
-        for queue, consumer in self.consumers.items():
-            self.broker.unsubscribe(queue, consumer)
-        self.consumers.clear()
-        self._unacked.clear()
-        for task in self._stores:
-            task.cancel()
+        self._carry(self.state.close())
+        self._outgoing.clear()
         if self.table.drop_bridge(self.peer):
             self._on_demand_change()

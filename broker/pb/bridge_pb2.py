@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from broker.pb import message_pb2 as broker_dot_pb_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/pb/bridge.proto\x12\tnetbroker\x1a\x17\x62roker/pb/message.proto\"\xbe\x02\n\x0b\x42ridgeHello\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\r\x12\x0e\n\x06\x64uplex\x18\x04 \x01(\x08\x12\x13\n\x0bnetwork_ttl\x18\x05 \x01(\r\x12\x13\n\x0bmessage_ttl\x18\x06 \x01(\r\x12\x10\n\x08prefetch\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\t\x12\x10\n\x08\x65xcluded\x18\t \x03(\t\x12\x1b\n\x13statically_included\x18\n \x03(\t\x12\x1c\n\x14\x64ynamically_included\x18\x0b \x03(\t\x12\x1e\n\x11\x64\x65\x63rease_priority\x18\x0c \x01(\x08H\x00\x88\x01\x01\x12\x14\n\x07\x63onduit\x18\r \x01(\x08H\x01\x88\x01\x01\x42\x14\n\x12_decrease_priorityB\n\n\x08_conduit\"J\n\x06\x44\x65mand\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tconsumers\x18\x02 \x01(\r\x12\x0c\n\x04hops\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\"&\n\x06\x43redit\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"F\n\x0c\x46orwardBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.netbroker.Message\"^\n\nForwardAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12#\n\x07refused\x18\x04 \x03(\x0b\x32\x12.netbroker.Refusal\"+\n\x07Refusal\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xca\x01\n\x0b\x42ridgeFrame\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x16.netbroker.BridgeHello\x12!\n\x06\x64\x65mand\x18\x02 \x03(\x0b\x32\x11.netbroker.Demand\x12(\n\x07\x66orward\x18\x03 \x01(\x0b\x32\x17.netbroker.ForwardBatch\x12#\n\x04\x61\x63ks\x18\x04 \x03(\x0b\x32\x15.netbroker.ForwardAck\x12\"\n\x07\x63redits\x18\x05 \x03(\x0b\x32\x11.netbroker.Credit2D\n\x06\x42ridge\x12:\n\x04Link\x12\x16.netbroker.BridgeFrame\x1a\x16.netbroker.BridgeFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/pb/bridge.proto\x12\tnetbroker\x1a\x17\x62roker/pb/message.proto\"\xd1\x02\n\x0b\x42ridgeHello\x12\x0e\n\x06\x62roker\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\r\x12\x0e\n\x06\x64uplex\x18\x04 \x01(\x08\x12\x13\n\x0bnetwork_ttl\x18\x05 \x01(\r\x12\x13\n\x0bmessage_ttl\x18\x06 \x01(\r\x12\x10\n\x08prefetch\x18\x07 \x01(\r\x12\r\n\x05token\x18\x08 \x01(\t\x12\x10\n\x08\x65xcluded\x18\t \x03(\t\x12\x1b\n\x13statically_included\x18\n \x03(\t\x12\x1c\n\x14\x64ynamically_included\x18\x0b \x03(\t\x12\x1e\n\x11\x64\x65\x63rease_priority\x18\x0c \x01(\x08H\x00\x88\x01\x01\x12\x14\n\x07\x63onduit\x18\r \x01(\x08H\x01\x88\x01\x01\x12\x11\n\tpath_name\x18\x0e \x01(\tB\x14\n\x12_decrease_priorityB\n\n\x08_conduit\"J\n\x06\x44\x65mand\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tconsumers\x18\x02 \x01(\r\x12\x0c\n\x04hops\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\"&\n\x06\x43redit\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"F\n\x0c\x46orwardBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.netbroker.Message\"^\n\nForwardAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12#\n\x07refused\x18\x04 \x03(\x0b\x32\x12.netbroker.Refusal\"+\n\x07Refusal\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xca\x01\n\x0b\x42ridgeFrame\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x16.netbroker.BridgeHello\x12!\n\x06\x64\x65mand\x18\x02 \x03(\x0b\x32\x11.netbroker.Demand\x12(\n\x07\x66orward\x18\x03 \x01(\x0b\x32\x17.netbroker.ForwardBatch\x12#\n\x04\x61\x63ks\x18\x04 \x03(\x0b\x32\x15.netbroker.ForwardAck\x12\"\n\x07\x63redits\x18\x05 \x03(\x0b\x32\x11.netbroker.Credit2D\n\x06\x42ridge\x12:\n\x04Link\x12\x16.netbroker.BridgeFrame\x1a\x16.netbroker.BridgeFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.pb.bridge_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BRIDGEHELLO']._serialized_start=63
-  _globals['_BRIDGEHELLO']._serialized_end=381
-  _globals['_DEMAND']._serialized_start=383
-  _globals['_DEMAND']._serialized_end=457
-  _globals['_CREDIT']._serialized_start=459
-  _globals['_CREDIT']._serialized_end=497
-  _globals['_FORWARDBATCH']._serialized_start=499
-  _globals['_FORWARDBATCH']._serialized_end=569
-  _globals['_FORWARDACK']._serialized_start=571
-  _globals['_FORWARDACK']._serialized_end=665
-  _globals['_REFUSAL']._serialized_start=667
-  _globals['_REFUSAL']._serialized_end=710
-  _globals['_BRIDGEFRAME']._serialized_start=713
-  _globals['_BRIDGEFRAME']._serialized_end=915
-  _globals['_BRIDGE']._serialized_start=917
-  _globals['_BRIDGE']._serialized_end=985
+  _globals['_BRIDGEHELLO']._serialized_end=400
+  _globals['_DEMAND']._serialized_start=402
+  _globals['_DEMAND']._serialized_end=476
+  _globals['_CREDIT']._serialized_start=478
+  _globals['_CREDIT']._serialized_end=516
+  _globals['_FORWARDBATCH']._serialized_start=518
+  _globals['_FORWARDBATCH']._serialized_end=588
+  _globals['_FORWARDACK']._serialized_start=590
+  _globals['_FORWARDACK']._serialized_end=684
+  _globals['_REFUSAL']._serialized_start=686
+  _globals['_REFUSAL']._serialized_end=729
+  _globals['_BRIDGEFRAME']._serialized_start=732
+  _globals['_BRIDGEFRAME']._serialized_end=934
+  _globals['_BRIDGE']._serialized_start=936
+  _globals['_BRIDGE']._serialized_end=1004
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BridgeHello(_message.Message):
-    __slots__ = ("broker", "group", "protocol", "duplex", "network_ttl", "message_ttl", "prefetch", "token", "excluded", "statically_included", "dynamically_included", "decrease_priority", "conduit")
+    __slots__ = ("broker", "group", "protocol", "duplex", "network_ttl", "message_ttl", "prefetch", "token", "excluded", "statically_included", "dynamically_included", "decrease_priority", "conduit", "path_name")
     BROKER_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class BridgeHello(_message.Message):
     DYNAMICALLY_INCLUDED_FIELD_NUMBER: _ClassVar[int]
     DECREASE_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     CONDUIT_FIELD_NUMBER: _ClassVar[int]
+    PATH_NAME_FIELD_NUMBER: _ClassVar[int]
     broker: str
     group: str
     protocol: int
@@ -35,7 +36,8 @@ class BridgeHello(_message.Message):
     dynamically_included: _containers.RepeatedScalarFieldContainer[str]
     decrease_priority: bool
     conduit: bool
-    def __init__(self, broker: _Optional[str] = ..., group: _Optional[str] = ..., protocol: _Optional[int] = ..., duplex: _Optional[bool] = ..., network_ttl: _Optional[int] = ..., message_ttl: _Optional[int] = ..., prefetch: _Optional[int] = ..., token: _Optional[str] = ..., excluded: _Optional[_Iterable[str]] = ..., statically_included: _Optional[_Iterable[str]] = ..., dynamically_included: _Optional[_Iterable[str]] = ..., decrease_priority: _Optional[bool] = ..., conduit: _Optional[bool] = ...) -> None: ...
+    path_name: str
+    def __init__(self, broker: _Optional[str] = ..., group: _Optional[str] = ..., protocol: _Optional[int] = ..., duplex: _Optional[bool] = ..., network_ttl: _Optional[int] = ..., message_ttl: _Optional[int] = ..., prefetch: _Optional[int] = ..., token: _Optional[str] = ..., excluded: _Optional[_Iterable[str]] = ..., statically_included: _Optional[_Iterable[str]] = ..., dynamically_included: _Optional[_Iterable[str]] = ..., decrease_priority: _Optional[bool] = ..., conduit: _Optional[bool] = ..., path_name: _Optional[str] = ...) -> None: ...
 
 class Demand(_message.Message):
     __slots__ = ("queue", "consumers", "hops", "capacity")
