@@ -180,7 +180,8 @@ def summary(name: str, data: dict[str, Any]) -> str:
         f"p99 {1000 * pct(rtt, 99):6.1f} max {1000 * max(rtt, default=0):6.1f}; "
         f">167 ms {over(rtt, 0.167)}",
         f"drops {len(data['drops'])}",
-        f"thread wake late p99 {1000 * pct(late, 99):6.1f} ms max {1000 * max(late, default=0):6.1f}"
+        f"thread wake late p99 {1000 * pct(late, 99):6.1f} ms "
+        f"max {1000 * max(late, default=0):6.1f}"
         f" (>50 ms: {over(late, 0.05)})",
     ]
     if lag:
@@ -250,7 +251,7 @@ async def load(urls: dict[str, str], rate: int, seconds: float) -> tuple[int, in
                 acked += 1
             elif len(failures) < 3:
                 failures.append(str(f.exception()))
-    return sent, acked, failures + ["roles every 0.5 s (b c): " + " ".join(roles)]
+    return sent, acked, [*failures, "roles every 0.5 s (b c): " + " ".join(roles)]
 
 
 def outer(args: argparse.Namespace) -> None:
@@ -263,9 +264,10 @@ def outer(args: argparse.Namespace) -> None:
     instrument_kazoo()
     start_sleeper_thread()
     burners = [multiprocessing.Process(target=burn, daemon=True) for _ in range(args.burn)]
-    with tempfile.TemporaryDirectory(prefix="zk-probe-") as tmp, Ensemble(
-        Path(tmp) / "zk", size=1
-    ) as zk:
+    with (
+        tempfile.TemporaryDirectory(prefix="zk-probe-") as tmp,
+        Ensemble(Path(tmp) / "zk", size=1) as zk,
+    ):
         procs: dict[str, subprocess.Popen[bytes]] = {}
         urls: dict[str, str] = {}
         for name in ("b", "c"):
