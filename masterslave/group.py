@@ -286,7 +286,9 @@ class GroupMember:
         assert self._zk is not None
         if self.machine.session != "connected":
             return  # registered on the next Connected
-        await self._zk.register(self._node_data())
+        # A read that raced with the last registration may ask again: one node a session.
+        if not await self._zk.node_exists():
+            await self._zk.register(self._node_data())
         self._feed(Registered())
 
     async def _read_group(self) -> None:
@@ -350,6 +352,14 @@ class GroupMember:
     # -- master --------------------------------------------------------------------
 
     async def _take_over(self, action: TakeOver) -> None:
+        try:
+            await self._build_master(action)
+        except Exception as exc:
+            # Whatever failed, the machine must hear of it or it waits for this forever.
+            log.warning("taking over failed: %r", exc)
+            self._feed(TakeOverFailed(f"taking over failed: {exc!r}"))
+
+    async def _build_master(self, action: TakeOver) -> None:
         assert self._zk is not None
         if self._follow_task is not None:
             self._follow_task.cancel()
@@ -359,11 +369,7 @@ class GroupMember:
         position = self.store.meta(META_POS)
         min_epoch = max(self.store.meta(META_EPOCH), action.min_epoch)
         state = new_epoch(action.isr, self.config.name, position, min_epoch=min_epoch)
-        try:
-            written = await self._zk.write_isr(state.to_bytes(), action.isr_version)
-        except Exception as exc:
-            self._feed(TakeOverFailed(f"could not write the in-sync node: {exc!r}"))
-            return
+        written = await self._zk.write_isr(state.to_bytes(), action.isr_version)
         if written is None:
             log.info("lost the race to become master; reconsidering")
             self._feed(TakeOverFailed("another member took over first"))
