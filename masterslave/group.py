@@ -1,10 +1,12 @@
 """One member of a master/slave group: election through ZooKeeper, then master or slave.
 
-The choice of master is `choose_master`'s; replication is the Leader's and Follower's.
-This controller feeds ZooKeeper's view into the choice and carries out the result:
-it builds the broker core and opens the gate when promoted, follows the master as a
-slave, and stops serving at once when it may no longer be master (ZooKeeper session
-suspended, or the in-sync set rewritten by someone else).
+What to do is `MemberRole`'s (masterslave/role.py): the choice of master, when to stop
+serving (session lost, or suspended past the moment it could have expired; the in-sync
+set rewritten by someone else), whom to follow. Replication is the Leader's and
+Follower's. This adapter feeds ZooKeeper's view and the leader's reports into the
+machine and carries out its actions: it builds the broker core and opens the gate when
+promoted, closes the gate (ending every open stream) when told to stop serving, and
+follows the master as a slave.
 """
 
 from __future__ import annotations
