@@ -22,7 +22,7 @@ session only after the whole timeout without hearing from us, and until then no 
 member can be elected. Acknowledgements do not rest on the session at all: a master
 acknowledges only what every in-sync member holds and changes the in-sync node only with
 a version check, so the member that replaces it holds every acknowledged write whatever
-the old one does meanwhile. So a master whose connection is suspended goes on serving
+the old one does meanwhile. So a master goes on serving while its connection is suspended,
 until its session *could* have expired — `grace` times the session timeout after the start of
 the last ZooKeeper round trip known to have been answered (the server touched the session
 after that start) — and stops then unless the connection came back. A blip of a few
@@ -239,8 +239,11 @@ class MemberRole:
         return f"broker {self.me} in {where} is not serving: {self.waiting_reason}"
 
     def deadline(self) -> float | None:
-        """When a suspended master must stop serving (None unless that applies)."""
-        if self.role != "master" or self.session != "suspended":
+        """When a master must stop serving unless ZooKeeper answers again meanwhile.
+
+        Whatever kazoo reports: its connection can look up while nothing is answered
+        (requests in flight stand in for its pings)."""
+        if self.role != "master":
             return None
         if self.alive_at is None:
             return float("-inf")  # no answer on record: no grace to give
@@ -303,8 +306,9 @@ class MemberRole:
         if deadline is None:
             return []
         if now >= deadline:
+            state = "suspended" if self.session == "suspended" else "no answer"
             return self._step_down(
-                f"lost contact with ZooKeeper (suspended; the session may have expired by "
+                f"lost contact with ZooKeeper ({state}; the session may have expired by "
                 f"now, {now - (self.alive_at or now):.2f}s after the last answer)"
             )
         return [WakeAt(deadline)]
@@ -335,12 +339,9 @@ class MemberRole:
         actions: list[Action] = [Serve(epoch), UpdateNode()]
         if self.session == "lost":
             return actions + self._step_down("lost the ZooKeeper session while taking over")
-        if self.session == "suspended":
-            # Suspended while writing the in-sync node: the write's answer is not a
-            # round trip we have a start time for, so the deadline runs from before it.
-            deadline = self.deadline()
-            if deadline is not None:
-                actions.append(WakeAt(deadline))
+        deadline = self.deadline()
+        assert deadline is not None
+        actions.append(WakeAt(deadline))
         return actions
 
     def _group_read(self, view: GroupRead) -> list[Action]:

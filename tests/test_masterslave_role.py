@@ -48,7 +48,8 @@ def master_b(epoch: int = 2) -> MemberRole:
     assert m.handle(Registered()) == [ReadGroup()]
     actions = m.handle(view(member("b", 1), member("c", 2), state=isr("b", epoch - 1, "c")))
     assert [type(a) for a in actions] == [TakeOver]
-    assert m.handle(TookOver(epoch)) == [Serve(epoch), UpdateNode()]
+    m.handle(Alive(1.0))  # the in-sync node's write, say
+    assert m.handle(TookOver(epoch)) == [Serve(epoch), UpdateNode(), WakeAt(1.8)]
     m.handle(Alive(10.0))
     assert m.role == "master"
     return m
@@ -64,7 +65,8 @@ def test_suspended_then_reconnected_same_session_keeps_serving() -> None:
     m = master_b()
     assert m.handle(Suspended(10.3)) == [WakeAt(10.8)]
     assert m.handle(Connected(10.5)) == [ReadGroup()]
-    assert m.handle(Tick(10.8)) == []
+    m.handle(Alive(10.5))
+    assert m.handle(Tick(10.8)) == [WakeAt(11.3)]  # the deadline moved on
     assert m.role == "master"
     # The session is the same: the group still names us, nothing to do.
     assert m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c"))) == []
@@ -80,6 +82,13 @@ def test_suspended_past_the_possible_expiry_stops_serving() -> None:
     assert "lost contact with ZooKeeper" in stop.refusal
     assert ReadGroup() in actions  # reconsiders as soon as ZooKeeper answers again
     assert m.role == "electing"
+
+
+def test_connected_but_unanswered_stops_serving() -> None:
+    m = master_b()
+    assert m.handle(Tick(1.8)) == [WakeAt(10.8)]  # answered at 10.0 meanwhile
+    stop = stops(m.handle(Tick(10.9)))
+    assert "no answer" in stop.reason
 
 
 def test_suspended_long_after_the_last_answer_stops_at_once() -> None:
@@ -119,7 +128,8 @@ def test_elected_while_a_stale_node_of_ours_exists() -> None:
     actions = m.handle(view(old, new, member("c", 2), state=isr("b", 2, "c")))
     assert actions == [TakeOver(isr("b", 2, "c"), 3, 1)]
     assert m.handle(view(old, new, member("c", 2), state=isr("b", 2, "c"))) == []  # once
-    assert m.handle(TookOver(3)) == [Serve(3), UpdateNode()]
+    m.handle(Alive(4.0))
+    assert m.handle(TookOver(3)) == [Serve(3), UpdateNode(), WakeAt(4.8)]
 
 
 def test_fenced_by_an_in_sync_rewrite_stops_and_follows_the_new_master() -> None:
@@ -151,7 +161,8 @@ def test_demoted_then_re_elected() -> None:
     assert m.handle(Connected(11.0)) == [ReadGroup()]
     actions = m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c")))
     assert actions == [TakeOver(isr("b", 2, "c"), 3, 1)]
-    assert m.handle(TookOver(3)) == [Serve(3), UpdateNode()]
+    m.handle(Alive(11.1))  # the in-sync node written
+    assert m.handle(TookOver(3)) == [Serve(3), UpdateNode(), WakeAt(11.9)]
     assert m.role == "master" and m.epoch == 3
 
 
