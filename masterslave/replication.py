@@ -257,8 +257,8 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
             self._isr_busy = False
         if version is None:
             self.policy.abort(self.isr, self.tracker, time.monotonic())
-            # The node changed under us (a newer master) or ZooKeeper is unreachable:
-            # either way this master may not acknowledge anything more.
+            # The node changed under us (a newer master): this master may not
+            # acknowledge anything more.
             self._on_fenced("the in-sync node was changed by another member")
             return
         log.info("in-sync set now %s (was %s)", sorted(change.isr), sorted(self.isr.isr))
@@ -316,7 +316,8 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
 
         # The last position sent on this stream: an ack beyond it is a lie, and would let
         # the tracker count writes this follower never received.
-        sent = head if isinstance(plan, Snapshot) else plan.from_position
+        # During a bulk copy nothing counts as held until its last chunk goes out.
+        sent = 0 if isinstance(plan, Snapshot) else plan.from_position
 
         async def read_acks() -> None:
             async for request in request_iterator:
@@ -334,6 +335,8 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         try:
             if isinstance(plan, Snapshot):
                 async for frame in self._snapshot(head):
+                    if frame.snapshot.last:
+                        sent = head
                     yield frame
             while not self.closed:
                 if reader.done():
