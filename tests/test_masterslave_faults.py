@@ -198,19 +198,32 @@ def test_session_expiry_of_a_paused_master(brokers: Start, zookeeper: Ensemble) 
 # ---- rogue followers --------------------------------------------------------------------
 
 
-async def follow_raw(address: str, *requests: replication_pb2.FollowRequest) -> grpc.StatusCode:
-    """Play a follower by hand; the status the master ended the stream with."""
+async def follow_raw(
+    address: str, *requests: replication_pb2.FollowRequest
+) -> grpc.StatusCode | None:
+    """Play a follower by hand; the status the master ended the stream with (None if it
+    did not end it within 10 s)."""
     async with grpc.aio.insecure_channel(address) as channel:
         call = replication_pb2_grpc.ReplicationStub(channel).Follow()
         for request in requests:
-            await call.write(request)
+            try:
+                await call.write(request)
+            except asyncio.InvalidStateError:
+                break  # the master already ended the stream
+
+        async def drain_frames() -> None:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+
         try:
-            while await asyncio.wait_for(call.read(), 10) is not grpc.aio.EOF:
-                pass
-        except grpc.aio.AioRpcError as exc:
-            print(f"rogue follower ended: {exc.code().name}: {exc.details()}")
-            return exc.code()
-        return grpc.StatusCode.OK
+            await asyncio.wait_for(drain_frames(), 10)
+        except TimeoutError:
+            call.cancel()
+            return None
+        code = await call.code()
+        print(f"rogue follower ended: {code.name}: {await call.details()}")
+        return code
 
 
 async def insync_never_admits(proc: BrokerProcess, rogue: str, expected: str) -> None:
