@@ -153,7 +153,8 @@ class GroupMember:
         )  # fmt: skip
         await self._zk.start(timeout=30)
         await self._zk.watch()
-        self._zk.start_heartbeat(self.group.session_timeout / 5)
+        # Often enough that one late answer leaves most of the grace period in hand.
+        self._zk.start_heartbeat(self.group.session_timeout / 10)
 
     async def stop(self) -> None:
         self._feed(Shutdown())

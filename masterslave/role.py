@@ -25,9 +25,12 @@ a version check, so the member that replaces it holds every acknowledged write w
 the old one does meanwhile. So a master goes on serving while its connection is suspended,
 until its session *could* have expired — `grace` times the session timeout after the start of
 the last ZooKeeper round trip known to have been answered (the server touched the session
-after that start) — and stops then unless the connection came back. A blip of a few
-hundred milliseconds under load then costs nothing, and a master cut off for real still
-stops before anyone else can be elected. A lost (expired) session stops it at once.
+after that start) — and stops then unless the connection came back. (The
+default grace, 0.9, stops it 0.1 s before the earliest expiry with a 1 s session; the
+server rounds expiry up to its next tick, so the real expiry is later still.) A blip of
+a few hundred milliseconds under load then costs nothing, and a master cut off for real still
+stops before anyone else can be elected. A lost (expired) session stops it at once; so
+does a version conflict on the in-sync node, or another master named in it.
 """
 
 from __future__ import annotations
@@ -204,7 +207,7 @@ class MemberRole:
     """One member's role: "electing", "slave" or "master"."""
 
     def __init__(
-        self, me: str, group: str, replicas: int, session_timeout: float, grace: float = 0.8
+        self, me: str, group: str, replicas: int, session_timeout: float, grace: float = 0.9
     ) -> None:
         if not 0 < grace <= 1:
             raise ValueError(f"grace must be in (0, 1], got {grace}")

@@ -293,7 +293,13 @@ def outer(args: argparse.Namespace) -> None:
         for b in burners:
             b.start()
         try:
-            sent, acked, notes = asyncio.run(load(urls, args.rate, args.seconds))
+            # A producer stranded by a step-down would wait forever: bound the run.
+            try:
+                sent, acked, notes = asyncio.run(
+                    asyncio.wait_for(load(urls, args.rate, args.seconds), args.seconds + 90)
+                )
+            except TimeoutError:
+                sent, acked, notes = -1, -1, ["the producer was stranded (no answers)"]
         finally:
             for b in burners:
                 b.terminate()

@@ -43,7 +43,7 @@ def view(*members: Member, state: IsrState | None = None, present: bool = True) 
 
 def master_b(epoch: int = 2) -> MemberRole:
     """b, master at `epoch` with c in sync, connected, last heard from ZooKeeper at t=10."""
-    m = MemberRole("b", "B", 2, session_timeout=1.0)
+    m = MemberRole("b", "B", 2, session_timeout=1.0, grace=0.8)
     assert m.handle(Connected(0)) == [Register()]
     assert m.handle(Registered()) == [ReadGroup()]
     actions = m.handle(view(member("b", 1), member("c", 2), state=isr("b", epoch - 1, "c")))
@@ -106,7 +106,7 @@ def test_suspended_then_lost_stops_at_once_and_registers_again() -> None:
 
 
 def test_slave_is_untouched_by_a_suspension() -> None:
-    m = MemberRole("c", "B", 2, 1.0)
+    m = MemberRole("c", "B", 2, 1.0, grace=0.8)
     m.handle(Connected(0))
     m.handle(Registered())
     actions = m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c")))
@@ -120,7 +120,7 @@ def test_slave_is_untouched_by_a_suspension() -> None:
 
 def test_elected_while_a_stale_node_of_ours_exists() -> None:
     # b restarted before its old session expired: its old node still claims "elected".
-    m = MemberRole("b", "B", 2, 1.0)
+    m = MemberRole("b", "B", 2, 1.0, grace=0.8)
     m.handle(Connected(0))
     m.handle(Registered())
     # The new node is the most up to date; the old one must not count as "elected".
@@ -167,7 +167,7 @@ def test_demoted_then_re_elected() -> None:
 
 
 def test_lost_race_reads_again_and_follows_the_winner() -> None:
-    m = MemberRole("b", "B", 2, 1.0)
+    m = MemberRole("b", "B", 2, 1.0, grace=0.8)
     m.handle(Connected(0))
     m.handle(Registered())
     m.handle(view(member("b", 1), member("c", 2)))  # fresh group: b wins on age
@@ -183,14 +183,14 @@ def test_our_node_gone_registers_again() -> None:
 
 
 def test_suspended_master_taking_over_gets_a_deadline() -> None:
-    m = MemberRole("b", "B", 2, 1.0)
+    m = MemberRole("b", "B", 2, 1.0, grace=0.8)
     m.handle(Connected(0))
     m.handle(Registered())
     m.handle(Alive(5.0))
     m.handle(view(member("b", 1), member("c", 2), state=isr("b", 1, "c")))
     m.handle(Suspended(5.1))
     assert m.handle(TookOver(2)) == [Serve(2), UpdateNode(), WakeAt(5.8)]
-    m2 = MemberRole("b", "B", 2, 1.0)
+    m2 = MemberRole("b", "B", 2, 1.0, grace=0.8)
     m2.handle(Connected(0))
     m2.handle(Registered())
     m2.handle(view(member("b", 1), member("c", 2), state=isr("b", 1, "c")))
