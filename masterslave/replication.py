@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from broker.commit import GroupCommitter
 from broker.config import master_fsyncs
@@ -95,6 +96,22 @@ def from_pb_ops(ops: replication_pb2.Ops) -> list[Op]:
     return out
 
 
+class BadRequest(Exception):
+    """A follower broke the protocol; the stream ends with INVALID_ARGUMENT."""
+
+
+async def parse_follow_requests(
+    raw: AsyncIterator[bytes],
+) -> AsyncIterator[replication_pb2.FollowRequest]:
+    """Parse the Follow stream's requests (registered with no deserializer, so that an
+    undecodable one is answered INVALID_ARGUMENT rather than UNKNOWN: DecodeError)."""
+    async for data in raw:
+        try:
+            yield replication_pb2.FollowRequest.FromString(data)
+        except DecodeError as exc:
+            raise BadRequest(f"undecodable FollowRequest: {exc}") from None
+
+
 class Leader(replication_pb2_grpc.ReplicationServicer):
     """The master's side: log window, followers' streams, quorum acknowledgements."""
 
@@ -114,7 +131,10 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         token: str,
         on_fenced: Callable[[str], None],
         group: str,
+        may_follow: Callable[[str], str | None] = lambda member: None,
     ) -> None:
+        """`may_follow(member)` is None when `member` may follow, else why not (the
+        group member passes the ids registered under the group's zkPath)."""
         self.member = member
         self.store = store
         self.committer = committer
@@ -129,6 +149,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         self.token = token
         self.group = group
         self._on_fenced = on_fenced
+        self._may_follow = may_follow
         self._local_sync = master_fsyncs(sync_mode)
         self.tracker = AckTracker(member, sync_mode, min_insync, start=committer.position)
         self.policy = IsrPolicy()
@@ -225,15 +246,20 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         try:
             version = await self._write_isr(change, self.isr_version)
         except Exception as exc:
-            version = None
-            log.warning("writing the in-sync set failed: %s", exc)
+            # ZooKeeper unreachable for now: the node still holds the recorded set, and
+            # commits go on waiting for every member of it, so nothing unsafe is
+            # acknowledged; try again next round. (Losing the session stops this master
+            # through the group member; a version conflict fences it below.)
+            log.warning("writing the in-sync set failed, will retry: %r", exc)
+            self.policy.abort(self.isr, self.tracker, time.monotonic())
+            return
         finally:
             self._isr_busy = False
         if version is None:
             self.policy.abort(self.isr, self.tracker, time.monotonic())
-            # The node changed under us (a newer master) or ZooKeeper is unreachable:
-            # either way this master may not acknowledge anything more.
-            self._on_fenced("could not update the in-sync set in ZooKeeper")
+            # The node changed under us (a newer master): this master may not
+            # acknowledge anything more.
+            self._on_fenced("the in-sync node was changed by another member")
             return
         log.info("in-sync set now %s (was %s)", sorted(change.isr), sorted(self.isr.isr))
         self.isr, self.isr_version = change, version
@@ -251,7 +277,11 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         request_iterator: AsyncIterator[replication_pb2.FollowRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[bytes | replication_pb2.LogFrame]:
-        first = await anext(aiter(request_iterator), None)
+        try:
+            first = await anext(aiter(request_iterator), None)
+        except BadRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
         if first is None:
             return
         if self.token and first.token != self.token:
@@ -264,6 +294,10 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         if self.closed:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no longer the master")
         member = first.member
+        refused = self._may_follow(member)
+        if refused is not None:
+            log.warning("refused replication from %s (%s): %s", member, context.peer(), refused)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         if member == self.member or member in self._followers:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{member} already follows")
         head = self.committer.position
@@ -280,8 +314,18 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
             "%s follows from epoch %d position %d: %s", member, first.epoch, first.position, plan
         )
 
+        # The last position sent on this stream: an ack beyond it is a lie, and would let
+        # the tracker count writes this follower never received.
+        # During a bulk copy nothing counts as held until its last chunk goes out.
+        sent = 0 if isinstance(plan, Snapshot) else plan.from_position
+
         async def read_acks() -> None:
             async for request in request_iterator:
+                if request.received > sent or request.synced > sent:
+                    raise BadRequest(
+                        f"{member} acknowledged position "
+                        f"{max(request.received, request.synced)}, beyond the last sent, {sent}"
+                    )
                 self.tracker.follower_ack(
                     member, request.received, request.synced, time.monotonic()
                 )
@@ -290,11 +334,10 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         reader = asyncio.create_task(read_acks())
         try:
             if isinstance(plan, Snapshot):
-                sent = head
                 async for frame in self._snapshot(head):
+                    if frame.snapshot.last:
+                        sent = head
                     yield frame
-            else:
-                sent = plan.from_position
             while not self.closed:
                 if reader.done():
                     break
@@ -311,9 +354,14 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
                 waiter = asyncio.ensure_future(wake.wait())
                 await asyncio.wait([waiter, reader], return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
+            if reader.done() and not reader.cancelled():
+                error = reader.exception()
+                if isinstance(error, BadRequest):
+                    log.warning("ending replication to %s: %s", member, error)
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, BadRequest):
                 await reader
             self.follower_left(member)
             log.info("%s stopped following", member)
@@ -382,6 +430,10 @@ class Follower:
                     )
                 if frame.HasField("snapshot"):
                     self._apply_snapshot(frame.snapshot)
+                    if not frame.snapshot.last and not frame.entries:
+                        # Mid bulk copy the store holds no position yet: nothing to ack
+                        # (the position from before the copy is not held any more).
+                        continue
                 if frame.entries:
                     self._apply(frame.entries)
                 await call.write(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,12 +31,18 @@ class ZkGroup:
         session_timeout: float,
         on_change: Callable[[], None],
         on_state: Callable[[str], None],
+        on_alive: Callable[[float], None] | None = None,
     ) -> None:
+        """`on_alive(sent_at)` is called (on the loop) whenever a request begun at
+        `sent_at` (monotonic) was answered: the server touched our session after that,
+        so it cannot expire before `sent_at + session timeout`."""
         self.path = path.rstrip("/")
         self.members_path = f"{self.path}/members"
         self.isr_path = f"{self.path}/isr"
         self._on_change = on_change
         self._on_state = on_state
+        self._on_alive = on_alive
+        self._heartbeat: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self.zk = KazooClient(
             hosts=hosts,
@@ -63,7 +70,43 @@ class ZkGroup:
     # -- calls, run off the loop ----------------------------------------------------
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await self._loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+        sent_at = time.monotonic()
+        result = await self._loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+        if self._on_alive is not None:
+            self._on_alive(sent_at)
+        return result
+
+    def start_heartbeat(self, interval: float) -> None:
+        """Ask ZooKeeper something small every `interval` s and report each answer.
+
+        kazoo's own pings are invisible from outside; these answers tell the member how
+        long its session is certainly still alive while the connection is suspended.
+        Asynchronous kazoo calls: a request queued while suspended ties up no thread.
+        """
+
+        async def beat() -> None:
+            while True:
+                sent_at = time.monotonic()
+                answered: asyncio.Future[bool] = self._loop.create_future()
+
+                def done(result: Any, answered: asyncio.Future[bool] = answered) -> None:
+                    self._loop.call_soon_threadsafe(_settle, answered, result.successful())
+
+                try:
+                    self.zk.exists_async(self.members_path).rawlink(done)
+                    await asyncio.wait_for(answered, 10 * interval)
+                except Exception:  # only answers count; the next beat retries
+                    pass
+                else:
+                    if self._on_alive is not None and answered.result():
+                        self._on_alive(sent_at)
+                await asyncio.sleep(interval)
+
+        def _settle(future: asyncio.Future[bool], ok: bool) -> None:
+            if not future.done():
+                future.set_result(ok)
+
+        self._heartbeat = self._loop.create_task(beat(), name="zk-heartbeat")
 
     async def start(self, timeout: float) -> None:
         await self._call(self.zk.start, timeout=timeout)
@@ -76,6 +119,8 @@ class ZkGroup:
         await self._call(self.zk.DataWatch, self.isr_path, self._changed)
 
     async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         # A clean close deletes our ephemeral node at once: the others elect in ms.
         await self._call(self.zk.stop)
         await self._call(self.zk.close)
