@@ -55,7 +55,7 @@ import grpc
 
 from broker.errors import BrokerError
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc, message_pb2
-from broker.reconnect import AddressRotation, Backoff
+from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
 
 __all__ = [
     "AddressRotation",
@@ -92,8 +92,13 @@ MAX_BATCH_MESSAGES = 256
 MAX_BATCH_BYTES = 4 * MiB
 #: Consumer acks wait at most this long before they are written.
 ACK_FLUSH_INTERVAL = 0.020
-#: How long a connection probe (an Admin.Status call) may take.
-PROBE_TIMEOUT = 5.0
+#: How long a connection probe (an Admin.Status call) may take: a broker answers it in
+#: milliseconds, and a frozen one would otherwise hold up the next address for long.
+PROBE_TIMEOUT = 1.0
+#: The longest pause before asking again when the last broker asked answered but does
+#: not serve (a slave, or electing): its group is choosing a master, which takes well
+#: under a second, and the client must reach it about as soon as it is elected.
+ELECTING_POLL = 0.1
 #: A connection that lived this long counts as stable: the next loss retries at once.
 STABLE_CONNECTION_SECONDS = 1.0
 #: How long closing a stream waits for the broker to end it before cancelling it.
@@ -102,10 +107,16 @@ CLOSE_GRACE_SECONDS = 5.0
 _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
+    # A broker that stops answering (paused, cut off) is given up within about
+    # 1.5 s, so that producers reach a new master about as soon as it is elected
+    # (~1.4 s after a master freezes). Pings are answered by gRPC's own threads, not the
+    # broker's loop: a busy broker still answers them in time. Brokers permit pings
+    # this often (broker/server.py).
+    ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     # Without it gRPC waits 60 s for a ping answer, whatever keepalive_timeout says.
-    ("grpc.http2.ping_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
     # Keep pinging on long idle streams (a consumer waiting on an empty queue): gRPC's
     # default stops after two pings without data, and a dead broker would go unnoticed.
     ("grpc.http2.max_pings_without_data", 0),
@@ -482,7 +493,12 @@ class _Connection:
 
 
 class _Refused(Exception):
-    """An address did not accept us."""
+    """An address did not accept us; `not_serving`: a broker there answered that it
+    takes no clients now (a slave, electing), rather than not answering at all."""
+
+    def __init__(self, reason: str, not_serving: bool = False) -> None:
+        super().__init__(reason)
+        self.not_serving = not_serving
 
 
 class Client:
@@ -728,11 +744,14 @@ class Client:
             self._backoff.reset()
         attempts = 0
         failures: deque[str] = deque(maxlen=len(url.addresses))  # the last of each address
+        electing = False  # the last address answered that it does not serve now
         while True:
             if self._closed:
                 raise ConnectionLost("the client is closed")
             if attempts or flapping:
                 delay = self._backoff.next()
+                if electing:
+                    delay = min(delay, ELECTING_POLL)
                 if deadline is not None and loop.time() + delay >= deadline:
                     break
                 await asyncio.sleep(delay)
@@ -745,6 +764,7 @@ class Client:
                 conn = await self._probe(address, probe_timeout)
             except _Refused as e:
                 log.debug("connecting to %s failed: %s", address, e)
+                electing = e.not_serving
                 failures.append(f"{address}: {e}")
                 if not url.failover:
                     raise ConnectionLost(f"cannot connect to {address}: {e}") from None
@@ -779,7 +799,9 @@ class Client:
         else:
             if status.role in _REFUSING_ROLES or status.refusal:
                 await channel.close()
-                raise _Refused(status.refusal or f"broker {status.name!r} is {status.role}")
+                raise _Refused(
+                    status.refusal or f"broker {status.name!r} is {status.role}", True
+                )
         return _Connection(address, channel, client_pb2_grpc.BrokerStub(channel), admin)
 
 

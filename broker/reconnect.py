@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import random
 
+# How often an outbound connection is pinged, and how long a ping may go unanswered
+# before the connection counts as lost (milliseconds): a frozen peer is given up within
+# 1.5 s. Brokers accept pings this often (broker/server.py).
+KEEPALIVE_INTERVAL_MS = 500
+KEEPALIVE_TIMEOUT_MS = 1_000
+
 
 class Backoff:
     """Pauses between connection attempts: ``initial``, doubling, capped at ``maximum``."""

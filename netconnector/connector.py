@@ -18,7 +18,7 @@ import grpc
 
 from broker.gate import ComponentStatus
 from broker.pb import bridge_pb2
-from broker.reconnect import AddressRotation, Backoff
+from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
 from netconnector.hello import opener_terms, refusal
 from netconnector.outbox import LINK_METHOD, Outbox, serialize_frame
 from netconnector.session import BridgeSession
@@ -133,11 +133,15 @@ class Link:
         spec = self.spec
         network = self.network
         options = [
-            ("grpc.keepalive_time_ms", spec.keep_alive_ms),
-            ("grpc.keepalive_timeout_ms", spec.keep_alive_ms),
+            # keepAliveMs bounds how long a silent peer is trusted, but a link must
+            # notice a frozen master within about a second and a half (so that it
+            # reaches the new one about as soon as it is elected), as clients do: ping
+            # at least every 500 ms and give up an unanswered ping after at most 1 s.
+            ("grpc.keepalive_time_ms", min(spec.keep_alive_ms, KEEPALIVE_INTERVAL_MS)),
+            ("grpc.keepalive_timeout_ms", min(spec.keep_alive_ms, KEEPALIVE_TIMEOUT_MS)),
             # A frozen peer keeps its connection open: without this gRPC waits 60 s for
             # a ping answer, whatever keepalive_timeout says.
-            ("grpc.http2.ping_timeout_ms", spec.keep_alive_ms),
+            ("grpc.http2.ping_timeout_ms", min(spec.keep_alive_ms, KEEPALIVE_TIMEOUT_MS)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_receive_message_length", network.config.max_message_bytes + 2**20),
