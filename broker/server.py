@@ -8,9 +8,10 @@ import grpc
 
 from broker.config import BrokerConfig
 from broker.core import now_ms
+from broker.decode import unary_handlers
 from broker.errors import StartupError
 from broker.gate import ServiceGate
-from broker.pb import admin_pb2_grpc
+from broker.pb import admin_pb2
 from broker.service import AdminService, install_client_service
 
 # The shortest interval between a peer's pings that the server accepts (below the
@@ -44,8 +45,10 @@ def build_server(
     ]
     server = grpc.aio.server(options=options)
     install_client_service(server, gate)
-    admin_pb2_grpc.add_AdminServicer_to_server(
-        AdminService(config, gate, now_ms()), server
+    # Decoded in the handlers, so that an undecodable request gets INVALID_ARGUMENT.
+    admin = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+    server.add_generic_rpc_handlers(
+        (unary_handlers(admin, AdminService(config, gate, now_ms()), admin_pb2),)
     )
     for install in extra:
         install(server)
