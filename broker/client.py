@@ -103,6 +103,12 @@ ELECTING_POLL = 0.1
 STABLE_CONNECTION_SECONDS = 1.0
 #: How long closing a stream waits for the broker to end it before cancelling it.
 CLOSE_GRACE_SECONDS = 5.0
+#: A produce stream with a batch unanswered this long, and no answer at all meanwhile,
+#: is checked: the broker is asked (Admin.Status) whether it still serves. Keepalive
+#: catches a frozen broker; this catches one whose loop stalled or that stopped serving
+#: without ending its streams. A broker holding producers back (memory, quorum) answers
+#: that it serves, and the stream goes on waiting.
+STALL_SECONDS = 2.0
 
 _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
@@ -799,9 +805,7 @@ class Client:
         else:
             if status.role in _REFUSING_ROLES or status.refusal:
                 await channel.close()
-                raise _Refused(
-                    status.refusal or f"broker {status.name!r} is {status.role}", True
-                )
+                raise _Refused(status.refusal or f"broker {status.name!r} is {status.role}", True)
         return _Connection(address, channel, client_pb2_grpc.BrokerStub(channel), admin)
 
 
@@ -811,11 +815,12 @@ class Client:
 class _Batch:
     """One ProduceRequest awaiting its ProduceResponse."""
 
-    __slots__ = ("first_seq", "futures", "ids", "request")
+    __slots__ = ("first_seq", "futures", "ids", "request", "written_at")
 
     def __init__(self, request: client_pb2.ProduceRequest, first_seq: int) -> None:
         self.request = request
         self.first_seq = first_seq
+        self.written_at = 0.0  # loop time of its last write
         self.ids: list[str] = []
         self.futures: list[asyncio.Future[str]] = []
 
@@ -849,6 +854,7 @@ class Producer:
         self._errors: deque[tuple[int, BrokerError]] = deque(maxlen=1024)
         self._failure: BrokerError | None = None  # terminal: the client was lost or closed
         self._task: asyncio.Task[None] | None = None
+        self._last_answer = 0.0  # loop time of the current stream's last answer
         self._closing = False
         self._closed = False
 
@@ -1029,7 +1035,7 @@ class Producer:
                 conn = await self._client._connection()
                 call = conn.broker.Produce()
                 try:
-                    await _run_stream(call, self._read(call), self._write(call))
+                    await _run_stream(call, self._read(call), self._write_watched(conn, call))
                     return
                 except _StreamFailure as failure:
                     if self._closed and not self._batches and not self._pending:
@@ -1052,11 +1058,50 @@ class Producer:
             log.exception("producer failed")
             self._fail_all(BrokerError("INTERNAL", f"producer failed: {e!r}"), terminal=True)
 
+    async def _write_watched(self, conn: _Connection, call: Any) -> None:
+        """The writer, beside a watch on the broker that fails the stream over when the
+        broker no longer serves or no longer answers."""
+        writer = asyncio.create_task(self._write(call))
+        watch = asyncio.create_task(self._watch(conn))
+        try:
+            await asyncio.wait({writer, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch.done():
+                watch.result()
+            await writer
+        finally:
+            writer.cancel()
+            watch.cancel()
+            await asyncio.gather(writer, watch, return_exceptions=True)
+
+    async def _watch(self, conn: _Connection) -> None:
+        loop = self._loop
+        self._last_answer = loop.time()
+        while True:
+            await asyncio.sleep(STALL_SECONDS / 4)
+            now = loop.time()
+            written = (b.written_at for b in self._batches.values() if b.written_at)
+            oldest = min(written, default=now)
+            if now - oldest < STALL_SECONDS or now - self._last_answer < STALL_SECONDS:
+                continue
+            try:
+                status = await conn.admin.Status(admin_pb2.StatusRequest(), timeout=PROBE_TIMEOUT)
+            except grpc.aio.AioRpcError as e:
+                raise _StreamFailure(
+                    BrokerError("UNAVAILABLE", f"the broker stopped answering ({e.code().name})")
+                ) from None
+            if status.role in _REFUSING_ROLES or status.refusal:
+                raise _StreamFailure(
+                    BrokerError("UNAVAILABLE", status.refusal or f"the broker is {status.role}")
+                )
+            # It serves and holds us back: look again a stall later.
+            self._last_answer = loop.time()
+
     async def _write(self, call: Any) -> None:
         # Resend what the last stream left unanswered, oldest first, under the same ids.
         for batch_id in sorted(self._batches):
             batch = self._batches.get(batch_id)
             if batch is not None:
+                batch.written_at = self._loop.time()
                 await call.write(batch.request)
         while True:
             if not self._pending:
@@ -1068,6 +1113,7 @@ class Producer:
                 continue
             batch = self._take_batch()
             self._batches[batch.request.batch_id] = batch
+            batch.written_at = self._loop.time()
             await call.write(batch.request)
 
     def _take_batch(self) -> _Batch:
@@ -1118,6 +1164,7 @@ class Producer:
                 if self._closed and not self._batches and not self._pending:
                     return
                 raise _StreamEnded("the broker ended the produce stream")
+            self._last_answer = self._loop.time()
             batch = self._batches.pop(response.batch_id, None)
             if batch is None:
                 log.warning("ack for unknown batch %d ignored", response.batch_id)
