@@ -150,6 +150,10 @@ class Link:
             # subchannel shared with an earlier channel would inherit its backoff.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            # Also how long one connection attempt may take (gRPC's default is 20 s): a
+            # frozen member accepts TCP but never completes HTTP/2's handshake, and the
+            # link must go on to the next member instead of waiting on it.
+            ("grpc.min_reconnect_backoff_ms", 1000),
             ("grpc.use_local_subchannel_pool", 1),
         ]
         async with grpc.aio.insecure_channel(address, options=options) as channel:

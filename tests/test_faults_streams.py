@@ -211,3 +211,47 @@ def test_frozen_master_is_left_within_the_bound_and_returns_a_slave(
         assert moved < 1.5, f"the producer reached the new master {moved:.2f}s after election"
 
     run(scenario(), timeout=150)
+
+
+def test_bridge_leaves_a_frozen_master_within_the_bound(
+    brokers: Start, zookeeper: Ensemble
+) -> None:
+    """a's masterslave:(b,c) link must reach the new master of B within 1.5 s of its
+    election when the old master freezes."""
+    procs = start_group(brokers, zookeeper, ["b", "c"], replicas=2)
+    a = brokers(
+        "a", "--group", "A", "--connector",
+        f"masterslave:({procs['b'].url},{procs['c'].url})",
+    )  # fmt: skip
+
+    async def bridge_to(name: str) -> bool:
+        async with await Client.connect(a.url) as client:
+            return any(
+                c.kind == "bridge" and c.state == "up" and c.detail.startswith(f"{name}@")
+                for c in (await client.status()).components
+            )
+
+    async def scenario() -> None:
+        old = await wait_in_sync(procs)
+        other = next(n for n in procs if n != old)
+        await wait_for(lambda: bridge_to(old), 20, f"a's bridge to reach {old}")
+        signal_broker(procs[old], signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+
+            async def elected() -> bool:
+                return await role(procs[other]) == "master"
+
+            await wait_for(elected, 15, f"{other} to be elected")
+            elected_at = time.monotonic()
+            await wait_for(lambda: bridge_to(other), 10, f"a's bridge to reach {other}")
+            moved = time.monotonic() - elected_at
+        finally:
+            signal_broker(procs[old], signal.SIGCONT)
+        print(
+            f"{other} master {elected_at - stopped:.2f}s after SIGSTOP of {old}; a's bridge "
+            f"up to it {moved:.2f}s after that"
+        )
+        assert moved < 1.5, f"the bridge reached the new master {moved:.2f}s after election"
+
+    run(scenario(), timeout=120)
