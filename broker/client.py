@@ -606,7 +606,8 @@ class Client:
         name: str = "",
     ) -> Consumer:
         """Open a consumer on ``queue``: the broker holds out at most ``prefetch``
-        unacknowledged deliveries to it. With ``auto_ack`` a delivery is acked when the
+        unacknowledged deliveries to it (brokers serve at most 65,535, and at most 64 MiB
+        of messages, whatever is asked). With ``auto_ack`` a delivery is acked when the
         next one is asked for (or on close). Returns once the subscription is sent; the
         broker's refusal (a bad queue name) is raised by the first ``receive``."""
         self._check_open()
