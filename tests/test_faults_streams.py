@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from broker.client import Client
 from broker.zookeeper import Ensemble
 from tests.conftest import run
@@ -116,24 +118,30 @@ def signal_broker(proc: BrokerProcess, sig: signal.Signals) -> None:
     os.killpg(proc.proc.pid, sig)
 
 
-def test_zookeeper_frozen_past_the_session_strands_no_producer(
-    brokers: Start, zookeeper: Ensemble
+@pytest.mark.parametrize(
+    "pauses",
+    [pytest.param([3.0], id="once-3s"), pytest.param([0.8] * 5, id="five-0.8s")],
+)
+def test_zookeeper_frozen_strands_no_producer(
+    brokers: Start, zookeeper: Ensemble, pauses: list[float]
 ) -> None:
-    """ZooKeeper frozen 3 s (past the 1 s session): the master steps down and must end
-    its streams at once; the producer resumes on whoever is master next."""
+    """ZooKeeper frozen 3 s (past the 1 s session), or five times 0.8 s: the master
+    steps down (its session is suspended) and must end its streams at once; the
+    producer resumes on whoever is master next."""
     procs = start_group(brokers, zookeeper, ["b", "c"], replicas=2)
     url = f"failover:({procs['b'].url},{procs['c'].url})"
     moments: dict[str, float] = {}
 
     async def freeze_zookeeper() -> None:
-        await asyncio.sleep(1.0)
-        zookeeper.pause()
-        moments["paused"] = time.monotonic()
-        try:
-            await asyncio.sleep(3.0)
-        finally:
-            zookeeper.resume()
-        moments["resumed"] = time.monotonic()
+        for pause in pauses:
+            await asyncio.sleep(1.0)
+            zookeeper.pause()
+            moments["paused"] = time.monotonic()
+            try:
+                await asyncio.sleep(pause)
+            finally:
+                zookeeper.resume()
+            moments["resumed"] = time.monotonic()
         await wait_master(procs, timeout=20)
         moments["master"] = time.monotonic()
 
@@ -153,7 +161,7 @@ def test_zookeeper_frozen_past_the_session_strands_no_producer(
             f"{moments['master'] - moments['resumed']:.2f}s later, first ack after that "
             f"{resumed_after:+.2f}s"
         )
-        report("zookeeper frozen 3 s", counted, received, marked)
+        report(f"zookeeper frozen {pauses} s", counted, received, marked)
         assert resumed_after < 1.0, f"production resumed {resumed_after:.2f}s after a master"
 
     run(scenario(), timeout=150)
