@@ -92,9 +92,11 @@ MAX_BATCH_MESSAGES = 256
 MAX_BATCH_BYTES = 4 * MiB
 #: Consumer acks wait at most this long before they are written.
 ACK_FLUSH_INTERVAL = 0.020
-#: How long a connection probe (an Admin.Status call) may take: a broker answers it in
-#: milliseconds, and a frozen one would otherwise hold up the next address for long.
-PROBE_TIMEOUT = 1.0
+#: How long a connection probe (an Admin.Status call) may take ...
+PROBE_TIMEOUT = 5.0
+#: ... and with other addresses to try: a broker answers it in milliseconds, and a
+#: frozen one would otherwise hold up the next address (a new master) for long.
+FAILOVER_PROBE_TIMEOUT = 1.0
 #: The longest pause before asking again when the last broker asked answered but does
 #: not serve (a slave, or electing): its group is choosing a master, which takes well
 #: under a second, and the client must reach it about as soon as it is elected.
@@ -764,7 +766,7 @@ class Client:
                 await asyncio.sleep(delay)
             attempts += 1
             address = self._rotation.next()
-            probe_timeout = PROBE_TIMEOUT
+            probe_timeout = self._probe_timeout()
             if deadline is not None:
                 probe_timeout = min(probe_timeout, max(deadline - loop.time(), 0.001))
             try:
@@ -787,6 +789,9 @@ class Client:
             f"no broker accepted within {url.timeout:g} s after {attempts} attempts "
             f"({'; '.join(failures) or 'no attempt'})"
         )
+
+    def _probe_timeout(self) -> float:
+        return FAILOVER_PROBE_TIMEOUT if len(self.url.addresses) > 1 else PROBE_TIMEOUT
 
     async def _probe(self, address: str, timeout: float) -> _Connection:
         """Open a channel to ``address`` and check that a broker there takes clients."""
@@ -1085,7 +1090,9 @@ class Producer:
             if now - oldest < STALL_SECONDS or now - self._last_answer < STALL_SECONDS:
                 continue
             try:
-                status = await conn.admin.Status(admin_pb2.StatusRequest(), timeout=PROBE_TIMEOUT)
+                status = await conn.admin.Status(
+                    admin_pb2.StatusRequest(), timeout=self._client._probe_timeout()
+                )
             except grpc.aio.AioRpcError as e:
                 raise _StreamFailure(
                     BrokerError("UNAVAILABLE", f"the broker stopped answering ({e.code().name})")
