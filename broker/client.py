@@ -97,6 +97,9 @@ PROBE_TIMEOUT = 5.0
 #: ... and with other addresses to try: a broker answers it in milliseconds, and a
 #: frozen one would otherwise hold up the next address (a new master) for long.
 FAILOVER_PROBE_TIMEOUT = 1.0
+#: With several addresses, a probe not answered by then goes on while the next address
+#: is tried too.
+PROBE_HEAD_START = 0.2
 #: The longest pause before asking again when the last broker asked answered but does
 #: not serve (a slave, or electing): its group is choosing a master, which takes well
 #: under a second, and the client must reach it about as soon as it is elected.
@@ -742,7 +745,11 @@ class Client:
         log.info("reconnected to %s after %.3f s", conn.address, self._loop.time() - started)
 
     async def _establish(self, *, after_loss: bool) -> _Connection:
-        """Try addresses in rotation, with backoff, until one accepts. Holds the lock."""
+        """Try addresses in rotation, with backoff, until one accepts. Holds the lock.
+
+        A probe that has not answered within PROBE_HEAD_START goes on beside the next
+        address's: a frozen broker (it takes the connection and answers nothing) must not
+        hold up the group's new master for the whole probe timeout."""
         url = self.url
         loop = self._loop
         deadline = None if url.timeout is None else loop.time() + url.timeout
@@ -753,42 +760,94 @@ class Client:
             self._backoff.reset()
         attempts = 0
         failures: deque[str] = deque(maxlen=len(url.addresses))  # the last of each address
-        electing = False  # the last address answered that it does not serve now
-        while True:
-            if self._closed:
-                raise ConnectionLost("the client is closed")
-            if attempts or flapping:
-                delay = self._backoff.next()
-                if electing:
-                    delay = min(delay, ELECTING_POLL)
-                if deadline is not None and loop.time() + delay >= deadline:
-                    break
-                await asyncio.sleep(delay)
-            attempts += 1
-            address = self._rotation.next()
-            probe_timeout = self._probe_timeout()
-            if deadline is not None:
-                probe_timeout = min(probe_timeout, max(deadline - loop.time(), 0.001))
-            try:
-                conn = await self._probe(address, probe_timeout)
-            except _Refused as e:
-                log.debug("connecting to %s failed: %s", address, e)
-                electing = e.not_serving
-                failures.append(f"{address}: {e}")
+        electing = False  # the last address to answer said it does not serve now
+        probes: dict[asyncio.Task[_Connection], str] = {}
+        head_start = PROBE_HEAD_START if len(url.addresses) > 1 else None
+
+        def settle(done: set[asyncio.Task[_Connection]]) -> _Connection | None:
+            """The first accepted connection among finished probes, recording refusals."""
+            nonlocal electing
+            accepted = None
+            for task in done:
+                address = probes.pop(task)
+                error = task.exception()
+                if error is None:
+                    if accepted is None:
+                        accepted = task.result()
+                    else:
+                        self._loop.create_task(task.result().channel.close())
+                    continue
+                if not isinstance(error, _Refused):
+                    raise error
+                log.debug("connecting to %s failed: %s", address, error)
+                electing = error.not_serving
+                failures.append(f"{address}: {error}")
                 if not url.failover:
-                    raise ConnectionLost(f"cannot connect to {address}: {e}") from None
+                    raise ConnectionLost(f"cannot connect to {address}: {error}") from None
+            return accepted
+
+        async def wait(timeout: float | None, until_answer: bool) -> _Connection | None:
+            """Wait `timeout` (None: until the probes end) for a probe to accept; with
+            `until_answer`, stop at the first answer of any kind."""
+            end = None if timeout is None else loop.time() + timeout
+            while True:
+                left = None if end is None else end - loop.time()
+                if left is not None and left <= 0:
+                    return None
+                if not probes:
+                    if left is not None and not until_answer:
+                        await asyncio.sleep(left)
+                    return None
+                done, _ = await asyncio.wait(
+                    probes, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                conn = settle(done)
+                if conn is not None or (done and until_answer):
+                    return conn
+
+        try:
+            while True:
+                if self._closed:
+                    raise ConnectionLost("the client is closed")
+                if attempts or flapping:
+                    delay = self._backoff.next()
+                    if electing:
+                        delay = min(delay, ELECTING_POLL)
+                    if deadline is not None and loop.time() + delay >= deadline:
+                        break
+                    conn = await wait(delay, until_answer=False)
+                    if conn is not None:
+                        return self._accepted(conn)
+                attempts += 1
+                address = self._rotation.next()
+                if address not in probes.values():
+                    probe_timeout = self._probe_timeout()
+                    if deadline is not None:
+                        probe_timeout = min(probe_timeout, max(deadline - loop.time(), 0.001))
+                    probes[loop.create_task(self._probe(address, probe_timeout))] = address
+                conn = await wait(head_start, until_answer=True)
+                if conn is not None:
+                    return self._accepted(conn)
                 if deadline is not None and loop.time() >= deadline:
                     break
-                continue
-            if self._closed:
-                await conn.channel.close()
-                raise ConnectionLost("the client is closed")
-            self._connected_at = loop.time()
-            return conn
+        finally:
+            for task in probes:
+                task.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
+            for task in probes:
+                if not task.cancelled() and task.exception() is None:
+                    await task.result().channel.close()
         raise ConnectionLost(
             f"no broker accepted within {url.timeout:g} s after {attempts} attempts "
             f"({'; '.join(failures) or 'no attempt'})"
         )
+
+    def _accepted(self, conn: _Connection) -> _Connection:
+        if self._closed:
+            self._loop.create_task(conn.channel.close())
+            raise ConnectionLost("the client is closed")
+        self._connected_at = self._loop.time()
+        return conn
 
     def _probe_timeout(self) -> float:
         return FAILOVER_PROBE_TIMEOUT if len(self.url.addresses) > 1 else PROBE_TIMEOUT

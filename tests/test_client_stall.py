@@ -90,3 +90,28 @@ def test_producer_leaves_a_broker_that_stops_serving_silently(broker: BrokerProc
             await server.stop(0)
 
     run(scenario())
+
+
+def test_a_frozen_address_does_not_hold_up_the_next(brokers: object) -> None:
+    """A frozen broker takes connections and answers nothing: the client must reach the
+    next address without waiting out the frozen one's probe."""
+    import os
+    import signal
+
+    frozen = brokers("frozen")  # type: ignore[operator]
+    live = brokers("live")  # type: ignore[operator]
+    os.killpg(frozen.proc.pid, signal.SIGSTOP)
+    try:
+
+        async def scenario() -> None:
+            started = time.monotonic()
+            async with await Client.connect(f"failover:({frozen.url},{live.url})") as client:
+                took = time.monotonic() - started
+                print(f"connected past a frozen address in {took:.2f}s")
+                assert client.address == live.url
+                assert took < 0.8, f"{took:.2f}s: the frozen address held the client up"
+                await client.send("q", b"x")
+
+        run(scenario())
+    finally:
+        os.killpg(frozen.proc.pid, signal.SIGCONT)

@@ -18,9 +18,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import grpc
 import pytest
 
 from broker.client import Client
+from broker.pb import client_pb2, client_pb2_grpc
 from broker.zookeeper import Ensemble
 from tests.conftest import run
 from tests.groups import Start, drain, role, start_group, wait_in_sync, wait_master
@@ -113,6 +115,12 @@ async def received_on(procs: dict[str, BrokerProcess], queue: str, expect: int) 
     return counts, marked
 
 
+def batch(batch_id: int, body: str) -> client_pb2.ProduceRequest:
+    request = client_pb2.ProduceRequest(batch_id=batch_id)
+    request.messages.add(destination="old-stream", body=body.encode(), persistent=True)
+    return request
+
+
 def signal_broker(proc: BrokerProcess, sig: signal.Signals) -> None:
     assert proc.proc is not None
     os.killpg(proc.proc.pid, sig)
@@ -202,11 +210,24 @@ def test_frozen_master_is_left_within_the_bound_and_returns_a_slave(
 
     async def scenario() -> None:
         names["old"] = await wait_in_sync(procs)
+        # A stream to the old master with no keepalive of its own, so it stays open
+        # through the freeze: once its broker is back (a slave), it must be ended.
+        channel = grpc.aio.insecure_channel(procs[names["old"]].url)
+        old_stream = client_pb2_grpc.BrokerStub(channel).Produce()
+        await old_stream.write(batch(1, "before"))
+        assert (await old_stream.read()).ok
         try:
             counted = await produce_through(url, "frozen", freeze_master)
+            # Already ended (the write is refused) or ending: either way with a status.
+            with contextlib.suppress(asyncio.InvalidStateError, grpc.aio.AioRpcError):
+                await old_stream.write(batch(2, "after"))
+            code = await asyncio.wait_for(old_stream.code(), 5)
+            print(f"the old stream ended {code.name}: {await old_stream.details()}")
+            assert code == grpc.StatusCode.UNAVAILABLE
         finally:
             with contextlib.suppress(ProcessLookupError):
                 signal_broker(procs[names["old"]], signal.SIGCONT)
+            await channel.close()
         received, marked = await received_on(procs, "frozen", len(counted.acked))
         first = counted.first_ack_after(moments["elected"])
         assert first is not None, "production never resumed"
