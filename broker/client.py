@@ -119,8 +119,8 @@ _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
     # A broker that stops answering (paused, cut off) is given up within about
-    # 1.5 s, so that producers reach a new master about as soon as it is elected
-    # (~1.4 s after a master freezes). Pings are answered by gRPC's own threads, not the
+    # 1.1 s, so that producers reach a new master about as soon as it is elected
+    # (1-1.5 s after a master freezes). Pings are answered by gRPC's own threads, not the
     # broker's loop: a busy broker still answers them in time. Brokers permit pings
     # this often (broker/server.py).
     ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),

@@ -15,7 +15,7 @@ from broker.pb import admin_pb2
 from broker.service import AdminService, install_client_service
 
 # The shortest interval between a peer's pings that the server accepts (below the
-# clients' 500 ms, so that timer jitter never counts as a strike).
+# clients' 300 ms, so that timer jitter never counts as a strike).
 MIN_PING_INTERVAL_MS = 200
 
 # Adds a plugged-in layer's service (bridges, replication) to the server.
@@ -37,7 +37,7 @@ def build_server(
         ("grpc.http2.ping_timeout_ms", 5_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
-        # Clients and bridges ping every 500 ms to notice a frozen broker fast
+        # Clients and bridges ping every 300 ms to notice a frozen broker fast
         # (KEEPALIVE_INTERVAL_MS in broker/reconnect.py): accept that, with or without
         # calls, or gRPC answers GOAWAY too_many_pings and drops healthy connections.
         ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),

@@ -134,9 +134,9 @@ class Link:
         network = self.network
         options = [
             # keepAliveMs bounds how long a silent peer is trusted, but a link must
-            # notice a frozen master within about a second and a half (so that it
-            # reaches the new one about as soon as it is elected), as clients do: ping
-            # at least every 500 ms and give up an unanswered ping after at most 1 s.
+            # notice a frozen master before its group has elected a new one (so that
+            # it reaches the new one as soon as it serves), as clients do: ping at
+            # least every 300 ms and give up an unanswered ping after at most 800 ms.
             ("grpc.keepalive_time_ms", min(spec.keep_alive_ms, KEEPALIVE_INTERVAL_MS)),
             ("grpc.keepalive_timeout_ms", min(spec.keep_alive_ms, KEEPALIVE_TIMEOUT_MS)),
             # A frozen peer keeps its connection open: without this gRPC waits 60 s for
