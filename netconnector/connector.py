@@ -107,6 +107,11 @@ class Link:
             except Exception as exc:  # a bridge must never die silently
                 log.exception("link %s to %s failed", self.label, self.address)
                 self.detail = f"{type(exc).__name__}: {exc}"
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Stopped while grpc.aio turned the cancel into an error of the call
+                # (CANCELLED): the link must end, not retry forever.
+                raise asyncio.CancelledError
             untried -= 1
             if self.connected_at:
                 # A link that was up and broke starts over from the short delay, with
