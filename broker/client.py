@@ -55,7 +55,7 @@ import grpc
 
 from broker.errors import BrokerError
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc, message_pb2
-from broker.reconnect import AddressRotation, Backoff
+from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
 
 __all__ = [
     "AddressRotation",
@@ -92,20 +92,42 @@ MAX_BATCH_MESSAGES = 256
 MAX_BATCH_BYTES = 4 * MiB
 #: Consumer acks wait at most this long before they are written.
 ACK_FLUSH_INTERVAL = 0.020
-#: How long a connection probe (an Admin.Status call) may take.
+#: How long a connection probe (an Admin.Status call) may take ...
 PROBE_TIMEOUT = 5.0
+#: ... and with other addresses to try: a broker answers it in milliseconds, and a
+#: frozen one would otherwise hold up the next address (a new master) for long.
+FAILOVER_PROBE_TIMEOUT = 1.0
+#: With several addresses, a probe not answered by then goes on while the next address
+#: is tried too.
+PROBE_HEAD_START = 0.2
+#: The longest pause before asking again when the last broker asked answered but does
+#: not serve (a slave, or electing): its group is choosing a master, which takes well
+#: under a second, and the client must reach it about as soon as it is elected.
+ELECTING_POLL = 0.1
 #: A connection that lived this long counts as stable: the next loss retries at once.
 STABLE_CONNECTION_SECONDS = 1.0
 #: How long closing a stream waits for the broker to end it before cancelling it.
 CLOSE_GRACE_SECONDS = 5.0
+#: A produce stream with a batch unanswered this long, and no answer at all meanwhile,
+#: is checked: the broker is asked (Admin.Status) whether it still serves. Keepalive
+#: catches a frozen broker; this catches one whose loop stalled or that stopped serving
+#: without ending its streams. A broker holding producers back (memory, quorum) answers
+#: that it serves, and the stream goes on waiting.
+STALL_SECONDS = 2.0
 
 _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
+    # A broker that stops answering (paused, cut off) is given up within about
+    # 1.1 s, so that producers reach a new master about as soon as it is elected
+    # (1-1.5 s after a master freezes). Pings are answered by gRPC's own threads, not the
+    # broker's loop: a busy broker still answers them in time. Brokers permit pings
+    # this often (broker/server.py).
+    ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     # Without it gRPC waits 60 s for a ping answer, whatever keepalive_timeout says.
-    ("grpc.http2.ping_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
     # Keep pinging on long idle streams (a consumer waiting on an empty queue): gRPC's
     # default stops after two pings without data, and a dead broker would go unnoticed.
     ("grpc.http2.max_pings_without_data", 0),
@@ -482,7 +504,12 @@ class _Connection:
 
 
 class _Refused(Exception):
-    """An address did not accept us."""
+    """An address did not accept us; `not_serving`: a broker there answered that it
+    takes no clients now (a slave, electing), rather than not answering at all."""
+
+    def __init__(self, reason: str, not_serving: bool = False) -> None:
+        super().__init__(reason)
+        self.not_serving = not_serving
 
 
 class Client:
@@ -584,7 +611,8 @@ class Client:
         name: str = "",
     ) -> Consumer:
         """Open a consumer on ``queue``: the broker holds out at most ``prefetch``
-        unacknowledged deliveries to it. With ``auto_ack`` a delivery is acked when the
+        unacknowledged deliveries to it (brokers serve at most 65,535, and at most 64 MiB
+        of messages, whatever is asked). With ``auto_ack`` a delivery is acked when the
         next one is asked for (or on close). Returns once the subscription is sent; the
         broker's refusal (a bad queue name) is raised by the first ``receive``."""
         self._check_open()
@@ -717,7 +745,11 @@ class Client:
         log.info("reconnected to %s after %.3f s", conn.address, self._loop.time() - started)
 
     async def _establish(self, *, after_loss: bool) -> _Connection:
-        """Try addresses in rotation, with backoff, until one accepts. Holds the lock."""
+        """Try addresses in rotation, with backoff, until one accepts. Holds the lock.
+
+        A probe that has not answered within PROBE_HEAD_START goes on beside the next
+        address's: a frozen broker (it takes the connection and answers nothing) must not
+        hold up the group's new master for the whole probe timeout."""
         url = self.url
         loop = self._loop
         deadline = None if url.timeout is None else loop.time() + url.timeout
@@ -728,38 +760,97 @@ class Client:
             self._backoff.reset()
         attempts = 0
         failures: deque[str] = deque(maxlen=len(url.addresses))  # the last of each address
-        while True:
-            if self._closed:
-                raise ConnectionLost("the client is closed")
-            if attempts or flapping:
-                delay = self._backoff.next()
-                if deadline is not None and loop.time() + delay >= deadline:
-                    break
-                await asyncio.sleep(delay)
-            attempts += 1
-            address = self._rotation.next()
-            probe_timeout = PROBE_TIMEOUT
-            if deadline is not None:
-                probe_timeout = min(probe_timeout, max(deadline - loop.time(), 0.001))
-            try:
-                conn = await self._probe(address, probe_timeout)
-            except _Refused as e:
-                log.debug("connecting to %s failed: %s", address, e)
-                failures.append(f"{address}: {e}")
+        electing = False  # the last address to answer said it does not serve now
+        probes: dict[asyncio.Task[_Connection], str] = {}
+        head_start = PROBE_HEAD_START if len(url.addresses) > 1 else None
+
+        def settle(done: set[asyncio.Task[_Connection]]) -> _Connection | None:
+            """The first accepted connection among finished probes, recording refusals."""
+            nonlocal electing
+            accepted = None
+            for task in done:
+                address = probes.pop(task)
+                error = task.exception()
+                if error is None:
+                    if accepted is None:
+                        accepted = task.result()
+                    else:
+                        self._loop.create_task(task.result().channel.close())
+                    continue
+                if not isinstance(error, _Refused):
+                    raise error
+                log.debug("connecting to %s failed: %s", address, error)
+                electing = error.not_serving
+                failures.append(f"{address}: {error}")
                 if not url.failover:
-                    raise ConnectionLost(f"cannot connect to {address}: {e}") from None
+                    raise ConnectionLost(f"cannot connect to {address}: {error}") from None
+            return accepted
+
+        async def wait(timeout: float | None, until_answer: bool) -> _Connection | None:
+            """Wait `timeout` (None: until the probes end) for a probe to accept; with
+            `until_answer`, stop at the first answer of any kind."""
+            end = None if timeout is None else loop.time() + timeout
+            while True:
+                left = None if end is None else end - loop.time()
+                if left is not None and left <= 0:
+                    return None
+                if not probes:
+                    if left is not None and not until_answer:
+                        await asyncio.sleep(left)
+                    return None
+                done, _ = await asyncio.wait(
+                    probes, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                conn = settle(done)
+                if conn is not None or (done and until_answer):
+                    return conn
+
+        try:
+            while True:
+                if self._closed:
+                    raise ConnectionLost("the client is closed")
+                if attempts or flapping:
+                    delay = self._backoff.next()
+                    if electing:
+                        delay = min(delay, ELECTING_POLL)
+                    if deadline is not None and loop.time() + delay >= deadline:
+                        break
+                    conn = await wait(delay, until_answer=False)
+                    if conn is not None:
+                        return self._accepted(conn)
+                attempts += 1
+                address = self._rotation.next()
+                if address not in probes.values():
+                    probe_timeout = self._probe_timeout()
+                    if deadline is not None:
+                        probe_timeout = min(probe_timeout, max(deadline - loop.time(), 0.001))
+                    probes[loop.create_task(self._probe(address, probe_timeout))] = address
+                conn = await wait(head_start, until_answer=True)
+                if conn is not None:
+                    return self._accepted(conn)
                 if deadline is not None and loop.time() >= deadline:
                     break
-                continue
-            if self._closed:
-                await conn.channel.close()
-                raise ConnectionLost("the client is closed")
-            self._connected_at = loop.time()
-            return conn
+        finally:
+            for task in probes:
+                task.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
+            for task in probes:
+                if not task.cancelled() and task.exception() is None:
+                    await task.result().channel.close()
         raise ConnectionLost(
             f"no broker accepted within {url.timeout:g} s after {attempts} attempts "
             f"({'; '.join(failures) or 'no attempt'})"
         )
+
+    def _accepted(self, conn: _Connection) -> _Connection:
+        if self._closed:
+            self._loop.create_task(conn.channel.close())
+            raise ConnectionLost("the client is closed")
+        self._connected_at = self._loop.time()
+        return conn
+
+    def _probe_timeout(self) -> float:
+        return FAILOVER_PROBE_TIMEOUT if len(self.url.addresses) > 1 else PROBE_TIMEOUT
 
     async def _probe(self, address: str, timeout: float) -> _Connection:
         """Open a channel to ``address`` and check that a broker there takes clients."""
@@ -779,7 +870,7 @@ class Client:
         else:
             if status.role in _REFUSING_ROLES or status.refusal:
                 await channel.close()
-                raise _Refused(status.refusal or f"broker {status.name!r} is {status.role}")
+                raise _Refused(status.refusal or f"broker {status.name!r} is {status.role}", True)
         return _Connection(address, channel, client_pb2_grpc.BrokerStub(channel), admin)
 
 
@@ -789,11 +880,12 @@ class Client:
 class _Batch:
     """One ProduceRequest awaiting its ProduceResponse."""
 
-    __slots__ = ("first_seq", "futures", "ids", "request")
+    __slots__ = ("first_seq", "futures", "ids", "request", "written_at")
 
     def __init__(self, request: client_pb2.ProduceRequest, first_seq: int) -> None:
         self.request = request
         self.first_seq = first_seq
+        self.written_at = 0.0  # loop time of its last write
         self.ids: list[str] = []
         self.futures: list[asyncio.Future[str]] = []
 
@@ -827,6 +919,7 @@ class Producer:
         self._errors: deque[tuple[int, BrokerError]] = deque(maxlen=1024)
         self._failure: BrokerError | None = None  # terminal: the client was lost or closed
         self._task: asyncio.Task[None] | None = None
+        self._last_answer = 0.0  # loop time of the current stream's last answer
         self._closing = False
         self._closed = False
 
@@ -1007,7 +1100,7 @@ class Producer:
                 conn = await self._client._connection()
                 call = conn.broker.Produce()
                 try:
-                    await _run_stream(call, self._read(call), self._write(call))
+                    await _run_stream(call, self._read(call), self._write_watched(conn, call))
                     return
                 except _StreamFailure as failure:
                     if self._closed and not self._batches and not self._pending:
@@ -1030,11 +1123,52 @@ class Producer:
             log.exception("producer failed")
             self._fail_all(BrokerError("INTERNAL", f"producer failed: {e!r}"), terminal=True)
 
+    async def _write_watched(self, conn: _Connection, call: Any) -> None:
+        """The writer, beside a watch on the broker that fails the stream over when the
+        broker no longer serves or no longer answers."""
+        writer = asyncio.create_task(self._write(call))
+        watch = asyncio.create_task(self._watch(conn))
+        try:
+            await asyncio.wait({writer, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch.done():
+                watch.result()
+            await writer
+        finally:
+            writer.cancel()
+            watch.cancel()
+            await asyncio.gather(writer, watch, return_exceptions=True)
+
+    async def _watch(self, conn: _Connection) -> None:
+        loop = self._loop
+        self._last_answer = loop.time()
+        while True:
+            await asyncio.sleep(STALL_SECONDS / 4)
+            now = loop.time()
+            written = (b.written_at for b in self._batches.values() if b.written_at)
+            oldest = min(written, default=now)
+            if now - oldest < STALL_SECONDS or now - self._last_answer < STALL_SECONDS:
+                continue
+            try:
+                status = await conn.admin.Status(
+                    admin_pb2.StatusRequest(), timeout=self._client._probe_timeout()
+                )
+            except grpc.aio.AioRpcError as e:
+                raise _StreamFailure(
+                    BrokerError("UNAVAILABLE", f"the broker stopped answering ({e.code().name})")
+                ) from None
+            if status.role in _REFUSING_ROLES or status.refusal:
+                raise _StreamFailure(
+                    BrokerError("UNAVAILABLE", status.refusal or f"the broker is {status.role}")
+                )
+            # It serves and holds us back: look again a stall later.
+            self._last_answer = loop.time()
+
     async def _write(self, call: Any) -> None:
         # Resend what the last stream left unanswered, oldest first, under the same ids.
         for batch_id in sorted(self._batches):
             batch = self._batches.get(batch_id)
             if batch is not None:
+                batch.written_at = self._loop.time()
                 await call.write(batch.request)
         while True:
             if not self._pending:
@@ -1046,6 +1180,7 @@ class Producer:
                 continue
             batch = self._take_batch()
             self._batches[batch.request.batch_id] = batch
+            batch.written_at = self._loop.time()
             await call.write(batch.request)
 
     def _take_batch(self) -> _Batch:
@@ -1096,6 +1231,7 @@ class Producer:
                 if self._closed and not self._batches and not self._pending:
                     return
                 raise _StreamEnded("the broker ended the produce stream")
+            self._last_answer = self._loop.time()
             batch = self._batches.pop(response.batch_id, None)
             if batch is None:
                 log.warning("ack for unknown batch %d ignored", response.batch_id)

@@ -19,8 +19,15 @@ class BrokerConfig:
     port: int
     data_dir: Path
     host: str = "127.0.0.1"
-    # Largest message body a broker accepts; gRPC's own limits are raised to match.
+    # Largest message a broker accepts, whole as serialized (body, headers, id, queue
+    # name and the rest); gRPC's own limits are raised to match.
     max_message_bytes: int = 100 * MiB
+    # Bounds on a message's parts, each refused with INVALID_ARGUMENT past it (ActiveMQ's
+    # STOMP limits for headers): an id is kept in the duplicate check long after its
+    # message, and headers are copied with the message on every hop.
+    max_id_length: int = 1024
+    max_headers: int = 1000
+    max_header_length: int = 10 * 1024
     # When a persistent send is answered: "local_disk" once fsynced here; "local_mem"
     # once written here without fsync (survives a process crash, not a power loss); in a
     # group "quorum_mem" once every in-sync member holds it, "quorum_disk" once every

@@ -9,7 +9,7 @@ over. Plugged-in components (bridges, replication) report their state via `sourc
 from __future__ import annotations
 
 import asyncio
-import weakref
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -37,20 +37,31 @@ class ServiceGate:
     refusal: str = "broker is starting"
     broker: Broker | None = None
     sources: list[Callable[[], list[ComponentStatus]]] = field(default_factory=list)
-    # The tasks of calls admitted to the current core; finished ones drop out by themselves.
-    _calls: weakref.WeakSet[asyncio.Task[object]] = field(default_factory=weakref.WeakSet)
+    # The calls admitted to the current core, by the task serving each; a finished call
+    # drops out by itself.
+    _calls: dict[asyncio.Task[object], grpc.aio.ServicerContext] = field(default_factory=dict)
+    # Status sends of calls being ended, kept referenced until they are done.
+    _ending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def open(self, broker: Broker, role: str) -> None:
         self.broker = broker
         self.role = role
 
     def close(self, role: str, refusal: str) -> None:
-        """Refuse new calls and end open streams (clients see CANCELLED and fail over)."""
+        """Refuse new calls and end every open one with UNAVAILABLE and `refusal`, so that
+        clients and bridges fail over at once."""
         self.broker = None
         self.role = role
         self.refusal = refusal
-        for task in list(self._calls):
+        calls, self._calls = self._calls, {}
+        for task, context in calls.items():
+            # Cancelling alone leaves the call open at the client: grpc.aio sends no
+            # status for a handler that ends cancelled. So the status goes out here, and
+            # the cancel stops the handler from serving the old core meanwhile.
             task.cancel()
+            ending = asyncio.get_running_loop().create_task(_end_call(context, refusal))
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
 
     async def admit(self, context: grpc.aio.ServicerContext) -> Broker:
         """The serving broker core, or abort the call with UNAVAILABLE and the reason.
@@ -64,8 +75,20 @@ class ServiceGate:
             raise AssertionError("unreachable: abort raises")
         task = asyncio.current_task()
         assert task is not None
-        self._calls.add(task)
+        self._calls[task] = context
+        task.add_done_callback(self._forget)
         return broker
+
+    def _forget(self, task: asyncio.Task[object]) -> None:
+        self._calls.pop(task, None)
 
     def components(self) -> list[ComponentStatus]:
         return [status for source in self.sources for status in source()]
+
+
+async def _end_call(context: grpc.aio.ServicerContext, refusal: str) -> None:
+    """Send a stopped call's final status (retryable: the client moves on)."""
+    # AbortError is how abort ends its caller; a call that already sent its status
+    # (it ended on its own meanwhile) refuses a second one: nothing more to do then.
+    with contextlib.suppress(Exception):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)

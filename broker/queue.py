@@ -50,7 +50,11 @@ class Entry:
         """The message serialized as it stands now."""
         data = self._data
         if data is None:
-            data = self._data = self.message.SerializeToString()
+            data = self.message.SerializeToString()
+            # A non-persistent message is kept only as parsed: caching its bytes too
+            # would double what it costs in memory while in flight.
+            if self.persistent:
+                self._data = data
         return data
 
     def count_redelivery(self) -> int:
@@ -90,12 +94,18 @@ class Consumer:
     # Its share of round robin among consumers of its priority: a bridge that stands for
     # several consumers at the other broker may count as that many.
     weight: int = 1
+    # Most bytes of messages it may hold in flight (0: no bound); one message always
+    # goes out, however large, or it could never be consumed.
+    max_bytes: int = 0
     credit: int = 0
     in_flight: dict[int, Entry] = field(default_factory=dict)
+    in_flight_bytes: int = 0
     next_tag: int = 1
 
     @property
     def room(self) -> int:
+        if self.max_bytes and self.in_flight and self.in_flight_bytes >= self.max_bytes:
+            return 0
         return min(self.credit, self.prefetch - len(self.in_flight))
 
     @property
@@ -241,6 +251,7 @@ class Queue:
         self.consumers.remove(consumer)
         returned = list(consumer.in_flight.values())
         consumer.in_flight.clear()
+        consumer.in_flight_bytes = 0
         return self._return(returned, counted=not consumer.remote)
 
     def revoke_credit(self, consumer: Consumer) -> None:
@@ -273,6 +284,7 @@ class Queue:
                     f"delivery tag {tag} is not in flight to this consumer of queue {self.name}"
                 )
             taken.append(entry)
+        consumer.in_flight_bytes -= sum(entry.size for entry in taken)
         return taken
 
     def ack(self, consumer: Consumer, tags: list[int]) -> list[Entry]:
@@ -343,6 +355,8 @@ class Queue:
                 if consumer.accepts is None or consumer.accepts(entry.message):
                     self._give(consumer, entry, batches, result, refused)
                     room -= 1
+                    if consumer.max_bytes and consumer.in_flight_bytes >= consumer.max_bytes:
+                        room = 0
                 else:
                     self._give(self._choose(entry.message), entry, batches, result, refused)
         for entry in refused:
@@ -376,6 +390,7 @@ class Queue:
         consumer.next_tag += 1
         consumer.credit -= 1
         consumer.in_flight[tag] = entry
+        consumer.in_flight_bytes += entry.size
         if not entry.dispatched:
             entry.dispatched = True
             result.first.append(entry)

@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import random
 
+# How often an outbound connection is pinged, and how long a ping may go unanswered
+# before the connection counts as lost (milliseconds): a frozen peer is given up within
+# about 1.1 s, before its group has elected a new master (1-1.5 s), so clients and links
+# reach the new master as soon as it serves. Brokers accept pings this often
+# (broker/server.py).
+KEEPALIVE_INTERVAL_MS = 300
+KEEPALIVE_TIMEOUT_MS = 800
+
 
 class Backoff:
     """Pauses between connection attempts: ``initial``, doubling, capped at ``maximum``."""

@@ -8,10 +8,15 @@ import grpc
 
 from broker.config import BrokerConfig
 from broker.core import now_ms
+from broker.decode import unary_handlers
 from broker.errors import StartupError
 from broker.gate import ServiceGate
-from broker.pb import admin_pb2_grpc
+from broker.pb import admin_pb2
 from broker.service import AdminService, install_client_service
+
+# The shortest interval between a peer's pings that the server accepts (below the
+# clients' 300 ms, so that timer jitter never counts as a strike).
+MIN_PING_INTERVAL_MS = 200
 
 # Adds a plugged-in layer's service (bridges, replication) to the server.
 ServiceInstaller = Callable[[grpc.aio.Server], None]
@@ -32,11 +37,18 @@ def build_server(
         ("grpc.http2.ping_timeout_ms", 5_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Clients and bridges ping every 300 ms to notice a frozen broker fast
+        # (KEEPALIVE_INTERVAL_MS in broker/reconnect.py): accept that, with or without
+        # calls, or gRPC answers GOAWAY too_many_pings and drops healthy connections.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", 0),
     ]
     server = grpc.aio.server(options=options)
     install_client_service(server, gate)
-    admin_pb2_grpc.add_AdminServicer_to_server(
-        AdminService(config, gate, now_ms()), server
+    # Decoded in the handlers, so that an undecodable request gets INVALID_ARGUMENT.
+    admin = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+    server.add_generic_rpc_handlers(
+        (unary_handlers(admin, AdminService(config, gate, now_ms()), admin_pb2),)
     )
     for install in extra:
         install(server)

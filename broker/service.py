@@ -12,6 +12,7 @@ import grpc
 from broker import __version__, wire
 from broker.config import BrokerConfig
 from broker.core import Broker
+from broker.decode import RAW, decoded
 from broker.errors import BrokerError
 from broker.gate import ServiceGate
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
@@ -19,9 +20,19 @@ from broker.queue import Consumer, Entry
 
 log = logging.getLogger("netbroker.service")
 
-# Batches one producer stream may have waiting for the store at once; past it the
-# stream stops reading and gRPC's flow control holds the producer back.
+# Batches one producer stream may have waiting for the store at once, and their bytes
+# (a batch waiting for room under the memory limit holds its request); past either the
+# stream stops reading and gRPC's flow control holds the producer back. One batch is
+# always let in, however large.
 MAX_BATCHES_IN_FLIGHT = 64
+MAX_BATCH_BYTES_IN_FLIGHT = 16 * 1024 * 1024
+# The largest prefetch a consumer gets: a larger one is served as this (the broker never
+# sends more than the consumer asked for). Unbounded, one consumer that never acks would
+# hold every message of its queue in flight.
+MAX_PREFETCH = 65_535
+# Bytes of messages one client consumer may hold unacknowledged (at least one message
+# always goes out): with large messages, the prefetch alone bounds nothing.
+MAX_CONSUMER_BYTES = 64 * 1024 * 1024
 # Largest delivery batch in bytes, to keep responses well inside gRPC's message limit.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
@@ -66,24 +77,21 @@ class StreamSink:
         return wire.consume_response(out)
 
 
-def _passthrough(data: bytes) -> bytes:
-    return data
-
-
 def install_client_service(server: grpc.aio.Server, gate: ServiceGate) -> None:
     """Serve the Broker service. Registered by hand rather than through the generated
-    helper because Consume writes ConsumeResponses it has already serialized."""
+    helper because requests are decoded in the handlers (an undecodable one gets
+    INVALID_ARGUMENT) and Consume writes ConsumeResponses it has already serialized."""
     service = ClientService(gate)
     handlers = {
         "Produce": grpc.stream_stream_rpc_method_handler(
             service.Produce,
-            request_deserializer=client_pb2.ProduceRequest.FromString,
+            request_deserializer=RAW,
             response_serializer=client_pb2.ProduceResponse.SerializeToString,
         ),
         "Consume": grpc.stream_stream_rpc_method_handler(
             service.Consume,
-            request_deserializer=client_pb2.ConsumeRequest.FromString,
-            response_serializer=_passthrough,
+            request_deserializer=RAW,
+            response_serializer=RAW,
         ),
     }
     name = client_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
@@ -109,20 +117,34 @@ class ClientService(client_pb2_grpc.BrokerServicer):
 
     async def Produce(
         self,
-        request_iterator: AsyncIterator[client_pb2.ProduceRequest],
+        request_iterator: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[client_pb2.ProduceResponse]:
         broker = await self.gate.admit(context)
+        requests = decoded(request_iterator, client_pb2.ProduceRequest, "Broker/Produce")
         # Batches are stored concurrently (so one stream fills a group commit) and
         # answered in the order they came.
-        answers: asyncio.Queue[asyncio.Future[client_pb2.ProduceResponse] | None] = asyncio.Queue()
+        answers: asyncio.Queue[
+            tuple[asyncio.Future[client_pb2.ProduceResponse], int] | None
+        ] = asyncio.Queue()
         slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
+        held = 0  # bytes of the batches waiting for their answer
+        room = asyncio.Event()
+        failed: list[BrokerError] = []
 
         async def read() -> None:
+            nonlocal held
             try:
-                async for request in request_iterator:
+                async for request in requests:
                     await slots.acquire()
-                    answers.put_nowait(asyncio.ensure_future(self._send(broker, request)))
+                    size = request.ByteSize()
+                    while held and held + size > MAX_BATCH_BYTES_IN_FLIGHT:
+                        room.clear()
+                        await room.wait()
+                    held += size
+                    answers.put_nowait((asyncio.ensure_future(self._send(broker, request)), size))
+            except BrokerError as exc:
+                failed.append(exc)  # answered after the batches before it
             finally:
                 answers.put_nowait(None)
 
@@ -132,20 +154,28 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 pending = await answers.get()
                 if pending is None:
                     break
-                response = await pending
+                response = await pending[0]
+                held -= pending[1]
+                room.set()
                 slots.release()
                 yield response
+            if failed:
+                await context.abort(_status(failed[0].code), failed[0].message)
         finally:
             reader.cancel()
 
     async def Consume(
         self,
-        request_iterator: AsyncIterator[client_pb2.ConsumeRequest],
+        request_iterator: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[bytes]:
         """Responses are ConsumeResponses serialized here (see `install_client_service`)."""
         broker = await self.gate.admit(context)
-        first = await anext(aiter(request_iterator), None)
+        requests = decoded(request_iterator, client_pb2.ConsumeRequest, "Broker/Consume")
+        try:
+            first = await anext(requests, None)
+        except BrokerError as exc:
+            await context.abort(_status(exc.code), exc.message)
         if first is None:
             return
         if not first.HasField("subscribe"):
@@ -154,12 +184,15 @@ class ClientService(client_pb2_grpc.BrokerServicer):
             )
         sub = first.subscribe
         sink = StreamSink()
+        prefetch = min(sub.prefetch or 1000, MAX_PREFETCH)
         try:
             consumer = broker.subscribe(
-                sub.queue, sink, sub.prefetch or 1000, sub.priority, sub.name or context.peer()
+                sub.queue, sink, prefetch, sub.priority, sub.name or context.peer()
             )
         except BrokerError as exc:
             await context.abort(_status(exc.code), exc.message)
+        # Before the first dispatch, which subscribe only scheduled.
+        consumer.max_bytes = MAX_CONSUMER_BYTES
         queue = sub.queue
 
         def apply(request: client_pb2.ConsumeRequest, consumer: Consumer) -> None:
@@ -176,7 +209,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
             try:
                 if first.ack or first.nack or first.credit:
                     apply(first, consumer)
-                async for request in request_iterator:
+                async for request in requests:
                     apply(request, consumer)
             except BrokerError as exc:
                 sink.fail(exc)

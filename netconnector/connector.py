@@ -18,7 +18,7 @@ import grpc
 
 from broker.gate import ComponentStatus
 from broker.pb import bridge_pb2
-from broker.reconnect import AddressRotation, Backoff
+from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
 from netconnector.hello import opener_terms, path_name_of, refusal
 from netconnector.outbox import LINK_METHOD, Outbox, serialize_frame
 from netconnector.session import BridgeSession
@@ -107,6 +107,11 @@ class Link:
             except Exception as exc:  # a bridge must never die silently
                 log.exception("link %s to %s failed", self.label, self.address)
                 self.detail = f"{type(exc).__name__}: {exc}"
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Stopped while grpc.aio turned the cancel into an error of the call
+                # (CANCELLED): the link must end, not retry forever.
+                raise asyncio.CancelledError
             untried -= 1
             if self.connected_at:
                 # A link that was up and broke starts over from the short delay, with
@@ -133,11 +138,15 @@ class Link:
         spec = self.spec
         network = self.network
         options = [
-            ("grpc.keepalive_time_ms", spec.keep_alive_ms),
-            ("grpc.keepalive_timeout_ms", spec.keep_alive_ms),
+            # keepAliveMs bounds how long a silent peer is trusted, but a link must
+            # notice a frozen master before its group has elected a new one (so that
+            # it reaches the new one as soon as it serves), as clients do: ping at
+            # least every 300 ms and give up an unanswered ping after at most 800 ms.
+            ("grpc.keepalive_time_ms", min(spec.keep_alive_ms, KEEPALIVE_INTERVAL_MS)),
+            ("grpc.keepalive_timeout_ms", min(spec.keep_alive_ms, KEEPALIVE_TIMEOUT_MS)),
             # A frozen peer keeps its connection open: without this gRPC waits 60 s for
             # a ping answer, whatever keepalive_timeout says.
-            ("grpc.http2.ping_timeout_ms", spec.keep_alive_ms),
+            ("grpc.http2.ping_timeout_ms", min(spec.keep_alive_ms, KEEPALIVE_TIMEOUT_MS)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_receive_message_length", network.config.max_message_bytes + 2**20),
@@ -146,6 +155,10 @@ class Link:
             # subchannel shared with an earlier channel would inherit its backoff.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            # Also how long one connection attempt may take (gRPC's default is 20 s): a
+            # frozen member accepts TCP but never completes HTTP/2's handshake, and the
+            # link must go on to the next member instead of waiting on it.
+            ("grpc.min_reconnect_backoff_ms", 1000),
             ("grpc.use_local_subchannel_pool", 1),
         ]
         async with grpc.aio.insecure_channel(address, options=options) as channel:
