@@ -15,6 +15,8 @@ import grpc
 
 from broker.config import BrokerConfig
 from broker.core import Broker
+from broker.decode import RAW, decoded
+from broker.errors import InvalidArgument
 from broker.gate import ComponentStatus, ServiceGate
 from broker.pb import bridge_pb2, bridge_pb2_grpc
 from broker.queue import Entry
@@ -200,7 +202,7 @@ class Network:
         # By hand rather than through the generated helper: frames may come serialized.
         link = grpc.stream_stream_rpc_method_handler(
             _BridgeService(self).Link,
-            request_deserializer=bridge_pb2.BridgeFrame.FromString,
+            request_deserializer=RAW,
             response_serializer=serialize_frame,
         )
         service = LINK_METHOD.split("/")[1]
@@ -215,12 +217,16 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
 
     async def Link(
         self,
-        request_iterator: AsyncIterator[bridge_pb2.BridgeFrame],
+        request_iterator: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[Frame]:
         network = self.network
         broker = await network.gate.admit(context)
-        first = await anext(aiter(request_iterator), None)
+        frames = decoded(request_iterator, bridge_pb2.BridgeFrame, "Bridge/Link")
+        try:
+            first = await anext(frames, None)
+        except InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
         if first is None:
             return
         if not first.HasField("hello"):
@@ -240,10 +246,14 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
         session = network.open_session(broker, terms, outbox)
         log.info("link from %s up", hello.broker)
 
+        undecodable: list[InvalidArgument] = []
+
         async def read() -> None:
             try:
-                async for frame in request_iterator:
+                async for frame in frames:
                     session.on_frame(frame)
+            except InvalidArgument as exc:
+                undecodable.append(exc)
             finally:
                 outbox.close()
 
@@ -251,6 +261,8 @@ class _BridgeService(bridge_pb2_grpc.BridgeServicer):
         try:
             async for frame in outbox:
                 yield frame
+            if undecodable:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, undecodable[0].message)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):

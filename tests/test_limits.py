@@ -20,6 +20,7 @@ import pytest
 from broker.client import BrokerError, Client
 from broker.pb import admin_pb2, client_pb2, client_pb2_grpc
 from broker.service import MAX_PREFETCH
+from netconnector.outbox import LINK_METHOD
 from tests.conftest import run
 from tests.procs import BrokerProcess
 from tests.scenario import queue_info, receive_all, wait_for
@@ -194,6 +195,15 @@ def test_undecodable_requests_get_invalid_argument_and_harm_nothing(
                     await unary(GARBAGE, timeout=5)
                 assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
                 assert f"Admin/{method}: the request" in (info.value.details() or "")
+            # The bridge port is the same port: another broker's garbage is refused alike.
+            link = channel.stream_stream(
+                LINK_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b
+            )()
+            await link.write(GARBAGE)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await asyncio.wait_for(link.read(), 5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
+            assert "Bridge/Link: the request" in (info.value.details() or "")
         async with await Client.connect(broker.url) as client:
             assert (await client.status()).name == "a"
             await client.send("kept", b"after")
