@@ -122,7 +122,12 @@ class GroupMember:
         self._zk: ZkGroup | None = None
         # Why the last replication stream from the master ended (shown by status).
         self.replication_error = ""
-        self._jobs: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        # (kind, job): ZooKeeper work and teardowns, one at a time.
+        self._jobs: collections.deque[tuple[str, Callable[[], Awaitable[None]]]] = (
+            collections.deque()
+        )
+        self._running = ""  # the kind of the job under way, and the job itself
+        self._current: asyncio.Future[None] | None = None
         self._queued: set[str] = set()
         self._work = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -161,18 +166,23 @@ class GroupMember:
 
     async def stop(self) -> None:
         self._feed(Shutdown())
-        # Let the teardown queued by the shutdown finish before the session closes.
-        if self._worker is not None and not self._worker.done():
-            done = asyncio.get_running_loop().create_future()
-
-            async def mark() -> None:
-                done.set_result(None)
-
-            self._queue("stopped", mark)
+        # What ZooKeeper work is queued or under way is moot now, and may wait for a
+        # ZooKeeper that is gone (a shutdown must not hang on it): only the teardown of
+        # the core is left to do, bounded.
+        teardowns = [job for kind, job in self._jobs if kind == "teardown"]
+        self._jobs.clear()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            current = self._current
+            if self._running == "teardown" and current is not None and not current.done():
+                with contextlib.suppress(TimeoutError, Exception):
+                    await asyncio.wait_for(asyncio.shield(current), 10)
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        for job in teardowns:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done, 10)
-        if self._worker is not None:
-            self._worker.cancel()
+                await asyncio.wait_for(job(), 10)
         if self._follow_task is not None:
             self._follow_task.cancel()
         if self._zk is not None:
@@ -267,9 +277,9 @@ class GroupMember:
                 self._queued.discard(kind)
                 await job()
 
-            self._jobs.append(once)
+            self._jobs.append((kind, once))
         else:
-            self._jobs.append(job)
+            self._jobs.append((kind, job))
         self._work.set()
 
     async def _run_jobs(self) -> None:
@@ -277,9 +287,10 @@ class GroupMember:
             await self._work.wait()
             self._work.clear()
             while self._jobs:
-                job = self._jobs.popleft()
+                self._running, job = self._jobs.popleft()
                 try:
-                    await job()
+                    self._current = asyncio.ensure_future(job())
+                    await self._current
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # ZooKeeper hiccups: read again shortly

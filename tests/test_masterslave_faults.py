@@ -25,6 +25,7 @@ from tests.groups import (
     Start,
     drain,
     group_detail,
+    role,
     start_group,
     wait_in_sync,
     wait_master,
@@ -344,3 +345,25 @@ def test_wiped_slave_takes_a_bulk_copy_and_holds_every_acked_message(
         check_exactly_once(acked, got, marked_ok=True)
 
     run(scenario(), timeout=120)
+
+
+def test_members_stop_promptly_when_zookeeper_is_gone(brokers: Start, zookeeper: Ensemble) -> None:
+    """SIGTERM stops a member within a few seconds even with its ZooKeeper dead: a
+    shutdown must not wait for ZooKeeper work that can no longer finish (it used to take
+    the whole 10 s grace, then SIGKILL)."""
+    procs = start_group(brokers, zookeeper, ["b", "c"], replicas=2)
+    master = run(wait_in_sync(procs))
+    zookeeper.kill(0)
+
+    async def stepped_down() -> bool:
+        return await role(procs[master]) == "electing"
+
+    # Both now retry ZooKeeper in the background, as after any long outage.
+    run(wait_for(stepped_down, 10, f"{master} to stop serving without ZooKeeper"))
+    for name, proc in procs.items():
+        started = time.monotonic()
+        code = proc.stop(timeout=10)
+        took = time.monotonic() - started
+        print(f"{name} stopped in {took:.2f}s with {code}")
+        assert code == 0, f"{name} exited with {code} after {took:.2f}s:\n{proc.log()}"
+        assert took < 5, f"{name} took {took:.2f}s to stop without ZooKeeper"
