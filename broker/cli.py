@@ -622,8 +622,9 @@ def _reason(e: BaseException) -> str:
     message = getattr(e, "message", None)
     if isinstance(code, str) and isinstance(message, str):  # BrokerError
         return f"{code}: {message}" if code else message
-    if callable(code) and callable(getattr(e, "details", None)):  # grpc.RpcError
-        return f"{code().name}: {e.details()}"
+    details = getattr(e, "details", None)
+    if callable(code) and callable(details):  # grpc.RpcError
+        return f"{code().name}: {details()}"
     text = str(e)
     return text if text else type(e).__name__
 
@@ -933,7 +934,7 @@ async def _stat(args: argparse.Namespace) -> int:
         print("no queues")
     if st.components:
         print()
-        rows = [(c.kind, c.name, c.state, c.detail) for c in st.components]
-        print(format_table(("component", "name", "state", "detail"), rows))
+        component_rows = [(c.kind, c.name, c.state, c.detail) for c in st.components]
+        print(format_table(("component", "name", "state", "detail"), component_rows))
     sys.stdout.flush()
     return 0

@@ -1369,7 +1369,7 @@ class Consumer:
         consumer is closed. Raises BrokerError when the broker ended the subscription
         (a bad queue name...) and ConnectionLost when no broker can be reached."""
         if self._last is not None:
-            self._last, last = None, self._last
+            last, self._last = self._last, None
             last.ack()
         if self._closing:
             return None
@@ -1418,7 +1418,7 @@ class Consumer:
         if self._closing:
             return
         if self._last is not None:
-            self._last, last = None, self._last
+            last, self._last = self._last, None
             last.ack()
         self._closing = True
         self._flush.set()
@@ -1754,7 +1754,7 @@ class BlockingConsumer:
     def receive(self, timeout: float | None = None) -> Delivery | None:
         """The next delivery, or None after ``timeout`` seconds or once closed."""
         if self._last is not None:
-            self._last, last = None, self._last
+            last, self._last = self._last, None
             last.ack()
         consumer = self._consumer
         while True:
@@ -1776,7 +1776,7 @@ class BlockingConsumer:
     def close(self) -> None:
         """See :meth:`Consumer.close`."""
         if self._last is not None:
-            self._last, last = None, self._last
+            last, self._last = self._last, None
             last.ack()
         self._local.clear()
         self._owner._run(self._consumer.close())

@@ -494,7 +494,7 @@ class Broker:
     def _after_return(self, q: Queue, requeued: list[Entry], dead: list[tuple[Entry, str]]) -> None:
         # The raised redelivery count is written back so that it survives a restart and a
         # poison message still reaches the DLQ.
-        ops = [
+        ops: list[Op] = [
             (e.key or self._key(q.name, e.priority, e.seq), e.data)
             for e in requeued
             if e.persistent

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -82,7 +83,7 @@ def install_client_service(server: grpc.aio.Server, gate: ServiceGate) -> None:
     helper because requests are decoded in the handlers (an undecodable one gets
     INVALID_ARGUMENT) and Consume writes ConsumeResponses it has already serialized."""
     service = ClientService(gate)
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Produce": grpc.stream_stream_rpc_method_handler(
             service.Produce,
             request_deserializer=RAW,

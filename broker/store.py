@@ -24,6 +24,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 from rocksdict import (
     BlockBasedOptions,
@@ -299,7 +300,8 @@ class Store:
         if not message_ids:
             return {}
         try:
-            values = self._db.get([id_key(mid) for mid in message_ids])
+            # A list of keys gets the list of their values (None where absent).
+            values = cast("list[bytes | None]", self._db.get([id_key(mid) for mid in message_ids]))
         except Exception as exc:
             if _is_corruption(str(exc)):
                 raise self._damaged(str(exc)) from exc

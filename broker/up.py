@@ -1559,7 +1559,7 @@ def status(
             statuses[p.name] = st
             entry = recorded.get(p.name)
             pid = entry["pid"] if entry else None
-            running = pid is not None and pid_matches(pid, entry.get("argv"))
+            running = entry is not None and pid is not None and pid_matches(pid, entry.get("argv"))
             any_running = any_running or running
             pids[p.name] = pid if running else None
             if st is not None and st.name == p.name:

@@ -192,6 +192,7 @@ class GroupMember:
         """The replication service, for the replication port's server."""
         # By hand rather than through the generated helper: log frames come encoded, and
         # requests are parsed in the handler so that garbage gets INVALID_ARGUMENT.
+        follow: grpc.RpcMethodHandler[bytes, bytes | replication_pb2.LogFrame]
         follow = grpc.stream_stream_rpc_method_handler(
             _ReplicationService(self).Follow,
             request_deserializer=None,
@@ -210,7 +211,12 @@ class GroupMember:
     def _state(self, state: str) -> None:
         log.info("ZooKeeper connection %s", state)
         now = time.monotonic()
-        event = {"connected": Connected, "suspended": Suspended, "lost": Lost}.get(state)
+        kinds: dict[str, type[Connected] | type[Suspended] | type[Lost]] = {
+            "connected": Connected,
+            "suspended": Suspended,
+            "lost": Lost,
+        }
+        event = kinds.get(state)
         if event is not None:
             self._feed(event(now))
 
@@ -489,7 +495,7 @@ class _ReplicationService(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, member: GroupMember) -> None:
         self.member = member
 
-    async def Follow(  # type: ignore[override]
+    async def Follow(
         self,
         request_iterator: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext,

@@ -78,7 +78,7 @@ def encode_log_frame(epoch: int, entries: Sequence[bytes | replication_pb2.LogEn
     log holds the entries it received as parsed)."""
     parts = [b"\x08" + varint(epoch)] if epoch else []  # LogFrame.epoch = 1
     for entry in entries:
-        data = entry if type(entry) is bytes else entry.SerializeToString()
+        data = entry if isinstance(entry, bytes) else entry.SerializeToString()
         parts.append(b"\x12" + varint(len(data)))  # LogFrame.entries = 2
         parts.append(data)
     return b"".join(parts)
@@ -86,7 +86,7 @@ def encode_log_frame(epoch: int, entries: Sequence[bytes | replication_pb2.LogEn
 
 def serialize_log_frame(frame: bytes | replication_pb2.LogFrame) -> bytes:
     """The Follow stream's serializer: log frames come encoded, bulk copies do not."""
-    return frame if type(frame) is bytes else frame.SerializeToString()
+    return frame if isinstance(frame, bytes) else frame.SerializeToString()
 
 
 def from_pb_ops(ops: replication_pb2.Ops) -> list[Op]:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import grpc
 
@@ -20,7 +20,7 @@ from broker.gate import ComponentStatus
 from broker.pb import bridge_pb2
 from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
 from netconnector.hello import opener_terms, path_name_of, refusal
-from netconnector.outbox import LINK_METHOD, Outbox, serialize_frame
+from netconnector.outbox import LINK_METHOD, Frame, Outbox, serialize_frame
 from netconnector.session import BridgeSession
 from netconnector.uri import ConnectorSpec
 
@@ -162,16 +162,19 @@ class Link:
             ("grpc.use_local_subchannel_pool", 1),
         ]
         async with grpc.aio.insecure_channel(address, options=options) as channel:
+            call: grpc.aio.StreamStreamCall[Frame, bridge_pb2.BridgeFrame]
             call = channel.stream_stream(
                 LINK_METHOD,
                 request_serializer=serialize_frame,
                 response_deserializer=bridge_pb2.BridgeFrame.FromString,
             )()
             await call.write(bridge_pb2.BridgeFrame(hello=network.hello(spec)))
+            # read() is typed as "EOF or a frame" with EOF a plain object, so a frame is
+            # told apart by that identity and then cast (here and below).
             first = await call.read()
-            if first is grpc.aio.EOF or not first.HasField("hello"):
+            if first is grpc.aio.EOF or not cast(bridge_pb2.BridgeFrame, first).HasField("hello"):
                 raise LinkRefused("peer closed the link without a hello")
-            hello = first.hello
+            hello = cast(bridge_pb2.BridgeFrame, first).hello
             refused = refusal(hello, network.name, "")
             if refused is not None:
                 call.cancel()
@@ -198,7 +201,7 @@ class Link:
                     frame = await call.read()
                     if frame is grpc.aio.EOF:
                         return
-                    self.session.on_frame(frame)
+                    self.session.on_frame(cast(bridge_pb2.BridgeFrame, frame))
             finally:
                 outbox.close()
                 writer.cancel()

@@ -18,7 +18,7 @@ LINK_METHOD = "/netbroker.Bridge/Link"
 
 def serialize_frame(frame: Frame) -> bytes:
     """The stream serializer of both ends of a link."""
-    return frame if type(frame) is bytes else frame.SerializeToString()
+    return frame if isinstance(frame, bytes) else frame.SerializeToString()
 
 
 class Outbox:

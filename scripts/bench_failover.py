@@ -154,6 +154,8 @@ def main() -> None:
             async def measure() -> None:
                 await until(lambda: in_sync(group), 30, "the group to be in sync")
                 master = await in_sync(group)
+                if master is None:
+                    raise RuntimeError("the group fell out of sync before the rates")
                 await rates(group[master].url, local.url, args.count)
 
             asyncio.run(measure())

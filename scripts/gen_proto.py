@@ -8,7 +8,6 @@ Run: python scripts/gen_proto.py [--out DIR]   (DIR defaults to the project root
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from grpc_tools import protoc
@@ -41,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -49,6 +49,10 @@ class Recorder:
     """Samples gathered in one process, dumped as JSON at exit."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop every sample so far and restart the clock."""
         self.ping_rtt: list[float] = []
         self.ping_late: list[float] = []  # rtt minus the deadline kazoo allowed (>0: dropped)
         self.drops: list[float] = []
@@ -90,8 +94,8 @@ def instrument_kazoo() -> None:
             REC.ping_rtt.append(time.monotonic() - self._probe_ping_sent)
         return result
 
-    handler._send_ping = _send_ping  # type: ignore[method-assign]
-    handler._read_socket = _read_socket  # type: ignore[method-assign]
+    handler._send_ping = _send_ping
+    handler._read_socket = _read_socket
 
     class DropCounter(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -130,7 +134,7 @@ def inner(stats: str, argv: list[str]) -> int:
         original_init(self, *a, **kw)
         self.add_listener(lambda s: REC.states.append((time.monotonic() - REC.started, str(s))))
 
-    KazooClient.__init__ = init  # type: ignore[method-assign]
+    KazooClient.__init__ = init
 
     original_new_loop = asyncio.new_event_loop
 
@@ -139,7 +143,7 @@ def inner(stats: str, argv: list[str]) -> int:
         loop.call_soon(lambda: loop.create_task(loop_lag_task()))
         return loop
 
-    asyncio.events.new_event_loop = new_event_loop  # type: ignore[assignment]
+    asyncio.events.new_event_loop = new_event_loop
 
     def write() -> None:
         Path(stats).write_text(json.dumps(REC.dump()))
@@ -289,7 +293,7 @@ def outer(args: argparse.Namespace) -> None:
                           connection_retry=retry)  # fmt: skip
         own.add_listener(lambda s: REC.states.append((time.monotonic() - REC.started, str(s))))
         own.start(timeout=10)
-        REC.__init__()  # count from the load on
+        REC.reset()  # count from the load on
         for b in burners:
             b.start()
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import os
 import signal
@@ -31,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 
@@ -301,7 +302,7 @@ class Traffic:
                     self.errors.append(f"send {number}: {exc}")
                     await asyncio.sleep(0.05)
                     continue
-                future.add_done_callback(lambda f, n=number: settle(n, f))
+                future.add_done_callback(functools.partial(settle, number))
             await asyncio.sleep(0.01)
         # Whatever is still unacknowledged gets its answer (or the close's failure).
         await producer.close(timeout=30)
@@ -354,7 +355,7 @@ async def _all_empty(urls: list[str], queue: str) -> bool:
     return True
 
 
-async def _queue_info(url: str, queue: str) -> admin_pb2.QueueInfo | str | None:
+async def _queue_info(url: str, queue: str) -> admin_pb2.QueueInfo | Literal["absent"] | None:
     async with grpc.aio.insecure_channel(url) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         try:

@@ -19,6 +19,13 @@ async def queue_info(client: Client, name: str) -> admin_pb2.QueueInfo | None:
     return None
 
 
+async def known_queue(client: Client, name: str) -> admin_pb2.QueueInfo:
+    """The queue's figures; the queue must exist."""
+    info = await queue_info(client, name)
+    assert info is not None, f"no queue {name}"
+    return info
+
+
 async def wait_for(
     predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
 ) -> Any:

@@ -138,7 +138,11 @@ def test_a_link_dropped_while_the_receiver_stores_loses_nothing(
             )
             for k in range(1, kills + 1):
                 target = total * k // (kills + 2)
-                await consume_until(consumer, traffic, lambda t=target: len(traffic.got) >= t)
+
+                def reached(t: int = target) -> bool:
+                    return len(traffic.got) >= t
+
+                await consume_until(consumer, traffic, reached)
                 assert len(traffic.got) >= target, f"stalled at {len(traffic.got)}"
                 a.kill()
                 a.start()

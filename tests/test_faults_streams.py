@@ -15,8 +15,9 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -53,7 +54,7 @@ class Run:
 
 
 async def produce_through(
-    url: str, queue: str, fault: Callable[[], Awaitable[None]], after: float = 2.0
+    url: str, queue: str, fault: Callable[[], Coroutine[Any, Any, None]], after: float = 2.0
 ) -> Run:
     """Send numbered persistent messages at RATE until `fault` is over and `after`
     seconds more have passed, then wait for every ack."""

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -39,7 +40,9 @@ async def serving(tmp_path: Path) -> tuple[grpc.aio.Server, ServiceGate, Broker,
     return server, gate, broker, f"127.0.0.1:{port}"
 
 
-async def ended_by_close(call: grpc.aio.Call, gate: ServiceGate, writing: bool = False) -> float:
+async def ended_by_close(
+    call: grpc.aio.StreamStreamCall[Any, Any], gate: ServiceGate, writing: bool = False
+) -> float:
     """Close the gate; return how long the client waited for the stream's end, which
     must be UNAVAILABLE with the refusal's words. A client `writing` meanwhile may see
     its write fail first (grpc.aio then ends the call INTERNAL locally, and the client

@@ -170,7 +170,7 @@ def test_undecodable_requests_get_invalid_argument_and_harm_nothing(
                 assert f"Broker/{method}: the request (11 bytes) is not a valid" in details
                 print(f"{method}: {details}")
             # A good batch first, then garbage: the good one is answered, then the end.
-            call = channel.stream_stream(
+            produce = channel.stream_stream(
                 f"/{BROKER_SERVICE}/Produce",
                 request_serializer=lambda b: b,
                 response_deserializer=client_pb2.ProduceResponse.FromString,
@@ -179,11 +179,12 @@ def test_undecodable_requests_get_invalid_argument_and_harm_nothing(
             good.messages.add(
                 id="g1", destination="kept", body=b"kept", persistent=True, priority=4
             )
-            await call.write(good.SerializeToString())
-            await call.write(GARBAGE)
-            assert (await call.read()).ok
+            await produce.write(good.SerializeToString())
+            await produce.write(GARBAGE)
+            answer = await produce.read()
+            assert isinstance(answer, client_pb2.ProduceResponse) and answer.ok
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await call.read()
+                await produce.read()
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             for method in ("Status", "ListQueues", "Purge", "Browse"):
                 unary = channel.unary_unary(

@@ -171,8 +171,9 @@ def test_session_expiry_of_a_paused_master(brokers: Start, zookeeper: Ensemble) 
     async def scenario() -> None:
         before = await wait_in_sync(procs)
         other = "c" if before == "b" else "b"
-        assert procs[before].proc is not None
-        pid = procs[before].proc.pid
+        proc = procs[before].proc
+        assert proc is not None
+        pid = proc.pid
 
         async def fault() -> None:
             os.killpg(pid, signal.SIGSTOP)
@@ -292,7 +293,7 @@ def test_undecodable_follow_request_is_invalid_argument(
     async def scenario() -> None:
         master = await wait_in_sync(procs)
         async with grpc.aio.insecure_channel(replication_address(procs[master])) as channel:
-            follow = channel.stream_stream(
+            follow: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
                 "/netbroker.Replication/Follow",
                 request_serializer=None,
                 response_deserializer=None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from masterslave.election import IsrState, Member
 from masterslave.role import (
     Alive,
@@ -55,7 +57,7 @@ def master_b(epoch: int = 2) -> MemberRole:
     return m
 
 
-def stops(actions: list[object]) -> StopServing:
+def stops(actions: Sequence[object]) -> StopServing:
     found = [a for a in actions if isinstance(a, StopServing)]
     assert len(found) == 1, actions
     return found[0]

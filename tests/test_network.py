@@ -24,6 +24,7 @@ from tests.procs import BrokerProcess, free_port
 from tests.scenario import (
     check_exactly_once,
     demand_seen,
+    known_queue,
     queue_info,
     receive_all,
     send_many,
@@ -166,7 +167,7 @@ def test_consumer_moving_from_b_to_a_strands_nothing(brokers: Start) -> None:
                 got.append(d)
                 d.ack()
             await on_b.close()
-            stranded = (await queue_info(cb, "moving")).pending
+            stranded = (await known_queue(cb, "moving")).pending
             on_a = await ca.subscribe("moving", prefetch=50)
             while len(got) < total:
                 d = await on_a.receive(timeout=10)
@@ -176,8 +177,8 @@ def test_consumer_moving_from_b_to_a_strands_nothing(brokers: Start) -> None:
             await on_a.close()
             print(f"pending on b when its consumer left: {stranded}")
             check_exactly_once(sent, got)
-            assert (await queue_info(cb, "moving")).depth == 0
-            assert (await queue_info(ca, "moving")).depth == 0
+            assert (await known_queue(cb, "moving")).depth == 0
+            assert (await known_queue(ca, "moving")).depth == 0
 
     run(scenario(), timeout=120)
 
@@ -346,8 +347,9 @@ def test_a_bridge_holds_at_most_prefetch_size_unacknowledged(brokers: Start) -> 
 
                 async def all_stored() -> admin_pb2.QueueInfo | None:
                     info = await queue_info(ca, "held")
-                    ok = info is not None and info.pending + info.in_flight == n
-                    return info if ok and info.in_flight > 0 else None
+                    if info is None or info.pending + info.in_flight != n:
+                        return None
+                    return info if info.in_flight > 0 else None
 
                 info = await wait_for(all_stored, 10, "a to forward")
                 assert (info.in_flight, info.pending) == (50, n - 50), info

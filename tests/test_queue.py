@@ -17,6 +17,12 @@ class Sink:
         self.got.extend(deliveries)
 
 
+def got(c: Consumer) -> list[tuple[int, Entry]]:
+    """What the consumer's test sink was handed so far."""
+    assert isinstance(c.sink, Sink)
+    return c.sink.got
+
+
 _seq = iter(range(1, 1_000_000))
 
 
@@ -46,7 +52,7 @@ def consumer(queue: Queue, prefetch: int = 10, priority: int = 0) -> Consumer:
 
 
 def bodies(c: Consumer) -> list[str]:
-    return [e.message.id for _, e in c.sink.got]  # type: ignore[attr-defined]
+    return [e.message.id for _, e in got(c)]
 
 
 def test_arrival_order_within_priority_and_higher_priority_first() -> None:
@@ -110,7 +116,7 @@ def test_consumer_loss_returns_messages_marked_in_order() -> None:
     second = consumer(q, prefetch=10)
     deliver(q)
     assert bodies(second) == ["m0", "m1", "m2"]
-    assert [e.message.redelivery_count for _, e in second.sink.got] == [1, 1, 0]  # type: ignore[attr-defined]
+    assert [e.message.redelivery_count for _, e in got(second)] == [1, 1, 0]
 
 
 def test_redelivery_limit_sends_to_dead_letters() -> None:
@@ -214,9 +220,9 @@ def test_a_credit_limit_above_the_prefetch_bounds_unacked_by_the_prefetch() -> N
     c = Consumer(sink=Sink(), prefetch=3, credit_limit=5)
     q.add_consumer(c)
     assert [ids for _, ids in deliver(q)] == [["m0", "m1", "m2"]]
-    q.ack(c, [tag for tag, _ in c.sink.got])  # stored at the peer, not yet taken there
+    q.ack(c, [tag for tag, _ in got(c)])  # stored at the peer, not yet taken there
     assert [ids for _, ids in deliver(q)] == [["m3", "m4"]]  # 5 not taken: no more
-    q.ack(c, [tag for tag, _ in c.sink.got[3:]])
+    q.ack(c, [tag for tag, _ in got(c)[3:]])
     assert deliver(q) == []
     q.add_credit(c, 4)  # the peer's consumers took 4
     assert [ids for _, ids in deliver(q)] == [["m5", "m6", "m7"]]  # prefetch again
@@ -235,7 +241,7 @@ def test_weighted_round_robin_among_equal_consumers() -> None:
     for n in range(40):
         q.enqueue(entry(f"w{n}"))
     deliver(q)
-    assert (len(heavy.sink.got), len(light.sink.got)) == (30, 10)  # type: ignore[attr-defined]
+    assert (len(got(heavy)), len(got(light))) == (30, 10)
 
 
 def test_set_priority_reorders_consumers() -> None:
@@ -260,12 +266,12 @@ def test_a_remote_consumers_messages_come_back_uncounted() -> None:
         bridge = Consumer(sink=Sink(), prefetch=10, remote=True)
         q.add_consumer(bridge)
         deliver(q)
-        assert len(bridge.sink.got) == 3  # type: ignore[attr-defined]
+        assert len(got(bridge)) == 3
         assert q.remove_consumer(bridge) == ([], [])
     local = consumer(q)
     deliver(q)
     assert bodies(local) == ["r0", "r1", "r2"]
-    assert all(e.message.redelivery_count == 0 for _, e in local.sink.got)  # type: ignore[attr-defined]
+    assert all(e.message.redelivery_count == 0 for _, e in got(local))
 
 
 def test_uncounted_nack_and_reject() -> None:
@@ -274,7 +280,7 @@ def test_uncounted_nack_and_reject() -> None:
         q.enqueue(entry(f"x{n}"))
     c = consumer(q)
     deliver(q)
-    tags = [tag for tag, _ in c.sink.got]  # type: ignore[attr-defined]
+    tags = [tag for tag, _ in got(c)]
     assert q.nack(c, tags[:1], counted=False) == ([], [])
     rejected = q.reject(c, tags[1:2])
     assert [e.message.id for e in rejected] == ["x1"]

@@ -10,6 +10,7 @@ import pytest
 from broker.topology import (
     BrokerSpec,
     Connector,
+    Topology,
     TopologyError,
     UnknownBroker,
     ZooKeeper,
@@ -19,7 +20,7 @@ from broker.topology import (
     resolve_broker_names,
     validate,
 )
-from netconnector.uri import parse_connector
+from netconnector.uri import ConnectorSpec, parse_connector
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = "topologies/x.yaml"
@@ -47,8 +48,14 @@ groups:
 """
 
 
-def check(text: str) -> object:
+def check(text: str) -> Topology:
     return validate(parse(textwrap.dedent(text), SRC), SRC, parse_connector)
+
+
+def spec_of(c: Connector) -> ConnectorSpec:
+    """The connector's parsed URI (the topology keeps it behind a protocol)."""
+    assert isinstance(c.spec, ConnectorSpec)
+    return c.spec
 
 
 def error(text: str) -> str:
@@ -137,7 +144,7 @@ def _links(path: str) -> list[tuple[str, tuple[str, ...], int]]:
     """(group, resolved addresses, networkTTL) for each connector of a shipped file."""
     t = load(ROOT / "topologies" / path, parse_connector)
     return [
-        (g.name, c.spec.addresses, c.spec.network_ttl)
+        (g.name, spec_of(c).addresses, spec_of(c).network_ttl)
         for g in t.groups for c in g.connectors if c.spec is not None
     ]
 
@@ -195,7 +202,7 @@ def test_ab_c_yaml_is_the_reference_deployment() -> None:
         ("A", ("127.0.0.1:61617", "127.0.0.1:61618"), 1),
         ("B", ("127.0.0.1:61616",), 1),
     ]
-    assert a.connectors[0].spec.kind == "masterslave"
+    assert spec_of(a.connectors[0]).kind == "masterslave"
     assert b.connectors[0].uri == "static:(a)"
     assert t.zookeeper_dir(Path("/x")) == Path("/x/run/ab_c/zookeeper")
 
@@ -620,8 +627,7 @@ def test_connectors_are_parsed_and_broker_names_resolved() -> None:
         "multicast://default",
     ]
     assert [c.uri for c in cs][:2] == ["static:(b)", "masterslave://( b , c )?prefetchSize=10"]
-    specs = [c.spec for c in cs]
-    assert all(spec is not None for spec in specs)
+    specs = [spec_of(c) for c in cs]  # each one parsed
     assert specs[0].addresses == ("127.0.0.1:61617",) and specs[0].network_ttl == 2
     assert specs[1].kind == "masterslave" and specs[1].prefetch_size == 10
     assert specs[3].excluded == ("secret.>",)

@@ -31,7 +31,7 @@ import pytest
 
 from broker import topology as topo
 from broker import up
-from netconnector.uri import parse_connector
+from netconnector.uri import ConnectorSpec, parse_connector
 
 FAKE_BROKER = r'''
 import argparse, os, signal, sys, threading, time
@@ -296,7 +296,7 @@ def test_connector_argument_round_trips(
     raw["groups"]["A"]["connectors"] = [{"uri": uri, **options}]
     (connector,) = topo.validate(raw, "x.yaml", parse_connector).groups[0].connectors
     assert up.connector_argument(connector) == argument
-    assert connector.spec is not None
+    assert isinstance(connector.spec, ConnectorSpec)
     reparsed = parse_connector(argument)
     assert dataclasses.replace(reparsed, uri="") == dataclasses.replace(connector.spec, uri="")
 
@@ -728,8 +728,11 @@ def test_up_failure_leaves_nothing_running(
     assert not (tmp_path / "run" / "c" / "netbroker-up.json").exists()
     for name in "ab":
         log = tmp_path / "run" / "c" / name / "broker.log"
-        wait_for(lambda log=log, name=name: f"fake broker {name} stopping" in log.read_text(),
-                 5, f"{name} to have stopped")
+
+        def stopped(log: Path = log, name: str = name) -> bool:
+            return f"fake broker {name} stopping" in log.read_text()
+
+        wait_for(stopped, 5, f"{name} to have stopped")
 
 
 def test_up_foreground_supervises_until_sigterm(

@@ -85,7 +85,7 @@ def test_with_broker_appends_to_the_path() -> None:
         assert parsed == message
 
 
-OPS_CASES = [
+OPS_CASES: list[list[tuple[bytes, bytes | None]]] = [
     [],
     [(b"m\x00q", b"v" * 300), (b"i" + b"x" * 40, b"\x00\x01")],
     [(b"m1", None), (b"a" + bytes(8), b"id"), (b"m2", None), (b"z", b"")],
