@@ -13,7 +13,7 @@ import grpc
 from broker import __version__, wire
 from broker.config import BrokerConfig
 from broker.core import Broker
-from broker.decode import RAW, decoded
+from broker.decode import RAW, decoded, decoded_sized
 from broker.errors import BrokerError
 from broker.gate import ServiceGate
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
@@ -122,7 +122,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[client_pb2.ProduceResponse]:
         broker = await self.gate.admit(context)
-        requests = decoded(request_iterator, client_pb2.ProduceRequest, "Broker/Produce")
+        requests = decoded_sized(request_iterator, client_pb2.ProduceRequest, "Broker/Produce")
         # Batches are stored concurrently (so one stream fills a group commit) and
         # answered in the order they came.
         answers: asyncio.Queue[
@@ -136,9 +136,8 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         async def read() -> None:
             nonlocal held
             try:
-                async for request in requests:
+                async for request, size in requests:
                     await slots.acquire()
-                    size = request.ByteSize()
                     while held and held + size > MAX_BATCH_BYTES_IN_FLIGHT:
                         room.clear()
                         await room.wait()
