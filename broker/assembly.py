@@ -100,7 +100,7 @@ def _open_store(config: BrokerConfig) -> Store:
             # A standalone broker's start reads every message anyway (and checks it).
             store.verify(messages=member)
         except BaseException:
-            store.close()
+            store.close(flush=False)
             raise
         return store
     except StoreDamaged as exc:

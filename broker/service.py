@@ -38,6 +38,11 @@ MAX_CONSUMER_BYTES = 64 * 1024 * 1024
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
+def _retrieve(future: asyncio.Future[client_pb2.ProduceResponse]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _status(code: str) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
 
@@ -163,6 +168,11 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 await context.abort(_status(failed[0].code), failed[0].message)
         finally:
             reader.cancel()
+            # Batches still being stored when the stream ends (the gate closed it, the
+            # producer went) finish by themselves; nobody reads their answers now.
+            while not answers.empty():
+                if (item := answers.get_nowait()) is not None:
+                    item[0].add_done_callback(_retrieve)
 
     async def Consume(
         self,

@@ -206,11 +206,14 @@ class Store:
         # checksum): the assembly stops the broker rather than serve around the hole.
         self.on_damaged: Callable[[StoreDamaged], None] | None = None
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
         # Flushed at a clean stop, the data lives in checksummed tables and the log
         # holds nothing: damage to the log of a cleanly stopped broker loses nothing.
+        # A store found damaged is closed as it is (a flush could fail on the damage
+        # and hide the report of it).
         try:
-            self._db.flush()
+            if flush:
+                self._db.flush()
         finally:
             self._db.close()
 

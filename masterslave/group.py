@@ -122,12 +122,11 @@ class GroupMember:
         self._zk: ZkGroup | None = None
         # Why the last replication stream from the master ended (shown by status).
         self.replication_error = ""
-        # (kind, job): ZooKeeper work and teardowns, one at a time.
-        self._jobs: collections.deque[tuple[str, Callable[[], Awaitable[None]]]] = (
-            collections.deque()
-        )
-        self._running = ""  # the kind of the job under way, and the job itself
-        self._current: asyncio.Future[None] | None = None
+        self._jobs: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        # The teardown of a core that stopped serving: started at once, not queued behind
+        # ZooKeeper work (which may wait for an unreachable ZooKeeper, the very reason
+        # for stepping down); the next take-over waits for it.
+        self._teardown: asyncio.Task[None] | None = None
         self._queued: set[str] = set()
         self._work = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -168,21 +167,15 @@ class GroupMember:
         self._feed(Shutdown())
         # What ZooKeeper work is queued or under way is moot now, and may wait for a
         # ZooKeeper that is gone (a shutdown must not hang on it): only the teardown of
-        # the core is left to do, bounded.
-        teardowns = [job for kind, job in self._jobs if kind == "teardown"]
+        # the core, which runs on its own, is left to wait for, bounded.
         self._jobs.clear()
         worker, self._worker = self._worker, None
         if worker is not None:
-            current = self._current
-            if self._running == "teardown" and current is not None and not current.done():
-                with contextlib.suppress(TimeoutError, Exception):
-                    await asyncio.wait_for(asyncio.shield(current), 10)
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
-        for job in teardowns:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(job(), 10)
+        if self._teardown is not None:
+            await asyncio.wait([self._teardown], timeout=10)
         if self._follow_task is not None:
             self._follow_task.cancel()
         if self._zk is not None:
@@ -283,9 +276,9 @@ class GroupMember:
                 self._queued.discard(kind)
                 await job()
 
-            self._jobs.append((kind, once))
+            self._jobs.append(once)
         else:
-            self._jobs.append((kind, job))
+            self._jobs.append(job)
         self._work.set()
 
     async def _run_jobs(self) -> None:
@@ -293,10 +286,9 @@ class GroupMember:
             await self._work.wait()
             self._work.clear()
             while self._jobs:
-                self._running, job = self._jobs.popleft()
+                job = self._jobs.popleft()
                 try:
-                    self._current = asyncio.ensure_future(job())
-                    await self._current
+                    await job()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # ZooKeeper hiccups: read again shortly
@@ -389,6 +381,9 @@ class GroupMember:
 
     async def _build_master(self, action: TakeOver) -> None:
         assert self._zk is not None
+        if self._teardown is not None:
+            # The last core's bridges and streams are gone before the next one serves.
+            await asyncio.wait([self._teardown])
         if self._follow_task is not None:
             self._follow_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -458,13 +453,17 @@ class GroupMember:
         self.follower.position = self.store.meta(META_POS)
         self.follower.epoch = self.store.meta(META_EPOCH)
 
+        previous = self._teardown
+
         async def teardown() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
             if broker is not None:
                 await self.hooks.detach()
                 if action.clean:
                     await broker.stop()
 
-        self._queue("teardown", teardown)
+        self._teardown = asyncio.get_running_loop().create_task(teardown(), name="teardown")
 
     def status(self) -> list[ComponentStatus]:
         if self.role == "master" and self.leader is not None:

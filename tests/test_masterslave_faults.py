@@ -368,3 +368,41 @@ def test_members_stop_promptly_when_zookeeper_is_gone(brokers: Start, zookeeper:
         print(f"{name} stopped in {took:.2f}s with {code}")
         assert code == 0, f"{name} exited with {code} after {took:.2f}s:\n{proc.log()}"
         assert took < 5, f"{name} took {took:.2f}s to stop without ZooKeeper"
+
+
+def test_a_master_demoted_without_zookeeper_ends_its_bridges_at_once(
+    brokers: Start, zookeeper: Ensemble
+) -> None:
+    """The core's teardown (its bridges closing) must not wait behind ZooKeeper work
+    that cannot finish while ZooKeeper is unreachable, the very reason it stepped down."""
+    a = brokers("a", "--group", "A")
+    procs = start_group(
+        brokers, zookeeper, ["b", "c"], replicas=2, connectors=(f"static:({a.url})",)
+    )
+
+    async def inbound() -> list[str]:
+        async with await Client.connect(a.url) as client:
+            return [
+                c.name
+                for c in (await client.status()).components
+                if c.kind == "bridge" and c.name.startswith("from ")
+            ]
+
+    async def scenario() -> None:
+        master = await wait_in_sync(procs)
+        await wait_for(inbound, 20, "the master's bridge to a")
+        zookeeper.kill(0)
+
+        async def stepped_down() -> bool:
+            return await role(procs[master]) == "electing"
+
+        await wait_for(stepped_down, 10, f"{master} to stop serving without ZooKeeper")
+        demoted = time.monotonic()
+
+        async def gone() -> bool:
+            return not await inbound()
+
+        await wait_for(gone, 5, "the demoted master's bridge to a to end")
+        print(f"bridge ended {time.monotonic() - demoted:.2f}s after the step-down")
+
+    run(scenario())
