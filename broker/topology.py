@@ -5,7 +5,7 @@ is a pure function from the parsed YAML to a `Topology`. Every problem is report
 `TopologyError` whose text is `FILE: KEY.PATH: reason`, one line an operator can act on,
 e.g. `topologies/x.yaml: groups.A.brokers.a.port: expected an integer 1-65535, got 'abc'`.
 
-The shape (see DESIGN.md, "Topology files and netbroker up"):
+The shape (see docs/topology.md):
 
     zookeeper: embedded          # or "host:port,host:port" (or a list); required when a
                                  # group elects through ZooKeeper

@@ -13,7 +13,7 @@ Each node gets its own directory (the data dir itself for a standalone server, `
 `zk2`, ... for an ensemble) holding `zoo.cfg`, `myid`, the snapshots and
 `zookeeper.log`. Ports are picked free on 127.0.0.1 unless given.
 
-Why the settings in `zoo.cfg` (see also ../shared/STACK-NOTES.md):
+Why the settings in `zoo.cfg` (see also docs/architecture.md):
 * `tickTime=500`, `minSessionTimeout=1000`: the server clamps a session timeout to
   [2, 20] ticks by default and kazoo reports the result only in a debug log line; at
   Debian's tickTime=2000 a 1 s kazoo session silently becomes 4 s, and so does failover.

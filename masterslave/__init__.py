@@ -1,7 +1,7 @@
 """Master/slave groups: election, store replication, quorum acknowledgements, lock files.
 
-Split as DESIGN.md asks: the decisions are pure classes with no I/O, no asyncio and no
-clock reads (time comes in as a float `now`), tested directly; kazoo, gRPC and file
+Split as docs/architecture.md describes: the decisions are pure classes with no I/O, no
+asyncio and no clock reads (time comes in as a float `now`), tested directly; kazoo, gRPC and file
 locks are thin adapters that feed them events and carry out their answers.
 
 Pure logic:

@@ -13,7 +13,7 @@ in-sync node (`<zkPath>/isr`), turns them into `Member`s and an `IsrState`, and 
 * `Wait(reason)`: nobody may become master; the group is unavailable (not lossy) and
   shows `reason` in its status.
 
-Rules (DESIGN.md, "Master/slave groups"):
+Rules (docs/semantics.md, "Master/slave groups"):
 
 * Only a member of the in-sync set may become master: the in-sync set is exactly the
   members that hold every write the master acknowledged, so electing anyone else could
@@ -122,7 +122,7 @@ class Member:
     def parse(cls, data: bytes, seq: int) -> Member:
         """Parse a member node's JSON; `seq` comes from the node's name.
 
-        `epoch` and `weight` may be absent (0 and 1): DESIGN.md's example omits epoch.
+        `epoch` and `weight` may be absent (0 and 1): older nodes omit epoch.
         Raises ValueError naming the offending field.
         """
         what = f"member node {seq}"
@@ -322,7 +322,7 @@ def min_insync_default(replicas: int) -> int:
     """Default `min_insync`: a majority for three or more members, 1 for a pair or a single.
 
     A pair cannot have a majority of two without stopping at the first failure; the
-    in-sync set is what makes its failover safe instead (DESIGN.md).
+    in-sync set is what makes its failover safe instead (docs/semantics.md).
     """
     _check_replicas(replicas)
     return replicas // 2 + 1 if replicas >= 3 else 1

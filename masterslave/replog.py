@@ -269,7 +269,8 @@ def catch_up_plan(
 
 
 class Sync(StrEnum):
-    """When a persistent send is acknowledged to its producer (DESIGN.md, `sync`)."""
+    """When a persistent send is acknowledged to its producer (docs/semantics.md, "In-sync
+    set, sync modes and `min_insync`")."""
 
     QUORUM_MEM = "quorum_mem"  # every in-sync member holds it (in memory or on disk)
     QUORUM_DISK = "quorum_disk"  # every in-sync member has it on disk
@@ -311,7 +312,7 @@ class AckTracker:
       and the `received` of every follower in the set; under `quorum_disk` the minimum of
       the `synced` positions; under `local_disk`/`local_mem` the master's own `synced`/
       `written`. While fewer than `min_insync` members count as in sync, it does not
-      advance (in every mode: DESIGN.md says below `min_insync` persistent sends are
+      advance (in every mode: the design says below `min_insync` persistent sends are
       never acknowledged; set `min_insync` 1 to opt out).
     * `lagging(now, timeout, head)`: followers in the set that should be removed.
 
@@ -320,9 +321,9 @@ class AckTracker:
 
     A follower is **lagging** when it is behind `head` and the oldest write it lacks was
     written more than `timeout` seconds ago: that write has waited longer than the
-    timeout for its acknowledgement (DESIGN.md: "no ack within a timeout"). This is
-    measured from the write, not from the follower's last ack, for two reasons: a
-    caught-up follower that had nothing to ack for an hour must not count as lagging the
+    timeout for its acknowledgement (docs/semantics.md: a slave with no ack within a
+    timeout leaves the set). This is measured from the write, not from the follower's
+    last ack, for two reasons: a caught-up follower that had nothing to ack for an hour must not count as lagging the
     moment the next write arrives, and a follower that acks steadily but falls further
     and further behind must still be dropped, since every commit waits for it. A
     follower is given `timeout` seconds from when it entered the set before it can count

@@ -15,7 +15,7 @@ a refusal, which ends every open stream, then tear down the core), `Follow`,
 `StopFollowing`, `Refuse` (change the refusal while not serving), `UpdateNode` and
 `WakeAt`.
 
-Why a suspended master keeps serving for a while (DESIGN.md, "Master/slave groups"):
+Why a suspended master keeps serving for a while (docs/semantics.md, "Master/slave groups"):
 kazoo drops its connection when one heartbeat ping goes unanswered for 1/6 to 2/5 of the
 session timeout (its read deadline with random jitter), but the server expires the
 session only after the whole timeout without hearing from us, and until then no other

@@ -1,7 +1,7 @@
 """Network connectors: bridges that forward a queue's pending messages to brokers with demand.
 
 The package is split into pure decision logic, tested directly, and thin adapters that do
-I/O (see DESIGN.md, "Network connectors"):
+I/O (see docs/semantics.md, "Network connectors"):
 
 * `netconnector.uri` parses connector URIs (`static:`, `masterslave:`, `multicast://`)
   and their options into a `ConnectorSpec`.

@@ -1,7 +1,7 @@
 """One broker's demand table: where a queue's consumers are, and what to tell neighbours.
 
 Every broker advertises over each of its bridges which queues have consumers and how far
-away they are (DESIGN.md, "Demand"). The table is a small distance-vector routing table
+away they are (docs/semantics.md, "Demand"). The table is a small distance-vector routing table
 keyed by queue:
 
 * `set_local(queue, n)` records the broker's own consumers: distance 0.

@@ -5,7 +5,7 @@ perhaps with a query string, plus any options given as YAML keys) into a `Connec
 with every option typed, defaulted and checked. It is pure: it resolves no host names
 and opens nothing.
 
-Forms (see DESIGN.md, "Network connectors"):
+Forms (see docs/semantics.md, "Network connectors"):
 
     static:(host:port,host:port)      a bridge to each listed broker
     static:host:port                  one address needs no parentheses
