@@ -324,12 +324,12 @@ class AckTracker:
     timeout for its acknowledgement (docs/semantics.md: a slave with no ack within a
     timeout leaves the set). This is measured from the write, not from the follower's
     last ack, for two reasons: a caught-up follower that had nothing to ack for an hour
-    must not count as lagging the moment the next write arrives, and a follower that acks steadily but falls further
-    and further behind must still be dropped, since every commit waits for it. A
-    follower is given `timeout` seconds from when it entered the set before it can count
-    as lagging, and a follower that is caught up is never lagging. A follower whose
-    stream ended (`follower_gone`) is lagging as soon as it is behind.
-    """
+    must not count as lagging the moment the next write arrives, and a follower that
+    acks steadily but falls further and further behind must still be dropped, since
+    every commit waits for it. A follower is given `timeout` seconds from when it
+    entered the set before it can count as lagging, and a follower that is caught up is
+    never lagging. A follower whose stream ended (`follower_gone`) is lagging as soon as
+    it is behind. """
 
     def __init__(
         self,
