@@ -135,6 +135,7 @@ class GroupMember:
         gate.sources.append(self.status)
         gate.close("electing", self.machine.refusal())
         store.on_resynced = self._resynced
+        self.follower.on_reset = self._resynced  # the node then says "resync"
 
     @property
     def role(self) -> str:
@@ -410,7 +411,7 @@ class GroupMember:
             sync_mode=self.group.sync, min_insync=self.group.min_insync,
             lag_timeout=self.group.lag_timeout, commit_timeout=self.group.commit_timeout,
             token=self.group.token, on_fenced=self._fenced, group=self.group.name,
-            may_follow=self._may_follow,
+            may_follow=self._may_follow, read_isr=self._read_isr,
         )  # fmt: skip
         committer.replicator = leader
         broker = Broker(self.config, self.store, committer)
@@ -433,6 +434,11 @@ class GroupMember:
     async def _write_isr(self, state: IsrState, version: int) -> int | None:
         assert self._zk is not None
         return await self._zk.write_isr(state.to_bytes(), version)
+
+    async def _read_isr(self) -> tuple[IsrState | None, int]:
+        assert self._zk is not None
+        raw, version = await self._zk.read_isr()
+        return (IsrState.parse(raw) if raw else None), version
 
     def _fenced(self, reason: str) -> None:
         self._feed(Fenced(reason))

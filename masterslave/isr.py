@@ -33,12 +33,30 @@ Protocol for the adapter, on the master, e.g. every 100 ms and after acks::
     change = policy.next_change(isr, tracker, now, timeout, head)
     if change is not None:
         try:
-            zk.set(isr_path, change.to_bytes(), version=isr_version)   # version check
+            new_version = zk.set(isr_path, change.to_bytes(), version=isr_version)
+        except BadVersion:
+            policy.abort(isr, tracker, now)   # and step down: another master wrote
         except Exception:
-            policy.abort(isr, tracker, now)   # and step down on BadVersion / lost session
+            policy.in_doubt(isr, tracker, now)   # e.g. ConnectionLoss: maybe written
         else:
             isr, isr_version = change, new_version
             policy.confirm(change, tracker, now)
+
+    # while policy.doubtful: re-read the node, then
+    match reconcile(isr, isr_version, policy.pending, read_state, read_version):
+        case "written":     isr, isr_version = policy.pending, read_version; confirm
+        case "not_written": policy.abort(isr, tracker, now)
+        case "foreign":     policy.abort(...) and step down
+
+A write that raised may or may not have reached ZooKeeper (a ConnectionLoss after the
+request was sent). Until the node is read back, the policy treats both sets as possibly
+recorded: commits wait for old | proposed, only members of both count as in sync, and
+nothing else changes (a joiner that ZooKeeper may list is never dropped behind its back).
+
+A member about to receive a bulk copy (its store is cleared first) must leave the set
+before the first chunk goes out: `evict(member)` makes the next change remove it, and
+keeps it from rejoining until `readmit(member)` (its copy is complete or its stream
+ended); `holds(member)` says whether ZooKeeper may still list it.
 
 Only one change is in flight at a time: `next_change` returns None while one is pending.
 On election the new master writes `new_epoch(...)` (in-sync set: itself alone: the
@@ -52,6 +70,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Literal
 
 from masterslave.election import IsrState
 from masterslave.replog import AckTracker
@@ -94,11 +113,34 @@ class IsrPolicy:
         self.join_lag = join_lag
         self._pending: IsrState | None = None
         self._joining: set[str] = set()
+        # The pending write raised: ZooKeeper may hold `_pending` or the recorded set.
+        self._doubt = False
+        # Members to remove now and keep out until readmitted (bulk copy under way).
+        self._evicted: set[str] = set()
 
     @property
     def pending(self) -> IsrState | None:
         """The state handed out by `next_change` and not yet confirmed or aborted."""
         return self._pending
+
+    @property
+    def doubtful(self) -> bool:
+        """The pending write's outcome is unknown: the node must be read back first."""
+        return self._doubt
+
+    def holds(self, isr: IsrState, member: str) -> bool:
+        """Whether ZooKeeper may list `member`: recorded, or in a write in flight."""
+        return member in isr.isr or (self._pending is not None and member in self._pending.isr)
+
+    def evict(self, member: str) -> None:
+        """`member` is about to lose its store (a bulk copy): the next change removes it
+        from the set, and it does not join again until `readmit`."""
+        self._evicted.add(member)
+        self._joining.discard(member)
+
+    def readmit(self, member: str) -> None:
+        """`member` may join again once it catches up (its copy completed or ended)."""
+        self._evicted.discard(member)
 
     @property
     def joining(self) -> frozenset[str]:
@@ -134,14 +176,18 @@ class IsrPolicy:
             self._joining -= lagging
             self._apply(isr, tracker, now)
 
-        removed = lagging & isr.isr
+        if self._joining & self._evicted:
+            self._joining -= self._evicted
+            self._apply(isr, tracker, now)
+
+        removed = (lagging | self._evicted) & isr.isr
         if removed:
             return self._propose(isr, replace(isr, isr=isr.isr - removed), tracker, now)
 
         join_lag = timeout / 2 if self.join_lag is None else self.join_lag
         candidates = {
             f
-            for f in tracker.followers() - isr.isr - self._joining
+            for f in tracker.followers() - isr.isr - self._joining - self._evicted
             if tracker.lag(f, now, head) <= join_lag
         }
         if candidates:
@@ -159,6 +205,7 @@ class IsrPolicy:
     def confirm(self, written: IsrState, tracker: AckTracker, now: float) -> None:
         """ZooKeeper accepted `written`: the tracker now follows it (and the joiners)."""
         self._pending = None
+        self._doubt = False
         self._joining -= written.isr
         self._apply(written, tracker, now)
 
@@ -167,9 +214,23 @@ class IsrPolicy:
 
         The tracker keeps waiting for every member of `isr`. On a version conflict the
         master has been replaced and must stop serving; this only keeps the accounting
-        honest until it does.
+        honest until it does. Call it only when the write is known not to have happened
+        (a version conflict, or the node read back unchanged); otherwise `in_doubt`.
         """
         self._pending = None
+        self._doubt = False
+        self._apply(isr, tracker, now)
+
+    def in_doubt(self, isr: IsrState, tracker: AckTracker, now: float) -> None:
+        """The write raised without saying whether ZooKeeper applied it (ConnectionLoss).
+
+        The pending change stays pending: commits wait for `isr` | pending | joining and
+        count only members of both as in sync, and `next_change` proposes nothing until
+        the node is read back and `confirm` or `abort` settles it.
+        """
+        if self._pending is None:
+            raise ValueError("in_doubt: no write is pending")
+        self._doubt = True
         self._apply(isr, tracker, now)
 
     def _propose(
@@ -187,3 +248,27 @@ class IsrPolicy:
             members |= self._pending.isr
             insync = recorded.isr & self._pending.isr
         tracker.set_isr(members, now, insync=insync)
+
+
+Outcome = Literal["written", "not_written", "foreign"]
+
+
+def reconcile(
+    recorded: IsrState,
+    recorded_version: int,
+    proposed: IsrState,
+    read: IsrState | None,
+    read_version: int,
+) -> Outcome:
+    """What became of a write whose outcome was unknown, from the node read back.
+
+    "written": the node holds `proposed` (only this master writes in its epoch, so it
+    is this master's write). "not_written": the node is untouched (same version, the
+    recorded data). "foreign": anything else, i.e. another member wrote the node; this
+    master must stop serving.
+    """
+    if read is not None and read == proposed and read_version != recorded_version:
+        return "written"
+    if read is not None and read == recorded and read_version == recorded_version:
+        return "not_written"
+    return "foreign"

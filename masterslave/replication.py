@@ -23,7 +23,7 @@ from broker.pb import replication_pb2, replication_pb2_grpc
 from broker.store import META_EPOCH, META_POS, Op, Store
 from broker.wire import varint
 from masterslave.election import IsrState
-from masterslave.isr import IsrPolicy
+from masterslave.isr import IsrPolicy, reconcile
 from masterslave.replog import (
     AckTracker,
     OutOfWindow,
@@ -132,9 +132,13 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         on_fenced: Callable[[str], None],
         group: str,
         may_follow: Callable[[str], str | None] = lambda member: None,
+        read_isr: Callable[[], Awaitable[tuple[IsrState | None, int]]] | None = None,
     ) -> None:
         """`may_follow(member)` is None when `member` may follow, else why not (the
-        group member passes the ids registered under the group's zkPath)."""
+        group member passes the ids registered under the group's zkPath).
+
+        `read_isr()` reads the in-sync node back (state, version) after a write whose
+        outcome is unknown; without it such a write fences this master."""
         self.member = member
         self.store = store
         self.committer = committer
@@ -150,6 +154,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         self.group = group
         self._on_fenced = on_fenced
         self._may_follow = may_follow
+        self._read_isr = read_isr
         self._local_sync = master_fsyncs(sync_mode)
         self.tracker = AckTracker(member, sync_mode, min_insync, start=committer.position)
         self.policy = IsrPolicy()
@@ -235,6 +240,9 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         """Shrink or grow the in-sync set in ZooKeeper, then count acks by the new set."""
         if self._isr_busy or self.closed:
             return
+        if self.policy.doubtful:
+            await self._settle_doubt()
+            return
         now = time.monotonic()
         change = self.policy.next_change(
             self.isr, self.tracker, now, self.lag_timeout, self.committer.position
@@ -246,12 +254,12 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         try:
             version = await self._write_isr(change, self.isr_version)
         except Exception as exc:
-            # ZooKeeper unreachable for now: the node still holds the recorded set, and
-            # commits go on waiting for every member of it, so nothing unsafe is
-            # acknowledged; try again next round. (Losing the session stops this master
-            # through the group member; a version conflict fences it below.)
-            log.warning("writing the in-sync set failed, will retry: %r", exc)
-            self.policy.abort(self.isr, self.tracker, time.monotonic())
+            # The outcome is unknown (a ConnectionLoss after the request went out may
+            # still have applied it): commits wait for the old and the proposed members
+            # alike until the node is read back. (Losing the session stops this master
+            # through the group member.)
+            log.warning("writing the in-sync set failed, its outcome is unknown: %r", exc)
+            self.policy.in_doubt(self.isr, self.tracker, time.monotonic())
             return
         finally:
             self._isr_busy = False
@@ -261,10 +269,50 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
             # acknowledge anything more.
             self._on_fenced("the in-sync node was changed by another member")
             return
+        self._confirmed(change, version)
+
+    def _confirmed(self, change: IsrState, version: int) -> None:
         log.info("in-sync set now %s (was %s)", sorted(change.isr), sorted(self.isr.isr))
         self.isr, self.isr_version = change, version
         self.policy.confirm(change, self.tracker, time.monotonic())
         self._release()
+
+    async def _settle_doubt(self) -> None:
+        """Read the in-sync node back and settle the write whose outcome was unknown."""
+        proposed = self.policy.pending
+        assert proposed is not None
+        if self._read_isr is None:
+            self._on_fenced("the outcome of an in-sync set write is unknown")
+            return
+        self._isr_busy = True
+        try:
+            read, version = await self._read_isr()
+        except Exception as exc:
+            log.warning("reading the in-sync set back failed, will retry: %r", exc)
+            return
+        finally:
+            self._isr_busy = False
+        if self.closed or not self.policy.doubtful:
+            return
+        outcome = reconcile(self.isr, self.isr_version, proposed, read, version)
+        log.info("in-sync write of %s read back: %s", sorted(proposed.isr), outcome)
+        if outcome == "written":
+            self._confirmed(proposed, version)
+        elif outcome == "not_written":
+            self.policy.abort(self.isr, self.tracker, time.monotonic())
+        else:
+            self.policy.abort(self.isr, self.tracker, time.monotonic())
+            self._on_fenced("the in-sync node was changed by another member")
+
+    async def _leave_isr(self, member: str) -> None:
+        """Take `member` out of the in-sync set in ZooKeeper before its store is cleared
+        for a bulk copy: part of a store must never be electable. Returns early only if
+        this master stops."""
+        self.policy.evict(member)
+        while self.policy.holds(self.isr, member) and not self.closed:
+            await self.review_isr()
+            if self.policy.holds(self.isr, member):
+                await asyncio.sleep(0.02)
 
     def follower_left(self, member: str) -> None:
         self._followers.discard(member)
@@ -334,9 +382,14 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         reader = asyncio.create_task(read_acks())
         try:
             if isinstance(plan, Snapshot):
+                # It rejoins, as any lagging member does, once it has caught up.
+                await self._leave_isr(member)
+                if self.closed:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "no longer the master")
                 async for frame in self._snapshot(head):
                     if frame.snapshot.last:
                         sent = head
+                        self.policy.readmit(member)
                     yield frame
             while not self.closed:
                 if reader.done():
@@ -364,6 +417,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, BadRequest):
                 await reader
             self.follower_left(member)
+            self.policy.readmit(member)
             log.info("%s stopped following", member)
 
     async def _snapshot(self, head: int) -> AsyncIterator[replication_pb2.LogFrame]:
@@ -403,6 +457,9 @@ class Follower:
         self.token = token
         self.position = store.meta(META_POS)
         self.epoch = store.meta(META_EPOCH)
+        # Called once a bulk copy has started (the store is marked for resync): the
+        # group member republishes its node, which now says it is not electable.
+        self.on_reset: Callable[[], None] | None = None
 
     async def follow(self, address: str, min_epoch: int) -> None:
         """Follow the master at `address` until the stream ends or fails."""
@@ -445,7 +502,13 @@ class Follower:
     def _apply_snapshot(self, chunk: replication_pb2.SnapshotChunk) -> None:
         if chunk.first:
             log.info("receiving a bulk copy of the master's store")
+            # Marked before anything is deleted, durably: a restart mid-copy finds a
+            # store that must not be elected, and asks for a copy again.
+            self.store.mark_reset()
             self.store.clear()
+            self.position, self.epoch = self.store.meta(META_POS), self.store.meta(META_EPOCH)
+            if self.on_reset is not None:
+                self.on_reset()
         self.store.write(from_pb_ops(chunk.ops), sync=False)
         if chunk.last:
             self.store.write(

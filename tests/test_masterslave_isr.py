@@ -7,7 +7,7 @@ import random
 import pytest
 
 from masterslave.election import IsrState
-from masterslave.isr import IsrPolicy, new_epoch
+from masterslave.isr import IsrPolicy, new_epoch, reconcile
 from masterslave.replog import AckTracker
 
 TIMEOUT = 2.0
@@ -390,3 +390,101 @@ def test_committed_never_exceeds_what_the_recorded_set_holds(
         check()
     assert recorded.isr == {"a", *followers}
     assert tracker.committed() == head
+
+
+# ---- a write whose outcome is unknown -------------------------------------------------
+
+
+def grown_in_doubt() -> tuple[Master, IsrState]:
+    """{a} -> {a, b} was sent and raised (ConnectionLoss): ZooKeeper may list b."""
+    m = Master()
+    m.write(10, now=1.0)
+    m.ack("b", 10, now=1.0)
+    change = m.review(now=1.0, head=10)
+    assert change is not None and change.isr == {"a", "b"}
+    m.policy.in_doubt(m.recorded, m.tracker, now=1.1)
+    return m, change
+
+
+def test_in_doubt_grow_keeps_waiting_for_the_joiner() -> None:
+    m, _ = grown_in_doubt()
+    assert m.policy.doubtful
+    m.write(20, now=1.2)
+    assert m.tracker.members == {"a", "b"}
+    assert m.tracker.committed() == 10  # b may be listed: nothing passes it
+    m.ack("b", 20, now=1.3)
+    assert m.tracker.committed() == 20
+
+
+def test_in_doubt_joiner_is_never_dropped_for_lag() -> None:
+    m, _ = grown_in_doubt()
+    m.write(20, now=1.2)
+    m.tracker.follower_gone("b", now=1.2)
+    # Long past the lag timeout: without reading the node back nothing changes.
+    for now in (5.0, 50.0, 500.0):
+        assert m.review(now=now, head=20) is None
+        assert m.tracker.members == {"a", "b"}
+        assert m.tracker.committed() == 10
+
+
+def test_in_doubt_grow_read_back_as_written_is_confirmed() -> None:
+    m, change = grown_in_doubt()
+    assert reconcile(m.recorded, 3, change, change, 4) == "written"
+    m.confirm(change, now=2.0)
+    assert not m.policy.doubtful
+    assert m.recorded.isr == {"a", "b"}
+    # Now an ordinary member: dropped for lag through a write, as any other.
+    m.write(20, now=2.1)
+    m.tracker.follower_gone("b", now=2.1)
+    shrink = m.review(now=2.2, head=20)
+    assert shrink is not None and shrink.isr == {"a"}
+
+
+def test_in_doubt_grow_read_back_unchanged_is_aborted() -> None:
+    m, change = grown_in_doubt()
+    assert reconcile(m.recorded, 3, change, m.recorded, 3) == "not_written"
+    m.policy.abort(m.recorded, m.tracker, now=2.0)
+    assert not m.policy.doubtful
+    assert m.policy.pending is None
+    # b still catches up as a joiner and is proposed again.
+    assert m.review(now=2.1, head=10) == change
+
+
+def test_reconcile_anything_else_is_another_masters_write() -> None:
+    recorded = state()
+    proposed = state("b")
+    newer = IsrState(3, "c", frozenset({"c"}), ((1, 0), (2, 0), (3, 10)))
+    assert reconcile(recorded, 3, proposed, newer, 4) == "foreign"
+    assert reconcile(recorded, 3, proposed, None, -1) == "foreign"
+    # The recorded data at another version: someone wrote the node meanwhile.
+    assert reconcile(recorded, 3, proposed, recorded, 5) == "foreign"
+
+
+def test_in_doubt_needs_a_pending_write() -> None:
+    m = Master("b")
+    with pytest.raises(ValueError):
+        m.policy.in_doubt(m.recorded, m.tracker, now=1.0)
+
+
+# ---- a member about to take a bulk copy ------------------------------------------------
+
+
+def test_evicted_member_is_removed_at_once_and_kept_out_until_readmitted() -> None:
+    m = Master("b", "c")
+    m.write(10, now=1.0)
+    m.ack("b", 10, now=1.0)
+    m.ack("c", 10, now=1.0)
+    assert m.policy.holds(m.recorded, "b")
+    m.policy.evict("b")  # b is about to have its store cleared
+    change = m.review(now=1.0, head=10)  # no lag timeout to wait for
+    assert change is not None and change.isr == {"a", "c"}
+    assert m.policy.holds(m.recorded, "b")  # pending: ZooKeeper may still list it
+    m.confirm(change, now=1.1)
+    assert not m.policy.holds(m.recorded, "b")
+    # Mid-copy its acks claim nothing, but even caught up it stays out until readmitted.
+    m.ack("b", 10, now=1.2)
+    assert m.review(now=1.2, head=10) is None
+    assert "b" not in m.policy.joining
+    m.policy.readmit("b")
+    rejoin = m.review(now=1.3, head=10)
+    assert rejoin is not None and rejoin.isr == {"a", "b", "c"}
