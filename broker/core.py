@@ -335,14 +335,18 @@ class Broker:
         return Sent(ids, duplicates, assigned)
 
     def _claims_of(self, messages: list[Message]) -> set[asyncio.Future[BaseException | None]]:
-        """The unsettled writes that hold an id of `messages` for the same visit or later."""
+        """The unsettled writes that hold an id of `messages`, for any visit.
+
+        A lower visit's write counts too: should it fail, its undo writes its own
+        `previous` id key back over whatever a later visit stored meanwhile, and a resend
+        of that later visit would then be stored again."""
         claims = self._claims
         if not claims:
             return set()
         waits: set[asyncio.Future[BaseException | None]] = set()
         for message in messages:
             claim = claims.get(message.id) if message.id else None
-            if claim is not None and claim[0] >= len(message.broker_path) + 1:
+            if claim is not None:
                 waits.add(claim[1])
         return waits
 
