@@ -665,6 +665,14 @@ class Broker:
                     for priority in q.advance_marks(batch):
                         seq = q.dispatched[priority]
                         marks.append((mark_key(q.name, priority), seq.to_bytes(8, "big")))
+                if not marks and result.deliveries and self.committer.replicator is not None:
+                    # Redeliveries only: their marks were written before, but maybe never
+                    # committed (timed out); written again, they are known once this is.
+                    priorities = {e.priority for _, b in result.deliveries for _t, e in b}
+                    marks = [
+                        (mark_key(q.name, p), q.dispatched[p].to_bytes(8, "big"))
+                        for p in sorted(priorities)
+                    ]
                 # Written before anything leaves, so that after a crash whatever may have
                 # reached a consumer comes back marked redelivered. Standalone the local
                 # write does (a process crash keeps it); in a group a failover does not
