@@ -668,7 +668,10 @@ class Broker:
                 if not marks and result.deliveries and self.committer.replicator is not None:
                     # Redeliveries only: their marks were written before, but maybe never
                     # committed (timed out); written again, they are known once this is.
-                    priorities = {e.priority for _, b in result.deliveries for _t, e in b}
+                    # (Non-persistent ones do not outlive a failover: nothing to wait for.)
+                    priorities = {
+                        e.priority for _, b in result.deliveries for _t, e in b if e.persistent
+                    }
                     marks = [
                         (mark_key(q.name, p), q.dispatched[p].to_bytes(8, "big"))
                         for p in sorted(priorities)

@@ -129,6 +129,24 @@ def test_standalone_delivers_at_once(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_non_persistent_messages_in_a_group_go_at_once(tmp_path: Path) -> None:
+    """No mark covers them and none is written for them: they do not outlive a failover."""
+
+    async def scenario() -> None:
+        replicator = Replicator(hold_marks=True)
+        broker = await _broker(tmp_path / "a", replicator)
+        sink = Collect()
+        broker.subscribe("q", sink, prefetch=10)
+        message = _message("n1")
+        message.persistent = False
+        await broker.send([message])
+        await _turns()
+        assert sink.ids == ["n1"] and replicator.pending == []
+        await _stop(broker)
+
+    run(scenario())
+
+
 def test_a_consumer_gone_before_its_mark_commits_gets_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
         replicator = Replicator(hold_marks=True)
