@@ -66,10 +66,27 @@ class GroupCommitter:
         self._wake.set()
         return future
 
-    def write_now(self, ops: Sequence[Op]) -> None:
-        """Write at once without fsync (a process crash keeps it) and log it; no waiting."""
-        if not self._closed:
+    def write_now(self, ops: Sequence[Op]) -> asyncio.Future[None] | None:
+        """Write at once, without the group-commit batching, and log it.
+
+        Returns the replicator's future, resolved once the in-sync members hold the
+        write (a failover keeps it), or None without a replicator: the local write is
+        all there is to wait for (nor any fsync then: a process crash keeps it). Closed,
+        a group member's future fails at once: its writes no longer reach anyone."""
+        if self._closed:
+            if self.replicator is None:
+                return None
+            refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            refused.set_exception(Unavailable("broker is not serving"))
+            return refused
+        if self.replicator is None:
             self._write(list(ops), [], sync=False)
+            return None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Under a disk policy the members' count includes this broker's fsync: one must
+        # follow, or a write with nothing after it would never count as committed.
+        self._write(list(ops), [waiter], sync=self._sync)  # a refused write fails the waiter
+        return waiter
 
     async def close(self) -> None:
         """Write what is queued, then stop."""
@@ -108,7 +125,8 @@ class GroupCommitter:
             if self._closed and not self._ops:
                 return
 
-    def _write(self, ops: list[Op], waiters: list[asyncio.Future[None]], sync: bool) -> None:
+    def _write(self, ops: list[Op], waiters: list[asyncio.Future[None]], sync: bool) -> bool:
+        """Write and log `ops`; False (with `waiters` failed) if the store refused them."""
         position = self.position + 1
         ops.append((META_POS, position.to_bytes(8, "big")))
         ops.append((META_EPOCH, self.epoch.to_bytes(8, "big")))
@@ -117,7 +135,7 @@ class GroupCommitter:
         except Exception as exc:  # a failed write must fail its senders, not the loop
             log.error("store write failed: %s", exc)
             _fail(waiters, Unavailable(f"store write failed: {exc}"))
-            return
+            return False
         self.position = position
         pending = self.replicator.on_write(position, self.epoch, ops) if self.replicator else None
         if sync:
@@ -129,7 +147,7 @@ class GroupCommitter:
         if pending is None:
             if not sync:
                 _resolve(waiters)
-            return
+            return True
 
         def done(result: asyncio.Future[None]) -> None:
             if result.cancelled():
@@ -140,6 +158,7 @@ class GroupCommitter:
                 _resolve(waiters)
 
         pending.add_done_callback(done)
+        return True
 
     async def _fsync_loop(self) -> None:
         loop = asyncio.get_running_loop()

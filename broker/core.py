@@ -10,6 +10,7 @@ hooks; this module imports none of them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import time
@@ -55,6 +56,9 @@ def now_ms() -> int:
 # An id's write under way: the visit it stores, and a future resolved (with the write's
 # error, or None) once the write is enqueued or undone. A tuple: one is made per message.
 _Claim = tuple[int, "asyncio.Future[BaseException | None]"]
+# Deliveries held until their dispatch marks are committed: the queue, the marks' future
+# (None: nothing of their own to wait for), and what goes to whom.
+_Held = tuple[Queue, "asyncio.Future[None] | None", list[tuple[Consumer, list[tuple[int, Entry]]]]]
 
 
 @dataclass
@@ -140,6 +144,9 @@ class Broker:
         self._dirty: set[str] = set()
         self._dispatch_scheduled = False
         self._expiry_task: asyncio.Task[None] | None = None
+        # Deliveries waiting for their dispatch marks to be committed, in dispatch order.
+        self._held: collections.deque[_Held] = collections.deque()
+        self._aborted = False
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -165,6 +172,7 @@ class Broker:
 
     def abort(self, reason: str) -> None:
         """Stop serving at once (demoted): nothing more is written or acknowledged."""
+        self._aborted = True
         if self._expiry_task is not None:
             self._expiry_task.cancel()
         self.committer.abort(Unavailable(reason))
@@ -335,14 +343,18 @@ class Broker:
         return Sent(ids, duplicates, assigned)
 
     def _claims_of(self, messages: list[Message]) -> set[asyncio.Future[BaseException | None]]:
-        """The unsettled writes that hold an id of `messages` for the same visit or later."""
+        """The unsettled writes that hold an id of `messages`, for any visit.
+
+        A lower visit's write counts too: should it fail, its undo writes its own
+        `previous` id key back over whatever a later visit stored meanwhile, and a resend
+        of that later visit would then be stored again."""
         claims = self._claims
         if not claims:
             return set()
         waits: set[asyncio.Future[BaseException | None]] = set()
         for message in messages:
             claim = claims.get(message.id) if message.id else None
-            if claim is not None and claim[0] >= len(message.broker_path) + 1:
+            if claim is not None:
                 waits.add(claim[1])
         return waits
 
@@ -653,18 +665,69 @@ class Broker:
                     for priority in q.advance_marks(batch):
                         seq = q.dispatched[priority]
                         marks.append((mark_key(q.name, priority), seq.to_bytes(8, "big")))
-                if marks:
-                    # Written (unsynced: a process crash keeps it) before anything leaves,
-                    # so after a crash whatever may have reached a consumer comes back
-                    # marked redelivered.
-                    self.committer.write_now(marks)
-                for consumer, batch in result.deliveries:
-                    consumer.sink.deliver(batch)
+                if not marks and result.deliveries and self.committer.replicator is not None:
+                    # Redeliveries only: their marks were written before, but maybe never
+                    # committed (timed out); written again, they are known once this is.
+                    # (Non-persistent ones do not outlive a failover: nothing to wait for.)
+                    priorities = {
+                        e.priority for _, b in result.deliveries for _t, e in b if e.persistent
+                    }
+                    marks = [
+                        (mark_key(q.name, p), q.dispatched[p].to_bytes(8, "big"))
+                        for p in sorted(priorities)
+                    ]
+                # Written before anything leaves, so that after a crash whatever may have
+                # reached a consumer comes back marked redelivered. Standalone the local
+                # write does (a process crash keeps it); in a group a failover does not
+                # keep it, so the deliveries wait until the in-sync members hold it.
+                gate = self.committer.write_now(marks) if marks else None
+                if gate is None and not self._held:
+                    for consumer, batch in result.deliveries:
+                        consumer.sink.deliver(batch)
+                elif result.deliveries:
+                    self._hold(q, gate, result.deliveries)
                 self._taken(result.first)
                 self._dead_letter(q, result.dead)
                 # Dispatch may have drained the window below the refill mark.
                 if not (q.page_in_wanted() and q.consumers and result.deliveries):
                     break
+
+    def _hold(
+        self,
+        q: Queue,
+        gate: asyncio.Future[None] | None,
+        deliveries: list[tuple[Consumer, list[tuple[int, Entry]]]],
+    ) -> None:
+        """Deliver once `gate` resolves and everything held before has left (one line
+        for all keeps each consumer's order, and a delivery with no mark of its own,
+        a redelivery, waits for the marks it relies on)."""
+        self._held.append((q, gate, deliveries))
+        if gate is not None:
+            gate.add_done_callback(lambda _: self._release_held())
+        elif len(self._held) == 1:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        held = self._held
+        while held and (held[0][1] is None or held[0][1].done()):
+            q, gate, deliveries = held.popleft()
+            failed = gate is not None and (gate.cancelled() or gate.exception() is not None)
+            for consumer, batch in deliveries:
+                # Only what the consumer still holds for it: one that left meanwhile had
+                # its in-flight entries returned to the queue (and maybe handed on).
+                batch = [(tag, e) for tag, e in batch if consumer.in_flight.get(tag) is e]
+                if not batch:
+                    continue
+                if not failed:
+                    try:
+                        consumer.sink.deliver(batch)
+                    except Exception:
+                        log.exception("queue %s: a deferred delivery failed", q.name)
+                elif not self._aborted:
+                    # Not known to the members (timed out): never sent, so back to the
+                    # queue uncounted, to go out again under a new mark.
+                    self.nack(q.name, consumer, [tag for tag, _ in batch], counted=False)
+                # Aborted: nothing leaves; this broker serves no one any more.
 
     def _page_in(self, q: Queue, now: int) -> None:
         wanted = q.page_in_wanted()

@@ -261,6 +261,9 @@ class Traffic:
         self.rate = rate
         self.tally = tally
         self._producing = asyncio.Event()
+        # Cleared: the consumer takes nothing (a backlog builds up on the broker).
+        self.consuming = asyncio.Event()
+        self.consuming.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._clients: list[Client] = []
         self.errors: list[str] = []
@@ -309,6 +312,7 @@ class Traffic:
 
     async def _consume(self, consumer: Any) -> None:
         while True:
+            await self.consuming.wait()
             try:
                 delivery = await consumer.receive(timeout=1.0)
             except BrokerError as exc:
@@ -543,6 +547,39 @@ async def stop_master(cluster: AbcCluster) -> float:
     finally:
         _signal(cluster, master, signal.SIGCONT)
     return stopped
+
+
+async def kill_master_behind_a_stalled_follower(cluster: AbcCluster, traffic: Traffic) -> float:
+    """A backlog on B's master, its follower stopped (under the lag timeout, so it stays
+    in sync and electable) while the consumer drains the backlog, then kill -9 of the
+    master. What the master wrote meanwhile (dispatch marks, acks' removals) never
+    reaches the follower, which then becomes master."""
+    tally = traffic.tally
+    traffic.consuming.clear()
+    backlog = len(tally.acked)
+
+    async def built() -> bool:
+        return len(tally.acked) - backlog >= 2000
+
+    await until(built, 20, "a backlog to build up")
+    master = await until(cluster.master, 20, "a master")
+    follower = next(n for n in cluster.group if n != master)
+    received = sum(tally.received.values())
+    _signal(cluster, follower, signal.SIGSTOP)
+    try:
+        traffic.consuming.set()
+        stalled = time.monotonic()
+        # Below the lag timeout (1 s): deliveries and acks flow while nothing replicates.
+        while time.monotonic() - stalled < 0.6 and sum(tally.received.values()) - received < 1500:
+            await asyncio.sleep(0.01)
+        cluster.group[master].kill()
+    finally:
+        _signal(cluster, follower, signal.SIGCONT)
+    killed = time.monotonic()
+    print(f"{sum(tally.received.values()) - received} received while the follower was stopped")
+    await _new_master(cluster, master)
+    await cluster.restart(cluster.group[master])
+    return killed
 
 
 def pause_zookeeper(seconds: float) -> Fault:

@@ -12,7 +12,7 @@ The soak (`scripts/chaos.py`) runs the same faults at random for as long as aske
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from tests.faults import (
     drop_bridge,
     expire_sessions,
     kill_master,
+    kill_master_behind_a_stalled_follower,
     kill_receiver,
     pause_zookeeper,
     stop_master,
@@ -53,20 +54,31 @@ def cluster3(tmp_path: Path) -> Iterator[AbcCluster]:
         started.stop()
 
 
-def through(cluster: AbcCluster, fault: Fault, rounds: int = 1) -> Tally:
-    """Run traffic, inject `fault` `rounds` times, and check what came through."""
+def through(
+    cluster: AbcCluster,
+    fault: Fault | Callable[[AbcCluster, Traffic], Awaitable[float]],
+    rounds: int = 1,
+    *,
+    on_b: bool = False,
+    with_traffic: bool = False,
+) -> Tally:
+    """Run traffic, inject `fault` `rounds` times, and check what came through.
+
+    `on_b`: the consumer is on group B itself (through its failover URL), not on a.
+    `with_traffic`: `fault` also takes the traffic (to hold its consumer back)."""
 
     async def scenario() -> Tally:
         tally = Tally()
         await cluster.ready()
-        traffic = Traffic(cluster.b_url, cluster.a_url, cluster.QUEUE, RATE, tally)
+        consume_url = cluster.b_url if on_b else cluster.a_url
+        traffic = Traffic(cluster.b_url, consume_url, cluster.QUEUE, RATE, tally)
         await traffic.start()
         try:
             await cluster.demand_on_master()
             await until(lambda: _acked(tally, RATE), 20, "traffic to flow before the fault")
             began = time.monotonic()
             for _ in range(rounds):
-                ended = await fault(cluster)
+                ended = await (fault(cluster, traffic) if with_traffic else fault(cluster))  # type: ignore[call-arg]
                 # Resumed: acknowledgements flowing again after the fault, by themselves.
 
                 async def resumed_since(moment: float = ended) -> bool:
@@ -108,6 +120,22 @@ def test_kill_9_of_the_master(cluster: AbcCluster) -> None:
 
 def test_sigstop_of_the_master(cluster: AbcCluster) -> None:
     through(cluster, stop_master)
+
+
+def test_kill_9_of_the_master_with_the_consumer_on_the_group(cluster: AbcCluster) -> None:
+    """What the master handed its own consumer must be marked on the new master: a
+    delivery leaves only once its dispatch mark is on the in-sync members."""
+    through(cluster, kill_master, on_b=True)
+
+
+def test_sigstop_of_the_master_with_the_consumer_on_the_group(cluster: AbcCluster) -> None:
+    through(cluster, stop_master, on_b=True)
+
+
+def test_kill_9_of_the_master_behind_a_stalled_follower(cluster: AbcCluster) -> None:
+    """The window above made wide: the master hands out a backlog while its follower
+    is stopped, then dies; the follower, elected, must not hand those out unmarked."""
+    through(cluster, kill_master_behind_a_stalled_follower, on_b=True, with_traffic=True)
 
 
 def test_short_zookeeper_pause(cluster: AbcCluster) -> None:

@@ -20,7 +20,7 @@ from broker.core import Broker
 from broker.errors import Unavailable
 from broker.pb.message_pb2 import Message
 from broker.queue import Entry
-from broker.store import Op, Store
+from broker.store import META_EPOCH, META_POS, Op, Store
 from tests.conftest import run
 
 
@@ -37,12 +37,15 @@ class Collect:
 
 
 class HeldReplicator:
-    """Commits only when the test says so (or fails them)."""
+    """Commits only when the test says so (or fails them). Dispatch marks alone commit
+    at once: deliveries wait for them, and what is held here is the send path."""
 
     def __init__(self) -> None:
         self.pending: list[asyncio.Future[None]] = []
 
-    def on_write(self, position: int, epoch: int, ops: Sequence[Op]) -> asyncio.Future[None]:
+    def on_write(self, position: int, epoch: int, ops: Sequence[Op]) -> asyncio.Future[None] | None:
+        if all(key.startswith(b"h") or key in (META_POS, META_EPOCH) for key, _ in ops):
+            return None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pending.append(future)
         return future
