@@ -139,6 +139,13 @@ _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 # Roles (StatusResponse.role) of a broker that does not take clients.
 _REFUSING_ROLES = frozenset({"slave", "electing"})
 
+
+def _refusal(status: admin_pb2.StatusResponse) -> str | None:
+    """Why a broker's status says it does not serve clients now, or None if it does."""
+    if status.role in _REFUSING_ROLES or status.refusal:
+        return status.refusal or f"broker {status.name!r} is {status.role}"
+    return None
+
 # Status codes that mean "this broker cannot serve us now" rather than "this request is
 # wrong": a failover client moves to the next address and retries.
 _FAILOVER_CODES = frozenset({"UNAVAILABLE", "FAILED_PRECONDITION", "CANCELLED"})
@@ -868,9 +875,9 @@ class Client:
             await channel.close()
             raise
         else:
-            if status.role in _REFUSING_ROLES or status.refusal:
+            if (refused := _refusal(status)) is not None:
                 await channel.close()
-                raise _Refused(status.refusal or f"broker {status.name!r} is {status.role}", True)
+                raise _Refused(refused, True)
         return _Connection(address, channel, client_pb2_grpc.BrokerStub(channel), admin)
 
 
@@ -1156,10 +1163,8 @@ class Producer:
                 raise _StreamFailure(
                     BrokerError("UNAVAILABLE", f"the broker stopped answering ({e.code().name})")
                 ) from None
-            if status.role in _REFUSING_ROLES or status.refusal:
-                raise _StreamFailure(
-                    BrokerError("UNAVAILABLE", status.refusal or f"the broker is {status.role}")
-                )
+            if (refused := _refusal(status)) is not None:
+                raise _StreamFailure(BrokerError("UNAVAILABLE", refused))
             # It serves and holds us back: look again a stall later.
             self._last_answer = loop.time()
 
