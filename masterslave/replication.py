@@ -214,9 +214,8 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
     def _expire_waiting(self, now: float) -> None:
         """Fail sends the in-sync set has not acknowledged within the commit timeout.
 
-        They stay in this master's store and may still be delivered (a failover client
-        resends them; the duplicate check keeps them single), but they are never
-        acknowledged without the quorum."""
+        The core then takes the write back out of the store (a resend is stored anew);
+        nothing is ever acknowledged without the quorum."""
         while self._waiting and now - self._waiting[0][2] > self.commit_timeout:
             _, future, _ = self._waiting.pop(0)
             if not future.done():

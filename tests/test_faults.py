@@ -30,8 +30,8 @@ from tests.faults import (
     kill_receiver,
     pause_zookeeper,
     stop_master,
-    until,
 )
+from tests.scenario import wait_for as until
 
 RATE = 1500  # msg/s: the load, under what CI's 2 cores carry with 4 processes
 

@@ -120,7 +120,7 @@ def test_short_zookeeper_pause_does_not_move_the_master(
         before = await wait_in_sync(procs)
 
         async def fault() -> None:
-            # Each pause is under the 1 s session (and its 0.8 s grace); kazoo alone drops
+            # Each pause is under the 1 s session (and its 0.9 s grace); kazoo alone drops
             # its connection after 1/6 to 2/5 of it, so one of four nearly surely does.
             for _ in range(4):
                 zookeeper.pause()
