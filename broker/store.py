@@ -320,17 +320,19 @@ class Store:
         return int.from_bytes(value, "big") if value else 0
 
     def _range(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
-        # A raw iterator, not `items`: `items` ends quietly on a read error (a block
-        # failing its checksum) as if the range ended there; the iterator's status says
-        # which it was. (As fast: measured 1.1 s against 1.3 s for 1,000,000 messages.)
         ro = ReadOptions()
         ro.set_iterate_upper_bound(end)
-        it = self._db.iter(ro)
-        it.seek(start)
-        key, value, advance, valid = it.key, it.value, it.next, it.valid
-        while valid():
-            yield key(), value()
-            advance()
+        last = None
+        for last, value in self._db.items(from_key=start, read_opt=ro):
+            yield last, value
+        # `items` ends quietly on a read error (a block failing its checksum) as if the
+        # range ended there. A raw iterator placed where it stopped tells which it was;
+        # one seek per range read to its end costs less than stepping the whole range
+        # through the raw iterator's four calls per key.
+        check = ReadOptions()
+        check.set_iterate_upper_bound(end)
+        it = self._db.iter(check)
+        it.seek(start if last is None else last + b"\x00")
         self._check(it)
 
     def queue_counts(self) -> dict[str, int]:

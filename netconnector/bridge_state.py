@@ -344,8 +344,10 @@ class BridgeState:
             start = end
             batch_id = self._next_batch
             self._next_batch += 1
-            tags = tuple(tag for tag, _, _ in chunk)
-            rewrite = tuple(i for i, (_, _, path) in enumerate(chunk) if not leaves_as_is(path, me))
+            tags = tuple([tag for tag, _, _ in chunk])
+            rewrite = tuple(
+                [i for i, (_, _, path) in enumerate(chunk) if not leaves_as_is(path, me)]
+            )
             self._unacked[batch_id] = _Outgoing(queue, sub, tags)
             current.in_flight += len(tags)
             actions.append(SendBatch(batch_id, tags, rewrite))

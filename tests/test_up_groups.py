@@ -220,6 +220,12 @@ def test_foreground_up_shows_a_failover_live_and_ctrl_c_stops_everything(
     lines.expect(r"^group B \(zookeeper\): master b at ", 5)
     lines.expect(r"^zookeeper: embedded at ", 5)
     zk_pid = int(state(t)["zookeeper"]["pid"])  # type: ignore[index]
+    # Only an in-sync slave may take over: b dies once c holds everything it has.
+    def c_in_sync() -> bool:
+        shown = netbroker("status", str(t.path), cwd=tmp_path).stdout
+        return "in-sync b,c" in group_b_line(shown)
+
+    wait_until(c_in_sync, 30, "c to be in b's in-sync set")
     os.kill(pid_of(t, "b"), signal.SIGKILL)
     # The role changes as they happen, not at the next status interval (there is none).
     lines.expect(r"^\[\d\d:\d\d:\d\d\] b \(B\): master \u2192 exited$", 10)
