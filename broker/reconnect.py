@@ -9,7 +9,7 @@ import random
 # before the connection counts as lost (milliseconds): a frozen peer is given up within
 # about 1.1 s, before its group has elected a new master (1-1.5 s), so clients and links
 # reach the new master as soon as it serves. Brokers accept pings this often
-# (broker/server.py).
+# (broker/server/listen.py).
 KEEPALIVE_INTERVAL_MS = 300
 KEEPALIVE_TIMEOUT_MS = 800
 

@@ -22,13 +22,13 @@ from typing import Protocol
 
 import grpc
 
-from broker.commit import GroupCommitter
-from broker.config import BrokerConfig, master_fsyncs
-from broker.core import Broker
-from broker.gate import ComponentStatus, ServiceGate
+from broker.core.broker import Broker
+from broker.core.commit import GroupCommitter
+from broker.core.config import BrokerConfig, master_fsyncs
+from broker.core.store import META_EPOCH, META_POS, Store
 from broker.pb import replication_pb2, replication_pb2_grpc
 from broker.reconnect import Backoff
-from broker.store import META_EPOCH, META_POS, Store
+from broker.server.gate import ComponentStatus, ServiceGate
 from masterslave.election import IsrState, Member
 from masterslave.isr import new_epoch
 from masterslave.replication import (

@@ -13,10 +13,10 @@ import logging
 import os
 from pathlib import Path
 
-from broker.config import BrokerConfig
-from broker.core import Broker
-from broker.gate import ComponentStatus, ServiceGate
-from broker.store import Store
+from broker.core.broker import Broker
+from broker.core.config import BrokerConfig
+from broker.core.store import Store
+from broker.server.gate import ComponentStatus, ServiceGate
 from masterslave.group import AttachHooks
 
 log = logging.getLogger("netbroker.lockfile")

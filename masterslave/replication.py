@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import grpc
 from google.protobuf.message import DecodeError
 
-from broker.commit import GroupCommitter
-from broker.config import master_fsyncs
+from broker.core.commit import GroupCommitter
+from broker.core.config import master_fsyncs
+from broker.core.store import META_EPOCH, META_POS, Op, Store
+from broker.core.wire import varint
 from broker.errors import Unavailable
 from broker.pb import replication_pb2, replication_pb2_grpc
-from broker.store import META_EPOCH, META_POS, Op, Store
-from broker.wire import varint
 from masterslave.election import IsrState
 from masterslave.isr import IsrPolicy, reconcile
 from masterslave.replog import (

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, cast
 
 import grpc
 
-from broker.gate import ComponentStatus
 from broker.pb import bridge_pb2
 from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
+from broker.server.gate import ComponentStatus
 from netconnector.hello import opener_terms, path_name_of, refusal
 from netconnector.outbox import LINK_METHOD, Frame, Outbox, serialize_frame
 from netconnector.session import BridgeSession

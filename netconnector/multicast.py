@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from broker.errors import StartupError
-from broker.gate import ComponentStatus
+from broker.server.gate import ComponentStatus
 from discovery.records import Advert, advertised_hosts, check_interfaces, token_digest
 from discovery.selection import Me, PeerSelector, Sighting, Target
 from discovery.service import DiscoveryService, Registration

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from broker.config import BrokerConfig
-from broker.core import Broker
-from broker.decode import RAW, decoded
+from broker.core.broker import Broker
+from broker.core.config import BrokerConfig
+from broker.core.queue import Entry
 from broker.errors import InvalidArgument
-from broker.gate import ComponentStatus, ServiceGate
 from broker.pb import bridge_pb2, bridge_pb2_grpc
-from broker.queue import Entry
+from broker.server.decode import RAW, decoded
+from broker.server.gate import ComponentStatus, ServiceGate
 from netconnector.connector import Connector
 from netconnector.demand import DemandTable
 from netconnector.hello import LinkTerms, acceptor_terms, make_hello, refusal

@@ -10,7 +10,7 @@ from typing import TypeAlias
 from broker.pb import bridge_pb2
 
 # A frame to write: a BridgeFrame, or one already serialized (forward batches are framed
-# from the stored bytes of their messages, see broker.wire).
+# from the stored bytes of their messages, see broker.core.wire).
 Frame: TypeAlias = bridge_pb2.BridgeFrame | bytes
 
 LINK_METHOD = "/netbroker.Bridge/Link"

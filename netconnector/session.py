@@ -16,12 +16,12 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 
-from broker import wire
-from broker.core import Broker
+from broker.core import wire
+from broker.core.broker import Broker
+from broker.core.queue import Consumer, Entry
 from broker.errors import BrokerError
 from broker.pb import bridge_pb2
 from broker.pb.message_pb2 import Message
-from broker.queue import Consumer, Entry
 from netconnector import bridge_state as bs
 from netconnector.bridge_state import MAX_FORWARD_BYTES, NETWORK_PRIORITY, REFUSED_RETRY
 from netconnector.demand import Advertiser, DemandTable

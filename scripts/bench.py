@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.client import Client, Consumer
-from tests.procs import BrokerProcess
+from tests.support.procs import BrokerProcess
 
 
 async def produce(url: str, queue: str, count: int, size: int, persistent: bool) -> float:

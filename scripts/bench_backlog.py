@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.client import Client
 from scripts.bench import consume, exit_on_sigterm, produce
-from tests.procs import BrokerProcess
+from tests.support.procs import BrokerProcess
 
 
 def rss_mb(pid: int) -> float:

@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.client import Client
-from broker.zookeeper import Ensemble
+from broker.cluster.zookeeper import Ensemble
 from scripts.bench import exit_on_sigterm, produce
 from scripts.bench_failover import in_sync, until
-from tests.procs import BrokerProcess, free_port
+from tests.support.procs import BrokerProcess, free_port
 
 
 async def latency(url: str, pings: int) -> tuple[float, float]:

@@ -37,7 +37,7 @@ import grpc
 
 from broker.pb import admin_pb2, admin_pb2_grpc
 from scripts.bench import exit_on_sigterm
-from tests.procs import BrokerProcess, free_port
+from tests.support.procs import BrokerProcess, free_port
 
 PREFIX = "multicast://default/"
 POLL = 0.005

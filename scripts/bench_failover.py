@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 
 from broker.client import BrokerError, Client
+from broker.cluster.zookeeper import Ensemble
 from broker.pb import admin_pb2, admin_pb2_grpc
-from broker.zookeeper import Ensemble
 from scripts.bench import exit_on_sigterm, produce
-from tests.procs import BrokerProcess, free_port
+from tests.support.procs import BrokerProcess, free_port
 
 
 async def status(url: str) -> admin_pb2.StatusResponse | None:

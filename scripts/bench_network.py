@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.client import Client
 from scripts.bench import consume, exit_on_sigterm, latency, pct, produce, take, wait_for_demand
-from tests.procs import BrokerProcess, free_port
+from tests.support.procs import BrokerProcess, free_port
 
 
 async def forward(a: str, b: str, count: int, size: int) -> float:

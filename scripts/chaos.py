@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.faults import FAULTS, AbcCluster, Tally, Traffic, until
-from tests.procs import BrokerProcess
+from tests.support.faults import FAULTS, AbcCluster, Tally, Traffic, until
+from tests.support.procs import BrokerProcess
 
 RESUME_DEADLINE = 30.0
 

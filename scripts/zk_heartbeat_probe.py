@@ -262,8 +262,8 @@ def outer(args: argparse.Namespace) -> None:
     from kazoo.client import KazooClient
     from kazoo.retry import KazooRetry
 
-    from broker.zookeeper import Ensemble
-    from tests.procs import free_port
+    from broker.cluster.zookeeper import Ensemble
+    from tests.support.procs import free_port
 
     instrument_kazoo()
     start_sleeper_thread()

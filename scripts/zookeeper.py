@@ -33,7 +33,7 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker.zookeeper import Ensemble, ZooKeeperError, read_state, stop_detached
+from broker.cluster.zookeeper import Ensemble, ZooKeeperError, read_state, stop_detached
 
 
 class Stop(Exception):

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.procs import BrokerProcess
+from tests.support.procs import BrokerProcess
 
-pytest_plugins = ["tests.zk", "tests.uptools"]
+pytest_plugins = ["tests.support.zk", "tests.support.uptools"]
 
 
 @pytest.fixture
@@ -30,8 +28,3 @@ def brokers(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
 @pytest.fixture
 def broker(brokers: Callable[..., BrokerProcess]) -> BrokerProcess:
     return brokers("a")
-
-
-def run(coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
-    """Run a scenario on a fresh loop with a deadline, so a hang fails instead of stalling."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))

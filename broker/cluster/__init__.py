@@ -1,0 +1,1 @@
+"""Cluster operations: the topology file, planning and running a cluster, ZooKeeper."""

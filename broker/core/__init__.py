@@ -1,0 +1,1 @@
+"""One broker: its queues, store, commit pipeline and memory bound. No gRPC, no cluster."""

@@ -1,0 +1,194 @@
+"""Group commit: concurrent writes share one fsync, numbered as a log.
+
+One task on the broker's loop writes batches to RocksDB without fsync (a write holds the
+GIL; from several threads they would only queue). The fsync runs on a thread of its own
+(`flush_wal` lets the loop go on meanwhile) and covers every batch written before it
+started; while it runs the loop keeps accepting and writing, and the next fsync takes
+all of that at once. A batch is answered once an fsync that began after it has ended.
+
+Each write is a log entry with a position (and the group epoch it was written in),
+recorded in the store with the write itself; a replicator, when one is plugged in, is
+handed every entry and says when it counts as committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from broker.core.store import META_EPOCH, META_POS, Op, Store
+from broker.errors import Unavailable
+
+log = logging.getLogger("netbroker.commit")
+
+
+class Replicator(Protocol):
+    def on_write(self, position: int, epoch: int, ops: Sequence[Op]) -> asyncio.Future[None] | None:
+        """Take a written entry; a future that resolves once it is committed, or None
+        when the local write is enough."""
+
+    def on_synced(self, position: int) -> None:
+        """Everything up to `position` is on this broker's disk."""
+
+
+class GroupCommitter:
+    def __init__(self, store: Store, sync: bool, epoch: int | None = None) -> None:
+        self._store = store
+        self._sync = sync
+        self._ops: list[Op] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.position = store.meta(META_POS)
+        self.epoch = store.meta(META_EPOCH) if epoch is None else epoch
+        self.replicator: Replicator | None = None
+        self.synced = self.position
+        # (position, waiters) written but not yet covered by an fsync.
+        self._unsynced: list[tuple[int, list[asyncio.Future[None]]]] = []
+        self._syncing: asyncio.Task[None] | None = None
+        self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, "fsync")
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    def submit(self, ops: Sequence[Op]) -> asyncio.Future[None]:
+        """Queue `ops`; the future resolves once they are committed under the policy."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(Unavailable("broker is not serving"))
+            return future
+        self._ops.extend(ops)
+        self._waiters.append(future)
+        self._wake.set()
+        return future
+
+    def write_now(self, ops: Sequence[Op]) -> asyncio.Future[None] | None:
+        """Write at once, without the group-commit batching, and log it.
+
+        Returns the replicator's future, resolved once the in-sync members hold the
+        write (a failover keeps it), or None without a replicator: the local write is
+        all there is to wait for (nor any fsync then: a process crash keeps it). Closed,
+        a group member's future fails at once: its writes no longer reach anyone."""
+        if self._closed:
+            if self.replicator is None:
+                return None
+            refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            refused.set_exception(Unavailable("broker is not serving"))
+            return refused
+        if self.replicator is None:
+            self._write(list(ops), [], sync=False)
+            return None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Under a disk policy the members' count includes this broker's fsync: one must
+        # follow, or a write with nothing after it would never count as committed.
+        self._write(list(ops), [waiter], sync=self._sync)  # a refused write fails the waiter
+        return waiter
+
+    async def close(self) -> None:
+        """Write what is queued, then stop."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._syncing is not None:
+            await self._syncing
+        self._sync_thread.shutdown(wait=True)
+
+    def abort(self, error: Exception) -> None:
+        """Stop at once: nothing queued is written and every waiter fails with `error`."""
+        self._closed = True
+        waiters, self._waiters, self._ops = self._waiters, [], []
+        for _, unsynced in self._unsynced:
+            waiters.extend(unsynced)
+        self._unsynced = []
+        for future in waiters:
+            if not future.done():
+                future.set_exception(error)
+        if self._task is not None:
+            self._task.cancel()
+        self._sync_thread.shutdown(wait=False)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # One turn of the loop lets requests that are already readable join this batch.
+            await asyncio.sleep(0)
+            ops, waiters = self._ops, self._waiters
+            self._ops, self._waiters = [], []
+            if waiters:
+                self._write(ops, waiters, sync=self._sync)
+            if self._closed and not self._ops:
+                return
+
+    def _write(self, ops: list[Op], waiters: list[asyncio.Future[None]], sync: bool) -> bool:
+        """Write and log `ops`; False (with `waiters` failed) if the store refused them."""
+        position = self.position + 1
+        ops.append((META_POS, position.to_bytes(8, "big")))
+        ops.append((META_EPOCH, self.epoch.to_bytes(8, "big")))
+        try:
+            self._store.write(ops, sync=False)
+        except Exception as exc:  # a failed write must fail its senders, not the loop
+            log.error("store write failed: %s", exc)
+            _fail(waiters, Unavailable(f"store write failed: {exc}"))
+            return False
+        self.position = position
+        pending = self.replicator.on_write(position, self.epoch, ops) if self.replicator else None
+        if sync:
+            # With a replicator the acknowledgement waits for its future alone (it counts
+            # this broker's fsync among the members'); without one, for the fsync.
+            self._unsynced.append((position, [] if pending is not None else waiters))
+            if self._syncing is None:
+                self._syncing = asyncio.get_running_loop().create_task(self._fsync_loop())
+        if pending is None:
+            if not sync:
+                _resolve(waiters)
+            return True
+
+        def done(result: asyncio.Future[None]) -> None:
+            if result.cancelled():
+                _fail(waiters, Unavailable("replication stopped"))
+            elif (error := result.exception()) is not None:
+                _fail(waiters, error)
+            else:
+                _resolve(waiters)
+
+        pending.add_done_callback(done)
+        return True
+
+    async def _fsync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._unsynced:
+                target = self.position
+                try:
+                    await loop.run_in_executor(self._sync_thread, self._store.sync_wal)
+                except Exception as exc:
+                    log.error("fsync failed: %s", exc)
+                    covered, self._unsynced = self._unsynced, []
+                    for _, waiters in covered:
+                        _fail(waiters, Unavailable(f"fsync failed: {exc}"))
+                    return
+                self.synced = target
+                while self._unsynced and self._unsynced[0][0] <= target:
+                    _resolve(self._unsynced.pop(0)[1])
+                if self.replicator is not None:
+                    self.replicator.on_synced(target)
+        finally:
+            self._syncing = None
+
+
+def _resolve(waiters: list[asyncio.Future[None]]) -> None:
+    for future in waiters:
+        if not future.done():
+            future.set_result(None)
+
+
+def _fail(waiters: list[asyncio.Future[None]], error: BaseException) -> None:
+    for future in waiters:
+        if not future.done():
+            future.set_exception(error)

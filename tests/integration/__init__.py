@@ -1,0 +1,1 @@
+"""Tests against real processes: brokers, ZooKeeper, network namespaces, the CLI."""

@@ -1,0 +1,1 @@
+"""What the tests share: process helpers, fixtures, fault scenarios, ZooKeeper controls."""
