@@ -1,0 +1,61 @@
+"""The types of the command line's arguments: each parses one value or says why not."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def int_range(lo: int, hi: int | None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < lo or (hi is not None and value > hi):
+            bound = f"{lo}-{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def positive_float() -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def ip_address(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IP address (give the interface's address, e.g. 127.0.0.1)"
+        ) from None
+
+
+def queue_name(text: str) -> str:
+    from broker.core.names import check_queue_name
+    from broker.errors import BrokerError
+
+    try:
+        return check_queue_name(text)
+    except BrokerError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
+def header(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value

@@ -1,0 +1,399 @@
+"""`netbroker send`, `recv` and `stat`: one client connection to a broker, for one command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import sys
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from broker.cli.arguments import header, int_range, positive_float, queue_name
+from broker.cli.errors import EXIT_USAGE, CliError, reason, say
+from broker.cli.progress import Progress
+
+DEFAULT_URL = "127.0.0.1:61616"
+
+
+def client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        default=DEFAULT_URL,
+        help="broker address, host:port or failover:(a,b) [%(default)s]",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=positive_float(),
+        default=30.0,
+        metavar="SECONDS",
+        help="give up when no broker accepts within this (a plain address "
+        "is tried once; a failover URL until its own timeout) [%(default)s]",
+    )
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "send",
+        help="send messages to a queue",
+        description="Send BODY (or a file's bytes) COUNT times to QUEUE. "
+        "Persistent by default: each send is answered once the broker "
+        "holds it durably.",
+    )
+    client_options(p)
+    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.add_argument("body", metavar="BODY", nargs="?", help="the message body (UTF-8 text)")
+    p.add_argument("--file", metavar="F", help="take the body from file F ('-': stdin)")
+    p.add_argument(
+        "--count",
+        type=int_range(1, None),
+        default=1,
+        metavar="N",
+        help="send the message N times, pipelined [%(default)s]",
+    )
+    p.add_argument(
+        "--non-persistent",
+        action="store_true",
+        help="held in memory only; lost if the broker stops",
+    )
+    p.add_argument(
+        "--priority", type=int_range(0, 9), metavar="P", help="0 (lowest) to 9 (highest) [4]"
+    )
+    p.add_argument(
+        "--ttl",
+        type=positive_float(),
+        metavar="SECONDS",
+        help="expire (to DLQ.<queue>) if not consumed within this",
+    )
+    p.add_argument(
+        "--header",
+        type=header,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a message header; repeat for more",
+    )
+    p.set_defaults(handler=_cmd_send)
+
+    p = sub.add_parser(
+        "recv",
+        help="receive messages from a queue",
+        description="Receive up to COUNT messages from QUEUE, acknowledging "
+        "each once written out. Exits 1 if fewer than COUNT arrive.",
+    )
+    client_options(p)
+    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.add_argument(
+        "--count",
+        type=int_range(1, None),
+        default=1,
+        metavar="N",
+        help="stop after N messages [%(default)s]",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float(),
+        default=5.0,
+        metavar="SECONDS",
+        help="stop when no message arrives within this [%(default)s]",
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write bodies to FILE, byte for byte, back to back (default: "
+        "print each body on stdout, newline-terminated)",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int_range(1, None),
+        metavar="K",
+        help="deliveries the broker may push ahead of acks [min(N, 1000)]",
+    )
+    p.set_defaults(handler=_cmd_recv)
+
+    p = sub.add_parser(
+        "stat",
+        help="show a broker's queues and components",
+        description="Show the broker's name and role, its queues and its "
+        "components: each bridge (outbound ones by connector, e.g. "
+        "'static:127.0.0.1:61617'; inbound ones as 'from BROKER') with its "
+        "state (connecting, up, backoff) and detail (peer, messages "
+        "forwarded, or the last error).",
+    )
+    client_options(p)
+    p.set_defaults(handler=_cmd_stat)
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    return _run_client(args, _send(args))
+
+
+def _cmd_recv(args: argparse.Namespace) -> int:
+    return _run_client(args, _recv(args))
+
+
+def _cmd_stat(args: argparse.Namespace) -> int:
+    return _run_client(args, _stat(args))
+
+
+def _run_client(args: argparse.Namespace, coro: Awaitable[int]) -> int:
+    from broker.client import BrokerError, ConnectionLost
+
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except ConnectionLost as e:
+        raise CliError(f"lost the connection to {args.url}: {reason(e)}") from None
+    except BrokerError as e:
+        raise CliError(f"{args.url}: {reason(e)}") from None
+    except ValueError as e:  # the client's own argument checks
+        raise CliError(str(e), code=EXIT_USAGE) from None
+
+
+async def _connect(args: argparse.Namespace) -> Any:
+    from broker.client import Client, ConnectionLost
+
+    try:
+        return await asyncio.wait_for(Client.connect(args.url), args.connect_timeout)
+    except TimeoutError:
+        raise CliError(
+            f"cannot connect to {args.url}: no broker answered within {args.connect_timeout:g} s"
+        ) from None
+    except ValueError as e:  # a malformed URL
+        raise CliError(f"--url: {e}", code=EXIT_USAGE) from None
+    except ConnectionLost as e:
+        if "Connection refused" in e.message and not args.url.startswith("failover:"):
+            # gRPC's wording is a paragraph; the operator needs one fact.
+            raise CliError(
+                f"cannot connect to {args.url}: connection refused (is a broker running there?)"
+            ) from None
+        raise CliError(e.message) from None  # it says which addresses refused and why
+    except Exception as e:
+        raise CliError(f"cannot connect to {args.url}: {reason(e)}") from None
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _rate(n: int, seconds: float, nbytes: int | None = None) -> str:
+    if seconds <= 0:
+        return ""
+    text = f"{n / seconds:,.0f} msg/s"
+    if nbytes is not None and nbytes >= 1024 * 1024:
+        text += f", {nbytes / seconds / (1024 * 1024):,.1f} MiB/s"
+    return text
+
+
+def _messages(n: int) -> str:
+    return f"{n:,} message{'s' if n != 1 else ''}"
+
+
+def _read_body(args: argparse.Namespace) -> bytes:
+    if args.body is not None and args.file is not None:
+        raise CliError("send: give BODY or --file, not both", code=EXIT_USAGE)
+    if args.file == "-":
+        return sys.stdin.buffer.read()
+    if args.file is not None:
+        try:
+            return Path(args.file).read_bytes()
+        except OSError as e:
+            raise CliError(f"{args.file}: {e.strerror or e}") from None
+    if args.body is None:
+        raise CliError(
+            "send: give a message BODY or --file F (--file - reads stdin)", code=EXIT_USAGE
+        )
+    return str(args.body).encode()
+
+
+async def _send(args: argparse.Namespace) -> int:
+    body = _read_body(args)
+    options: dict[str, Any] = {"persistent": not args.non_persistent}
+    if args.header:
+        options["headers"] = dict(args.header)
+    if args.priority is not None:
+        options["priority"] = args.priority
+    if args.ttl is not None:
+        options["ttl"] = args.ttl
+
+    client = await _connect(args)
+    try:
+        started = time.monotonic()
+        message_id = None
+        if args.count == 1:
+            message_id = await client.send(args.queue, body, **options)
+        else:
+            await _send_many(client, args, body, options)
+        elapsed = time.monotonic() - started
+    finally:
+        await client.close()
+    rate = _rate(args.count, elapsed, args.count * len(body)) if args.count > 1 else ""
+    detail = rate or (f"id {message_id}" if message_id else "")
+    print(
+        f"sent {_messages(args.count)} to {args.queue} in {elapsed:.3f} s"
+        + (f" ({detail})" if detail else ""),
+        flush=True,
+    )
+    return 0
+
+
+async def _send_many(
+    client: Any, args: argparse.Namespace, body: bytes, options: dict[str, Any]
+) -> None:
+    """Pipelined sends: the producer keeps many unanswered; callbacks count the answers.
+
+    Futures are not kept: a million of them would cost more memory than the messages.
+    """
+    progress = Progress(args.count, "sent")
+    acked = 0
+    failures: list[BaseException] = []
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        nonlocal acked
+        if fut.cancelled():
+            failures.append(asyncio.CancelledError("send cancelled"))
+        elif fut.exception() is not None:
+            failures.append(fut.exception())  # type: ignore[arg-type]
+        else:
+            acked += 1
+            progress.update(acked)
+
+    from broker.client import BrokerError
+
+    producer = client.producer()
+    try:
+        for _ in range(args.count):
+            if failures:
+                break
+            try:
+                fut = await producer.send(args.queue, body, **options)
+            except BrokerError as e:  # the producer has failed for good (connection lost)
+                failures.append(e)
+                break
+            fut.add_done_callback(done)
+        try:
+            await producer.flush()
+        except BrokerError as e:
+            if not failures:
+                failures.append(e)
+    finally:
+        try:
+            await producer.close()
+        finally:
+            progress.close()
+    if failures:
+        raise CliError(
+            f"sent {acked:,} of {_messages(args.count)} to {args.queue}, then: "
+            f"{reason(failures[0])}"
+        )
+
+
+async def _recv(args: argparse.Namespace) -> int:
+    # Open the output first so that a bad path fails before any message is taken.
+    try:
+        sink = open(args.output, "wb") if args.output else None  # noqa: SIM115
+    except OSError as e:
+        raise CliError(f"{args.output}: {e.strerror or e}") from None
+    # A consumer holds at most `prefetch` unacknowledged messages; those not consumed go
+    # back on close with their redelivery count raised, so never ask for more than needed.
+    prefetch = args.prefetch or min(args.count, 1000)
+    progress = Progress(args.count, "received") if args.count > 1 else None
+    received = 0
+    started = time.monotonic()
+    try:
+        client = await _connect(args)
+        try:
+            consumer = await client.subscribe(args.queue, prefetch=prefetch, auto_ack=False)
+            try:
+                while received < args.count:
+                    delivery = await consumer.receive(timeout=args.timeout)
+                    if delivery is None:
+                        break
+                    body = bytes(delivery.body)
+                    # Written (and flushed) before the ack: a crash in between redelivers
+                    # the message rather than losing it.
+                    if sink is not None:
+                        sink.write(body)
+                        sink.flush()
+                    else:
+                        out = sys.stdout.buffer
+                        out.write(body if body.endswith(b"\n") else body + b"\n")
+                        out.flush()
+                    await _maybe_await(delivery.ack())
+                    received += 1
+                    if progress:
+                        progress.update(received)
+            finally:
+                await consumer.close()
+        finally:
+            await client.close()
+    finally:
+        if progress:
+            progress.close()
+        if sink is not None:
+            sink.close()
+    elapsed = time.monotonic() - started
+    if received < args.count:
+        say(
+            f"received {received:,} of {_messages(args.count)} from {args.queue}: no "
+            f"message arrived within {args.timeout:g} s"
+        )
+        return 1
+    if args.count > 1 or sink is not None:
+        rate = _rate(received, elapsed)
+        say(
+            f"received {_messages(received)} from {args.queue} in {elapsed:.3f} s"
+            + (f" ({rate})" if args.count > 1 and rate else "")
+            + (f", written to {args.output}" if sink is not None else "")
+        )
+    return 0
+
+
+def _uptime(started_ms: int) -> str:
+    if started_ms <= 0:
+        return "?"
+    s = max(0, int(time.time() - started_ms / 1000))
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{s}s" if minutes else f"{s}s"
+
+
+async def _stat(args: argparse.Namespace) -> int:
+    from broker.cluster.up import format_table
+
+    client = await _connect(args)
+    try:
+        st = await client.status()
+        queues = await client.queues()
+    finally:
+        await client.close()
+    print(
+        f"broker {st.name}  role {st.role}  address {st.client_address}  "
+        f"version {st.version or '?'}  up {_uptime(st.started_ms)}"
+    )
+    print()
+    if queues:
+        rows = [
+            (q.name, q.depth, q.pending, q.in_flight, q.enqueued, q.dequeued, q.consumers)
+            for q in sorted(queues, key=lambda q: q.name)
+        ]
+        print(
+            format_table(
+                ("queue", "depth", "pending", "in-flight", "enqueued", "dequeued", "consumers"),
+                rows,
+            )
+        )
+    else:
+        print("no queues")
+    if st.components:
+        print()
+        component_rows = [(c.kind, c.name, c.state, c.detail) for c in st.components]
+        print(format_table(("component", "name", "state", "detail"), component_rows))
+    sys.stdout.flush()
+    return 0

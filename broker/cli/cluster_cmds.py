@@ -1,0 +1,126 @@
+"""`netbroker up`, `status` and `down`: a topology file's brokers, through broker.cluster.
+
+The CLI's calls into broker.cluster live here (besides `stat`'s table), each imported where
+it is used: the other commands need none of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from broker.cli.arguments import positive_float
+
+if TYPE_CHECKING:
+    from broker.cluster.topology import Topology
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "up",
+        help="start every broker of a topology file (and its embedded ZooKeeper)",
+        description="Start what FILE needs: ZooKeeper first when it says "
+        "'zookeeper: embedded', then every broker as its own process with its "
+        "group's settings and connectors. Wait until every broker is ready, each "
+        "master/slave group has one master and its other members are slaves, and "
+        "every bridge of each standalone broker and group master is up; show each "
+        "broker's role, replication position, port, pid and bridges, and each "
+        "group's master; then supervise them until Ctrl-C, reporting role changes "
+        "as they happen (or leave them running with --detach). Ctrl-C stops the "
+        "brokers, then ZooKeeper. If the start takes longer than --timeout, name "
+        "what is not ready, stop everything and exit 1.",
+    )
+    p.add_argument("file", metavar="FILE", help="topology file, e.g. topologies/ab_c.yaml")
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="leave the brokers (and ZooKeeper) running and exit; stop them with 'netbroker down'",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float(),
+        default=30.0,
+        metavar="SECONDS",
+        help="how long the brokers may take to be ready, elect their masters and bring "
+        "up their bridges [%(default)s]",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between status lines; 0 for none [%(default)s]",
+    )
+    p.set_defaults(handler=_cmd_up)
+
+    p = sub.add_parser(
+        "status",
+        help="show the brokers of a topology file",
+        description="Show each broker of FILE from live Admin.Status calls: "
+        "role, replication position, client address, pid, queue depth and its "
+        "bridges; each master/slave group's master and its address; the embedded "
+        "ZooKeeper. Exits 1 if a broker does not answer, a group has no single "
+        "master, or a bridge is not up.",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser(
+        "down",
+        help="stop the brokers 'netbroker up' started",
+        description="Stop the brokers of FILE started by 'netbroker up' "
+        "(SIGTERM, then SIGKILL after --timeout), then its embedded ZooKeeper.",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument(
+        "--timeout",
+        type=positive_float(),
+        default=10.0,
+        metavar="SECONDS",
+        help="grace before SIGKILL [%(default)s]",
+    )
+    p.set_defaults(handler=_cmd_down)
+
+
+def broker_name(text: str) -> str:
+    """The argument type of a broker's name (`broker --name`): a topology's naming rule."""
+    from broker.cluster.topology import check_name
+
+    problem = check_name(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def failures() -> tuple[type[Exception], ...]:
+    """The cluster operations' own errors: their message is for the operator as it is."""
+    from broker.cluster.topology import TopologyError
+    from broker.cluster.up import UpError
+
+    return (TopologyError, UpError)
+
+
+def _load_topology(path: str) -> Topology:
+    from broker.cluster import topology
+    from netconnector.uri import parse_connector
+
+    return topology.load(path, parse_connector)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from broker.cluster import up
+
+    topology = _load_topology(args.file)
+    return up.up(topology, detach=args.detach, timeout=args.timeout, interval=args.interval)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from broker.cluster import up
+
+    return up.status(_load_topology(args.file))
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from broker.cluster import up
+
+    return up.down(_load_topology(args.file), timeout=args.timeout)
