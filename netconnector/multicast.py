@@ -23,25 +23,37 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from broker.errors import StartupError
-from broker.server.gate import ComponentStatus
+from broker.server.gate import ComponentStatus, ServiceGate
 from discovery.records import Advert, advertised_hosts, check_interfaces, token_digest
 from discovery.selection import Me, PeerSelector, Sighting, Target
 from discovery.service import DiscoveryService, Registration
-from netconnector.connector import Link
 from netconnector.hello import PROTOCOL
+from netconnector.host import LinkHost
+from netconnector.link import Link
 from netconnector.session import BridgeSession
 from netconnector.uri import ConnectorSpec
-
-if TYPE_CHECKING:
-    from netconnector.network import Network
 
 log = logging.getLogger("netbroker.multicast")
 
 # How long `detach` waits for the goodbyes to go out before going on without them.
 WITHDRAW_TIMEOUT = 1.0
+
+
+class DiscoveryHost(LinkHost, Protocol):
+    """A link host that also tells discovery its group and where clients reach it."""
+
+    @property
+    def group(self) -> str:
+        """This broker's master/slave group ("" for none), advertised and compared."""
+        ...
+
+    @property
+    def gate(self) -> ServiceGate:
+        """Its client address is the port advertised."""
+        ...
 
 
 def link_label(spec: ConnectorSpec, key: str) -> str:
@@ -55,7 +67,7 @@ class MulticastConnector:
     discovery reports peers coming and going."""
 
     def __init__(
-        self, network: Network, spec: ConnectorSpec, me: Me, advertised: Callable[[], str]
+        self, network: LinkHost, spec: ConnectorSpec, me: Me, advertised: Callable[[], str]
     ) -> None:
         self.network = network
         self.spec = spec
@@ -145,7 +157,7 @@ class MulticastConnector:
 class MulticastDiscovery:
     """Zeroconf for one broker process: browsing, advertising, and its connectors."""
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: DiscoveryHost) -> None:
         config = network.config
         self.network = network
         try:

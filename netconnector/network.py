@@ -7,33 +7,33 @@ the Bridge service for links other brokers open, and runs this broker's own conn
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import grpc
 
 from broker.core.broker import Broker
 from broker.core.config import BrokerConfig
 from broker.core.queue import Entry
-from broker.errors import InvalidArgument
-from broker.pb import bridge_pb2, bridge_pb2_grpc
-from broker.server.decode import RAW, decoded
+from broker.pb import bridge_pb2
 from broker.server.gate import ComponentStatus, ServiceGate
+from netconnector import bridge_service
 from netconnector.connector import Connector
 from netconnector.demand import DemandTable
-from netconnector.hello import LinkTerms, acceptor_terms, make_hello, refusal
+from netconnector.hello import LinkTerms, make_hello
 from netconnector.multicast import MulticastConnector, MulticastDiscovery
-from netconnector.outbox import LINK_METHOD, Frame, Outbox, serialize_frame
+from netconnector.outbox import Outbox
 from netconnector.session import BridgeSession
 from netconnector.uri import ConnectorSpec, parse_connector
 
 log = logging.getLogger("netbroker.network")
 
 
-
 class Network:
-    """Long-lived for the broker process; attached to a broker core while it serves."""
+    """Long-lived for the broker process; attached to a broker core while it serves.
+
+    The host of its links (`LinkHost`), of the Bridge service (`BridgeHost`) and of
+    multicast discovery (`DiscoveryHost`)."""
 
     def __init__(self, config: BrokerConfig, gate: ServiceGate) -> None:
         self.config = config
@@ -199,73 +199,5 @@ class Network:
     # -- the Bridge service, for links other brokers open -------------------------
 
     def install(self, server: grpc.aio.Server) -> None:
-        # By hand rather than through the generated helper: frames may come serialized.
-        link = grpc.stream_stream_rpc_method_handler(
-            _BridgeService(self).Link,
-            request_deserializer=RAW,
-            response_serializer=serialize_frame,
-        )
-        service = LINK_METHOD.split("/")[1]
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(service, {"Link": link}),)
-        )
+        bridge_service.install(server, self)
 
-
-class _BridgeService(bridge_pb2_grpc.BridgeServicer):
-    def __init__(self, network: Network) -> None:
-        self.network = network
-
-    async def Link(
-        self,
-        request_iterator: AsyncIterator[bytes],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[Frame]:
-        network = self.network
-        broker = await network.gate.admit(context)
-        frames = decoded(request_iterator, bridge_pb2.BridgeFrame, "Bridge/Link")
-        try:
-            first = await anext(frames, None)
-        except InvalidArgument as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
-        if first is None:
-            return
-        if not first.HasField("hello"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a link starts with a hello")
-        hello = first.hello
-        refused = refusal(hello, network.name, network.token)
-        if refused is not None:
-            log.warning("refused a link from %s: %s", context.peer(), refused)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
-        try:
-            terms = acceptor_terms(hello)
-        except ValueError as exc:
-            log.warning("refused a link from %s: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        yield bridge_pb2.BridgeFrame(hello=network.hello())
-        outbox = Outbox()
-        session = network.open_session(broker, terms, outbox)
-        log.info("link from %s up", hello.broker)
-
-        undecodable: list[InvalidArgument] = []
-
-        async def read() -> None:
-            try:
-                async for frame in frames:
-                    session.on_frame(frame)
-            except InvalidArgument as exc:
-                undecodable.append(exc)
-            finally:
-                outbox.close()
-
-        reader = asyncio.create_task(read())
-        try:
-            async for frame in outbox:
-                yield frame
-            if undecodable:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, undecodable[0].message)
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await reader
-            network.close_session(session)
-            log.info("link from %s down", hello.broker)
