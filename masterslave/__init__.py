@@ -11,9 +11,9 @@ Pure logic:
   Only an in-sync member may become master; then the most up-to-date log, weight, age.
 * `masterslave.replog`: the master's in-memory `ReplicationLog` window;
   `catch_up_plan` (stream a returning follower from its position, or send a bulk copy
-  when it is too far behind or its log diverges after a failover); `AckTracker`, which
-  turns followers' acknowledgements into the committed position under the `sync` mode
-  and `min_insync`, and finds lagging followers.
+  when it is too far behind or its log diverges after a failover).
+* `masterslave.acks`: `AckTracker`, which turns followers' acknowledgements into the
+  committed position under the `sync` mode and `min_insync`, and finds lagging followers.
 * `masterslave.isr`: `new_epoch` for a newly elected master, and `IsrPolicy`, which
   shrinks and expands the in-sync set in an order that keeps its promise (every
   member holds every acknowledged write) at every moment.

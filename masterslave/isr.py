@@ -72,8 +72,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Literal
 
+from masterslave.acks import AckTracker
 from masterslave.election import IsrState
-from masterslave.replog import AckTracker
 
 
 def new_epoch(

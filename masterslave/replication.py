@@ -22,10 +22,10 @@ from broker.core.store import META_EPOCH, META_POS, Op, Store
 from broker.core.wire import varint
 from broker.errors import Unavailable
 from broker.pb import replication_pb2, replication_pb2_grpc
+from masterslave.acks import AckTracker
 from masterslave.election import IsrState
 from masterslave.isr import IsrPolicy, reconcile
 from masterslave.replog import (
-    AckTracker,
     OutOfWindow,
     ReplicationLog,
     Snapshot,

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from masterslave.acks import AckTracker
 from masterslave.election import IsrState
 from masterslave.isr import IsrPolicy, new_epoch, reconcile
-from masterslave.replog import AckTracker
 
 TIMEOUT = 2.0
 
