@@ -10,9 +10,10 @@ from broker.core.broker import now_ms
 from broker.core.config import BrokerConfig
 from broker.errors import StartupError
 from broker.pb import admin_pb2
+from broker.server.admin import AdminService
 from broker.server.decode import unary_handlers
 from broker.server.gate import ServiceGate
-from broker.server.service import AdminService, install_client_service
+from broker.server.service import install_client_service
 
 # The shortest interval between a peer's pings that the server accepts (below the
 # clients' 300 ms, so that timer jitter never counts as a strike).

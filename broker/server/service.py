@@ -1,4 +1,4 @@
-"""gRPC servicers: thin adapters between streams and the Broker."""
+"""The Broker service: a thin adapter between client streams and the Broker core."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from typing import Any
 
 import grpc
 
-from broker import __version__
 from broker.core import wire
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.core.queue import Consumer, Entry
 from broker.errors import BrokerError
-from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
+from broker.pb import client_pb2, client_pb2_grpc
+from broker.server.codes import status_code
 from broker.server.decode import RAW, decoded, decoded_sized
 from broker.server.gate import ServiceGate
 
@@ -42,10 +41,6 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 def _retrieve(future: asyncio.Future[client_pb2.ProduceResponse]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-def _status(code: str) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
 
 
 class StreamSink:
@@ -166,7 +161,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 slots.release()
                 yield response
             if failed:
-                await context.abort(_status(failed[0].code), failed[0].message)
+                await context.abort(status_code(failed[0].code), failed[0].message)
         finally:
             reader.cancel()
             # Batches still being stored when the stream ends (the gate closed it, the
@@ -186,7 +181,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         try:
             first = await anext(requests, None)
         except BrokerError as exc:
-            await context.abort(_status(exc.code), exc.message)
+            await context.abort(status_code(exc.code), exc.message)
         if first is None:
             return
         if not first.HasField("subscribe"):
@@ -201,7 +196,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 sub.queue, sink, prefetch, sub.priority, sub.name or context.peer()
             )
         except BrokerError as exc:
-            await context.abort(_status(exc.code), exc.message)
+            await context.abort(status_code(exc.code), exc.message)
         # Before the first dispatch, which subscribe only scheduled.
         consumer.max_bytes = MAX_CONSUMER_BYTES
         queue = sub.queue
@@ -232,7 +227,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
             while True:
                 await sink.wake.wait()
                 if sink.error is not None:
-                    await context.abort(_status(sink.error.code), sink.error.message)
+                    await context.abort(status_code(sink.error.code), sink.error.message)
                 if sink.pending:
                     yield sink.take()
                 elif sink.closed:
@@ -242,67 +237,3 @@ class ClientService(client_pb2_grpc.BrokerServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             broker.unsubscribe(queue, consumer)
-
-
-class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, config: BrokerConfig, gate: ServiceGate, started_ms: int) -> None:
-        self.config = config
-        self.gate = gate
-        self.started_ms = started_ms
-
-    async def Status(
-        self, request: admin_pb2.StatusRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.StatusResponse:
-        config = self.config
-        return admin_pb2.StatusResponse(
-            name=config.name,
-            role=self.gate.role,
-            client_address=self.gate.client_address,
-            version=__version__,
-            components=[
-                admin_pb2.Component(kind=c.kind, name=c.name, state=c.state, detail=c.detail)
-                for c in self.gate.components()
-            ],
-            started_ms=self.started_ms,
-            refusal="" if self.gate.broker is not None else self.gate.refusal,
-        )
-
-    async def ListQueues(
-        self, request: admin_pb2.ListQueuesRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ListQueuesResponse:
-        broker = await self.gate.admit(context)
-        return admin_pb2.ListQueuesResponse(
-            queues=[
-                admin_pb2.QueueInfo(
-                    name=s.name,
-                    depth=s.pending + s.in_flight,
-                    pending=s.pending,
-                    in_flight=s.in_flight,
-                    enqueued=s.enqueued,
-                    dequeued=s.dequeued,
-                    consumers=s.consumers,
-                    expired=s.expired,
-                    dead_lettered=s.dead_lettered,
-                )
-                for s in broker.snapshot()
-            ]
-        )
-
-    async def Purge(
-        self, request: admin_pb2.PurgeRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.PurgeResponse:
-        broker = await self.gate.admit(context)
-        try:
-            return admin_pb2.PurgeResponse(purged=broker.purge(request.queue))
-        except BrokerError as exc:
-            await context.abort(_status(exc.code), exc.message)
-
-    async def Browse(
-        self, request: admin_pb2.BrowseRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.BrowseResponse:
-        broker = await self.gate.admit(context)
-        try:
-            messages = broker.browse(request.queue, request.limit or 100)
-        except BrokerError as exc:
-            await context.abort(_status(exc.code), exc.message)
-        return admin_pb2.BrowseResponse(messages=messages)
