@@ -19,6 +19,7 @@ DEFAULT_URL = "127.0.0.1:61616"
 
 
 def client_options(p: argparse.ArgumentParser) -> None:
+    """The options every client command takes: where the broker is, how long to try."""
     p.add_argument(
         "--url",
         default=DEFAULT_URL,
