@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
+
+from broker.address import AddressError, Problem, parse_address
 
 _OPTION_NAMES = {
     "maxreconnectdelay": "maxReconnectDelay",
@@ -12,8 +13,6 @@ _OPTION_NAMES = {
     "timeout": "timeout",
     "randomize": "randomize",
 }
-_HOST_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9._-]*[A-Za-z0-9_])?")
-_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
 
 
 @dataclass(frozen=True)
@@ -74,35 +73,32 @@ def parse_url(url: str) -> ClientUrl:
 
 def _parse_address(text: str, url: str) -> str:
     """Check one ``host:port`` (optionally ``tcp://host:port``) and return it normalised."""
-    address = text.strip()
-    if not address:
-        raise ValueError(f"bad client URL {url!r}: empty address")
-    if "://" in address:
-        scheme, _, address = address.partition("://")
-        if scheme.lower() != "tcp":
-            raise ValueError(f"bad client URL {url!r}: unsupported scheme {scheme + '://'!r}")
-    if address.startswith("["):
-        end = address.find("]")
-        host, port_text = address[1:end], address[end + 1 :]
-        if end < 0 or not _IPV6_RE.fullmatch(host) or ":" not in host:
-            raise ValueError(f"bad client URL {url!r}: bad IPv6 address in {text.strip()!r}")
-        if not port_text.startswith(":"):
-            raise ValueError(f"bad client URL {url!r}: no port in {text.strip()!r}")
-        port_text = port_text[1:]
-        host = f"[{host}]"
-    else:
-        host, sep, port_text = address.rpartition(":")
-        if not sep:
-            raise ValueError(f"bad client URL {url!r}: no port in {text.strip()!r}")
-        if ":" in host:
-            raise ValueError(
-                f"bad client URL {url!r}: IPv6 addresses go in brackets, as [::1]:61616"
-            )
-        if not _HOST_RE.fullmatch(host):
-            raise ValueError(f"bad client URL {url!r}: bad host {host!r}")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad client URL {url!r}: bad port {port_text!r}")
-    return f"{host}:{int(port_text)}"
+    try:
+        return str(parse_address(text))
+    except AddressError as e:
+        raise ValueError(f"bad client URL {url!r}: {_reason(e)}") from None
+
+
+def _reason(error: AddressError) -> str:
+    """What is wrong with one address of a client URL, in the client's words."""
+    problem, given, part = error.problem, error.text, error.part
+    if problem is Problem.EMPTY:
+        return "empty address"
+    if problem is Problem.TRANSPORT:
+        return f"unsupported scheme {part + '://'!r}"
+    if problem is Problem.PATH:
+        return f"bad port in {given!r}: no path or options may follow host:port"
+    if problem in (Problem.BRACKET, Problem.IPV6):
+        return f"bad IPv6 address in {given!r}"
+    if problem is Problem.UNBRACKETED_IPV6:
+        return "IPv6 addresses go in brackets, as [::1]:61616"
+    if problem is Problem.NO_PORT:
+        return f"no port in {given!r}"
+    if problem is Problem.IPV4:
+        return f"bad IPv4 address {part!r}"
+    if problem in (Problem.NO_HOST, Problem.HOST):
+        return f"bad host {part!r}"
+    return f"bad port {part!r}"  # none, not digits, or out of range
 
 
 def _parse_options(query: str, url: str) -> dict[str, Any]:
