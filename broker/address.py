@@ -87,66 +87,97 @@ def parse_address(text: str) -> Address:
     '999.1.1.1:1'`` or ``port 0 out of range 1-65535``.
     """
     given = text.strip()
-
-    def fail(problem: Problem, part: str, message: str) -> AddressError:
-        return AddressError(problem, given, part, message)
-
     if not given:
-        raise fail(Problem.EMPTY, "", "empty address")
+        raise AddressError(Problem.EMPTY, given, "", "empty address")
     rest = given
     if "://" in rest:
         transport, _, rest = rest.partition("://")
         if transport.lower() != "tcp":
-            raise fail(
+            raise AddressError(
                 Problem.TRANSPORT,
+                given,
                 transport,
                 f"unsupported transport '{transport}' in {given!r} (only tcp:// is "
                 f"supported; the prefix may also be left out)",
             )
     if "?" in rest or "/" in rest:
-        raise fail(
-            Problem.PATH, given, f"address {given!r} may not carry a path or options; use host:port"
+        raise AddressError(
+            Problem.PATH,
+            given,
+            given,
+            f"address {given!r} may not carry a path or options; use host:port",
         )
     if rest.startswith("["):
-        close = rest.find("]")
-        if close < 0:
-            raise fail(Problem.BRACKET, rest, f"missing ']' in address {given!r}")
-        host, after = rest[1:close], rest[close + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise fail(Problem.IPV6, host, f"bad IPv6 address {host!r} in {given!r}") from None
-        if not after.startswith(":"):
-            raise fail(
-                Problem.NO_PORT, given, f"missing port in address {given!r} (expected [host]:port)"
-            )
-        port_text = after[1:]
+        host, port_text = _bracketed(given, rest)
     else:
-        host, colon, port_text = rest.rpartition(":")
-        if not colon:
-            raise fail(
-                Problem.NO_PORT, given, f"missing port in address {given!r} (expected host:port)"
-            )
-        if ":" in host:
-            raise fail(
-                Problem.UNBRACKETED_IPV6,
-                host,
-                f"IPv6 address in {given!r} must be in brackets: [host]:port",
-            )
-        if not host:
-            raise fail(Problem.NO_HOST, host, f"missing host in address {given!r}")
-        if _IPV4ISH_RE.fullmatch(host):
-            try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
-                raise fail(Problem.IPV4, host, f"bad IPv4 address {host!r} in {given!r}") from None
-        elif not _HOST_RE.fullmatch(host) or len(host) > _HOST_MAX:
-            raise fail(Problem.HOST, host, f"bad host name {host!r} in {given!r}")
+        host, port_text = _plain(given, rest)
+    return Address(host, _port(given, port_text))
+
+
+def _bracketed(given: str, rest: str) -> tuple[str, str]:
+    """``[ipv6]:port`` split into the IPv6 address (checked) and the port text."""
+    close = rest.find("]")
+    if close < 0:
+        raise AddressError(Problem.BRACKET, given, rest, f"missing ']' in address {given!r}")
+    host, after = rest[1:close], rest[close + 1 :]
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        raise AddressError(
+            Problem.IPV6, given, host, f"bad IPv6 address {host!r} in {given!r}"
+        ) from None
+    if not after.startswith(":"):
+        raise AddressError(
+            Problem.NO_PORT,
+            given,
+            given,
+            f"missing port in address {given!r} (expected [host]:port)",
+        )
+    return host, after[1:]
+
+
+def _plain(given: str, rest: str) -> tuple[str, str]:
+    """``host:port`` split into the host (an IPv4 address or a name, checked) and the port
+    text."""
+    host, colon, port_text = rest.rpartition(":")
+    if not colon:
+        raise AddressError(
+            Problem.NO_PORT, given, given, f"missing port in address {given!r} (expected host:port)"
+        )
+    if ":" in host:
+        raise AddressError(
+            Problem.UNBRACKETED_IPV6,
+            given,
+            host,
+            f"IPv6 address in {given!r} must be in brackets: [host]:port",
+        )
+    if not host:
+        raise AddressError(Problem.NO_HOST, given, host, f"missing host in address {given!r}")
+    if _IPV4ISH_RE.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise AddressError(
+                Problem.IPV4, given, host, f"bad IPv4 address {host!r} in {given!r}"
+            ) from None
+    elif not _HOST_RE.fullmatch(host) or len(host) > _HOST_MAX:
+        raise AddressError(Problem.HOST, given, host, f"bad host name {host!r} in {given!r}")
+    return host, port_text
+
+
+def _port(given: str, port_text: str) -> int:
+    """The port number: decimal digits, 1-65535."""
     if not port_text:
-        raise fail(Problem.EMPTY_PORT, port_text, f"missing port in address {given!r}")
+        raise AddressError(
+            Problem.EMPTY_PORT, given, port_text, f"missing port in address {given!r}"
+        )
     if not _PORT_RE.fullmatch(port_text):
-        raise fail(Problem.PORT, port_text, f"bad port {port_text!r} in address {given!r}")
+        raise AddressError(
+            Problem.PORT, given, port_text, f"bad port {port_text!r} in address {given!r}"
+        )
     port = int(port_text)
     if not PORT_MIN <= port <= PORT_MAX:
-        raise fail(Problem.PORT_RANGE, port_text, f"port {port} out of range {PORT_MIN}-{PORT_MAX}")
-    return Address(host, port)
+        raise AddressError(
+            Problem.PORT_RANGE, given, port_text, f"port {port} out of range {PORT_MIN}-{PORT_MAX}"
+        )
+    return port

@@ -22,6 +22,8 @@ def _refusal(status: admin_pb2.StatusResponse) -> str | None:
 
 @dataclass(eq=False)
 class _Connection:
+    """A channel to one broker that serves clients, with its two stubs."""
+
     address: str
     channel: grpc.aio.Channel
     broker: client_pb2_grpc.BrokerStub
