@@ -27,7 +27,6 @@ reason, e.g. `static:(127.0.0.1:99999): port 99999 out of range 1-65535`.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,19 +34,13 @@ from functools import cached_property
 from typing import Literal
 from urllib.parse import unquote
 
+from broker.address import AddressError, parse_address
 from netconnector.filters import DestinationFilter, PatternError, check_pattern
 
 ConnectorKind = Literal["static", "masterslave", "multicast"]
 
 DEFAULT_DISCOVERY_GROUP = "default"
-PORT_MIN, PORT_MAX = 1, 65535
 
-# Hostnames: dot-separated labels of letters, digits, '-' and '_' (underscores are not
-# valid DNS but appear in container and /etc/hosts names, and gRPC resolves them).
-_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
-_HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_IPV4ISH_RE = re.compile(r"[0-9.]+")
-_PORT_RE = re.compile(r"[0-9]+")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(.*)", re.DOTALL)
 # Discovery group names become zeroconf service names, whose labels are at most 63 bytes.
@@ -304,53 +297,10 @@ def _parse_address(text: str, fail: Callable[[str], ConnectorError]) -> str:
     """Check one `[tcp://]host:port` and return it as `host:port`."""
     if not text:
         raise fail("empty address in the address list")
-    original = text
-    if "://" in text:
-        transport, _, text = text.partition("://")
-        if transport.lower() != "tcp":
-            raise fail(
-                f"unsupported transport '{transport}' in {original!r} (only tcp:// is "
-                f"supported; the prefix may also be left out)"
-            )
-    if "?" in text or "/" in text:
-        raise fail(f"address {original!r} may not carry a path or options; use host:port")
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise fail(f"missing ']' in address {original!r}")
-        host, after = text[1:close], text[close + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise fail(f"bad IPv6 address {host!r} in {original!r}") from None
-        if not after.startswith(":"):
-            raise fail(f"missing port in address {original!r}")
-        port_text = after[1:]
-        shown_host = f"[{host}]"
-    else:
-        host, colon, port_text = text.rpartition(":")
-        if not colon:
-            raise fail(f"missing port in address {original!r} (expected host:port)")
-        if ":" in host:
-            raise fail(f"IPv6 address in {original!r} must be in brackets: [host]:port")
-        if not host:
-            raise fail(f"missing host in address {original!r}")
-        if _IPV4ISH_RE.fullmatch(host):
-            try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
-                raise fail(f"bad IPv4 address {host!r} in {original!r}") from None
-        elif not _HOST_RE.fullmatch(host) or len(host) > 253:
-            raise fail(f"bad host name {host!r} in {original!r}")
-        shown_host = host
-    if not port_text:
-        raise fail(f"missing port in address {original!r}")
-    if not _PORT_RE.fullmatch(port_text):
-        raise fail(f"bad port {port_text!r} in address {original!r}")
-    port = int(port_text)
-    if not PORT_MIN <= port <= PORT_MAX:
-        raise fail(f"port {port} out of range {PORT_MIN}-{PORT_MAX}")
-    return f"{shown_host}:{port}"
+    try:
+        return str(parse_address(text))
+    except AddressError as e:
+        raise fail(str(e)) from None
 
 
 def _parse_query(query: str, fail: Callable[[str], ConnectorError]) -> dict[str, str]:

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from broker.client import STALL_SECONDS, Client
+from broker.client import Client
+from broker.client.limits import STALL_SECONDS
 from broker.pb import admin_pb2, client_pb2
 from tests.support.aio import run
 from tests.support.procs import BrokerProcess

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from broker.client import _CORE_SEND_FAILURE
+from broker.client.streams import _CORE_SEND_FAILURE
 from broker.core.broker import Broker
 from broker.core.config import BrokerConfig
 from broker.core.store import Store

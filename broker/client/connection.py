@@ -1,0 +1,425 @@
+"""The async client: connects to a broker (with a failover URL, to whichever of several
+accepts, probing them), fails over when a stream breaks, and opens producers, consumers
+and Admin calls on the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+
+from broker.client.channel import _Connection, _refusal
+from broker.client.consumer import Consumer
+from broker.client.errors import ConnectionLost, is_failover_code
+from broker.client.limits import (
+    ELECTING_POLL,
+    FAILOVER_PROBE_TIMEOUT,
+    MAX_GRPC_MESSAGE_BYTES,
+    PROBE_HEAD_START,
+    PROBE_TIMEOUT,
+    STABLE_CONNECTION_SECONDS,
+)
+from broker.client.producer import Producer
+from broker.client.url import ClientUrl, parse_url
+from broker.errors import BrokerError
+from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2_grpc, message_pb2
+from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
+
+log = logging.getLogger("netbroker.client")
+
+_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
+    # A broker that stops answering (paused, cut off) is given up within about
+    # 1.1 s, so that producers reach a new master about as soon as it is elected
+    # (1-1.5 s after a master freezes). Pings are answered by gRPC's own threads, not the
+    # broker's loop: a busy broker still answers them in time. Brokers permit pings
+    # this often (broker/server/listen.py).
+    ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # Without it gRPC waits 60 s for a ping answer, whatever keepalive_timeout says.
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Keep pinging on long idle streams (a consumer waiting on an empty queue): gRPC's
+    # default stops after two pings without data, and a dead broker would go unnoticed.
+    ("grpc.http2.max_pings_without_data", 0),
+    # A private subchannel per channel: a fresh channel to an address that just failed
+    # must really try to connect, not inherit a shared subchannel's reconnect backoff.
+    ("grpc.use_local_subchannel_pool", 1),
+)
+
+
+class _Refused(Exception):
+    """An address did not accept us; `not_serving`: a broker there answered that it
+    takes no clients now (a slave, electing), rather than not answering at all."""
+
+    def __init__(self, reason: str, not_serving: bool = False) -> None:
+        super().__init__(reason)
+        self.not_serving = not_serving
+
+
+class Client:
+    """An async connection to a broker (or, with a failover URL, to whichever of several
+    brokers accepts). Create with :meth:`connect`; use from one event loop."""
+
+    def __init__(self, url: ClientUrl) -> None:
+        """Use :meth:`Client.connect`, which also connects."""
+        self.url = url
+        self._loop = asyncio.get_running_loop()
+        self._rotation = AddressRotation(url.addresses, url.randomize)
+        self._backoff = Backoff(url.initial_reconnect_delay, url.max_reconnect_delay)
+        self._lock = asyncio.Lock()
+        self._conn: _Connection | None = None
+        self._connected_at = float("-inf")
+        self._lost: ConnectionLost | None = None
+        self._closing = False
+        self._closed = False
+        self._producers: set[Producer] = set()
+        self._consumers: set[Consumer] = set()
+        self._shared_producer: Producer | None = None
+
+    @classmethod
+    async def connect(cls, url: str | ClientUrl) -> Client:
+        """Connect to the first address that accepts, trying the URL's addresses in turn
+        with backoff (a failover URL tries until its ``timeout``; a plain one tries once).
+
+        Raises ValueError for a malformed URL and ConnectionLost when no broker accepts.
+        """
+        client = cls(parse_url(url) if isinstance(url, str) else url)
+        async with client._lock:
+            client._conn = await client._establish(after_loss=False)
+        return client
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def address(self) -> str | None:
+        """The address currently connected to (None while reconnecting)."""
+        return self._conn.address if self._conn else None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closing
+
+    # ---------------------------------------------------------------- messaging
+
+    def producer(self, max_in_flight: int = 5000) -> Producer:
+        """A pipelined producer with its own stream: at most ``max_in_flight`` messages
+        queued or awaiting their ack at once (``send`` waits for room beyond that)."""
+        self._check_open()
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        producer = Producer(self, max_in_flight)
+        self._producers.add(producer)
+        return producer
+
+    async def send(
+        self,
+        queue: str,
+        body: bytes | str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        persistent: bool = True,
+        priority: int = 4,
+        ttl: float | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """Send one message and wait for the broker's ack; return the message's id.
+
+        Concurrent calls share one stream and are batched together. Raises BrokerError
+        when the broker rejects the message, ConnectionLost when no broker can be reached.
+        """
+        if self._shared_producer is None:
+            self._shared_producer = self.producer()
+        future = await self._shared_producer.send(
+            queue,
+            body,
+            headers=headers,
+            persistent=persistent,
+            priority=priority,
+            ttl=ttl,
+            message_id=message_id,
+        )
+        return await future
+
+    async def subscribe(
+        self,
+        queue: str,
+        *,
+        prefetch: int = 1000,
+        auto_ack: bool = False,
+        priority: int = 0,
+        name: str = "",
+    ) -> Consumer:
+        """Open a consumer on ``queue``: the broker holds out at most ``prefetch``
+        unacknowledged deliveries to it (brokers serve at most 65,535, and at most 64 MiB
+        of messages, whatever is asked). With ``auto_ack`` a delivery is acked when the
+        next one is asked for (or on close). Returns once the subscription is sent; the
+        broker's refusal (a bad queue name) is raised by the first ``receive``."""
+        self._check_open()
+        if not isinstance(queue, str):
+            raise TypeError(f"queue must be a string, not {type(queue).__name__}")
+        if not 1 <= prefetch <= 0xFFFFFFFF:
+            raise ValueError("prefetch must be at least 1")
+        consumer = Consumer(self, queue, prefetch, auto_ack, priority, name)
+        self._consumers.add(consumer)
+        try:
+            await consumer._start()
+        except BaseException:
+            await consumer.close()
+            raise
+        return consumer
+
+    # ---------------------------------------------------------------- admin
+
+    async def status(self) -> admin_pb2.StatusResponse:
+        """The connected broker's name, role, address, version and components."""
+        return await self._admin("Status", admin_pb2.StatusRequest())
+
+    async def queues(self) -> list[admin_pb2.QueueInfo]:
+        """Every queue the broker holds, with its depth and counters."""
+        response = await self._admin("ListQueues", admin_pb2.ListQueuesRequest())
+        return list(response.queues)
+
+    async def purge(self, queue: str) -> int:
+        """Remove ``queue``'s pending messages (in-flight ones stay); return how many."""
+        response = await self._admin("Purge", admin_pb2.PurgeRequest(queue=queue))
+        return response.purged
+
+    async def browse(self, queue: str, limit: int = 100) -> list[message_pb2.Message]:
+        """Up to ``limit`` of ``queue``'s pending messages, in dispatch order, left in place."""
+        response = await self._admin("Browse", admin_pb2.BrowseRequest(queue=queue, limit=limit))
+        return list(response.messages)
+
+    async def _admin(self, method: str, request: Any) -> Any:
+        """A unary Admin call; a failover client retries it on the next broker."""
+        while True:
+            conn = await self._connection()
+            try:
+                return await getattr(conn.admin, method)(request)
+            except grpc.aio.AioRpcError as e:
+                error = BrokerError(e.code().name, e.details() or "no details")
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                error = BrokerError("CANCELLED", "the call was cancelled")
+            if not is_failover_code(error.code):
+                raise error
+            await self._replace(conn, error.message)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def close(self, *, drain_timeout: float | None = 10.0) -> None:
+        """Close consumers (their pending acks are written first; unacked messages go back
+        to the broker), then producers: wait up to ``drain_timeout`` seconds (None: no
+        limit) for the acks of messages already sent, failing the rest with
+        ConnectionLost. Then close the connection. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            await asyncio.gather(
+                *(consumer.close() for consumer in list(self._consumers)),
+                *(producer.close(timeout=drain_timeout) for producer in list(self._producers)),
+                return_exceptions=True,
+            )
+        finally:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await conn.channel.close()
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise RuntimeError("the client is closed")
+        if self._lost is not None:
+            raise self._lost
+
+    def _check_usable(self) -> None:
+        """Raise if no connection may be (re)made: closed, or lost for good."""
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+        if self._lost is not None:
+            raise self._lost
+
+    async def _connection(self) -> _Connection:
+        """The current connection, waiting while another task reconnects."""
+        self._check_usable()
+        conn = self._conn
+        if conn is not None:
+            return conn
+        async with self._lock:
+            self._check_usable()
+            if self._conn is None:
+                await self._reconnect_locked()
+            assert self._conn is not None
+            return self._conn
+
+    async def _replace(self, failed: _Connection, reason: str) -> None:
+        """A stream on ``failed`` broke for ``reason``: move to another broker, unless
+        another task already did. Raises ConnectionLost when the client must give up."""
+        async with self._lock:
+            self._check_usable()
+            if self._conn is not failed:
+                return
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await failed.channel.close()
+            if not self.url.failover:
+                self._lost = ConnectionLost(f"connection to {failed.address} lost: {reason}")
+                log.warning("%s", self._lost.message)
+                raise self._lost
+            log.warning("connection to %s lost (%s); failing over", failed.address, reason)
+            await self._reconnect_locked()
+
+    async def _reconnect_locked(self) -> None:
+        started = self._loop.time()
+        try:
+            conn = await self._establish(after_loss=True)
+        except ConnectionLost as e:
+            if not self._closed:
+                self._lost = e
+                log.error("%s", e.message)
+            raise
+        self._conn = conn
+        log.info("reconnected to %s after %.3f s", conn.address, self._loop.time() - started)
+
+    async def _establish(self, *, after_loss: bool) -> _Connection:
+        """Try addresses in rotation, with backoff, until one accepts. Holds the lock.
+
+        A probe that has not answered within PROBE_HEAD_START goes on beside the next
+        address's: a frozen broker (it takes the connection and answers nothing) must not
+        hold up the group's new master for the whole probe timeout."""
+        url = self.url
+        loop = self._loop
+        deadline = None if url.timeout is None else loop.time() + url.timeout
+        # A connection that dropped soon after it was made (a broker refusing us on the
+        # stream, a flapping network) continues the backoff instead of retrying at once.
+        flapping = after_loss and loop.time() - self._connected_at < STABLE_CONNECTION_SECONDS
+        if not flapping:
+            self._backoff.reset()
+        attempts = 0
+        failures: deque[str] = deque(maxlen=len(url.addresses))  # the last of each address
+        electing = False  # the last address to answer said it does not serve now
+        probes: dict[asyncio.Task[_Connection], str] = {}
+        head_start = PROBE_HEAD_START if len(url.addresses) > 1 else None
+
+        def settle(done: set[asyncio.Task[_Connection]]) -> _Connection | None:
+            """The first accepted connection among finished probes, recording refusals."""
+            nonlocal electing
+            accepted = None
+            for task in done:
+                address = probes.pop(task)
+                error = task.exception()
+                if error is None:
+                    if accepted is None:
+                        accepted = task.result()
+                    else:
+                        self._loop.create_task(task.result().channel.close())
+                    continue
+                if not isinstance(error, _Refused):
+                    raise error
+                log.debug("connecting to %s failed: %s", address, error)
+                electing = error.not_serving
+                failures.append(f"{address}: {error}")
+                if not url.failover:
+                    raise ConnectionLost(f"cannot connect to {address}: {error}") from None
+            return accepted
+
+        async def wait(timeout: float | None, until_answer: bool) -> _Connection | None:
+            """Wait `timeout` (None: until the probes end) for a probe to accept; with
+            `until_answer`, stop at the first answer of any kind."""
+            end = None if timeout is None else loop.time() + timeout
+            while True:
+                left = None if end is None else end - loop.time()
+                if left is not None and left <= 0:
+                    return None
+                if not probes:
+                    if left is not None and not until_answer:
+                        await asyncio.sleep(left)
+                    return None
+                done, _ = await asyncio.wait(
+                    probes, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                conn = settle(done)
+                if conn is not None or (done and until_answer):
+                    return conn
+
+        try:
+            while True:
+                if self._closed:
+                    raise ConnectionLost("the client is closed")
+                if attempts or flapping:
+                    delay = self._backoff.next()
+                    if electing:
+                        delay = min(delay, ELECTING_POLL)
+                    if deadline is not None and loop.time() + delay >= deadline:
+                        break
+                    conn = await wait(delay, until_answer=False)
+                    if conn is not None:
+                        return self._accepted(conn)
+                attempts += 1
+                address = self._rotation.next()
+                if address not in probes.values():
+                    probe_timeout = self._probe_timeout()
+                    if deadline is not None:
+                        probe_timeout = min(probe_timeout, max(deadline - loop.time(), 0.001))
+                    probes[loop.create_task(self._probe(address, probe_timeout))] = address
+                conn = await wait(head_start, until_answer=True)
+                if conn is not None:
+                    return self._accepted(conn)
+                if deadline is not None and loop.time() >= deadline:
+                    break
+        finally:
+            for task in probes:
+                task.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
+            for task in probes:
+                if not task.cancelled() and task.exception() is None:
+                    await task.result().channel.close()
+        raise ConnectionLost(
+            f"no broker accepted within {url.timeout:g} s after {attempts} attempts "
+            f"({'; '.join(failures) or 'no attempt'})"
+        )
+
+    def _accepted(self, conn: _Connection) -> _Connection:
+        if self._closed:
+            self._loop.create_task(conn.channel.close())
+            raise ConnectionLost("the client is closed")
+        self._connected_at = self._loop.time()
+        return conn
+
+    def _probe_timeout(self) -> float:
+        return FAILOVER_PROBE_TIMEOUT if len(self.url.addresses) > 1 else PROBE_TIMEOUT
+
+    async def _probe(self, address: str, timeout: float) -> _Connection:
+        """Open a channel to ``address`` and check that a broker there takes clients."""
+        channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        admin = admin_pb2_grpc.AdminStub(channel)
+        try:
+            status = await admin.Status(
+                admin_pb2.StatusRequest(), timeout=timeout, wait_for_ready=False
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                await channel.close()
+                raise _Refused(f"{e.code().name}: {e.details()}") from None
+        except BaseException:
+            await channel.close()
+            raise
+        else:
+            if (refused := _refusal(status)) is not None:
+                await channel.close()
+                raise _Refused(refused, True)
+        return _Connection(address, channel, client_pb2_grpc.BrokerStub(channel), admin)
