@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from broker import __version__
 
 if TYPE_CHECKING:
-    from broker.cluster.topology import Topology
+    from broker.cluster.model import Topology
 
 PROG = "netbroker"
 DEFAULT_URL = "127.0.0.1:61616"
@@ -85,7 +85,7 @@ def _positive_float() -> Callable[[str], float]:
 
 
 def _broker_name(text: str) -> str:
-    from broker.cluster.topology import check_name
+    from broker.cluster.schema import check_name
 
     problem = check_name(text)
     if problem:
@@ -507,8 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except Exception as e:
-        from broker.cluster.topology import TopologyError
-        from broker.cluster.up import UpError
+        from broker.cluster.errors import TopologyError, UpError
         from broker.errors import StartupError
 
         if isinstance(e, TopologyError | UpError | StartupError):
@@ -576,29 +575,29 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _load_topology(path: str) -> Topology:
-    from broker.cluster import topology
+    from broker.cluster import loader
     from netconnector.uri import parse_connector
 
-    return topology.load(path, parse_connector)
+    return loader.load(path, parse_connector)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from broker.cluster import up
+    from broker.cluster import commands
 
     topology = _load_topology(args.file)
-    return up.up(topology, detach=args.detach, timeout=args.timeout, interval=args.interval)
+    return commands.up(topology, detach=args.detach, timeout=args.timeout, interval=args.interval)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from broker.cluster import up
+    from broker.cluster import commands
 
-    return up.status(_load_topology(args.file))
+    return commands.status(_load_topology(args.file))
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from broker.cluster import up
+    from broker.cluster import commands
 
-    return up.down(_load_topology(args.file), timeout=args.timeout)
+    return commands.down(_load_topology(args.file), timeout=args.timeout)
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
@@ -906,7 +905,7 @@ def _uptime(started_ms: int) -> str:
 
 
 async def _stat(args: argparse.Namespace) -> int:
-    from broker.cluster.up import format_table
+    from broker.cluster.report import format_table
 
     client = await _connect(args)
     try:

@@ -1,0 +1,426 @@
+"""`netbroker up`, `status` and `down` as the command line runs them.
+as supervised processes.
+
+With `zookeeper: embedded` and a group that elects through ZooKeeper, `up` first starts
+one ZooKeeper server (`broker.cluster.zookeeper.Ensemble`, data and log in DATA/zookeeper, on
+`zookeeper_port` or a free port of 127.0.0.1) and hands its connect string to every
+group member; it is stopped last. Each broker then runs as `python -m broker broker
+--name N --port P --data DATA/N --group G [group flags] --connector URI ...`, in a
+session of its own, with its stdout and stderr appended to `DATA/N/broker.log`. A
+broker is ready when that log shows its `netbroker: broker N listening on HOST:PORT`
+line (or its Admin.Status answers under its name). The cluster is up (`cluster_problems`
+is empty) when every broker answers Admin.Status, each master/slave group has exactly
+one master and its other members are slaves, and every bridge of each standalone broker
+and of each group's master reports "up" (slaves run no bridges); `up` waits for that
+within one deadline and prints the table only then: each broker's role, replication
+position, client address, pid and bridges, and each group's master.
+
+* Foreground (`up FILE`): the brokers also get SIGTERM, and ZooKeeper SIGKILL, if the
+  supervisor dies (Linux parent-death signal), so a killed `up` leaves nothing behind.
+  Ctrl-C, SIGTERM or SIGHUP stop every broker (SIGTERM, up to 10 s, then SIGKILL), then
+  ZooKeeper. A second Ctrl-C kills at once. While running, a status line per broker
+  every `--interval` s, and a line at once whenever a group member's role changes, so a
+  failover shows as it happens.
+* Detached (`up FILE --detach`): brokers and ZooKeeper outlive the command. Their pids
+  and command lines go to `DATA/netbroker-up.json`, which `status` and `down` read; a
+  foreground `up` writes the same file (with its own pid) so `status` works beside it.
+
+The pieces (planning, starting, waiting, stopping, the state file) are separate functions
+over plain data so that tests can drive them with a stand-in broker command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from broker.cluster.embedded import (
+    recorded_zookeeper,
+    start_zookeeper,
+    stop_recorded_zookeeper,
+    zookeeper_entry,
+)
+from broker.cluster.errors import Interrupted, UpError
+from broker.cluster.model import Topology
+from broker.cluster.paths import display_path
+from broker.cluster.plan import LOG_FILE, plan
+from broker.cluster.probe import AdminProbe, BrokerStatus
+from broker.cluster.processes import (
+    DEFAULT_STOP_TIMEOUT,
+    BrokerProcess,
+    pid_alive,
+    pid_matches,
+    start,
+    stop,
+    with_tail,
+)
+from broker.cluster.readiness import (
+    DEFAULT_READY_TIMEOUT,
+    cluster_problems,
+    wait_cluster,
+    wait_ready,
+)
+from broker.cluster.report import (
+    ARROW,
+    bridge_problem,
+    cluster_table,
+    group_lines,
+    role_change_line,
+    status_line,
+    waiting_for,
+    zookeeper_line,
+)
+from broker.cluster.state import adopted, read_state, state_path, supervisor_alive, write_state
+from broker.cluster.zookeeper import Ensemble
+
+DEFAULT_INTERVAL = 5.0
+
+# How often a running `up` looks at group members' roles, to report a failover at once.
+ROLE_POLL = 0.5
+
+
+@contextlib.contextmanager
+def _stop_signals(stop_requested: threading.Event, kill_now: threading.Event) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP ask for an orderly stop; a second one for a kill."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop_requested.is_set():
+            kill_now.set()
+        stop_requested.set()
+
+    sigs = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    previous = {s: signal.signal(s, handler) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _print(stream: TextIO, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def up(
+    topology: Topology,
+    *,
+    detach: bool = False,
+    timeout: float = DEFAULT_READY_TIMEOUT,
+    interval: float = DEFAULT_INTERVAL,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    command: Sequence[str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start a topology: its embedded ZooKeeper if it has one, then its brokers; in the
+    foreground, supervise them until told to stop, then stop brokers, then ZooKeeper."""
+    spath = state_path(topology, cwd)
+    state = read_state(spath)
+    if state is not None:
+        running = adopted(plan(topology, cwd=cwd, command=command, pick_port=lambda: 0), state)
+        sup = supervisor_alive(state)
+        zk_pid = recorded_zookeeper(state)
+        if running or sup or zk_pid:
+            who = ", ".join(f"{p.name} (pid {p.pid})" for p in running)
+            if zk_pid:
+                who = ", ".join(filter(None, [who, f"zookeeper (pid {zk_pid})"]))
+            raise UpError(
+                f"{topology.source}: already running: {who or f'pid {sup}'}; "
+                f"see `netbroker status {topology.source}`, stop with "
+                f"`netbroker down {topology.source}`"
+            )
+        spath.unlink(missing_ok=True)  # stale: everything it names has gone
+
+    data = display_path(topology.data_root(cwd).absolute(), cwd)
+    n = len(topology.brokers)
+    embedded = topology.uses_zookeeper and bool(topology.zookeeper and topology.zookeeper.embedded)
+
+    stop_requested = threading.Event()
+    kill_now = threading.Event()
+    probe = AdminProbe(timeout=3.0)
+    procs: list[BrokerProcess] = []
+    ensemble: Ensemble | None = None
+    wrote_state = False
+    with _stop_signals(stop_requested, kill_now):
+        try:
+            zk_connect = None
+            if embedded:
+                zk_dir = display_path(topology.zookeeper_dir(cwd).absolute(), cwd)
+                _print(err, f"netbroker: starting ZooKeeper (embedded) in {zk_dir}")
+                ensemble = start_zookeeper(topology, cwd=cwd, detach=detach, timeout=timeout)
+                zk_connect = ensemble.connect_string
+                _print(err, f"netbroker: ZooKeeper serving at {zk_connect}")
+                if stop_requested.is_set():
+                    raise Interrupted()
+            # One deadline for the brokers' start: ready, groups elected, every bridge up.
+            deadline = time.monotonic() + timeout
+            plans = plan(topology, cwd=cwd, command=command, zookeeper=zk_connect)
+            _print(
+                err,
+                f"netbroker: starting {n} broker{'s' if n != 1 else ''} from "
+                f"{topology.source}; logs in {data}/<broker>/{LOG_FILE}",
+            )
+            procs = start(plans, detach=detach)
+            wait_ready(procs, timeout=timeout, stop_requested=stop_requested, probe=probe)
+            waits = waiting_for(plans)
+            if waits:
+                _print(err, f"netbroker: brokers ready; waiting for {waits}")
+            statuses = wait_cluster(
+                procs, probe, deadline=deadline, timeout=timeout, stop_requested=stop_requested
+            )
+            zk_state = zookeeper_entry(ensemble) if ensemble is not None else None
+            # Recorded before the table appears, so `status` works once it has.
+            write_state(spath, topology, procs, detached=detach, zookeeper=zk_state)
+            wrote_state = True
+            _print(out, cluster_table(plans, {p.name: p.pid for p in procs}, statuses))
+            for line in group_lines(plans, statuses):
+                _print(out, line)
+            if zk_state is not None:
+                _print(out, f"zookeeper: embedded at {zk_connect}, pid {zk_state['pid']}")
+            elif external := zookeeper_line(topology, None, probe=False):
+                _print(out, external)
+            if detach:
+                _print(
+                    err,
+                    f"netbroker: running detached; `netbroker status {topology.source}`"
+                    f" shows them, `netbroker down {topology.source}` stops them",
+                )
+                procs = []  # leave them running
+                if ensemble is not None:
+                    for server in ensemble:
+                        server.release()  # not stopped at this interpreter's exit
+                    ensemble = None
+                return 0
+            _print(err, "netbroker: running; Ctrl-C stops every broker")
+            return _supervise(procs, stop_requested, probe, interval, out, err, statuses)
+        except Interrupted:
+            _print(err, "netbroker: interrupted while starting")
+            return 130
+        finally:
+            probe.close()
+            if procs:
+                live = [p for p in procs if p.alive()]
+                if live:
+                    _print(err, "netbroker: stopping " + ", ".join(p.name for p in live))
+                stop(procs, kill_now=kill_now, report=lambda m: _print(err, "netbroker: " + m))
+                if live:
+                    _print(err, "netbroker: stopped")
+            if ensemble is not None:
+                # Last: members close their ZooKeeper sessions as they stop.
+                if any(server.alive for server in ensemble):
+                    _print(err, "netbroker: stopping ZooKeeper")
+                ensemble.stop(timeout=2.0 if kill_now.is_set() else 5.0)
+            if wrote_state and not detach:
+                spath.unlink(missing_ok=True)
+
+
+def _supervise(
+    procs: Sequence[BrokerProcess],
+    stop_requested: threading.Event,
+    probe: AdminProbe,
+    interval: float,
+    out: TextIO,
+    err: TextIO,
+    statuses: Mapping[str, BrokerStatus | None] | None = None,
+) -> int:
+    """Report every `interval` s, any broker that exits, and at once any role change in a
+    master/slave group (a failover shows as it happens), until a stop is requested."""
+    exited: set[str] = set()
+    next_report = time.monotonic() + interval
+    members = [p for p in procs if p.plan.election]
+    roles = {
+        p.name: (st.role if (st := (statuses or {}).get(p.name)) is not None else "not answering")
+        for p in members
+    }
+    quick = AdminProbe(timeout=1.0)
+    next_roles = time.monotonic() + ROLE_POLL
+    try:
+        while not stop_requested.wait(0.2):
+            for p in procs:
+                if p.name not in exited and not p.alive():
+                    exited.add(p.name)
+                    _print(
+                        err, "netbroker: " + with_tail(f"broker {p.name} {p.describe_exit()}", p)
+                    )
+            if len(exited) == len(procs):
+                _print(err, "netbroker: every broker has exited")
+                return 1
+            if members and time.monotonic() >= next_roles:
+                next_roles = time.monotonic() + ROLE_POLL
+                for p in members:
+                    st = None if p.name in exited else quick.status(p.plan.address, queues=False)
+                    if st is not None and st.name != p.name:
+                        st = None
+                    role = "exited" if p.name in exited else (
+                        st.role if st is not None else "not answering"
+                    )  # fmt: skip
+                    if role != roles[p.name]:
+                        stamp = datetime.now().strftime("%H:%M:%S")
+                        line = role_change_line(p.name, p.plan.group, roles[p.name], st)
+                        if role == "exited":
+                            line = f"{p.name} ({p.plan.group}): {roles[p.name]} {ARROW} exited"
+                        _print(out, f"[{stamp}] {line}")
+                        roles[p.name] = role
+            if interval > 0 and time.monotonic() >= next_report:
+                next_report = time.monotonic() + interval
+                stamp = datetime.now().strftime("%H:%M:%S")
+                for p in procs:
+                    if p.name in exited:
+                        line = f"{p.name} ({p.plan.group}): {p.describe_exit()}"
+                    else:
+                        line = status_line(
+                            p.name, p.plan.group, probe.status(p.plan.address), p.plan.bridges
+                        )
+                    _print(out, f"[{stamp}] {line}")
+    finally:
+        quick.close()
+    # A stop was asked for; a broker that died on its own still makes the run a failure.
+    return 1 if exited else 0
+
+
+def status(
+    topology: Topology,
+    *,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    cwd: Path | None = None,
+    timeout: float = 2.0,
+) -> int:
+    """Show each broker of the topology from live Admin.Status calls: the table `up`
+    prints (role, replication position, client address, pid, queue depth, bridges), each
+    group's master and its address, and the embedded ZooKeeper. Exits 1 if a broker does
+    not answer, a group has no single master, or a bridge is not up, naming them on
+    stderr."""
+    state = read_state(state_path(topology, cwd))
+    zk_connect = None
+    if state and state.get("zookeeper"):
+        zk_connect = str(state["zookeeper"].get("connect_string", ""))
+    plans = plan(topology, cwd=cwd, zookeeper=zk_connect, pick_port=lambda: 0)
+    recorded = {b["name"]: b for b in state["brokers"]} if state else {}
+    probe = AdminProbe(timeout=timeout)
+    statuses: dict[str, BrokerStatus | None] = {}
+    pids: dict[str, int | None] = {}
+    health: dict[str, str] = {}
+    missing = []
+    any_running = False
+    try:
+        for p in plans:
+            st = probe.status(p.address)
+            statuses[p.name] = st
+            entry = recorded.get(p.name)
+            pid = entry["pid"] if entry else None
+            running = entry is not None and pid is not None and pid_matches(pid, entry.get("argv"))
+            any_running = any_running or running
+            pids[p.name] = pid if running else None
+            if st is not None and st.name == p.name:
+                health[p.name] = "up"
+            elif st is not None:
+                health[p.name] = f"port answers as broker {st.name!r}"
+                missing.append(p.name)
+            elif running:
+                health[p.name] = "running, not answering"
+                missing.append(p.name)
+            else:
+                health[p.name] = "down"
+                missing.append(p.name)
+    finally:
+        probe.close()
+    _print(out, cluster_table(plans, pids, statuses, health))
+    for line in group_lines(plans, statuses):
+        _print(out, line)
+    zk_line = zookeeper_line(topology, state, probe=True)
+    if zk_line:
+        _print(out, zk_line)
+    if state:
+        how = "netbroker up --detach" if state.get("detached") else "netbroker up"
+        stale = (
+            not any_running
+            and supervisor_alive(state) is None
+            and recorded_zookeeper(state) is None
+        )
+        _print(
+            out,
+            f"started {state.get('started', '?')} by {how}"
+            + ("; none of what it started is running" if stale else ""),
+        )
+    if missing:
+        _print(
+            err,
+            f"netbroker: {len(missing)} of {len(plans)} brokers not answering: "
+            + ", ".join(missing),
+        )
+    problems = [
+        line
+        for line in cluster_problems(plans, statuses)
+        if not any(line.startswith(f"{name}: ") for name in missing)
+    ]
+    bridges_down = [line for line in problems if ": bridge " in line]
+    others = [line for line in problems if ": bridge " not in line]
+    if others:
+        _print(err, "netbroker: " + "; ".join(others))
+    if bridges_down:
+        _print(
+            err,
+            f"netbroker: {len(bridges_down)} bridge{'s' if len(bridges_down) != 1 else ''}"
+            " not up: " + "; ".join(bridge_problem(line) for line in bridges_down),
+        )
+    return 1 if missing or problems else 0
+
+
+def down(
+    topology: Topology,
+    *,
+    timeout: float = DEFAULT_STOP_TIMEOUT,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    cwd: Path | None = None,
+) -> int:
+    """Stop what a previous `up` recorded: its brokers, then its embedded ZooKeeper; remove
+    its state file."""
+    spath = state_path(topology, cwd)
+    state = read_state(spath)
+    if state is None:
+        _print(
+            err,
+            f"netbroker: nothing to stop: no {display_path(spath, cwd)} "
+            "(brokers started by `netbroker up` are recorded there)",
+        )
+        return 0
+    plans = plan(topology, cwd=cwd, pick_port=lambda: 0)
+    sup = supervisor_alive(state)
+    if sup is not None:
+        # A foreground `up` is running elsewhere: let it stop its brokers in order.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sup, signal.SIGTERM)
+        deadline = time.monotonic() + timeout + 10.0
+        while pid_alive(sup) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _print(out, f"stopped netbroker up (pid {sup})")
+    procs = adopted(plans, state)
+    stop(procs, timeout=timeout, report=lambda m: _print(err, "netbroker: " + m))
+    left = [p for p in procs if p.alive()]
+    if left:
+        raise UpError("could not stop " + ", ".join(f"{p.name} (pid {p.pid})" for p in left))
+    for p in procs:
+        _print(out, f"stopped {p.name} (pid {p.pid})")
+    zk_pid = stop_recorded_zookeeper(state, timeout=timeout)
+    if zk_pid is not None:
+        if pid_alive(zk_pid):
+            raise UpError(f"could not stop zookeeper (pid {zk_pid})")
+        _print(out, f"stopped zookeeper (pid {zk_pid})")
+    if not procs and sup is None and zk_pid is None:
+        _print(out, "nothing was running")
+    spath.unlink(missing_ok=True)
+    return 0
