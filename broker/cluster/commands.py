@@ -1,5 +1,5 @@
-"""`netbroker up`, `status` and `down` as the command line runs them.
-as supervised processes.
+"""`netbroker up`, `status` and `down` as the command line runs them: a topology's brokers
+(and its embedded ZooKeeper) as supervised processes.
 
 With `zookeeper: embedded` and a group that elects through ZooKeeper, `up` first starts
 one ZooKeeper server (`broker.cluster.zookeeper.Ensemble`, data and log in DATA/zookeeper, on
@@ -38,9 +38,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from broker.cluster.embedded import (
     recorded_zookeeper,
@@ -51,7 +52,7 @@ from broker.cluster.embedded import (
 from broker.cluster.errors import Interrupted, UpError
 from broker.cluster.model import Topology
 from broker.cluster.paths import display_path
-from broker.cluster.plan import LOG_FILE, plan
+from broker.cluster.plan import LOG_FILE, BrokerPlan, plan
 from broker.cluster.probe import AdminProbe, BrokerStatus
 from broker.cluster.processes import (
     DEFAULT_STOP_TIMEOUT,
@@ -127,103 +128,178 @@ def up(
     """Start a topology: its embedded ZooKeeper if it has one, then its brokers; in the
     foreground, supervise them until told to stop, then stop brokers, then ZooKeeper."""
     spath = state_path(topology, cwd)
-    state = read_state(spath)
-    if state is not None:
-        running = adopted(plan(topology, cwd=cwd, command=command, pick_port=lambda: 0), state)
-        sup = supervisor_alive(state)
-        zk_pid = recorded_zookeeper(state)
-        if running or sup or zk_pid:
-            who = ", ".join(f"{p.name} (pid {p.pid})" for p in running)
-            if zk_pid:
-                who = ", ".join(filter(None, [who, f"zookeeper (pid {zk_pid})"]))
-            raise UpError(
-                f"{topology.source}: already running: {who or f'pid {sup}'}; "
-                f"see `netbroker status {topology.source}`, stop with "
-                f"`netbroker down {topology.source}`"
-            )
-        spath.unlink(missing_ok=True)  # stale: everything it names has gone
-
-    data = display_path(topology.data_root(cwd).absolute(), cwd)
-    n = len(topology.brokers)
-    embedded = topology.uses_zookeeper and bool(topology.zookeeper and topology.zookeeper.embedded)
-
-    stop_requested = threading.Event()
-    kill_now = threading.Event()
-    probe = AdminProbe(timeout=3.0)
-    procs: list[BrokerProcess] = []
-    ensemble: Ensemble | None = None
-    wrote_state = False
-    with _stop_signals(stop_requested, kill_now):
+    _refuse_if_running(topology, spath, cwd=cwd, command=command)
+    run = _UpRun(topology, spath, detach=detach, timeout=timeout, out=out, err=err,
+                 command=command, cwd=cwd)  # fmt: skip
+    with _stop_signals(run.stop_requested, run.kill_now):
         try:
-            zk_connect = None
-            if embedded:
-                zk_dir = display_path(topology.zookeeper_dir(cwd).absolute(), cwd)
-                _print(err, f"netbroker: starting ZooKeeper (embedded) in {zk_dir}")
-                ensemble = start_zookeeper(topology, cwd=cwd, detach=detach, timeout=timeout)
-                zk_connect = ensemble.connect_string
-                _print(err, f"netbroker: ZooKeeper serving at {zk_connect}")
-                if stop_requested.is_set():
-                    raise Interrupted()
-            # One deadline for the brokers' start: ready, groups elected, every bridge up.
-            deadline = time.monotonic() + timeout
-            plans = plan(topology, cwd=cwd, command=command, zookeeper=zk_connect)
-            _print(
-                err,
-                f"netbroker: starting {n} broker{'s' if n != 1 else ''} from "
-                f"{topology.source}; logs in {data}/<broker>/{LOG_FILE}",
-            )
-            procs = start(plans, detach=detach)
-            wait_ready(procs, timeout=timeout, stop_requested=stop_requested, probe=probe)
-            waits = waiting_for(plans)
-            if waits:
-                _print(err, f"netbroker: brokers ready; waiting for {waits}")
-            statuses = wait_cluster(
-                procs, probe, deadline=deadline, timeout=timeout, stop_requested=stop_requested
-            )
-            zk_state = zookeeper_entry(ensemble) if ensemble is not None else None
-            # Recorded before the table appears, so `status` works once it has.
-            write_state(spath, topology, procs, detached=detach, zookeeper=zk_state)
-            wrote_state = True
-            _print(out, cluster_table(plans, {p.name: p.pid for p in procs}, statuses))
-            for line in group_lines(plans, statuses):
-                _print(out, line)
-            if zk_state is not None:
-                _print(out, f"zookeeper: embedded at {zk_connect}, pid {zk_state['pid']}")
-            elif external := zookeeper_line(topology, None, probe=False):
-                _print(out, external)
+            statuses = run.start()
+            run.show(statuses)
             if detach:
-                _print(
-                    err,
-                    f"netbroker: running detached; `netbroker status {topology.source}`"
-                    f" shows them, `netbroker down {topology.source}` stops them",
-                )
-                procs = []  # leave them running
-                if ensemble is not None:
-                    for server in ensemble:
-                        server.release()  # not stopped at this interpreter's exit
-                    ensemble = None
+                run.leave_running()
                 return 0
             _print(err, "netbroker: running; Ctrl-C stops every broker")
-            return _supervise(procs, stop_requested, probe, interval, out, err, statuses)
+            return _supervise(
+                run.procs, run.stop_requested, run.probe, interval, out, err, statuses
+            )
         except Interrupted:
             _print(err, "netbroker: interrupted while starting")
             return 130
         finally:
-            probe.close()
-            if procs:
-                live = [p for p in procs if p.alive()]
-                if live:
-                    _print(err, "netbroker: stopping " + ", ".join(p.name for p in live))
-                stop(procs, kill_now=kill_now, report=lambda m: _print(err, "netbroker: " + m))
-                if live:
-                    _print(err, "netbroker: stopped")
-            if ensemble is not None:
-                # Last: members close their ZooKeeper sessions as they stop.
-                if any(server.alive for server in ensemble):
-                    _print(err, "netbroker: stopping ZooKeeper")
-                ensemble.stop(timeout=2.0 if kill_now.is_set() else 5.0)
-            if wrote_state and not detach:
-                spath.unlink(missing_ok=True)
+            run.close()
+
+
+def _refuse_if_running(
+    topology: Topology, spath: Path, *, cwd: Path | None, command: Sequence[str] | None
+) -> None:
+    """Raise UpError if what an earlier `up` recorded still runs; else drop its stale file."""
+    state = read_state(spath)
+    if state is None:
+        return
+    running = adopted(plan(topology, cwd=cwd, command=command, pick_port=lambda: 0), state)
+    sup = supervisor_alive(state)
+    zk_pid = recorded_zookeeper(state)
+    if running or sup or zk_pid:
+        who = ", ".join(f"{p.name} (pid {p.pid})" for p in running)
+        if zk_pid:
+            who = ", ".join(filter(None, [who, f"zookeeper (pid {zk_pid})"]))
+        raise UpError(
+            f"{topology.source}: already running: {who or f'pid {sup}'}; "
+            f"see `netbroker status {topology.source}`, stop with "
+            f"`netbroker down {topology.source}`"
+        )
+    spath.unlink(missing_ok=True)  # stale: everything it names has gone
+
+
+class _UpRun:
+    """One `up`: what it has started so far, each step of the start, and the stop of
+    whatever is still ours at the end (`close`)."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        spath: Path,
+        *,
+        detach: bool,
+        timeout: float,
+        out: TextIO,
+        err: TextIO,
+        command: Sequence[str] | None,
+        cwd: Path | None,
+    ) -> None:
+        self.topology = topology
+        self.spath = spath
+        self.detach = detach
+        self.timeout = timeout
+        self.out = out
+        self.err = err
+        self.command = command
+        self.cwd = cwd
+        self.stop_requested = threading.Event()
+        self.kill_now = threading.Event()
+        self.probe = AdminProbe(timeout=3.0)
+        self.plans: list[BrokerPlan] = []
+        self.procs: list[BrokerProcess] = []
+        self.ensemble: Ensemble | None = None
+        self.wrote_state = False
+
+    def start(self) -> dict[str, BrokerStatus | None]:
+        """ZooKeeper, then the brokers, then the wait for the cluster; every status."""
+        zk_connect = self.start_zookeeper()
+        # One deadline for the brokers' start: ready, groups elected, every bridge up.
+        deadline = time.monotonic() + self.timeout
+        self.start_brokers(zk_connect)
+        wait_ready(
+            self.procs, timeout=self.timeout, stop_requested=self.stop_requested, probe=self.probe
+        )
+        waits = waiting_for(self.plans)
+        if waits:
+            _print(self.err, f"netbroker: brokers ready; waiting for {waits}")
+        return wait_cluster(
+            self.procs,
+            self.probe,
+            deadline=deadline,
+            timeout=self.timeout,
+            stop_requested=self.stop_requested,
+        )
+
+    def start_zookeeper(self) -> str | None:
+        """The embedded ZooKeeper's connect string once it serves; None without one."""
+        topology, cwd, err = self.topology, self.cwd, self.err
+        zk = topology.zookeeper
+        if not (topology.uses_zookeeper and zk is not None and zk.embedded):
+            return None
+        zk_dir = display_path(topology.zookeeper_dir(cwd).absolute(), cwd)
+        _print(err, f"netbroker: starting ZooKeeper (embedded) in {zk_dir}")
+        self.ensemble = start_zookeeper(topology, cwd=cwd, detach=self.detach, timeout=self.timeout)
+        zk_connect = self.ensemble.connect_string
+        _print(err, f"netbroker: ZooKeeper serving at {zk_connect}")
+        if self.stop_requested.is_set():
+            raise Interrupted()
+        return zk_connect
+
+    def start_brokers(self, zk_connect: str | None) -> None:
+        topology, cwd = self.topology, self.cwd
+        self.plans = plan(topology, cwd=cwd, command=self.command, zookeeper=zk_connect)
+        data = display_path(topology.data_root(cwd).absolute(), cwd)
+        n = len(topology.brokers)
+        _print(
+            self.err,
+            f"netbroker: starting {n} broker{'s' if n != 1 else ''} from "
+            f"{topology.source}; logs in {data}/<broker>/{LOG_FILE}",
+        )
+        self.procs = start(self.plans, detach=self.detach)
+
+    def show(self, statuses: Mapping[str, BrokerStatus | None]) -> None:
+        """Record the run in the state file, then print the table, groups and ZooKeeper."""
+        ensemble, out = self.ensemble, self.out
+        zk_state = zookeeper_entry(ensemble) if ensemble is not None else None
+        # Recorded before the table appears, so `status` works once it has.
+        write_state(self.spath, self.topology, self.procs, detached=self.detach,
+                    zookeeper=zk_state)  # fmt: skip
+        self.wrote_state = True
+        _print(out, cluster_table(self.plans, {p.name: p.pid for p in self.procs}, statuses))
+        for line in group_lines(self.plans, statuses):
+            _print(out, line)
+        if ensemble is not None and zk_state is not None:
+            _print(out, f"zookeeper: embedded at {ensemble.connect_string}, pid {zk_state['pid']}")
+        elif external := zookeeper_line(self.topology, None, probe=False):
+            _print(out, external)
+
+    def leave_running(self) -> None:
+        """Detached: the brokers and ZooKeeper outlive this command."""
+        source = self.topology.source
+        _print(
+            self.err,
+            f"netbroker: running detached; `netbroker status {source}`"
+            f" shows them, `netbroker down {source}` stops them",
+        )
+        self.procs = []  # leave them running
+        if self.ensemble is not None:
+            for server in self.ensemble:
+                server.release()  # not stopped at this interpreter's exit
+            self.ensemble = None
+
+    def close(self) -> None:
+        """Stop the brokers still ours, then ZooKeeper; a foreground run's state file goes."""
+        err = self.err
+        self.probe.close()
+        if self.procs:
+            live = [p for p in self.procs if p.alive()]
+            if live:
+                _print(err, "netbroker: stopping " + ", ".join(p.name for p in live))
+            stop(
+                self.procs, kill_now=self.kill_now, report=lambda m: _print(err, "netbroker: " + m)
+            )
+            if live:
+                _print(err, "netbroker: stopped")
+        if self.ensemble is not None:
+            # Last: members close their ZooKeeper sessions as they stop.
+            if any(server.alive for server in self.ensemble):
+                _print(err, "netbroker: stopping ZooKeeper")
+            self.ensemble.stop(timeout=2.0 if self.kill_now.is_set() else 5.0)
+        if self.wrote_state and not self.detach:
+            self.spath.unlink(missing_ok=True)
 
 
 def _supervise(
@@ -237,57 +313,92 @@ def _supervise(
 ) -> int:
     """Report every `interval` s, any broker that exits, and at once any role change in a
     master/slave group (a failover shows as it happens), until a stop is requested."""
-    exited: set[str] = set()
+    watch = _Watch(procs, probe, out, err, statuses)
     next_report = time.monotonic() + interval
-    members = [p for p in procs if p.plan.election]
-    roles = {
-        p.name: (st.role if (st := (statuses or {}).get(p.name)) is not None else "not answering")
-        for p in members
-    }
-    quick = AdminProbe(timeout=1.0)
     next_roles = time.monotonic() + ROLE_POLL
     try:
         while not stop_requested.wait(0.2):
-            for p in procs:
-                if p.name not in exited and not p.alive():
-                    exited.add(p.name)
-                    _print(
-                        err, "netbroker: " + with_tail(f"broker {p.name} {p.describe_exit()}", p)
-                    )
-            if len(exited) == len(procs):
+            watch.note_exits()
+            if len(watch.exited) == len(procs):
                 _print(err, "netbroker: every broker has exited")
                 return 1
-            if members and time.monotonic() >= next_roles:
+            if watch.members and time.monotonic() >= next_roles:
                 next_roles = time.monotonic() + ROLE_POLL
-                for p in members:
-                    st = None if p.name in exited else quick.status(p.plan.address, queues=False)
-                    if st is not None and st.name != p.name:
-                        st = None
-                    role = "exited" if p.name in exited else (
-                        st.role if st is not None else "not answering"
-                    )  # fmt: skip
-                    if role != roles[p.name]:
-                        stamp = datetime.now().strftime("%H:%M:%S")
-                        line = role_change_line(p.name, p.plan.group, roles[p.name], st)
-                        if role == "exited":
-                            line = f"{p.name} ({p.plan.group}): {roles[p.name]} {ARROW} exited"
-                        _print(out, f"[{stamp}] {line}")
-                        roles[p.name] = role
+                watch.note_role_changes()
             if interval > 0 and time.monotonic() >= next_report:
                 next_report = time.monotonic() + interval
-                stamp = datetime.now().strftime("%H:%M:%S")
-                for p in procs:
-                    if p.name in exited:
-                        line = f"{p.name} ({p.plan.group}): {p.describe_exit()}"
-                    else:
-                        line = status_line(
-                            p.name, p.plan.group, probe.status(p.plan.address), p.plan.bridges
-                        )
-                    _print(out, f"[{stamp}] {line}")
+                watch.report()
     finally:
-        quick.close()
+        watch.close()
     # A stop was asked for; a broker that died on its own still makes the run a failure.
-    return 1 if exited else 0
+    return 1 if watch.exited else 0
+
+
+class _Watch:
+    """What a running `up` has seen of its brokers: which exited, each member's role."""
+
+    def __init__(
+        self,
+        procs: Sequence[BrokerProcess],
+        probe: AdminProbe,
+        out: TextIO,
+        err: TextIO,
+        statuses: Mapping[str, BrokerStatus | None] | None,
+    ) -> None:
+        self.procs = procs
+        self.probe = probe
+        self.out = out
+        self.err = err
+        self.exited: set[str] = set()
+        self.members = [p for p in procs if p.plan.election]
+        self.roles = {
+            p.name: (st.role if (st := (statuses or {}).get(p.name)) is not None
+                     else "not answering")
+            for p in self.members
+        }  # fmt: skip
+        self.quick = AdminProbe(timeout=1.0)
+
+    def note_exits(self) -> None:
+        """A line, with the end of its log, for each broker that has exited since."""
+        for p in self.procs:
+            if p.name not in self.exited and not p.alive():
+                self.exited.add(p.name)
+                _print(
+                    self.err, "netbroker: " + with_tail(f"broker {p.name} {p.describe_exit()}", p)
+                )
+
+    def note_role_changes(self) -> None:
+        """A line for each group member whose role is not the one last seen."""
+        exited, roles = self.exited, self.roles
+        for p in self.members:
+            st = None if p.name in exited else self.quick.status(p.plan.address, queues=False)
+            if st is not None and st.name != p.name:
+                st = None
+            role = "exited" if p.name in exited else (
+                st.role if st is not None else "not answering"
+            )  # fmt: skip
+            if role != roles[p.name]:
+                stamp = datetime.now().strftime("%H:%M:%S")
+                line = role_change_line(p.name, p.plan.group, roles[p.name], st)
+                if role == "exited":
+                    line = f"{p.name} ({p.plan.group}): {roles[p.name]} {ARROW} exited"
+                _print(self.out, f"[{stamp}] {line}")
+                roles[p.name] = role
+
+    def report(self) -> None:
+        """The periodic status line of every broker."""
+        stamp = datetime.now().strftime("%H:%M:%S")
+        for p in self.procs:
+            if p.name in self.exited:
+                line = f"{p.name} ({p.plan.group}): {p.describe_exit()}"
+            else:
+                line = status_line(
+                    p.name, p.plan.group, self.probe.status(p.plan.address), p.plan.bridges
+                )
+            _print(self.out, f"[{stamp}] {line}")
+
+    def close(self) -> None:
+        self.quick.close()
 
 
 def status(
@@ -308,53 +419,78 @@ def status(
     if state and state.get("zookeeper"):
         zk_connect = str(state["zookeeper"].get("connect_string", ""))
     plans = plan(topology, cwd=cwd, zookeeper=zk_connect, pick_port=lambda: 0)
-    recorded = {b["name"]: b for b in state["brokers"]} if state else {}
-    probe = AdminProbe(timeout=timeout)
-    statuses: dict[str, BrokerStatus | None] = {}
-    pids: dict[str, int | None] = {}
-    health: dict[str, str] = {}
-    missing = []
-    any_running = False
-    try:
-        for p in plans:
-            st = probe.status(p.address)
-            statuses[p.name] = st
-            entry = recorded.get(p.name)
-            pid = entry["pid"] if entry else None
-            running = entry is not None and pid is not None and pid_matches(pid, entry.get("argv"))
-            any_running = any_running or running
-            pids[p.name] = pid if running else None
-            if st is not None and st.name == p.name:
-                health[p.name] = "up"
-            elif st is not None:
-                health[p.name] = f"port answers as broker {st.name!r}"
-                missing.append(p.name)
-            elif running:
-                health[p.name] = "running, not answering"
-                missing.append(p.name)
-            else:
-                health[p.name] = "down"
-                missing.append(p.name)
-    finally:
-        probe.close()
-    _print(out, cluster_table(plans, pids, statuses, health))
-    for line in group_lines(plans, statuses):
+    seen = _look(plans, state, timeout)
+    _print(out, cluster_table(plans, seen.pids, seen.statuses, seen.health))
+    for line in group_lines(plans, seen.statuses):
         _print(out, line)
     zk_line = zookeeper_line(topology, state, probe=True)
     if zk_line:
         _print(out, zk_line)
     if state:
-        how = "netbroker up --detach" if state.get("detached") else "netbroker up"
-        stale = (
-            not any_running
-            and supervisor_alive(state) is None
-            and recorded_zookeeper(state) is None
-        )
-        _print(
-            out,
-            f"started {state.get('started', '?')} by {how}"
-            + ("; none of what it started is running" if stale else ""),
-        )
+        _print(out, _started_line(state, seen.any_running))
+    return 1 if _tell_problems(err, plans, seen) else 0
+
+
+@dataclass
+class _Seen:
+    """What `status` found of each broker: its status, its recorded pid if that still
+    runs, and its state cell ("up" or what is wrong)."""
+
+    statuses: dict[str, BrokerStatus | None] = field(default_factory=dict)
+    pids: dict[str, int | None] = field(default_factory=dict)
+    health: dict[str, str] = field(default_factory=dict)
+    any_running: bool = False
+
+    @property
+    def missing(self) -> list[str]:
+        """The brokers not answering under their own name, in plan order."""
+        return [name for name, health in self.health.items() if health != "up"]
+
+
+def _look(plans: Sequence[BrokerPlan], state: dict[str, Any] | None, timeout: float) -> _Seen:
+    """Ask every broker for its status and check the pids the state file records."""
+    recorded = {b["name"]: b for b in state["brokers"]} if state else {}
+    probe = AdminProbe(timeout=timeout)
+    seen = _Seen()
+    try:
+        for p in plans:
+            st = probe.status(p.address)
+            seen.statuses[p.name] = st
+            entry = recorded.get(p.name)
+            pid = entry["pid"] if entry else None
+            running = entry is not None and pid is not None and pid_matches(pid, entry.get("argv"))
+            seen.any_running = seen.any_running or running
+            seen.pids[p.name] = pid if running else None
+            seen.health[p.name] = _health(p, st, running)
+    finally:
+        probe.close()
+    return seen
+
+
+def _health(p: BrokerPlan, st: BrokerStatus | None, running: bool) -> str:
+    """A broker's state cell in `status`'s table."""
+    if st is not None and st.name == p.name:
+        return "up"
+    if st is not None:
+        return f"port answers as broker {st.name!r}"
+    return "running, not answering" if running else "down"
+
+
+def _started_line(state: dict[str, Any], any_running: bool) -> str:
+    """When and how the recorded run was started, and whether any of it still runs."""
+    how = "netbroker up --detach" if state.get("detached") else "netbroker up"
+    stale = (
+        not any_running and supervisor_alive(state) is None and recorded_zookeeper(state) is None
+    )
+    return f"started {state.get('started', '?')} by {how}" + (
+        "; none of what it started is running" if stale else ""
+    )
+
+
+def _tell_problems(err: TextIO, plans: Sequence[BrokerPlan], seen: _Seen) -> bool:
+    """Name on `err` the brokers not answering, then group and bridge problems; whether
+    there were any."""
+    missing = seen.missing
     if missing:
         _print(
             err,
@@ -363,7 +499,7 @@ def status(
         )
     problems = [
         line
-        for line in cluster_problems(plans, statuses)
+        for line in cluster_problems(plans, seen.statuses)
         if not any(line.startswith(f"{name}: ") for name in missing)
     ]
     bridges_down = [line for line in problems if ": bridge " in line]
@@ -376,7 +512,7 @@ def status(
             f"netbroker: {len(bridges_down)} bridge{'s' if len(bridges_down) != 1 else ''}"
             " not up: " + "; ".join(bridge_problem(line) for line in bridges_down),
         )
-    return 1 if missing or problems else 0
+    return bool(missing or problems)
 
 
 def down(
