@@ -176,35 +176,52 @@ def broker_argv(
     ]
     if broker.max_message_bytes is not None:
         argv += ["--max-message-bytes", str(broker.max_message_bytes)]
-    sync = group.effective_sync(broker)
-    if group.election == "zookeeper":
-        port = broker.replication_port or replication_port
-        argv += ["--election", "zookeeper", "--zookeeper", zookeeper]
-        argv += ["--replication-port", str(port or 0)]
-        argv += ["--replicas", str(group.replicas or len(group.brokers))]
-        if group.min_insync is not None:
-            argv += ["--min-insync", str(group.min_insync)]
-        if group.zk_path:
-            argv += ["--zk-path", group.zk_path]
-        if group.session_timeout is not None:
-            argv += ["--session-timeout", f"{group.session_timeout:g}"]
-        if broker.weight is not None:
-            argv += ["--weight", str(broker.weight)]
-        if sync:
-            argv += ["--sync", sync]
-    elif group.election == "lockfile":
-        argv += ["--election", "lockfile"]
-        if shared_dir is not None:
-            argv += ["--shared-dir", str(shared_dir)]
-        if sync in LOCAL_SYNC:
-            argv += ["--sync", sync]
-    elif sync in LOCAL_SYNC:
-        argv += ["--sync", sync]
+    argv += election_flags(
+        group, broker, zookeeper=zookeeper, replication_port=replication_port, shared_dir=shared_dir
+    )
     if group.security_token:
         argv += ["--token", group.security_token]
     for connector in runnable_connectors(group):
         argv += ["--connector", connector_argument(connector)]
     return argv
+
+
+def election_flags(
+    group: GroupSpec,
+    broker: BrokerSpec,
+    *,
+    zookeeper: str,
+    replication_port: int | None,
+    shared_dir: Path | None,
+) -> list[str]:
+    """The flags of the broker's group: its election and what that election needs, and the
+    sync policy where the broker process acts on it."""
+    flags: list[str] = []
+    sync = group.effective_sync(broker)
+    if group.election == "zookeeper":
+        port = broker.replication_port or replication_port
+        flags += ["--election", "zookeeper", "--zookeeper", zookeeper]
+        flags += ["--replication-port", str(port or 0)]
+        flags += ["--replicas", str(group.replicas or len(group.brokers))]
+        if group.min_insync is not None:
+            flags += ["--min-insync", str(group.min_insync)]
+        if group.zk_path:
+            flags += ["--zk-path", group.zk_path]
+        if group.session_timeout is not None:
+            flags += ["--session-timeout", f"{group.session_timeout:g}"]
+        if broker.weight is not None:
+            flags += ["--weight", str(broker.weight)]
+        if sync:
+            flags += ["--sync", sync]
+    elif group.election == "lockfile":
+        flags += ["--election", "lockfile"]
+        if shared_dir is not None:
+            flags += ["--shared-dir", str(shared_dir)]
+        if sync in LOCAL_SYNC:
+            flags += ["--sync", sync]
+    elif sync in LOCAL_SYNC:
+        flags += ["--sync", sync]
+    return flags
 
 
 def plan(

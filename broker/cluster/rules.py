@@ -52,41 +52,56 @@ class Rules:
         zookeeper: ZooKeeper | None,
     ) -> GroupSpec:
         """Defaults that depend on the group's size, and what its election allows."""
-        path: tuple[str | int, ...] = ("groups", group.name)
         n = len(group.brokers)
         election = group.election
         if election is None and n >= 2:
             election = "zookeeper"
         if election != "zookeeper":
-            # Keys that only a ZooKeeper group acts on would be silently ignored here.
-            why = (
-                f"group {group.name} uses election: lockfile"
-                if election == "lockfile"
-                else f"group {group.name} has one broker and no election"
-            )
-            for key in ZK_GROUP_KEYS:
-                if key in spec:
-                    raise self.fail((*path, key), f"only for election: zookeeper ({why})")
-            for b in group.brokers:
-                braw = brokers_raw[b.name]
-                for key in ZK_BROKER_KEYS:
-                    if key in braw:
-                        raise self.fail(
-                            (*path, "brokers", b.name, key),
-                            f"only for election: zookeeper ({why})",
-                        )
-            for where, sync in [((*path, "sync"), group.sync)] + [
-                ((*path, "brokers", b.name, "sync"), b.sync) for b in group.brokers
-            ]:
-                if sync in QUORUM_SYNC:
-                    raise self.fail(
-                        where,
-                        f"{sync} needs members that replicate: only for election: zookeeper "
-                        f"({why}); use local_disk or local_mem",
-                    )
+            self.refuse_zookeeper_keys(group, election, spec, brokers_raw)
             return replace(group, election=election)
+        return replace(group, election=election, replicas=self.zookeeper_group(group, zookeeper))
 
-        # A ZooKeeper group.
+    def refuse_zookeeper_keys(
+        self,
+        group: GroupSpec,
+        election: str | None,
+        spec: Mapping[Any, Any],
+        brokers_raw: Mapping[Any, Any],
+    ) -> None:
+        """A group that does not elect through ZooKeeper gives none of its keys."""
+        path: tuple[str | int, ...] = ("groups", group.name)
+        # Keys that only a ZooKeeper group acts on would be silently ignored here.
+        why = (
+            f"group {group.name} uses election: lockfile"
+            if election == "lockfile"
+            else f"group {group.name} has one broker and no election"
+        )
+        for key in ZK_GROUP_KEYS:
+            if key in spec:
+                raise self.fail((*path, key), f"only for election: zookeeper ({why})")
+        for b in group.brokers:
+            braw = brokers_raw[b.name]
+            for key in ZK_BROKER_KEYS:
+                if key in braw:
+                    raise self.fail(
+                        (*path, "brokers", b.name, key),
+                        f"only for election: zookeeper ({why})",
+                    )
+        for where, sync in [((*path, "sync"), group.sync)] + [
+            ((*path, "brokers", b.name, "sync"), b.sync) for b in group.brokers
+        ]:
+            if sync in QUORUM_SYNC:
+                raise self.fail(
+                    where,
+                    f"{sync} needs members that replicate: only for election: zookeeper "
+                    f"({why}); use local_disk or local_mem",
+                )
+
+    def zookeeper_group(self, group: GroupSpec, zookeeper: ZooKeeper | None) -> int:
+        """What a ZooKeeper group needs (the ensemble, a replication port per member, a
+        quorum that fits); its replicas."""
+        path: tuple[str | int, ...] = ("groups", group.name)
+        n = len(group.brokers)
         if zookeeper is None:
             if group.election is None:
                 where, what = path, f"a group of {n} brokers elects its master through ZooKeeper"
@@ -120,7 +135,7 @@ class Rules:
                 f"{group.min_insync} is more than replicas ({replicas}): "
                 "no persistent send could ever be acknowledged",
             )
-        return replace(group, election=election, replicas=replicas)
+        return replicas
 
     def no_duplicates(self, groups: list[GroupSpec], zookeeper: ZooKeeper | None) -> None:
         """Broker names once across the file; every port (client, replication, an embedded
