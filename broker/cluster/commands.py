@@ -25,8 +25,9 @@ position, client address, pid and bridges, and each group's master.
   and command lines go to `DATA/netbroker-up.json`, which `status` and `down` read; a
   foreground `up` writes the same file (with its own pid) so `status` works beside it.
 
-The pieces (planning, starting, waiting, stopping, the state file) are separate functions
-over plain data so that tests can drive them with a stand-in broker command.
+The pieces are modules of their own over plain data (plan, processes, probe, readiness,
+report, state, embedded) so that tests can drive them with a stand-in broker command;
+this module only runs them in order.
 """
 
 from __future__ import annotations

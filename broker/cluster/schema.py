@@ -37,9 +37,9 @@ brokers is a master/slave group: by ZooKeeper election unless it says `election:
 lockfile`. Settings that only a ZooKeeper group acts on (replicas, min_insync, zkPath,
 session_timeout, quorum sync, replication_port, weight) are refused elsewhere rather than
 silently ignored, and so is a connector that would present the wrong securityToken to
-the group it links to.
+the group it links to (those rules are `rules.Rules`).
 
-Connectors are checked in full here, with the connector parser the caller passes in (the
+Connectors are checked in full while validating, with the connector parser the caller passes in (the
 CLI passes `netconnector.uri.parse_connector`, the one every broker runs on its
 `--connector` arguments, so a file that loads is one every broker accepts), after broker
 names in their address lists have been replaced by those
