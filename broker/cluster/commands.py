@@ -40,7 +40,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -62,7 +61,6 @@ from broker.cluster.processes import (
     pid_matches,
     start,
     stop,
-    with_tail,
 )
 from broker.cluster.readiness import (
     DEFAULT_READY_TIMEOUT,
@@ -71,22 +69,18 @@ from broker.cluster.readiness import (
     wait_ready,
 )
 from broker.cluster.report import (
-    ARROW,
     bridge_problem,
     cluster_table,
     group_lines,
-    role_change_line,
-    status_line,
+    print_line,
     waiting_for,
     zookeeper_line,
 )
 from broker.cluster.state import adopted, read_state, state_path, supervisor_alive, write_state
+from broker.cluster.supervise import supervise
 from broker.cluster.zookeeper import Ensemble
 
 DEFAULT_INTERVAL = 5.0
-
-# How often a running `up` looks at group members' roles, to report a failover at once.
-ROLE_POLL = 0.5
 
 
 @contextlib.contextmanager
@@ -108,11 +102,6 @@ def _stop_signals(stop_requested: threading.Event, kill_now: threading.Event) ->
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def _print(stream: TextIO, text: str) -> None:
-    stream.write(text + "\n")
-    stream.flush()
 
 
 def up(
@@ -139,12 +128,10 @@ def up(
             if detach:
                 run.leave_running()
                 return 0
-            _print(err, "netbroker: running; Ctrl-C stops every broker")
-            return _supervise(
-                run.procs, run.stop_requested, run.probe, interval, out, err, statuses
-            )
+            print_line(err, "netbroker: running; Ctrl-C stops every broker")
+            return supervise(run.procs, run.stop_requested, run.probe, interval, out, err, statuses)
         except Interrupted:
-            _print(err, "netbroker: interrupted while starting")
+            print_line(err, "netbroker: interrupted while starting")
             return 130
         finally:
             run.close()
@@ -215,7 +202,7 @@ class _UpRun:
         )
         waits = waiting_for(self.plans)
         if waits:
-            _print(self.err, f"netbroker: brokers ready; waiting for {waits}")
+            print_line(self.err, f"netbroker: brokers ready; waiting for {waits}")
         return wait_cluster(
             self.procs,
             self.probe,
@@ -231,10 +218,10 @@ class _UpRun:
         if not (topology.uses_zookeeper and zk is not None and zk.embedded):
             return None
         zk_dir = display_path(topology.zookeeper_dir(cwd).absolute(), cwd)
-        _print(err, f"netbroker: starting ZooKeeper (embedded) in {zk_dir}")
+        print_line(err, f"netbroker: starting ZooKeeper (embedded) in {zk_dir}")
         self.ensemble = start_zookeeper(topology, cwd=cwd, detach=self.detach, timeout=self.timeout)
         zk_connect = self.ensemble.connect_string
-        _print(err, f"netbroker: ZooKeeper serving at {zk_connect}")
+        print_line(err, f"netbroker: ZooKeeper serving at {zk_connect}")
         if self.stop_requested.is_set():
             raise Interrupted()
         return zk_connect
@@ -244,7 +231,7 @@ class _UpRun:
         self.plans = plan(topology, cwd=cwd, command=self.command, zookeeper=zk_connect)
         data = display_path(topology.data_root(cwd).absolute(), cwd)
         n = len(topology.brokers)
-        _print(
+        print_line(
             self.err,
             f"netbroker: starting {n} broker{'s' if n != 1 else ''} from "
             f"{topology.source}; logs in {data}/<broker>/{LOG_FILE}",
@@ -259,18 +246,20 @@ class _UpRun:
         write_state(self.spath, self.topology, self.procs, detached=self.detach,
                     zookeeper=zk_state)  # fmt: skip
         self.wrote_state = True
-        _print(out, cluster_table(self.plans, {p.name: p.pid for p in self.procs}, statuses))
+        print_line(out, cluster_table(self.plans, {p.name: p.pid for p in self.procs}, statuses))
         for line in group_lines(self.plans, statuses):
-            _print(out, line)
+            print_line(out, line)
         if ensemble is not None and zk_state is not None:
-            _print(out, f"zookeeper: embedded at {ensemble.connect_string}, pid {zk_state['pid']}")
+            print_line(
+                out, f"zookeeper: embedded at {ensemble.connect_string}, pid {zk_state['pid']}"
+            )
         elif external := zookeeper_line(self.topology, None, probe=False):
-            _print(out, external)
+            print_line(out, external)
 
     def leave_running(self) -> None:
         """Detached: the brokers and ZooKeeper outlive this command."""
         source = self.topology.source
-        _print(
+        print_line(
             self.err,
             f"netbroker: running detached; `netbroker status {source}`"
             f" shows them, `netbroker down {source}` stops them",
@@ -288,118 +277,21 @@ class _UpRun:
         if self.procs:
             live = [p for p in self.procs if p.alive()]
             if live:
-                _print(err, "netbroker: stopping " + ", ".join(p.name for p in live))
+                print_line(err, "netbroker: stopping " + ", ".join(p.name for p in live))
             stop(
-                self.procs, kill_now=self.kill_now, report=lambda m: _print(err, "netbroker: " + m)
+                self.procs,
+                kill_now=self.kill_now,
+                report=lambda m: print_line(err, "netbroker: " + m),
             )
             if live:
-                _print(err, "netbroker: stopped")
+                print_line(err, "netbroker: stopped")
         if self.ensemble is not None:
             # Last: members close their ZooKeeper sessions as they stop.
             if any(server.alive for server in self.ensemble):
-                _print(err, "netbroker: stopping ZooKeeper")
+                print_line(err, "netbroker: stopping ZooKeeper")
             self.ensemble.stop(timeout=2.0 if self.kill_now.is_set() else 5.0)
         if self.wrote_state and not self.detach:
             self.spath.unlink(missing_ok=True)
-
-
-def _supervise(
-    procs: Sequence[BrokerProcess],
-    stop_requested: threading.Event,
-    probe: AdminProbe,
-    interval: float,
-    out: TextIO,
-    err: TextIO,
-    statuses: Mapping[str, BrokerStatus | None] | None = None,
-) -> int:
-    """Report every `interval` s, any broker that exits, and at once any role change in a
-    master/slave group (a failover shows as it happens), until a stop is requested."""
-    watch = _Watch(procs, probe, out, err, statuses)
-    next_report = time.monotonic() + interval
-    next_roles = time.monotonic() + ROLE_POLL
-    try:
-        while not stop_requested.wait(0.2):
-            watch.note_exits()
-            if len(watch.exited) == len(procs):
-                _print(err, "netbroker: every broker has exited")
-                return 1
-            if watch.members and time.monotonic() >= next_roles:
-                next_roles = time.monotonic() + ROLE_POLL
-                watch.note_role_changes()
-            if interval > 0 and time.monotonic() >= next_report:
-                next_report = time.monotonic() + interval
-                watch.report()
-    finally:
-        watch.close()
-    # A stop was asked for; a broker that died on its own still makes the run a failure.
-    return 1 if watch.exited else 0
-
-
-class _Watch:
-    """What a running `up` has seen of its brokers: which exited, each member's role."""
-
-    def __init__(
-        self,
-        procs: Sequence[BrokerProcess],
-        probe: AdminProbe,
-        out: TextIO,
-        err: TextIO,
-        statuses: Mapping[str, BrokerStatus | None] | None,
-    ) -> None:
-        self.procs = procs
-        self.probe = probe
-        self.out = out
-        self.err = err
-        self.exited: set[str] = set()
-        self.members = [p for p in procs if p.plan.election]
-        self.roles = {
-            p.name: (st.role if (st := (statuses or {}).get(p.name)) is not None
-                     else "not answering")
-            for p in self.members
-        }  # fmt: skip
-        self.quick = AdminProbe(timeout=1.0)
-
-    def note_exits(self) -> None:
-        """A line, with the end of its log, for each broker that has exited since."""
-        for p in self.procs:
-            if p.name not in self.exited and not p.alive():
-                self.exited.add(p.name)
-                _print(
-                    self.err, "netbroker: " + with_tail(f"broker {p.name} {p.describe_exit()}", p)
-                )
-
-    def note_role_changes(self) -> None:
-        """A line for each group member whose role is not the one last seen."""
-        exited, roles = self.exited, self.roles
-        for p in self.members:
-            st = None if p.name in exited else self.quick.status(p.plan.address, queues=False)
-            if st is not None and st.name != p.name:
-                st = None
-            role = "exited" if p.name in exited else (
-                st.role if st is not None else "not answering"
-            )  # fmt: skip
-            if role != roles[p.name]:
-                stamp = datetime.now().strftime("%H:%M:%S")
-                line = role_change_line(p.name, p.plan.group, roles[p.name], st)
-                if role == "exited":
-                    line = f"{p.name} ({p.plan.group}): {roles[p.name]} {ARROW} exited"
-                _print(self.out, f"[{stamp}] {line}")
-                roles[p.name] = role
-
-    def report(self) -> None:
-        """The periodic status line of every broker."""
-        stamp = datetime.now().strftime("%H:%M:%S")
-        for p in self.procs:
-            if p.name in self.exited:
-                line = f"{p.name} ({p.plan.group}): {p.describe_exit()}"
-            else:
-                line = status_line(
-                    p.name, p.plan.group, self.probe.status(p.plan.address), p.plan.bridges
-                )
-            _print(self.out, f"[{stamp}] {line}")
-
-    def close(self) -> None:
-        self.quick.close()
 
 
 def status(
@@ -421,14 +313,14 @@ def status(
         zk_connect = str(state["zookeeper"].get("connect_string", ""))
     plans = plan(topology, cwd=cwd, zookeeper=zk_connect, pick_port=lambda: 0)
     seen = _look(plans, state, timeout)
-    _print(out, cluster_table(plans, seen.pids, seen.statuses, seen.health))
+    print_line(out, cluster_table(plans, seen.pids, seen.statuses, seen.health))
     for line in group_lines(plans, seen.statuses):
-        _print(out, line)
+        print_line(out, line)
     zk_line = zookeeper_line(topology, state, probe=True)
     if zk_line:
-        _print(out, zk_line)
+        print_line(out, zk_line)
     if state:
-        _print(out, _started_line(state, seen.any_running))
+        print_line(out, _started_line(state, seen.any_running))
     return 1 if _tell_problems(err, plans, seen) else 0
 
 
@@ -493,7 +385,7 @@ def _tell_problems(err: TextIO, plans: Sequence[BrokerPlan], seen: _Seen) -> boo
     there were any."""
     missing = seen.missing
     if missing:
-        _print(
+        print_line(
             err,
             f"netbroker: {len(missing)} of {len(plans)} brokers not answering: "
             + ", ".join(missing),
@@ -506,9 +398,9 @@ def _tell_problems(err: TextIO, plans: Sequence[BrokerPlan], seen: _Seen) -> boo
     bridges_down = [line for line in problems if ": bridge " in line]
     others = [line for line in problems if ": bridge " not in line]
     if others:
-        _print(err, "netbroker: " + "; ".join(others))
+        print_line(err, "netbroker: " + "; ".join(others))
     if bridges_down:
-        _print(
+        print_line(
             err,
             f"netbroker: {len(bridges_down)} bridge{'s' if len(bridges_down) != 1 else ''}"
             " not up: " + "; ".join(bridge_problem(line) for line in bridges_down),
@@ -529,7 +421,7 @@ def down(
     spath = state_path(topology, cwd)
     state = read_state(spath)
     if state is None:
-        _print(
+        print_line(
             err,
             f"netbroker: nothing to stop: no {display_path(spath, cwd)} "
             "(brokers started by `netbroker up` are recorded there)",
@@ -544,20 +436,20 @@ def down(
         deadline = time.monotonic() + timeout + 10.0
         while pid_alive(sup) and time.monotonic() < deadline:
             time.sleep(0.05)
-        _print(out, f"stopped netbroker up (pid {sup})")
+        print_line(out, f"stopped netbroker up (pid {sup})")
     procs = adopted(plans, state)
-    stop(procs, timeout=timeout, report=lambda m: _print(err, "netbroker: " + m))
+    stop(procs, timeout=timeout, report=lambda m: print_line(err, "netbroker: " + m))
     left = [p for p in procs if p.alive()]
     if left:
         raise UpError("could not stop " + ", ".join(f"{p.name} (pid {p.pid})" for p in left))
     for p in procs:
-        _print(out, f"stopped {p.name} (pid {p.pid})")
+        print_line(out, f"stopped {p.name} (pid {p.pid})")
     zk_pid = stop_recorded_zookeeper(state, timeout=timeout)
     if zk_pid is not None:
         if pid_alive(zk_pid):
             raise UpError(f"could not stop zookeeper (pid {zk_pid})")
-        _print(out, f"stopped zookeeper (pid {zk_pid})")
+        print_line(out, f"stopped zookeeper (pid {zk_pid})")
     if not procs and sup is None and zk_pid is None:
-        _print(out, "nothing was running")
+        print_line(out, "nothing was running")
     spath.unlink(missing_ok=True)
     return 0

@@ -4,7 +4,7 @@ ZooKeeper, a running `up`'s status lines and role changes, and status's problem 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from broker.cluster.embedded import recorded_zookeeper
 from broker.cluster.model import Topology
@@ -244,3 +244,9 @@ def bridge_problem(line: str) -> str:
     name, _, rest = line.partition(": bridge ")
     label_state, sep, why = rest.partition(": ")
     return f"{name}: {label_state}" + (f" ({why})" if sep else "")
+
+
+def print_line(stream: TextIO, text: str) -> None:
+    """One line to the operator, at once (the output may be a pipe)."""
+    stream.write(text + "\n")
+    stream.flush()
