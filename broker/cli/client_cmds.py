@@ -366,7 +366,7 @@ def _uptime(started_ms: int) -> str:
 
 
 async def _stat(args: argparse.Namespace) -> int:
-    from broker.cluster.up import format_table
+    from broker.cluster.report import format_table
 
     client = await _connect(args)
     try:

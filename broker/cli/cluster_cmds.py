@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from broker.cli.arguments import positive_float
 
 if TYPE_CHECKING:
-    from broker.cluster.topology import Topology
+    from broker.cluster.model import Topology
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,7 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def broker_name(text: str) -> str:
     """The argument type of a broker's name (`broker --name`): a topology's naming rule."""
-    from broker.cluster.topology import check_name
+    from broker.cluster.schema import check_name
 
     problem = check_name(text)
     if problem:
@@ -94,33 +94,32 @@ def broker_name(text: str) -> str:
 
 def failures() -> tuple[type[Exception], ...]:
     """The cluster operations' own errors: their message is for the operator as it is."""
-    from broker.cluster.topology import TopologyError
-    from broker.cluster.up import UpError
+    from broker.cluster.errors import TopologyError, UpError
 
     return (TopologyError, UpError)
 
 
 def _load_topology(path: str) -> Topology:
-    from broker.cluster import topology
+    from broker.cluster import loader
     from netconnector.uri import parse_connector
 
-    return topology.load(path, parse_connector)
+    return loader.load(path, parse_connector)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from broker.cluster import up
+    from broker.cluster import commands
 
     topology = _load_topology(args.file)
-    return up.up(topology, detach=args.detach, timeout=args.timeout, interval=args.interval)
+    return commands.up(topology, detach=args.detach, timeout=args.timeout, interval=args.interval)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from broker.cluster import up
+    from broker.cluster import commands
 
-    return up.status(_load_topology(args.file))
+    return commands.status(_load_topology(args.file))
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from broker.cluster import up
+    from broker.cluster import commands
 
-    return up.down(_load_topology(args.file), timeout=args.timeout)
+    return commands.down(_load_topology(args.file), timeout=args.timeout)

@@ -46,7 +46,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 JAVA_DIR = Path("/usr/share/java")
 # zookeeper.jar's manifest Class-Path names its whole runtime (jute, netty, jackson, jetty,
@@ -194,7 +194,9 @@ class ZooKeeperServer:
         self.quorum_port = quorum_port
         self.election_port = election_port
         self.proc: subprocess.Popen[bytes] | None = None
-        self.paused = False  # SIGSTOPped: probes would only hang until their timeout
+        # SIGSTOPped (tests pause servers, tests/support/zk.py): probes would only hang
+        # until their timeout, so leader() passes over it.
+        self.paused = False
         self._log_offset = 0  # where this run's output starts in the (appended) log
 
     def __repr__(self) -> str:
@@ -342,15 +344,6 @@ class ZooKeeperServer:
         self.proc.wait()
         _LIVE.discard(self)
 
-    def pause(self) -> None:
-        """SIGSTOP: the process holds its sockets but answers nothing (a hung/cut-off node)."""
-        self._signal(signal.SIGSTOP)
-        self.paused = self.alive
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-        self.paused = False
-
     def release(self) -> None:
         """Forget the process without stopping it (a detached server outlives us)."""
         _LIVE.discard(self)
@@ -385,7 +378,7 @@ class Ensemble:
     def __repr__(self) -> str:
         return f"<Ensemble size={self.size} {self.connect_string or '(not started)'}>"
 
-    def __enter__(self) -> Ensemble:
+    def __enter__(self) -> Self:
         if not any(server.alive for server in self.servers):
             self.start()
         return self
@@ -413,7 +406,7 @@ class Ensemble:
     def pids(self) -> list[int]:
         return [s.pid for s in self.servers if s.pid is not None]
 
-    def start(self, timeout: float = 30.0) -> Ensemble:
+    def start(self, timeout: float = 30.0) -> Self:
         """Start every server and wait until all serve (a leader and followers)."""
         if any(server.alive for server in self.servers):
             raise ZooKeeperError(f"{self!r} is already running")
@@ -506,25 +499,8 @@ class Ensemble:
             time.sleep(0.02)
 
     def kill(self, index: int) -> None:
-        """SIGKILL server `index` (it stays down until restart(index))."""
+        """SIGKILL server `index` (it stays down until started again)."""
         self.servers[index].kill()
-
-    def restart(self, index: int, timeout: float = 30.0) -> None:
-        """Start server `index` again on the same ports and data, and wait until it serves."""
-        server = self.servers[index]
-        if server.alive:
-            server.stop()
-        server.spawn(die_with_parent=self.die_with_parent)
-        self.wait_ready(timeout, indexes=[index])
-
-    def pause(self, index: int | None = None) -> None:
-        """SIGSTOP server `index`, or every server: clients time out as if cut off."""
-        for i in self._indexes(index):
-            self.servers[i].pause()
-
-    def resume(self, index: int | None = None) -> None:
-        for i in self._indexes(index):
-            self.servers[i].resume()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every server: SIGTERM to all at once, SIGKILL to any left after `timeout`."""

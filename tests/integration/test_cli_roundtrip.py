@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.cluster.up import pid_alive
+from broker.cluster.processes import pid_alive
 from netconnector.uri import parse_connector
 from tests.support.procs import BrokerProcess
 from tests.support.uptools import Lines
@@ -222,8 +222,9 @@ def test_up_reports_a_broker_that_cannot_start(tmp_path: Path) -> None:
 def test_single_yaml_plans_one_broker_on_61616() -> None:
     # Running it would need port 61616 free on the test machine; its plan is checked here
     # and `up` itself by the tests above.
-    from broker.cluster import topology, up
+    from broker.cluster.loader import load
+    from broker.cluster.plan import plan
 
-    plans = up.plan(topology.load(ROOT / "topologies" / "single.yaml", parse_connector), cwd=ROOT)
+    plans = plan(load(ROOT / "topologies" / "single.yaml", parse_connector), cwd=ROOT)
     assert [(p.name, p.address) for p in plans] == [("a", "127.0.0.1:61616")]
     assert plans[0].log_path == ROOT / "run" / "single" / "a" / "broker.log"

@@ -23,12 +23,12 @@ import grpc
 import pytest
 
 from broker.client import Client
-from broker.cluster.zookeeper import Ensemble
 from broker.pb import client_pb2, client_pb2_grpc
 from tests.support.aio import run
 from tests.support.groups import Start, drain, role, start_group, wait_in_sync, wait_master
 from tests.support.procs import BrokerProcess
 from tests.support.scenario import wait_for
+from tests.support.zk import Ensemble
 
 # Messages per second the producer offers: enough that every fault cuts through traffic,
 # little enough to leave the two shared cores to the brokers.

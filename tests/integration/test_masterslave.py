@@ -12,7 +12,6 @@ from pathlib import Path
 import grpc
 
 from broker.client import BrokerError, Client
-from broker.cluster.zookeeper import Ensemble
 from broker.pb import client_pb2_grpc
 from tests.support.aio import run
 from tests.support.groups import (
@@ -28,6 +27,7 @@ from tests.support.groups import (
 )
 from tests.support.procs import free_port
 from tests.support.scenario import check_exactly_once, known_queue, send_many, wait_for
+from tests.support.zk import Ensemble
 
 
 def test_killed_master_is_replaced_and_returns_as_a_caught_up_slave(

@@ -18,7 +18,6 @@ import grpc
 from kazoo.client import KazooClient
 
 from broker.client import Client
-from broker.cluster.zookeeper import Ensemble
 from broker.pb import replication_pb2, replication_pb2_grpc
 from tests.support.aio import run
 from tests.support.groups import (
@@ -32,6 +31,7 @@ from tests.support.groups import (
 )
 from tests.support.procs import BrokerProcess
 from tests.support.scenario import check_exactly_once, send_many, wait_for
+from tests.support.zk import Ensemble
 
 
 def replication_address(proc: BrokerProcess) -> str:

@@ -18,7 +18,6 @@ from pathlib import Path
 import grpc
 
 from broker.client import Client, Delivery
-from broker.cluster.zookeeper import Ensemble
 from broker.pb import admin_pb2, admin_pb2_grpc
 from tests.support.aio import run
 from tests.support.groups import role, start_group, wait_master
@@ -32,6 +31,7 @@ from tests.support.scenario import (
     wait_for,
 )
 from tests.support.uptools import Relocated, bridge_cells, netbroker
+from tests.support.zk import Ensemble
 
 Start = Callable[..., BrokerProcess]
 PREFIX = "multicast://default/"

@@ -29,8 +29,33 @@ from pathlib import Path
 
 import pytest
 
-from broker.cluster import topology as topo
-from broker.cluster import up
+from broker.cluster import processes
+from broker.cluster.commands import down, status, up
+from broker.cluster.errors import UpError
+from broker.cluster.loader import parse
+from broker.cluster.model import Topology
+from broker.cluster.plan import (
+    BrokerPlan,
+    broker_command,
+    connector_argument,
+    expected_bridges,
+    plan,
+)
+from broker.cluster.probe import AdminProbe, BrokerStatus, bridges_of
+from broker.cluster.processes import BrokerProcess, cmdline, pid_alive, spawn, start, stop
+from broker.cluster.readiness import cluster_problems, wait_ready
+from broker.cluster.report import (
+    GROUP_TABLE_HEADERS,
+    TABLE_HEADERS,
+    bridge_cell,
+    format_table,
+    group_lines,
+    role_change_line,
+    status_line,
+    table_headers,
+    table_rows,
+)
+from broker.cluster.schema import validate
 from netconnector.uri import ConnectorSpec, parse_connector
 
 FAKE_BROKER = r'''
@@ -149,15 +174,15 @@ def fake(tmp_path: Path) -> Iterator[list[str]]:
     yield [sys.executable, str(script)]
     leftovers = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and str(script) in (up.cmdline(int(entry.name)) or []):
-            if up.pid_alive(int(entry.name)):
+        if entry.name.isdigit() and str(script) in (cmdline(int(entry.name)) or []):
+            if pid_alive(int(entry.name)):
                 leftovers.append(int(entry.name))
             os.kill(int(entry.name), signal.SIGKILL)
     assert not leftovers, f"stand-in brokers left running: {leftovers}"
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> topo.Topology:
+def cluster(tmp_path: Path) -> Topology:
     a, b, c = free_ports(3)
     text = f"""
 data: run/c
@@ -173,11 +198,11 @@ groups:
     brokers:
       c: {{port: {c}, max_message_bytes: 1000}}
 """
-    return topo.validate(topo.parse(text, "c.yaml"), "c.yaml", parse_connector)
+    return validate(parse(text, "c.yaml"), "c.yaml", parse_connector)
 
 
 @pytest.fixture
-def grouped(tmp_path: Path) -> topo.Topology:
+def grouped(tmp_path: Path) -> Topology:
     """A standalone broker and a ZooKeeper pair linked both ways, as in ab_c.yaml. The
     stand-ins never contact the (nonexistent) ZooKeeper the file names."""
     a, b, c, rb, rc = free_ports(5)
@@ -201,11 +226,11 @@ groups:
       - uri: "static:(a)"
         networkTTL: 1
 """
-    return topo.validate(topo.parse(text, "g.yaml"), "g.yaml", parse_connector)
+    return validate(parse(text, "g.yaml"), "g.yaml", parse_connector)
 
 
 @pytest.fixture
-def linked(tmp_path: Path) -> topo.Topology:
+def linked(tmp_path: Path) -> Topology:
     """Two groups linked both ways, by broker name, with options as YAML keys."""
     a, b = free_ports(2)
     text = f"""
@@ -224,23 +249,23 @@ groups:
       - uri: "static:(a)?duplex=false"
         excludedDestinations: [secret.>, "audit.*"]
 """
-    return topo.validate(topo.parse(text, "l.yaml"), "l.yaml", parse_connector)
+    return validate(parse(text, "l.yaml"), "l.yaml", parse_connector)
 
 
 @pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[up.BrokerProcess]]:
+def started(tmp_path: Path) -> Iterator[list[BrokerProcess]]:
     """Processes a test starts with the low-level API; whatever is left is stopped."""
-    procs: list[up.BrokerProcess] = []
+    procs: list[BrokerProcess] = []
     yield procs
-    up.stop(procs, timeout=1)
+    stop(procs, timeout=1)
     assert not any(p.alive() for p in procs)
 
 
 # --------------------------------------------------------------------------- planning
 
 
-def test_plan(cluster: topo.Topology, tmp_path: Path) -> None:
-    plans = up.plan(cluster, cwd=tmp_path, command=["nb"])
+def test_plan(cluster: Topology, tmp_path: Path) -> None:
+    plans = plan(cluster, cwd=tmp_path, command=["nb"])
     assert [p.name for p in plans] == ["a", "b", "c"]
     c = plans[2]
     assert c.data_dir == tmp_path / "run" / "c" / "c"
@@ -255,9 +280,9 @@ def test_plan(cluster: topo.Topology, tmp_path: Path) -> None:
 
 
 def test_plan_passes_connectors_resolved_with_options_folded_in(
-    linked: topo.Topology, tmp_path: Path
+    linked: Topology, tmp_path: Path
 ) -> None:
-    a, b = up.plan(linked, cwd=tmp_path, command=["nb"])
+    a, b = plan(linked, cwd=tmp_path, command=["nb"])
     pa, pb = a.spec.port, b.spec.port
     assert a.argv[a.argv.index("--group"):] == (
         "--group", "A", "--connector", f"static:(127.0.0.1:{pb})?networkTTL=2",
@@ -292,10 +317,10 @@ def test_connector_argument_round_trips(
 ) -> None:
     """The broker re-parses the folded URI into exactly the connector the file describes."""
     text = "groups: {A: {brokers: {a: {port: 9}}, connectors: [{uri: x}]}}"
-    raw = topo.parse(text, "x.yaml")
+    raw = parse(text, "x.yaml")
     raw["groups"]["A"]["connectors"] = [{"uri": uri, **options}]
-    (connector,) = topo.validate(raw, "x.yaml", parse_connector).groups[0].connectors
-    assert up.connector_argument(connector) == argument
+    (connector,) = validate(raw, "x.yaml", parse_connector).groups[0].connectors
+    assert connector_argument(connector) == argument
     assert isinstance(connector.spec, ConnectorSpec)
     reparsed = parse_connector(argument)
     assert dataclasses.replace(reparsed, uri="") == dataclasses.replace(connector.spec, uri="")
@@ -317,33 +342,33 @@ groups:
     election: lockfile
     brokers: {b: {port: 2}, c: {port: 3}}
 """
-    group = topo.validate(topo.parse(text, "x.yaml"), "x.yaml", parse_connector).groups[0]
-    assert up.expected_bridges(group) == [
+    group = validate(parse(text, "x.yaml"), "x.yaml", parse_connector).groups[0]
+    assert expected_bridges(group) == [
         "static:127.0.0.1:2", "static:127.0.0.1:3",
         "masterslave:(127.0.0.1:2,127.0.0.1:3)", "to-bc", "masterslave:127.0.0.1:2",
     ]
 
 
 def test_default_command_runs_this_package() -> None:
-    assert up.broker_command() == [sys.executable, "-m", "broker", "broker"]
+    assert broker_command() == [sys.executable, "-m", "broker", "broker"]
 
 
 def test_format_table() -> None:
-    assert up.format_table(("name", "n", "x"), [("a", 1, None), ("long", 100, "y")]) == (
+    assert format_table(("name", "n", "x"), [("a", 1, None), ("long", 100, "y")]) == (
         "name    n  x\n"
         "a       1  -\n"
         "long  100  y"
     )
     # Blank continuation cells keep a column of numbers right-aligned.
-    assert up.format_table(("name", "n", "x"), [("a", 10, "p"), ("", "", "q")]) == (
+    assert format_table(("name", "n", "x"), [("a", 10, "p"), ("", "", "q")]) == (
         "name   n  x\n"
         "a     10  p\n"
         "          q"
     )
 
 
-def _status(*components: tuple[str, str, str, str]) -> up.BrokerStatus:
-    return up.BrokerStatus(name="a", role="standalone", address="127.0.0.1:1",
+def _status(*components: tuple[str, str, str, str]) -> BrokerStatus:
+    return BrokerStatus(name="a", role="standalone", address="127.0.0.1:1",
                            components=list(components), queues=2, depth=7)
 
 
@@ -355,7 +380,7 @@ def test_bridges_of_reads_states_peers_and_errors() -> None:
         ("bridge", "from b", "up", "received 3"),
         ("replication", "static:h:4", "up", ""),
     )
-    bridges = up.bridges_of(["static:h:1", "static:h:2", "static:h:3", "static:h:4"], st)
+    bridges = bridges_of(["static:h:1", "static:h:2", "static:h:3", "static:h:4"], st)
     assert [(b.state, b.peer, b.error) for b in bridges] == [
         ("up", "b", ""),
         ("backoff", "", "UNAVAILABLE: failed to connect"),
@@ -363,23 +388,23 @@ def test_bridges_of_reads_states_peers_and_errors() -> None:
         ("missing", "", "the broker does not report it (it reports: static:h:1, static:h:2, "
                         "static:h:3, from b)"),
     ]
-    assert [up.bridge_cell(b) for b in bridges[:3]] == [
+    assert [bridge_cell(b) for b in bridges[:3]] == [
         "static:h:1 \u2192 b up",
         "static:h:2 backoff (UNAVAILABLE: failed to connect)",
         "static:h:3 connecting",
     ]
-    assert up.status_line("a", "A", st, ["static:h:1", "static:h:2"]) == (
+    assert status_line("a", "A", st, ["static:h:1", "static:h:2"]) == (
         "a (A): standalone, 2 queues, depth 7, in flight 0, consumers 0, "
         "bridges \u2192b up \u2192h:2 backoff"
     )
-    assert up.bridges_of(["static:h:1"], None) == []
+    assert bridges_of(["static:h:1"], None) == []
 
 
 # ------------------------------------------------------------------ master/slave groups
 
 
-def test_plan_gives_group_members_their_flags(grouped: topo.Topology, tmp_path: Path) -> None:
-    a, b, c = up.plan(grouped, cwd=tmp_path, command=["nb"])
+def test_plan_gives_group_members_their_flags(grouped: Topology, tmp_path: Path) -> None:
+    a, b, c = plan(grouped, cwd=tmp_path, command=["nb"])
     rb, rc = (x.replication_port for x in grouped.groups[1].brokers)
     assert (a.election, b.election, c.election) == (None, "zookeeper", "zookeeper")
     assert "--election" not in a.argv and "--token" not in a.argv
@@ -394,7 +419,7 @@ def test_plan_gives_group_members_their_flags(grouped: topo.Topology, tmp_path: 
     # Only the master runs a group's bridges, but each member must be able to.
     assert b.bridges == c.bridges == (f"static:127.0.0.1:{a.spec.port}",)
     # An embedded ZooKeeper's connect string is known once it runs: `up` passes it in.
-    b2 = up.plan(grouped, cwd=tmp_path, command=["nb"], zookeeper="127.0.0.1:2181")[1]
+    b2 = plan(grouped, cwd=tmp_path, command=["nb"], zookeeper="127.0.0.1:2181")[1]
     assert b2.argv[b2.argv.index("--zookeeper") + 1] == "127.0.0.1:2181"
 
 
@@ -414,8 +439,8 @@ groups:
     sync: quorum_disk
     brokers: {z: {port: 3}}
 """
-    t = topo.validate(topo.parse(text, "x.yaml"), "x.yaml", parse_connector)
-    l1, l2, z = up.plan(t, cwd=tmp_path, command=["nb"], pick_port=lambda: 4444)
+    t = validate(parse(text, "x.yaml"), "x.yaml", parse_connector)
+    l1, l2, z = plan(t, cwd=tmp_path, command=["nb"], pick_port=lambda: 4444)
     shared = str(tmp_path / "run" / "x" / "shared-L")
     for p in (l1, l2):
         assert p.argv[p.argv.index("--group"):] == (
@@ -429,98 +454,98 @@ groups:
     )
 
 
-def _plans(grouped: topo.Topology, tmp_path: Path) -> list[up.BrokerPlan]:
-    return up.plan(grouped, cwd=tmp_path, command=["nb"])
+def _plans(grouped: Topology, tmp_path: Path) -> list[BrokerPlan]:
+    return plan(grouped, cwd=tmp_path, command=["nb"])
 
 
-def _member(name: str, role: str, detail: str = "", bridges: str = "up") -> up.BrokerStatus:
+def _member(name: str, role: str, detail: str = "", bridges: str = "up") -> BrokerStatus:
     components = [("group", "B", role, detail)] if role != "standalone" else []
     if role in ("standalone", "master"):
         components.append(("bridge", "static:127.0.0.1:1", bridges, "x@127.0.0.1:1"
                            if bridges == "up" else "127.0.0.1:1, UNAVAILABLE: refused"))
-    return up.BrokerStatus(name=name, role=role, address=f"127.0.0.1:{ord(name)}",
+    return BrokerStatus(name=name, role=role, address=f"127.0.0.1:{ord(name)}",
                            components=components)
 
 
-def test_cluster_problems_for_groups(grouped: topo.Topology, tmp_path: Path) -> None:
+def test_cluster_problems_for_groups(grouped: Topology, tmp_path: Path) -> None:
     plans = [dataclasses.replace(p, bridges=("static:127.0.0.1:1",)) for p in
              _plans(grouped, tmp_path)]
     a = _member("a", "standalone")
     master = _member("b", "master", "epoch 1, position 7, in-sync b,c")
     slave = _member("c", "slave", "master b at 127.0.0.1:98, position 7")
-    assert up.cluster_problems(plans, {"a": a, "b": master, "c": slave}) == []
+    assert cluster_problems(plans, {"a": a, "b": master, "c": slave}) == []
     # Either member may be the master; a slave runs no bridges and is not asked for any.
-    assert up.cluster_problems(plans, {
+    assert cluster_problems(plans, {
         "a": a, "b": _member("b", "slave", "master c at x, position 7"),
         "c": _member("c", "master", "epoch 2, position 7, in-sync c"),
     }) == []
     electing = _member("c", "electing", "new group: waiting for 2 of 2 members")
-    assert up.cluster_problems(plans, {"a": a, "b": master, "c": electing}) == [
+    assert cluster_problems(plans, {"a": a, "b": master, "c": electing}) == [
         "c: electing (new group: waiting for 2 of 2 members), not yet a slave of b"
     ]
-    assert up.cluster_problems(plans, {"a": a, "b": None, "c": electing}) == [
+    assert cluster_problems(plans, {"a": a, "b": None, "c": electing}) == [
         f"b: not answering Admin.Status at {plans[1].address}",
         "group B: no master yet: c electing (new group: waiting for 2 of 2 members)",
     ]
-    assert up.cluster_problems(plans, {"a": a, "b": master, "c": _member("c", "master")}) == [
+    assert cluster_problems(plans, {"a": a, "b": master, "c": _member("c", "master")}) == [
         "group B: 2 members say they are master: b, c"
     ]
     down = _member("b", "master", "epoch 1, position 7, in-sync b,c", bridges="backoff")
-    assert up.cluster_problems(plans, {"a": a, "b": down, "c": slave}) == [
+    assert cluster_problems(plans, {"a": a, "b": down, "c": slave}) == [
         "b: bridge static:127.0.0.1:1 backoff: UNAVAILABLE: refused"
     ]
 
 
 def test_table_and_lines_show_roles_positions_and_the_master(
-    grouped: topo.Topology, tmp_path: Path
+    grouped: Topology, tmp_path: Path
 ) -> None:
     plans = [dataclasses.replace(p, bridges=("static:127.0.0.1:1",)) for p in
              _plans(grouped, tmp_path)]
     master = _member("b", "master", "epoch 3, position 1042, in-sync b,c")
     slave = _member("c", "slave", "master b at 127.0.0.1:98, position 1040")
-    assert up.table_headers(plans) == up.GROUP_TABLE_HEADERS
-    assert up.table_headers(plans[:1]) == up.TABLE_HEADERS
+    assert table_headers(plans) == GROUP_TABLE_HEADERS
+    assert table_headers(plans[:1]) == TABLE_HEADERS
     assert (master.position, slave.position, _member("a", "standalone").position) == (
         1042, 1040, None
     )
-    b_row, = up.table_rows(plans[1], 11, "up", master, position=True)
-    c_row, = up.table_rows(plans[2], 12, "up", slave, position=True)
+    b_row, = table_rows(plans[1], 11, "up", master, position=True)
+    c_row, = table_rows(plans[2], 12, "up", slave, position=True)
     assert b_row[2:4] == ("master", 1042) and b_row[-1] == "static:127.0.0.1:1 \u2192 x up"
     assert c_row[2:4] == ("slave", 1040) and c_row[-1] == "-"  # slaves run no bridges
-    assert up.group_lines(plans, {"b": master, "c": slave}) == [
+    assert group_lines(plans, {"b": master, "c": slave}) == [
         "group B (zookeeper): master b at 127.0.0.1:98 (epoch 3, position 1042, in-sync b,c)"
     ]
-    assert up.group_lines(plans, {"b": None, "c": _member("c", "electing", "waiting")}) == [
+    assert group_lines(plans, {"b": None, "c": _member("c", "electing", "waiting")}) == [
         "group B (zookeeper): no master: b not answering; c electing (waiting)"
     ]
-    assert up.status_line("b", "B", master, ["static:127.0.0.1:1"]) == (
+    assert status_line("b", "B", master, ["static:127.0.0.1:1"]) == (
         "b (B): master, epoch 3, position 1042, in-sync b,c, bridges \u2192x up"
     )
-    assert up.status_line("c", "B", slave, ["static:127.0.0.1:1"]) == (
+    assert status_line("c", "B", slave, ["static:127.0.0.1:1"]) == (
         "c (B): slave, master b at 127.0.0.1:98, position 1040"
     )
-    assert up.role_change_line("c", "B", "slave", master) == (
+    assert role_change_line("c", "B", "slave", master) == (
         "c (B): slave \u2192 master, epoch 3, position 1042, in-sync b,c"
     )
-    assert up.role_change_line("b", "B", "master", None) == "b (B): master \u2192 not answering"
+    assert role_change_line("b", "B", "master", None) == "b (B): master \u2192 not answering"
 
 
 # ------------------------------------------------------------------ start, ready, stop
 
 
-def test_start_wait_stop(cluster: topo.Topology, tmp_path: Path, fake: list[str],
-                         started: list[up.BrokerProcess]) -> None:
-    plans = up.plan(cluster, cwd=tmp_path, command=fake)
-    started += up.start(plans, detach=False)
-    up.wait_ready(started, timeout=30)
+def test_start_wait_stop(cluster: Topology, tmp_path: Path, fake: list[str],
+                         started: list[BrokerProcess]) -> None:
+    plans = plan(cluster, cwd=tmp_path, command=fake)
+    started += start(plans, detach=False)
+    wait_ready(started, timeout=30)
     assert [p.address for p in started] == [p.plan.address for p in started]
-    probe = up.AdminProbe()
+    probe = AdminProbe()
     try:
         st = probe.status(started[0].plan.address)
     finally:
         probe.close()
     assert st is not None and (st.name, st.role, st.queues, st.depth) == ("a", "standalone", 1, 3)
-    up.stop(started)
+    stop(started)
     assert not any(p.alive() for p in started)
     log = started[0].plan.log_path.read_text()
     assert "--- netbroker up: starting broker a at " in log
@@ -528,13 +553,13 @@ def test_start_wait_stop(cluster: topo.Topology, tmp_path: Path, fake: list[str]
 
 
 def test_a_broker_that_dies_is_named_with_its_log(
-    cluster: topo.Topology, tmp_path: Path, fake: list[str], started: list[up.BrokerProcess],
+    cluster: Topology, tmp_path: Path, fake: list[str], started: list[BrokerProcess],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "b:die")
-    started += up.start(up.plan(cluster, cwd=tmp_path, command=fake), detach=False)
-    with pytest.raises(up.UpError) as info:
-        up.wait_ready(started, timeout=30)
+    started += start(plan(cluster, cwd=tmp_path, command=fake), detach=False)
+    with pytest.raises(UpError) as info:
+        wait_ready(started, timeout=30)
     text = str(info.value)
     log = started[1].plan.log_path
     assert text.splitlines()[0] == (
@@ -544,40 +569,40 @@ def test_a_broker_that_dies_is_named_with_its_log(
 
 
 def test_a_broker_that_never_gets_ready_times_out(
-    cluster: topo.Topology, tmp_path: Path, fake: list[str], started: list[up.BrokerProcess],
+    cluster: Topology, tmp_path: Path, fake: list[str], started: list[BrokerProcess],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "c:hang")
-    started += up.start(up.plan(cluster, cwd=tmp_path, command=fake), detach=False)
-    with pytest.raises(up.UpError) as info:
-        up.wait_ready(started, timeout=3)
+    started += start(plan(cluster, cwd=tmp_path, command=fake), detach=False)
+    with pytest.raises(UpError) as info:
+        wait_ready(started, timeout=3)
     assert str(info.value).splitlines()[0].startswith("broker c was not ready within 3 s; last")
 
 
 def test_ready_by_admin_status_without_the_line(
-    cluster: topo.Topology, tmp_path: Path, fake: list[str], started: list[up.BrokerProcess],
+    cluster: Topology, tmp_path: Path, fake: list[str], started: list[BrokerProcess],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "a:quiet")
-    started += up.start(up.plan(cluster, cwd=tmp_path, command=fake), detach=False)
-    probe = up.AdminProbe()
+    started += start(plan(cluster, cwd=tmp_path, command=fake), detach=False)
+    probe = AdminProbe()
     try:
-        up.wait_ready(started, timeout=30, probe=probe)
+        wait_ready(started, timeout=30, probe=probe)
     finally:
         probe.close()
     assert started[0].address == started[0].plan.address
 
 
 def test_stop_escalates_to_sigkill(
-    cluster: topo.Topology, tmp_path: Path, fake: list[str], started: list[up.BrokerProcess],
+    cluster: Topology, tmp_path: Path, fake: list[str], started: list[BrokerProcess],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "a:ignore_term")
-    started += up.start(up.plan(cluster, cwd=tmp_path, command=fake), detach=False)
-    up.wait_ready(started, timeout=30)
+    started += start(plan(cluster, cwd=tmp_path, command=fake), detach=False)
+    wait_ready(started, timeout=30)
     said: list[str] = []
     t0 = time.monotonic()
-    up.stop(started, timeout=0.5, report=said.append)
+    stop(started, timeout=0.5, report=said.append)
     assert time.monotonic() - t0 < 5
     assert not any(p.alive() for p in started)
     assert started[0].returncode == -signal.SIGKILL
@@ -585,23 +610,23 @@ def test_stop_escalates_to_sigkill(
 
 
 def test_start_failure_stops_those_already_started(
-    cluster: topo.Topology, tmp_path: Path, fake: list[str],
+    cluster: Topology, tmp_path: Path, fake: list[str],
 ) -> None:
-    plans = up.plan(cluster, cwd=tmp_path, command=fake)
-    broken = up.BrokerPlan(plans[2].spec, plans[2].data_dir, plans[2].log_path,
+    plans = plan(cluster, cwd=tmp_path, command=fake)
+    broken = BrokerPlan(plans[2].spec, plans[2].data_dir, plans[2].log_path,
                            (str(tmp_path / "no-such-program"),))
-    spawned: list[up.BrokerProcess] = []
-    real_spawn = up.spawn
+    spawned: list[BrokerProcess] = []
+    real_spawn = spawn
 
-    def spy(plan: up.BrokerPlan, *, detach: bool) -> up.BrokerProcess:
+    def spy(plan: BrokerPlan, *, detach: bool) -> BrokerProcess:
         proc = real_spawn(plan, detach=detach)
         spawned.append(proc)
         return proc
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(up, "spawn", spy)
-        with pytest.raises(up.UpError, match=r"broker c: cannot start .*no-such-program"):
-            up.start([plans[0], plans[1], broken], detach=False)
+        m.setattr(processes, "spawn", spy)
+        with pytest.raises(UpError, match=r"broker c: cannot start .*no-such-program"):
+            start([plans[0], plans[1], broken], detach=False)
     assert len(spawned) == 2
     assert not any(p.alive() for p in spawned)
 
@@ -610,12 +635,12 @@ def test_start_failure_stops_those_already_started(
 
 
 def test_up_detached_then_status_then_down(
-    cluster: topo.Topology, tmp_path: Path, fake: list[str]
+    cluster: Topology, tmp_path: Path, fake: list[str]
 ) -> None:
     out, err = io.StringIO(), io.StringIO()
     state_file = tmp_path / "run" / "c" / "netbroker-up.json"
     try:
-        assert up.up(cluster, detach=True, out=out, err=err, command=fake, cwd=tmp_path) == 0
+        assert up(cluster, detach=True, out=out, err=err, command=fake, cwd=tmp_path) == 0
         lines = out.getvalue().splitlines()
         assert lines[0].split() == [
             "broker", "group", "role", "client", "pid", "state", "depth", "bridges"
@@ -628,40 +653,40 @@ def test_up_detached_then_status_then_down(
         state = json.loads(state_file.read_text())
         pids = [b["pid"] for b in state["brokers"]]
         assert state["detached"] is True
-        assert all(up.pid_alive(pid) for pid in pids)
+        assert all(pid_alive(pid) for pid in pids)
         # Detached brokers lead sessions of their own, so they outlive a closed terminal.
         assert all(os.getsid(pid) == pid for pid in pids)
 
         out = io.StringIO()
-        assert up.status(cluster, out=out, err=io.StringIO(), cwd=tmp_path) == 0
+        assert status(cluster, out=out, err=io.StringIO(), cwd=tmp_path) == 0
         rows = [line.split() for line in out.getvalue().splitlines()[1:4]]
         assert [r[0] for r in rows] == ["a", "b", "c"]
         assert all(r[-3:] == ["up", "3", "-"] for r in rows), rows
 
-        with pytest.raises(up.UpError, match="already running: a \\(pid"):
-            up.up(cluster, out=io.StringIO(), err=io.StringIO(), command=fake, cwd=tmp_path)
+        with pytest.raises(UpError, match="already running: a \\(pid"):
+            up(cluster, out=io.StringIO(), err=io.StringIO(), command=fake, cwd=tmp_path)
     finally:
         out = io.StringIO()
-        assert up.down(cluster, out=out, err=io.StringIO(), cwd=tmp_path) == 0
+        assert down(cluster, out=out, err=io.StringIO(), cwd=tmp_path) == 0
     assert out.getvalue().splitlines() == [
         f"stopped {n} (pid {pid})" for n, pid in zip("abc", pids, strict=True)
     ]
-    assert not any(up.pid_alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert not state_file.exists()
 
     err = io.StringIO()
-    assert up.status(cluster, out=io.StringIO(), err=err, cwd=tmp_path) == 1
+    assert status(cluster, out=io.StringIO(), err=err, cwd=tmp_path) == 1
     assert err.getvalue() == "netbroker: 3 of 3 brokers not answering: a, b, c\n"
 
 
 def test_up_waits_for_every_bridge_then_shows_them(
-    linked: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+    linked: Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "b:bridge_late")
     out, err = io.StringIO(), io.StringIO()
     t0 = time.monotonic()
     try:
-        assert up.up(linked, detach=True, out=out, err=err, command=fake, cwd=tmp_path) == 0
+        assert up(linked, detach=True, out=out, err=err, command=fake, cwd=tmp_path) == 0
         assert time.monotonic() - t0 >= 1.5  # b's bridge came up only after 1.5 s
         pa, pb = (b.port for b in linked.brokers)
         # The table shows each bridge with its peer and state (pid, client column aside).
@@ -672,17 +697,17 @@ def test_up_waits_for_every_bridge_then_shows_them(
         ]
         assert "netbroker: brokers ready; waiting for 2 bridges" in err.getvalue()
     finally:
-        up.down(linked, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
+        down(linked, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
 
 
 def test_up_names_the_bridges_not_up_and_stops_everything(
-    linked: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+    linked: Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "a:bridge_down")
     err = io.StringIO()
     t0 = time.monotonic()
-    with pytest.raises(up.UpError) as info:
-        up.up(linked, detach=True, timeout=2, out=io.StringIO(), err=err, command=fake,
+    with pytest.raises(UpError) as info:
+        up(linked, detach=True, timeout=2, out=io.StringIO(), err=err, command=fake,
               cwd=tmp_path)
     assert time.monotonic() - t0 < 10
     pb = linked.brokers[1].port
@@ -695,15 +720,15 @@ def test_up_names_the_bridges_not_up_and_stops_everything(
 
 
 def test_status_fails_while_a_bridge_is_down(
-    linked: topo.Topology, tmp_path: Path, fake: list[str], started: list[up.BrokerProcess],
+    linked: Topology, tmp_path: Path, fake: list[str], started: list[BrokerProcess],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Started without `up` (which would refuse to finish): status works from the ports.
     monkeypatch.setenv("FAKE_BROKER_MODE", "b:bridge_down")
-    started += up.start(up.plan(linked, cwd=tmp_path, command=fake), detach=False)
-    up.wait_ready(started, timeout=30)
+    started += start(plan(linked, cwd=tmp_path, command=fake), detach=False)
+    wait_ready(started, timeout=30)
     out, err = io.StringIO(), io.StringIO()
-    assert up.status(linked, out=out, err=err, cwd=tmp_path) == 1
+    assert status(linked, out=out, err=err, cwd=tmp_path) == 1
     pa, pb = (b.port for b in linked.brokers)
     rows = [line.split() for line in out.getvalue().splitlines()[1:]]
     assert [r[4] for r in rows] == ["-", "-"]  # not started by `up`: no recorded pid
@@ -718,12 +743,12 @@ def test_status_fails_while_a_bridge_is_down(
 
 
 def test_up_failure_leaves_nothing_running(
-    cluster: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+    cluster: Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "c:die")
     err = io.StringIO()
-    with pytest.raises(up.UpError, match="broker c exited with code 3"):
-        up.up(cluster, detach=True, out=io.StringIO(), err=err, command=fake, cwd=tmp_path)
+    with pytest.raises(UpError, match="broker c exited with code 3"):
+        up(cluster, detach=True, out=io.StringIO(), err=err, command=fake, cwd=tmp_path)
     assert "netbroker: stopping a, b" in err.getvalue()
     assert not (tmp_path / "run" / "c" / "netbroker-up.json").exists()
     for name in "ab":
@@ -736,7 +761,7 @@ def test_up_failure_leaves_nothing_running(
 
 
 def test_up_foreground_supervises_until_sigterm(
-    cluster: topo.Topology, tmp_path: Path, fake: list[str]
+    cluster: Topology, tmp_path: Path, fake: list[str]
 ) -> None:
     state_file = tmp_path / "run" / "c" / "netbroker-up.json"
     out, err = io.StringIO(), io.StringIO()
@@ -750,7 +775,7 @@ def test_up_foreground_supervises_until_sigterm(
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=stop_when_reported, daemon=True).start()
-    rc = up.up(cluster, interval=0.3, out=out, err=err, command=fake, cwd=tmp_path)
+    rc = up(cluster, interval=0.3, out=out, err=err, command=fake, cwd=tmp_path)
     assert rc == 0, err.getvalue()
     text = out.getvalue()
     assert "a (A): standalone, 1 queue, depth 3, in flight 0, consumers 1" in text
@@ -762,7 +787,7 @@ def test_up_foreground_supervises_until_sigterm(
 
 
 def test_up_foreground_reports_a_broker_that_exits(
-    cluster: topo.Topology, tmp_path: Path, fake: list[str]
+    cluster: Topology, tmp_path: Path, fake: list[str]
 ) -> None:
     out, err = io.StringIO(), io.StringIO()
     state_file = tmp_path / "run" / "c" / "netbroker-up.json"
@@ -779,13 +804,13 @@ def test_up_foreground_reports_a_broker_that_exits(
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=kill_b_then_stop, daemon=True).start()
-    rc = up.up(cluster, interval=0, out=out, err=err, command=fake, cwd=tmp_path)
+    rc = up(cluster, interval=0, out=out, err=err, command=fake, cwd=tmp_path)
     assert rc == 1  # a broker died on its own during the run
     assert "netbroker: broker b was killed by SIGKILL; last lines of" in err.getvalue()
     assert "netbroker: stopping a, c" in err.getvalue()
 
 
-def test_down_ignores_a_reused_pid(cluster: topo.Topology, tmp_path: Path) -> None:
+def test_down_ignores_a_reused_pid(cluster: Topology, tmp_path: Path) -> None:
     # The state file names our own pid with another command line: not ours to kill.
     state_file = tmp_path / "run" / "c" / "netbroker-up.json"
     state_file.parent.mkdir(parents=True)
@@ -794,34 +819,34 @@ def test_down_ignores_a_reused_pid(cluster: topo.Topology, tmp_path: Path) -> No
         "brokers": [{"name": "a", "pid": os.getpid(), "argv": ["something", "else"]}],
     }))
     out = io.StringIO()
-    assert up.down(cluster, out=out, err=io.StringIO(), cwd=tmp_path) == 0
+    assert down(cluster, out=out, err=io.StringIO(), cwd=tmp_path) == 0
     assert out.getvalue() == "nothing was running\n"
     assert not state_file.exists()
 
 
-def test_damaged_state_file(cluster: topo.Topology, tmp_path: Path) -> None:
+def test_damaged_state_file(cluster: Topology, tmp_path: Path) -> None:
     state_file = tmp_path / "run" / "c" / "netbroker-up.json"
     state_file.parent.mkdir(parents=True)
     state_file.write_text("{not json")
-    with pytest.raises(up.UpError, match=r"run/c/netbroker-up\.json is damaged"):
-        up.down(cluster, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
+    with pytest.raises(UpError, match=r"run/c/netbroker-up\.json is damaged"):
+        down(cluster, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
 
 
 # ------------------------------------------------------- groups with stand-in brokers
 
 
 def test_up_waits_for_a_master_then_shows_roles(
-    grouped: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+    grouped: Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_ROLE", "b:electing>master,c:slave")
     out, err = io.StringIO(), io.StringIO()
     t0 = time.monotonic()
     try:
-        assert up.up(grouped, detach=True, out=out, err=err, command=fake, cwd=tmp_path) == 0
+        assert up(grouped, detach=True, out=out, err=err, command=fake, cwd=tmp_path) == 0
         assert time.monotonic() - t0 >= 1.5  # b became master only after 1.5 s
         assert "waiting for group B to elect a master and 2 bridges" in err.getvalue()
         lines = out.getvalue().splitlines()
-        assert lines[0].split() == list(up.GROUP_TABLE_HEADERS)
+        assert lines[0].split() == list(GROUP_TABLE_HEADERS)
         rows = [line.split() for line in lines[1:4]]
         assert [r[:4] for r in rows] == [
             ["a", "A", "standalone", "-"], ["b", "B", "master", "42"], ["c", "B", "slave", "40"],
@@ -836,20 +861,20 @@ def test_up_waits_for_a_master_then_shows_roles(
         assert state_file.stat().st_mode & 0o077 == 0  # argv holds the securityToken
 
         out, err = io.StringIO(), io.StringIO()
-        assert up.status(grouped, out=out, err=err, cwd=tmp_path) == 0, err.getvalue()
+        assert status(grouped, out=out, err=err, cwd=tmp_path) == 0, err.getvalue()
         assert f"group B (zookeeper): master b at 127.0.0.1:{pb}" in out.getvalue()
         assert "zookeeper: 127.0.0.1:9 (external)" in out.getvalue()
     finally:
-        up.down(grouped, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
+        down(grouped, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
 
 
 def test_up_names_a_group_that_elects_no_master_and_stops_everything(
-    grouped: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+    grouped: Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_ROLE", "b:electing,c:electing")
     err = io.StringIO()
-    with pytest.raises(up.UpError) as info:
-        up.up(grouped, detach=True, timeout=5, out=io.StringIO(), err=err, command=fake,
+    with pytest.raises(UpError) as info:
+        up(grouped, detach=True, timeout=5, out=io.StringIO(), err=err, command=fake,
               cwd=tmp_path)
     assert str(info.value) == (
         "the cluster was not ready within 5 s:\n"
@@ -861,7 +886,7 @@ def test_up_names_a_group_that_elects_no_master_and_stops_everything(
 
 
 def test_up_foreground_reports_a_failover_as_it_happens(
-    grouped: topo.Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
+    grouped: Topology, tmp_path: Path, fake: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # b is master, then electing; c slave, then master: once `up` runs and says so.
     switch = tmp_path / "failover"
@@ -879,7 +904,7 @@ def test_up_foreground_reports_a_failover_as_it_happens(
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=fail_over_then_stop, daemon=True).start()
-    rc = up.up(grouped, interval=0, out=out, err=err, command=fake, cwd=tmp_path)
+    rc = up(grouped, interval=0, out=out, err=err, command=fake, cwd=tmp_path)
     assert rc == 0, err.getvalue()
     text = out.getvalue()
     assert "] b (B): master \u2192 electing, new group: waiting for 2 of 2 members" in text

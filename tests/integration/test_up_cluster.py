@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from broker.client import Client
-from broker.cluster import up
+from broker.cluster.processes import pid_alive
+from broker.cluster.state import STATE_FILE
 from broker.cluster.zookeeper import free_ports
 from tests.support.uptools import (
     UP_TIMEOUT,
@@ -106,7 +107,7 @@ def test_chain_up_forward_and_down(relocated: Callable[..., Relocated], tmp_path
     r = netbroker("down", str(t.path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(line.split()[1] for line in r.stdout.splitlines()) == ["a", "b", "c"]
-    assert not any(up.pid_alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert broker_pids(t.data) == []
     r = netbroker("status", str(t.path), cwd=tmp_path)
     assert r.returncode == 1
@@ -188,4 +189,4 @@ def test_bridge_that_never_comes_up_fails_up_and_stops_everything(
     assert "netbroker: stopping a, b" in lines
     assert r.stdout == ""  # no table: the cluster never was up
     wait_until(lambda: broker_pids(t.data) == [], 10, "every broker to be gone")
-    assert not (t.data / up.STATE_FILE).exists()
+    assert not (t.data / STATE_FILE).exists()

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 from broker.client import Client
-from broker.cluster import up
+from broker.cluster.processes import cmdline, pid_alive
+from broker.cluster.report import GROUP_TABLE_HEADERS
+from broker.cluster.state import STATE_FILE
 from tests.support.uptools import (
     ROOT,
     TOPOLOGIES,
@@ -47,7 +49,7 @@ def ab_c(tmp_path: Path) -> Iterator[Relocated]:
     netbroker("down", str(t.path), "--timeout", "5", cwd=tmp_path)
     leftovers = []
     for pid in broker_pids(t.data):
-        leftovers.append((pid, up.cmdline(pid)))
+        leftovers.append((pid, cmdline(pid)))
         os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"processes left running after `netbroker down`: {leftovers}"
 
@@ -57,7 +59,7 @@ def rows(table: str) -> dict[str, list[str]]:
     (broker group role position client pid state depth bridges...)."""
     lines = table.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("broker "))
-    assert lines[header].split() == list(up.GROUP_TABLE_HEADERS), table
+    assert lines[header].split() == list(GROUP_TABLE_HEADERS), table
     out = {}
     for line in lines[header + 1 :]:
         if line[:1] in ("a", "b", "c") and line[1:2] == " ":
@@ -76,7 +78,7 @@ def roles(t: Relocated, cwd: Path) -> dict[str, str]:
 
 
 def state(t: Relocated) -> dict[str, object]:
-    return json.loads((t.data / up.STATE_FILE).read_text())
+    return json.loads((t.data / STATE_FILE).read_text())
 
 
 def pid_of(t: Relocated, name: str) -> int:
@@ -140,7 +142,7 @@ def test_ab_c_fails_over_without_losing_a_message(ab_c: Relocated, tmp_path: Pat
         f"group B (zookeeper): master b at {t.url('b')} (epoch "
     )
     zk = state(t)["zookeeper"]
-    assert isinstance(zk, dict) and up.pid_alive(int(zk["pid"]))
+    assert isinstance(zk, dict) and pid_alive(int(zk["pid"]))
     assert f"zookeeper: embedded at {zk['connect_string']}, pid {zk['pid']}" in r.stdout
 
     r = netbroker("status", str(t.path), cwd=tmp_path)
@@ -180,9 +182,9 @@ def test_ab_c_fails_over_without_losing_a_message(ab_c: Relocated, tmp_path: Pat
         f"stopped {slave} (pid {pids[slave]})",
         f"stopped zookeeper (pid {zk['pid']})",
     ]
-    assert not any(up.pid_alive(pid) for pid in [*pids.values(), int(zk["pid"])])
+    assert not any(pid_alive(pid) for pid in [*pids.values(), int(zk["pid"])])
     assert broker_pids(t.data) == []
-    assert not (t.data / up.STATE_FILE).exists()
+    assert not (t.data / STATE_FILE).exists()
 
 
 @pytest.fixture
@@ -237,9 +239,9 @@ def test_foreground_up_shows_a_failover_live_and_ctrl_c_stops_everything(
     err = proc.stderr.read().decode()
     assert "netbroker: broker b was killed by SIGKILL" in err
     assert err.index("netbroker: stopping a, c") < err.index("netbroker: stopping ZooKeeper")
-    assert not up.pid_alive(zk_pid)
+    assert not pid_alive(zk_pid)
     assert broker_pids(t.data) == []
-    assert not (t.data / up.STATE_FILE).exists()
+    assert not (t.data / STATE_FILE).exists()
 
 
 def test_a_killed_up_takes_its_brokers_and_zookeeper_with_it(
@@ -249,7 +251,7 @@ def test_a_killed_up_takes_its_brokers_and_zookeeper_with_it(
     proc = foreground()
     Lines(proc.stdout).expect(r"^zookeeper: embedded at ", UP_TIMEOUT + 10)
     pids = broker_pids(t.data)
-    assert len(pids) == 4, [up.cmdline(pid) for pid in pids]  # a, b, c and java
+    assert len(pids) == 4, [cmdline(pid) for pid in pids]  # a, b, c and java
     proc.kill()  # no chance to clean up: the parent-death signal does it
     proc.wait()
     wait_until(lambda: broker_pids(t.data) == [], 30, "every broker and ZooKeeper to exit")
@@ -266,4 +268,4 @@ def test_a_failed_start_stops_the_brokers_and_zookeeper(ab_c: Relocated, tmp_pat
     assert "netbroker: stopping ZooKeeper" in r.stderr, r.stderr
     assert r.stdout == ""
     assert broker_pids(t.data) == []  # a, b and java too
-    assert not (t.data / up.STATE_FILE).exists()
+    assert not (t.data / STATE_FILE).exists()

@@ -23,7 +23,8 @@ import pytest
 from kazoo.client import KazooClient, KazooState
 
 from broker.cluster import zookeeper as zkmod
-from broker.cluster.zookeeper import Ensemble, PortInUse, ZooKeeperError, four_letter
+from broker.cluster.zookeeper import PortInUse, ZooKeeperError, four_letter
+from tests.support.zk import Ensemble
 
 ROOT = Path(__file__).resolve().parents[2]
 KazooFactory = Callable[..., KazooClient]

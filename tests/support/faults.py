@@ -38,11 +38,11 @@ from typing import Any, Literal
 import grpc
 
 from broker.client import BrokerError, Client
-from broker.cluster.zookeeper import Ensemble
 from broker.pb import admin_pb2, admin_pb2_grpc
 from tests.support.groups import status
 from tests.support.procs import BrokerProcess, free_port
 from tests.support.scenario import wait_for as until
+from tests.support.zk import Ensemble
 
 # --------------------------------------------------------------------------- tally
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from broker.cluster import up
+from broker.cluster.processes import cmdline, pid_alive
 from broker.cluster.zookeeper import free_ports
 from tests.support.procs import ROOT
 
@@ -97,8 +97,8 @@ def broker_pids(data: Path) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
-            argv = up.cmdline(int(entry.name)) or []
-            if any(str(data) in a for a in argv) and up.pid_alive(int(entry.name)):
+            argv = cmdline(int(entry.name)) or []
+            if any(str(data) in a for a in argv) and pid_alive(int(entry.name)):
                 pids.append(int(entry.name))
     return pids
 

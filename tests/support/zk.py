@@ -4,14 +4,17 @@
 * `zk_ensemble`: three servers (a leader and two followers) likewise.
 * `kazoo_client`: a factory of started KazooClients, all stopped at the end.
 
-Both servers are `broker.cluster.zookeeper.Ensemble` objects: `.connect_string`, `.leader()`,
-`.kill(i)`, `.pause()`, `.resume()`, `.restart(i)`, ... A machine without Debian's
-zookeeper package fails these tests with the install command rather than skipping them:
-master/slave groups cannot be tested without it, and a skip would hide that.
+Both servers are this module's `Ensemble`: `broker.cluster.zookeeper.Ensemble`
+(`.connect_string`, `.leader()`, `.kill(i)`, ...) with the powers only tests use:
+`.pause()`, `.resume()` and `.restart(i)`. Tests that start ZooKeeper themselves import it
+from here too. A machine without Debian's zookeeper package fails these tests with the
+install command rather than skipping them: master/slave groups cannot be tested without
+it, and a skip would hide that.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +22,41 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.retry import KazooRetry
 
-from broker.cluster.zookeeper import Ensemble
+from broker.cluster.zookeeper import Ensemble as RunEnsemble
+from broker.cluster.zookeeper import ZooKeeperServer
+
+
+def _pause(server: ZooKeeperServer) -> None:
+    """SIGSTOP: the process holds its sockets but answers nothing (a hung/cut-off node)."""
+    server._signal(signal.SIGSTOP)
+    server.paused = server.alive
+
+
+def _resume(server: ZooKeeperServer) -> None:
+    server._signal(signal.SIGCONT)
+    server.paused = False
+
+
+class Ensemble(RunEnsemble):
+    """ZooKeeper servers as `netbroker up` runs them, plus what only tests do to them:
+    freeze and thaw a server, start a killed one again."""
+
+    def restart(self, index: int, timeout: float = 30.0) -> None:
+        """Start server `index` again on the same ports and data, and wait until it serves."""
+        server = self.servers[index]
+        if server.alive:
+            server.stop()
+        server.spawn(die_with_parent=self.die_with_parent)
+        self.wait_ready(timeout, indexes=[index])
+
+    def pause(self, index: int | None = None) -> None:
+        """SIGSTOP server `index`, or every server: clients time out as if cut off."""
+        for i in self._indexes(index):
+            _pause(self.servers[i])
+
+    def resume(self, index: int | None = None) -> None:
+        for i in self._indexes(index):
+            _resume(self.servers[i])
 
 
 @pytest.fixture

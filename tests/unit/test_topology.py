@@ -7,19 +7,11 @@ from pathlib import Path, PurePath
 
 import pytest
 
-from broker.cluster.topology import (
-    BrokerSpec,
-    Connector,
-    Topology,
-    TopologyError,
-    UnknownBroker,
-    ZooKeeper,
-    check_name,
-    load,
-    parse,
-    resolve_broker_names,
-    validate,
-)
+from broker.cluster.errors import TopologyError
+from broker.cluster.loader import load, parse
+from broker.cluster.model import BrokerSpec, Connector, Topology, ZooKeeper
+from broker.cluster.rules import UnknownBroker, resolve_broker_names
+from broker.cluster.schema import check_name, validate
 from netconnector.uri import ConnectorSpec, parse_connector
 
 ROOT = Path(__file__).resolve().parents[2]

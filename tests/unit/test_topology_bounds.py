@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.cluster import topology
-from broker.cluster.topology import MAX_FILE_BYTES, TopologyError
+from broker.cluster import loader
+from broker.cluster.errors import TopologyError
+from broker.cluster.loader import MAX_FILE_BYTES
 from netconnector.uri import parse_connector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def test_alias_bomb_is_refused_quickly_naming_the_key(tmp_path: Path) -> None:
     path.write_text(bomb())
     started = time.monotonic()
     with pytest.raises(TopologyError) as caught:
-        topology.load(path, parse_connector)
+        loader.load(path, parse_connector)
     took = time.monotonic() - started
     print(f"alias bomb refused in {took * 1000:.1f} ms: {caught.value}")
     assert took < 1.0
@@ -60,7 +61,7 @@ def test_moderate_aliases_still_load(tmp_path: Path) -> None:
     assert text.count("excludedDestinations") == 2
     path = tmp_path / "aliases.yaml"
     path.write_text(text)
-    t = topology.load(path, parse_connector)
+    t = loader.load(path, parse_connector)
     assert all(
         c.options.get("excludedDestinations") == ["audit.>", "tmp.*"]
         for g in t.groups
@@ -73,7 +74,7 @@ def test_a_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
     path.write_text("# padding\n" * (MAX_FILE_BYTES // 10 + 1))
     started = time.monotonic()
     with pytest.raises(TopologyError) as caught:
-        topology.load(path, parse_connector)
+        loader.load(path, parse_connector)
     print(f"{caught.value} ({(time.monotonic() - started) * 1000:.1f} ms)")
     assert str(caught.value).startswith(f"{path}: is ")
     assert "at most" in str(caught.value)

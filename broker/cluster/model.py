@@ -1,0 +1,165 @@
+"""The topology model: a cluster's groups, brokers, connectors and ZooKeeper, as plain
+frozen data (built by `schema.validate`, read by planning and the commands)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Protocol
+
+
+class ParsedConnector(Protocol):
+    """What validation and `up` read of a parsed connector (netconnector's ConnectorSpec)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def addresses(self) -> tuple[str, ...]: ...
+    @property
+    def discovery_group(self) -> str | None: ...
+    @property
+    def security_token(self) -> str: ...
+
+
+# Parses a connector URI with its YAML options; raises ValueError whose `reason` (or text)
+# says what is wrong. Passed in: the broker layer does not import the network layer.
+ConnectorParser = Callable[[str, Mapping[str, Any]], ParsedConnector]
+
+# Broker and group names become directory names (DATA/<broker>), ZooKeeper path
+# segments and log prefixes, so they are kept to a portable, unambiguous alphabet:
+# no dots (they would make KEY.PATHs ambiguous), no slashes, no spaces.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+NAME_RULE = "use letters, digits, '-' and '_', starting with a letter or digit, at most 64"
+
+SYNC_POLICIES = ("quorum_mem", "quorum_disk", "local_disk", "local_mem")
+ELECTIONS = ("zookeeper", "lockfile")
+DEFAULT_HOST = "127.0.0.1"
+# Hosts that bind every interface, so their ports clash with any other host's.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+QUORUM_SYNC = ("quorum_mem", "quorum_disk")
+# The embedded ZooKeeper keeps its data in DATA/zookeeper, beside DATA/<broker>.
+EMBEDDED_ZK_DIR = "zookeeper"
+
+
+@dataclass(frozen=True)
+class ZooKeeper:
+    """Where the master/slave groups find ZooKeeper."""
+
+    embedded: bool
+    # "host:port" entries of an external ensemble; empty when embedded.
+    servers: tuple[str, ...] = ()
+    # Embedded only: the client port to run it on (None: a free one at start).
+    port: int | None = None
+
+    @property
+    def connect_string(self) -> str:
+        """The ensemble's connect string; for an embedded one only if its port is fixed."""
+        if self.embedded:
+            return f"127.0.0.1:{self.port}" if self.port else ""
+        return ",".join(self.servers)
+
+
+@dataclass(frozen=True)
+class Connector:
+    """A network connector: its URI and YAML options as written, and what they resolve to.
+
+    Two connectors are equal when they are written the same; `resolved` and `spec` follow
+    from that and the file's brokers.
+    """
+
+    uri: str
+    options: dict[str, Any] = field(default_factory=dict)
+    # `uri` with broker names in its address list replaced by their client addresses
+    # ("" until the file's brokers are known).
+    resolved: str = field(default="", compare=False)
+    # The parsed, checked connector (None until resolved).
+    spec: ParsedConnector | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    name: str
+    group: str
+    port: int
+    host: str = DEFAULT_HOST
+    replication_port: int | None = None
+    max_message_bytes: int | None = None
+    sync: str | None = None
+    weight: int | None = None
+
+    @property
+    def client_address(self) -> str:
+        """Where a client on this machine reaches the broker (wildcards via loopback)."""
+        host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    brokers: tuple[BrokerSpec, ...]
+    # "zookeeper", "lockfile", or None for a standalone broker. Defaulted by `validate`:
+    # zookeeper for a group of two or more brokers.
+    election: str | None = None
+    # ZooKeeper groups: defaulted by `validate` to the number of brokers listed.
+    replicas: int | None = None
+    sync: str | None = None
+    min_insync: int | None = None
+    zk_path: str | None = None
+    session_timeout: float | None = None
+    # The group's own securityToken, else the file's (None: none).
+    security_token: str | None = field(default=None, repr=False)
+    connectors: tuple[Connector, ...] = ()
+
+    def effective_sync(self, broker: BrokerSpec) -> str | None:
+        """A broker's own `sync` overrides its group's."""
+        return broker.sync or self.sync
+
+    @property
+    def is_group(self) -> bool:
+        """Whether its brokers elect a master (ZooKeeper or lock file)."""
+        return self.election is not None
+
+
+@dataclass(frozen=True)
+class Topology:
+    source: str
+    # As written in the file. Relative paths are relative to the directory netbroker is
+    # run from (resolved by the caller, see `data_root`), not to the file's directory.
+    data: PurePath
+    groups: tuple[GroupSpec, ...]
+    zookeeper: ZooKeeper | None = None
+    security_token: str | None = field(default=None, repr=False)
+
+    @property
+    def brokers(self) -> tuple[BrokerSpec, ...]:
+        return tuple(b for g in self.groups for b in g.brokers)
+
+    def data_root(self, cwd: Path | None = None) -> Path:
+        """The data directory as an absolute path.
+
+        Relative to the current working directory, deliberately: an operator types
+        `netbroker up topologies/ab_c.yaml` from the project root and expects
+        `data: run/ab_c` to mean ./run/ab_c, like every other path given on a command
+        line (and the project's .gitignore already ignores run/).
+        """
+        base = cwd if cwd is not None else Path.cwd()
+        return base / Path(self.data)
+
+    def broker_data_dir(self, broker: BrokerSpec, cwd: Path | None = None) -> Path:
+        return self.data_root(cwd) / broker.name
+
+    def zookeeper_dir(self, cwd: Path | None = None) -> Path:
+        """Where an embedded ZooKeeper keeps its config, data and log."""
+        return self.data_root(cwd) / EMBEDDED_ZK_DIR
+
+    @property
+    def uses_zookeeper(self) -> bool:
+        return any(g.election == "zookeeper" for g in self.groups)

@@ -1,0 +1,281 @@
+"""What `up` starts: one BrokerPlan per broker of a topology, with its command line and
+the bridges it must bring up. Pure data, derived from the topology."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from broker.cluster.model import BrokerSpec, Connector, GroupSpec, Topology
+
+LOG_FILE = "broker.log"
+
+# Broker sync policies the standalone broker process understands today; quorum policies
+# belong to master/slave groups.
+LOCAL_SYNC = ("local_disk", "local_mem")
+# Characters left readable when option values are folded into a query string: the
+# destination wildcards and list commas operators write. '&', '=', '%', '?', '#' and
+# spaces are escaped; the broker's parser unescapes them.
+QUERY_SAFE = "*>,.:/@_-~"
+
+
+@dataclass(frozen=True)
+class BrokerPlan:
+    """How one broker of a topology is started: pure data, derived from the topology."""
+
+    spec: BrokerSpec
+    data_dir: Path
+    log_path: Path
+    argv: tuple[str, ...]
+    # Bridge names (Admin.Status component names) that must be up, in connector order.
+    # In a master/slave group only the master runs them.
+    bridges: tuple[str, ...] = ()
+    # The group's election ("zookeeper", "lockfile"), None for a standalone broker.
+    election: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def group(self) -> str:
+        return self.spec.group
+
+    @property
+    def address(self) -> str:
+        return self.spec.client_address
+
+
+def broker_command() -> list[str]:
+    """The command that runs one broker: this interpreter, this package."""
+    return [sys.executable, "-m", "broker", "broker"]
+
+
+def _option_text(value: object) -> str:
+    """A YAML option value as the query string writes it (the parser reads it back)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item).strip() for item in value)
+    return str(value)
+
+
+def connector_argument(connector: Connector) -> str:
+    """The connector as one `--connector` URI: names resolved, YAML options folded in.
+
+    The broker parses this with the same `parse_connector` the topology was checked with,
+    so it gets the very connector the file describes. An option in both the URI and the
+    YAML keys is kept once (the topology check has made sure the two agree).
+    """
+    uri = (connector.resolved or connector.uri).strip()
+    base, _, query = uri.partition("?")
+    given = {unquote(piece.partition("=")[0]) for piece in query.split("&") if piece}
+    extra = [
+        f"{quote(name, safe='')}={quote(_option_text(value), safe=QUERY_SAFE)}"
+        for name, value in connector.options.items()
+        if name not in given
+    ]
+    if not extra:
+        return uri
+    pieces = [piece for piece in query.split("&") if piece] + extra
+    return f"{base}?{'&'.join(pieces)}"
+
+
+def runnable_connectors(group: GroupSpec) -> list[Connector]:
+    """The group's connectors, every kind of which its brokers now run."""
+    return list(group.connectors)
+
+
+def bridge_labels(connector: Connector) -> list[str]:
+    """The names of the bridges a connector opens, as its broker's Admin.Status lists them.
+
+    Mirrors `netconnector.connector.Link.label`: a static connector opens one bridge per
+    address, named `static:HOST:PORT`; a masterslave connector one bridge, named after the
+    connector (`name` option, by default `masterslave:(HOST:PORT,...)`).
+    """
+    spec = connector.spec
+    if spec is None or spec.kind == "multicast":
+        return []
+    if spec.kind == "static":
+        return [f"static:{address}" for address in spec.addresses]
+    if len(spec.addresses) == 1:
+        return [f"{spec.kind}:{spec.addresses[0]}"]
+    return [spec.name]
+
+
+def discovered_labels(connector: Connector, group: GroupSpec, topology: Topology) -> list[str]:
+    """The bridges a `multicast://NAME` connector opens: one to each other group with a
+    connector of that discovery group (a broker advertises in the discovery groups of its
+    own multicast connectors). Named as `netconnector.multicast.link_label` names them:
+    `multicast://NAME/GROUP`."""
+    spec = connector.spec
+    if spec is None or spec.kind != "multicast":
+        return []
+    peers = [
+        g.name
+        for g in topology.groups
+        if g.name != group.name
+        and any(
+            c.spec is not None
+            and c.spec.kind == "multicast"
+            and c.spec.discovery_group == spec.discovery_group
+            for c in g.connectors
+        )
+    ]
+    return [f"{spec.name}/{name}" for name in peers]
+
+
+def expected_bridges(group: GroupSpec, topology: Topology | None = None) -> list[str]:
+    """Every bridge each serving broker of `group` must report "up" before the cluster is up.
+    Discovered bridges (multicast) are known only with the whole `topology`."""
+    labels = []
+    for c in runnable_connectors(group):
+        labels += bridge_labels(c)
+        if topology is not None:
+            labels += discovered_labels(c, group, topology)
+    return labels
+
+
+def shared_store_dir(root: Path, group: GroupSpec) -> Path:
+    """The store directory the members of a lock-file group share."""
+    return root / f"shared-{group.name}"
+
+
+def broker_argv(
+    group: GroupSpec,
+    broker: BrokerSpec,
+    data_dir: Path,
+    command: Sequence[str],
+    *,
+    zookeeper: str = "",
+    replication_port: int | None = None,
+    shared_dir: Path | None = None,
+) -> list[str]:
+    """The broker's command line: its own flags, then its group's.
+
+    `zookeeper` is the ensemble's connect string (a ZooKeeper group's members need it);
+    `replication_port` stands in for a member without one in the file (a group of one);
+    `shared_dir` is a lock-file group's store.
+    """
+    argv = [
+        *command,
+        "--name",
+        broker.name,
+        "--host",
+        broker.host,
+        "--port",
+        str(broker.port),
+        "--data",
+        str(data_dir),
+        "--group",
+        group.name,
+    ]
+    if broker.max_message_bytes is not None:
+        argv += ["--max-message-bytes", str(broker.max_message_bytes)]
+    argv += election_flags(
+        group, broker, zookeeper=zookeeper, replication_port=replication_port, shared_dir=shared_dir
+    )
+    if group.security_token:
+        argv += ["--token", group.security_token]
+    for connector in runnable_connectors(group):
+        argv += ["--connector", connector_argument(connector)]
+    return argv
+
+
+def election_flags(
+    group: GroupSpec,
+    broker: BrokerSpec,
+    *,
+    zookeeper: str,
+    replication_port: int | None,
+    shared_dir: Path | None,
+) -> list[str]:
+    """The flags of the broker's group: its election and what that election needs, and the
+    sync policy where the broker process acts on it."""
+    flags: list[str] = []
+    sync = group.effective_sync(broker)
+    if group.election == "zookeeper":
+        port = broker.replication_port or replication_port
+        flags += ["--election", "zookeeper", "--zookeeper", zookeeper]
+        flags += ["--replication-port", str(port or 0)]
+        flags += ["--replicas", str(group.replicas or len(group.brokers))]
+        if group.min_insync is not None:
+            flags += ["--min-insync", str(group.min_insync)]
+        if group.zk_path:
+            flags += ["--zk-path", group.zk_path]
+        if group.session_timeout is not None:
+            flags += ["--session-timeout", f"{group.session_timeout:g}"]
+        if broker.weight is not None:
+            flags += ["--weight", str(broker.weight)]
+        if sync:
+            flags += ["--sync", sync]
+    elif group.election == "lockfile":
+        flags += ["--election", "lockfile"]
+        if shared_dir is not None:
+            flags += ["--shared-dir", str(shared_dir)]
+        if sync in LOCAL_SYNC:
+            flags += ["--sync", sync]
+    elif sync in LOCAL_SYNC:
+        flags += ["--sync", sync]
+    return flags
+
+
+def plan(
+    topology: Topology,
+    *,
+    cwd: Path | None = None,
+    command: Sequence[str] | None = None,
+    zookeeper: str | None = None,
+    pick_port: Callable[[], int] | None = None,
+) -> list[BrokerPlan]:
+    """One BrokerPlan per broker, in file order; data dirs are absolute.
+
+    `zookeeper`: the connect string ZooKeeper groups get (default: the file's external
+    ensemble, or an embedded one's fixed port). `pick_port` gives a replication port to a
+    ZooKeeper member the file gives none (a group of one); by default a free port.
+    """
+    root = topology.data_root(cwd).absolute()
+    cmd = list(command) if command is not None else broker_command()
+    if zookeeper is None:
+        zookeeper = topology.zookeeper.connect_string if topology.zookeeper else ""
+    plans = []
+    for group in topology.groups:
+        for spec in group.brokers:
+            data_dir = root / spec.name
+            replication_port = None
+            if group.election == "zookeeper" and spec.replication_port is None:
+                replication_port = (pick_port or _free_port)()
+            argv = broker_argv(
+                group, spec, data_dir, cmd, zookeeper=zookeeper,
+                replication_port=replication_port,
+                shared_dir=shared_store_dir(root, group) if group.election == "lockfile" else None,
+            )  # fmt: skip
+            plans.append(
+                BrokerPlan(
+                    spec=spec,
+                    data_dir=data_dir,
+                    log_path=data_dir / LOG_FILE,
+                    argv=tuple(argv),
+                    bridges=tuple(expected_bridges(group, topology)),
+                    election=group.election,
+                )
+            )
+    return plans
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def groups_of(plans: Sequence[BrokerPlan]) -> list[tuple[str, list[BrokerPlan]]]:
+    """The plans by group, groups in file order."""
+    out: dict[str, list[BrokerPlan]] = {}
+    for p in plans:
+        out.setdefault(p.group, []).append(p)
+    return list(out.items())
