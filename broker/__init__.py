@@ -1,3 +1,3 @@
-"""One netbroker broker: store, queues and dispatch, client service, CLI and Python client."""
+"""netbroker: one broker (core, server), the Python client, cluster operations, the CLI."""
 
 __version__ = "0.1.0"
