@@ -25,6 +25,7 @@ from broker.core.store import Store, StoreDamaged
 from broker.errors import StartupError
 from broker.server.gate import ServiceGate
 from broker.server.listen import build_server
+from broker.server.status import Role
 from masterslave.election import min_insync_default
 from masterslave.group import GroupConfig, GroupMember
 from masterslave.lockfile import LockfileMember
@@ -173,7 +174,7 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
         if member is not None:
             await member.start()
         elif broker is not None:
-            gate.open(broker, role="standalone")
+            gate.open(broker, role=Role.STANDALONE)
             network.attach(broker)
         log.info(
             "broker %s listening on %s, data in %s",
@@ -191,7 +192,7 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             if member is not None:
                 await member.stop()
             else:
-                gate.close("stopped", f"broker {config.name} is shutting down")
+                gate.close(Role.STOPPED, f"broker {config.name} is shutting down")
                 await network.detach()
             await server.stop(grace=1.0)
             if replication is not None:

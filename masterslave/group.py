@@ -28,7 +28,8 @@ from broker.core.config import BrokerConfig, master_fsyncs
 from broker.core.store import META_EPOCH, META_POS, Store
 from broker.pb import replication_pb2, replication_pb2_grpc
 from broker.reconnect import Backoff
-from broker.server.gate import ComponentStatus, ServiceGate
+from broker.server.gate import ServiceGate
+from broker.server.status import GroupStatus, Role
 from masterslave.election import IsrState, Member
 from masterslave.isr import new_epoch
 from masterslave.replication import (
@@ -133,12 +134,12 @@ class GroupMember:
         self._wake: asyncio.TimerHandle | None = None
         self._last_decision: object = None
         gate.sources.append(self.status)
-        gate.close("electing", self.machine.refusal())
+        gate.close(Role.ELECTING, self.machine.refusal())
         store.on_resynced = self._resynced
         self.follower.on_reset = self._resynced  # the node then says "resync"
 
     @property
-    def role(self) -> str:
+    def role(self) -> Role:
         return self.machine.role
 
     @property
@@ -240,7 +241,7 @@ class GroupMember:
                 self._queue("takeover", lambda: self._take_over(action))
             case Serve():
                 assert self.broker is not None
-                self.gate.open(self.broker, "master")
+                self.gate.open(self.broker, Role.MASTER)
                 self.hooks.attach(self.broker)
                 log.info(
                     "master of group %s at epoch %d from position %d",
@@ -327,7 +328,7 @@ class GroupMember:
                 await self._zk.update(self._node_data())
 
     def _node_data(self) -> dict[str, object]:
-        master = self.role == "master"
+        master = self.role == Role.MASTER
         return {
             "id": self.config.name,
             "address": self.group.replication_address,
@@ -357,7 +358,7 @@ class GroupMember:
 
     async def _follow_loop(self, master: Member, epoch: int) -> None:
         backoff = Backoff(0.05, 1.0)
-        while self.role == "slave" and self.master is master:
+        while self.role == Role.SLAVE and self.master is master:
             try:
                 await self.follower.follow(master.address, epoch)
                 self.replication_error = "master closed the stream"
@@ -471,20 +472,30 @@ class GroupMember:
 
         self._teardown = asyncio.get_running_loop().create_task(teardown(), name="teardown")
 
-    def status(self) -> list[ComponentStatus]:
-        if self.role == "master" and self.leader is not None:
-            isr = ",".join(sorted(self.leader.isr.isr))
-            detail = f"epoch {self.epoch}, position {self._position()}, in-sync {isr}"
-            return [ComponentStatus("group", self.group.name, "master", detail)]
-        if self.role == "slave" and self.master is not None:
-            detail = (
-                f"master {self.master.id} at {self.master.client}, "
-                f"position {self.follower.position}"
-            )
-            if self.replication_error:
-                detail += f", last replication error: {self.replication_error}"
-            return [ComponentStatus("group", self.group.name, "slave", detail)]
-        return [ComponentStatus("group", self.group.name, "electing", self.machine.waiting_reason)]
+    def status(self) -> list[GroupStatus]:
+        name = self.group.name
+        if self.role == Role.MASTER and self.leader is not None:
+            return [
+                GroupStatus(
+                    name,
+                    Role.MASTER,
+                    epoch=self.epoch,
+                    position=self._position(),
+                    in_sync=tuple(sorted(self.leader.isr.isr)),
+                )
+            ]
+        if self.role == Role.SLAVE and self.master is not None:
+            return [
+                GroupStatus(
+                    name,
+                    Role.SLAVE,
+                    position=self.follower.position,
+                    master=self.master.id,
+                    master_address=self.master.client,
+                    replication_error=self.replication_error,
+                )
+            ]
+        return [GroupStatus(name, Role.ELECTING, waiting=self.machine.waiting_reason)]
 
 
 class AttachHooks(Protocol):

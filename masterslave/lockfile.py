@@ -16,7 +16,8 @@ from pathlib import Path
 from broker.core.broker import Broker
 from broker.core.config import BrokerConfig
 from broker.core.store import Store
-from broker.server.gate import ComponentStatus, ServiceGate
+from broker.server.gate import ServiceGate
+from broker.server.status import GroupStatus, Role
 from masterslave.group import AttachHooks
 
 log = logging.getLogger("netbroker.lockfile")
@@ -33,13 +34,13 @@ class LockfileMember:
         self.lock_path = shared_dir / "master.lock"
         self.gate = gate
         self.hooks = hooks
-        self.role = "slave"
+        self.role = Role.SLAVE
         self.broker: Broker | None = None
         self.store: Store | None = None
         self._fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         gate.sources.append(self.status)
-        gate.close("slave", self._refusal())
+        gate.close(Role.SLAVE, self._refusal())
 
     def _refusal(self) -> str:
         return (
@@ -68,8 +69,8 @@ class LockfileMember:
         broker = Broker(self.config, self.store)
         await broker.start()
         self.broker = broker
-        self.role = "master"
-        self.gate.open(broker, "master")
+        self.role = Role.MASTER
+        self.gate.open(broker, Role.MASTER)
         self.hooks.attach(broker)
 
     async def stop(self) -> None:
@@ -78,7 +79,7 @@ class LockfileMember:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self.broker is not None:
-            self.gate.close("stopped", f"broker {self.config.name} is shutting down")
+            self.gate.close(Role.STOPPED, f"broker {self.config.name} is shutting down")
             await self.hooks.detach()
             await self.broker.stop()
         if self.store is not None:
@@ -86,6 +87,5 @@ class LockfileMember:
         if self._fd is not None:
             os.close(self._fd)  # releases the lock: a waiting member takes over
 
-    def status(self) -> list[ComponentStatus]:
-        detail = f"lock {self.lock_path}"
-        return [ComponentStatus("group", self.config.group, self.role, detail)]
+    def status(self) -> list[GroupStatus]:
+        return [GroupStatus(self.config.group, self.role, lock=str(self.lock_path))]

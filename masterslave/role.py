@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.server.status import Role
 from masterslave.election import (
     Elect,
     IsrState,
@@ -165,7 +166,7 @@ class StopServing:
     core; `clean` stops the core in an orderly way (shutdown) instead of aborting it."""
 
     reason: str
-    role: str
+    role: Role
     refusal: str
     clean: bool = False
 
@@ -183,7 +184,7 @@ class StopFollowing:
 
 @dataclass(frozen=True)
 class Refuse:
-    role: str
+    role: Role
     refusal: str
 
 
@@ -204,7 +205,7 @@ Action = (
 
 
 class MemberRole:
-    """One member's role: "electing", "slave" or "master"."""
+    """One member's role: `Role.ELECTING`, `Role.SLAVE` or `Role.MASTER`."""
 
     def __init__(
         self, me: str, group: str, replicas: int, session_timeout: float, grace: float = 0.9
@@ -216,7 +217,7 @@ class MemberRole:
         self.replicas = replicas
         self.session_timeout = session_timeout
         self.grace = grace
-        self.role = "electing"
+        self.role = Role.ELECTING
         self.epoch = 0
         self.master: Member | None = None
         self.session = "connecting"
@@ -228,13 +229,13 @@ class MemberRole:
         self.decision: object = None
         # Registered member ids as last read: only these may follow a master.
         self.members: frozenset[str] = frozenset()
-        self._refused: tuple[str, str] | None = None
+        self._refused: tuple[Role, str] | None = None
 
     # -- what the adapter shows ---------------------------------------------------------
 
     def refusal(self) -> str:
         where = f"group {self.group}"
-        if self.role == "slave" and self.master is not None:
+        if self.role == Role.SLAVE and self.master is not None:
             return (
                 f"broker {self.me} is a slave in {where}; "
                 f"the master is {self.master.id} at {self.master.client}"
@@ -246,7 +247,7 @@ class MemberRole:
 
         Whatever kazoo reports: its connection can look up while nothing is answered
         (requests in flight stand in for its pings)."""
-        if self.role != "master":
+        if self.role != Role.MASTER:
             return None
         if self.alive_at is None:
             return float("-inf")  # no answer on record: no grace to give
@@ -267,7 +268,7 @@ class MemberRole:
             case Lost():
                 self.session = "lost"
                 self.registered = False
-                if self.role == "master":
+                if self.role == Role.MASTER:
                     return self._step_down("lost the ZooKeeper session")
                 return self._refuse()
             case Alive(sent_at):
@@ -278,7 +279,7 @@ class MemberRole:
                 return self._check_deadline(now)
             case Registered():
                 self.registered = True
-                return [UpdateNode(), ReadGroup()] if self.role == "master" else [ReadGroup()]
+                return [UpdateNode(), ReadGroup()] if self.role == Role.MASTER else [ReadGroup()]
             case GroupRead():
                 return self._group_read(event)
             case TookOver(epoch):
@@ -288,18 +289,18 @@ class MemberRole:
                 self.waiting_reason = reason
                 return [ReadGroup()]
             case Fenced(reason):
-                return self._step_down(reason) if self.role == "master" else []
+                return self._step_down(reason) if self.role == Role.MASTER else []
             case Shutdown():
                 if self.stopped:
                     return []
                 self.stopped = True
                 actions: list[Action] = [StopFollowing()]
-                if self.role == "master":
+                if self.role == Role.MASTER:
                     self.waiting_reason = "broker is shutting down"
-                    self.role = "electing"
+                    self.role = Role.ELECTING
                     actions.insert(
                         0,
-                        StopServing(self.waiting_reason, "electing", self.refusal(), clean=True),
+                        StopServing(self.waiting_reason, Role.ELECTING, self.refusal(), clean=True),
                     )
                 return actions
         raise TypeError(f"not an event: {event!r}")
@@ -317,14 +318,14 @@ class MemberRole:
         return [WakeAt(deadline)]
 
     def _step_down(self, reason: str, master: Member | None = None) -> list[Action]:
-        self.role = "electing"
+        self.role = Role.ELECTING
         self.waiting_reason = reason
         if master is not None:
             self.waiting_reason += f"; the master is {master.id} at {master.client}"
         self.master = None
         refusal = self.refusal()
-        self._refused = ("electing", refusal)
-        return [StopServing(reason, "electing", refusal), UpdateNode(), ReadGroup()]
+        self._refused = (Role.ELECTING, refusal)
+        return [StopServing(reason, Role.ELECTING, refusal), UpdateNode(), ReadGroup()]
 
     def _refuse(self) -> list[Action]:
         wanted = (self.role, self.refusal())
@@ -335,7 +336,7 @@ class MemberRole:
 
     def _took_over(self, epoch: int) -> list[Action]:
         self.taking_over = False
-        self.role = "master"
+        self.role = Role.MASTER
         self.epoch = epoch
         self.master = None
         self._refused = None
@@ -354,10 +355,10 @@ class MemberRole:
             self.registered = False
             if self.session == "connected":
                 return [Register()]
-            return self._step_down("our member node is gone") if self.role == "master" else []
+            return self._step_down("our member node is gone") if self.role == Role.MASTER else []
         isr = view.isr
         actions: list[Action] = []
-        if self.role == "master":
+        if self.role == Role.MASTER:
             if isr is not None and isr.master == self.me and isr.epoch == self.epoch:
                 return []
             winner = present.get(isr.master) if isr is not None else None
@@ -372,13 +373,13 @@ class MemberRole:
             return actions + self._wait()
         chosen = decision.member_id if isinstance(decision, Elect) else decision.master_id
         if chosen == self.me:
-            if self.role == "master":
+            if self.role == Role.MASTER:
                 return actions
             self.taking_over = True
             min_epoch = max((m.epoch for m in view.members), default=0)
-            if self.role == "slave":
+            if self.role == Role.SLAVE:
                 actions.append(StopFollowing())
-                self.role = "electing"
+                self.role = Role.ELECTING
                 self.master = None
             return [*actions, TakeOver(isr, view.isr_version, min_epoch)]
         master = present.get(chosen)
@@ -392,16 +393,16 @@ class MemberRole:
         epoch = isr.epoch if isr is not None else 0
         current = self.master
         if (
-            self.role == "slave"
+            self.role == Role.SLAVE
             and current is not None
             and (current.id, current.address, self.epoch) == (master.id, master.address, epoch)
         ):
             return actions
-        self.role, self.master, self.epoch = "slave", master, epoch
+        self.role, self.master, self.epoch = Role.SLAVE, master, epoch
         return [*actions, Follow(master, epoch), *self._refuse()]
 
     def _wait(self) -> list[Action]:
-        if self.role == "slave" and self.master is not None:
+        if self.role == Role.SLAVE and self.master is not None:
             return []  # keep following until the new master is known
-        self.role = "electing"
+        self.role = Role.ELECTING
         return self._refuse()

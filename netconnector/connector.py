@@ -6,7 +6,7 @@ address accepts, moving to the next on loss (see `netconnector.link`).
 
 from __future__ import annotations
 
-from broker.server.gate import ComponentStatus
+from broker.server.status import BridgeStatus
 from netconnector.host import LinkHost
 from netconnector.link import Link
 from netconnector.session import BridgeSession
@@ -31,7 +31,7 @@ class Connector:
         for link in self.links:
             await link.stop()
 
-    def statuses(self) -> list[ComponentStatus]:
+    def statuses(self) -> list[BridgeStatus]:
         return [link.status() for link in self.links]
 
     @property

@@ -18,7 +18,7 @@ import grpc
 
 from broker.pb import bridge_pb2
 from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
-from broker.server.gate import ComponentStatus
+from broker.server.status import BridgeStatus, LinkState
 from netconnector.hello import opener_terms, path_name_of, refusal
 from netconnector.host import LinkHost
 from netconnector.outbox import LINK_METHOD, Frame, Outbox, serialize_frame
@@ -46,7 +46,8 @@ class Link:
         self.addresses = addresses
         self.rotation = AddressRotation(addresses)
         self.label = f"{spec.name}" if len(addresses) > 1 else f"{spec.kind}:{addresses[0]}"
-        self.state = "connecting"
+        self.state = LinkState.CONNECTING
+        # Why the link is not up (the last error), if it is not.
         self.detail = ""
         self.address = ""
         self.peer = ""
@@ -63,14 +64,15 @@ class Link:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def status(self) -> ComponentStatus:
-        where = f"{self.peer}@{self.address}" if self.peer else self.address or "-"
-        detail = f"{where}"
-        if self.session is not None:
-            detail += f", forwarded {self.session.forwarded}"
-        if self.detail:
-            detail += f", {self.detail}"
-        return ComponentStatus("bridge", self.label, self.state, detail)
+    def status(self) -> BridgeStatus:
+        return BridgeStatus(
+            self.label,
+            self.state,
+            peer=self.peer,
+            address=self.address,
+            forwarded=self.session.forwarded if self.session is not None else None,
+            last_error=self.detail,
+        )
 
     async def _run(self) -> None:
         spec = self.spec
@@ -87,7 +89,7 @@ class Link:
         logged = ""
         while True:
             self.address = self.rotation.next()
-            self.state = "connecting"
+            self.state = LinkState.CONNECTING
             try:
                 await self._link(self.address)
                 self.detail = "link closed by peer"
@@ -123,7 +125,7 @@ class Link:
             untried = len(self.addresses)
             delay = min(ELECTING_POLL, backoff.next()) if electing else backoff.next()
             electing = False
-            self.state = "backoff"
+            self.state = LinkState.BACKOFF
             if self.detail != logged:  # a group electing for long would flood the log
                 logged = self.detail
                 log.info(
@@ -184,7 +186,7 @@ class Link:
             outbox = Outbox()
             self.peer = hello.broker
             self.session = network.open_session(broker, terms, outbox)
-            self.state = "up"
+            self.state = LinkState.UP
             self.detail = ""
             self.connected_at = time.monotonic()
             log.info("link %s up to %s at %s", self.label, hello.broker, address)

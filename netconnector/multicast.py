@@ -26,7 +26,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from broker.errors import StartupError
-from broker.server.gate import ComponentStatus, ServiceGate
+from broker.server.gate import ServiceGate
+from broker.server.status import ComponentStatus, Report
 from discovery.records import Advert, advertised_hosts, check_interfaces, token_digest
 from discovery.selection import Me, PeerSelector, Sighting, Target
 from discovery.service import DiscoveryService, Registration
@@ -134,8 +135,8 @@ class MulticastConnector:
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 
-    def statuses(self) -> list[ComponentStatus]:
-        links = [link.status() for _, (_, link) in sorted(self.links.items())]
+    def statuses(self) -> list[Report]:
+        links: list[Report] = [link.status() for _, (_, link) in sorted(self.links.items())]
         return [self.discovery_status(), *links]
 
     def discovery_status(self) -> ComponentStatus:

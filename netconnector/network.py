@@ -16,7 +16,8 @@ from broker.core.broker import Broker
 from broker.core.config import BrokerConfig
 from broker.core.queue import Entry
 from broker.pb import bridge_pb2
-from broker.server.gate import ComponentStatus, ServiceGate
+from broker.server.gate import ServiceGate
+from broker.server.status import BridgeStatus, LinkState, Report
 from netconnector import bridge_service
 from netconnector.connector import Connector
 from netconnector.demand import DemandTable
@@ -82,7 +83,7 @@ class Network:
         for connector in self.connectors:
             connector.start()
         if self.discovery is not None:
-            self.discovery.advertise(self.gate.role)
+            self.discovery.advertise(self.gate.role.value)
 
     async def detach(self) -> None:
         """Stop serving: links close and their messages return to the queues."""
@@ -186,11 +187,13 @@ class Network:
     def hello(self, spec: ConnectorSpec | None = None) -> bridge_pb2.BridgeHello:
         return make_hello(self.name, self.group, self.token, spec, self.config.path_name)
 
-    def status(self) -> list[ComponentStatus]:
-        out = [status for c in self.connectors for status in c.statuses()]
+    def status(self) -> list[Report]:
+        out: list[Report] = [status for c in self.connectors for status in c.statuses()]
         outbound = {id(s) for c in self.connectors for s in c.sessions}
         out.extend(
-            ComponentStatus("bridge", f"from {s.peer}", "up", f"received {s.received}")
+            BridgeStatus(
+                f"from {s.peer}", LinkState.UP, peer=s.peer, inbound=True, received=s.received
+            )
             for s in self.sessions
             if id(s) not in outbound
         )

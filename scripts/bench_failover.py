@@ -51,13 +51,12 @@ async def until(predicate, timeout: float, what: str) -> None:
 
 
 async def in_sync(group: dict[str, BrokerProcess]) -> str | None:
-    names = ",".join(sorted(group))
     for name, proc in group.items():
         answer = await status(proc.url)
-        if answer is not None and answer.role == "master":
-            for c in answer.components:
-                if c.kind == "group" and f"in-sync {names}" in c.detail:
-                    return name
+        if answer is None or answer.role_kind != admin_pb2.ROLE_MASTER:
+            continue
+        if set(group) <= set(answer.group.in_sync):
+            return name
     return None
 
 
@@ -73,8 +72,8 @@ async def accepts(url: str) -> bool:
 async def bridge_to(a: BrokerProcess, name: str) -> bool:
     answer = await status(a.url)
     return answer is not None and any(
-        c.kind == "bridge" and c.state == "up" and c.detail.startswith(f"{name}@")
-        for c in answer.components
+        b.state == admin_pb2.LINK_UP and not b.inbound and b.peer == name
+        for b in answer.bridges
     )
 
 

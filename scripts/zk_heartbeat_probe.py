@@ -199,7 +199,9 @@ def summary(name: str, data: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-async def status_role(url: str) -> tuple[str, str]:
+async def status_role(url: str) -> tuple[str, list[str]]:
+    """The broker's role in words ("down" if it does not answer) and, as master, its
+    in-sync set."""
     import grpc
 
     from broker.pb import admin_pb2, admin_pb2_grpc
@@ -210,9 +212,9 @@ async def status_role(url: str) -> tuple[str, str]:
                 admin_pb2.StatusRequest(), timeout=1
             )
         except grpc.aio.AioRpcError:
-            return "down", ""
-    detail = next((c.detail for c in answer.components if c.kind == "group"), "")
-    return answer.role, detail
+            return "down", []
+    master = answer.role_kind == admin_pb2.ROLE_MASTER
+    return answer.role, list(answer.group.in_sync) if master else []
 
 
 async def load(urls: dict[str, str], rate: int, seconds: float) -> tuple[int, int, list[str]]:
@@ -222,8 +224,8 @@ async def load(urls: dict[str, str], rate: int, seconds: float) -> tuple[int, in
     master = None
     while master is None:
         for name, url in urls.items():
-            role, detail = await status_role(url)
-            if role == "master" and "in-sync b,c" in detail:
+            _, isr = await status_role(url)
+            if isr == ["b", "c"]:
                 master = name
         if time.monotonic() > deadline:
             raise SystemExit("no master in sync within 60 s")

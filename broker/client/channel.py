@@ -9,13 +9,13 @@ import grpc
 
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2_grpc
 
-# Roles (StatusResponse.role) of a broker that does not take clients.
-_REFUSING_ROLES = frozenset({"slave", "electing"})
+# Roles (StatusResponse.role_kind) of a broker that does not take clients.
+_REFUSING_ROLES = frozenset({admin_pb2.ROLE_SLAVE, admin_pb2.ROLE_ELECTING})
 
 
 def _refusal(status: admin_pb2.StatusResponse) -> str | None:
     """Why a broker's status says it does not serve clients now, or None if it does."""
-    if status.role in _REFUSING_ROLES or status.refusal:
+    if status.role_kind in _REFUSING_ROLES or status.refusal:
         return status.refusal or f"broker {status.name!r} is {status.role}"
     return None
 

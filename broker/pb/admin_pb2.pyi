@@ -1,5 +1,6 @@
 from broker.pb import message_pb2 as _message_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,12 +8,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNKNOWN: _ClassVar[Role]
+    ROLE_STANDALONE: _ClassVar[Role]
+    ROLE_MASTER: _ClassVar[Role]
+    ROLE_SLAVE: _ClassVar[Role]
+    ROLE_ELECTING: _ClassVar[Role]
+    ROLE_STOPPED: _ClassVar[Role]
+
+class LinkState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LINK_STATE_UNKNOWN: _ClassVar[LinkState]
+    LINK_CONNECTING: _ClassVar[LinkState]
+    LINK_UP: _ClassVar[LinkState]
+    LINK_BACKOFF: _ClassVar[LinkState]
+ROLE_UNKNOWN: Role
+ROLE_STANDALONE: Role
+ROLE_MASTER: Role
+ROLE_SLAVE: Role
+ROLE_ELECTING: Role
+ROLE_STOPPED: Role
+LINK_STATE_UNKNOWN: LinkState
+LINK_CONNECTING: LinkState
+LINK_UP: LinkState
+LINK_BACKOFF: LinkState
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("name", "role", "client_address", "version", "components", "started_ms", "refusal")
+    __slots__ = ("name", "role", "client_address", "version", "components", "started_ms", "refusal", "role_kind", "group", "bridges")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +47,9 @@ class StatusResponse(_message.Message):
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     STARTED_MS_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_KIND_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    BRIDGES_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     client_address: str
@@ -27,7 +57,54 @@ class StatusResponse(_message.Message):
     components: _containers.RepeatedCompositeFieldContainer[Component]
     started_ms: int
     refusal: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., client_address: _Optional[str] = ..., version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., started_ms: _Optional[int] = ..., refusal: _Optional[str] = ...) -> None: ...
+    role_kind: Role
+    group: GroupStatus
+    bridges: _containers.RepeatedCompositeFieldContainer[BridgeStatus]
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., client_address: _Optional[str] = ..., version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., started_ms: _Optional[int] = ..., refusal: _Optional[str] = ..., role_kind: _Optional[_Union[Role, str]] = ..., group: _Optional[_Union[GroupStatus, _Mapping]] = ..., bridges: _Optional[_Iterable[_Union[BridgeStatus, _Mapping]]] = ...) -> None: ...
+
+class GroupStatus(_message.Message):
+    __slots__ = ("name", "role", "epoch", "position", "in_sync", "master", "master_address", "waiting", "replication_error", "lock")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    MASTER_FIELD_NUMBER: _ClassVar[int]
+    MASTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LOCK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: Role
+    epoch: int
+    position: int
+    in_sync: _containers.RepeatedScalarFieldContainer[str]
+    master: str
+    master_address: str
+    waiting: str
+    replication_error: str
+    lock: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., in_sync: _Optional[_Iterable[str]] = ..., master: _Optional[str] = ..., master_address: _Optional[str] = ..., waiting: _Optional[str] = ..., replication_error: _Optional[str] = ..., lock: _Optional[str] = ...) -> None: ...
+
+class BridgeStatus(_message.Message):
+    __slots__ = ("label", "state", "peer", "address", "forwarded", "last_error", "inbound", "received")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    INBOUND_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    state: LinkState
+    peer: str
+    address: str
+    forwarded: int
+    last_error: str
+    inbound: bool
+    received: int
+    def __init__(self, label: _Optional[str] = ..., state: _Optional[_Union[LinkState, str]] = ..., peer: _Optional[str] = ..., address: _Optional[str] = ..., forwarded: _Optional[int] = ..., last_error: _Optional[str] = ..., inbound: _Optional[bool] = ..., received: _Optional[int] = ...) -> None: ...
 
 class Component(_message.Message):
     __slots__ = ("kind", "name", "state", "detail")

@@ -10,6 +10,33 @@ from broker.errors import BrokerError
 from broker.pb import admin_pb2, admin_pb2_grpc
 from broker.server.codes import status_code
 from broker.server.gate import ServiceGate
+from broker.server.status import BridgeStatus, GroupStatus, LinkState, Role
+
+# The wire's spelling of each role and bridge state (every one has one: a unit test checks).
+ROLES: dict[Role, admin_pb2.Role] = {
+    Role.STANDALONE: admin_pb2.ROLE_STANDALONE,
+    Role.MASTER: admin_pb2.ROLE_MASTER,
+    Role.SLAVE: admin_pb2.ROLE_SLAVE,
+    Role.ELECTING: admin_pb2.ROLE_ELECTING,
+    Role.STOPPED: admin_pb2.ROLE_STOPPED,
+}
+LINK_STATES: dict[LinkState, admin_pb2.LinkState] = {
+    LinkState.CONNECTING: admin_pb2.LINK_CONNECTING,
+    LinkState.UP: admin_pb2.LINK_UP,
+    LinkState.BACKOFF: admin_pb2.LINK_BACKOFF,
+}
+_ROLES_BACK = {v: k for k, v in ROLES.items()}
+_LINK_STATES_BACK = {v: k for k, v in LINK_STATES.items()}
+
+
+def role_of(role: admin_pb2.Role) -> Role | None:
+    """The role a status reports, or None if it reports none (ROLE_UNKNOWN)."""
+    return _ROLES_BACK.get(role)
+
+
+def link_state_of(state: admin_pb2.LinkState) -> LinkState | None:
+    """The state a bridge reports, or None if it reports none (LINK_STATE_UNKNOWN)."""
+    return _LINK_STATES_BACK.get(state)
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
@@ -22,17 +49,23 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.StatusResponse:
         config = self.config
+        reports = self.gate.reports()
+        components = [report.component() for report in reports]
+        groups = [group_pb(r) for r in reports if isinstance(r, GroupStatus)]
         return admin_pb2.StatusResponse(
             name=config.name,
-            role=self.gate.role,
+            role=self.gate.role.value,
             client_address=self.gate.client_address,
             version=__version__,
             components=[
                 admin_pb2.Component(kind=c.kind, name=c.name, state=c.state, detail=c.detail)
-                for c in self.gate.components()
+                for c in components
             ],
             started_ms=self.started_ms,
             refusal="" if self.gate.broker is not None else self.gate.refusal,
+            role_kind=ROLES[self.gate.role],
+            group=groups[0] if groups else None,
+            bridges=[bridge_pb(r) for r in reports if isinstance(r, BridgeStatus)],
         )
 
     async def ListQueues(
@@ -74,3 +107,31 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         except BrokerError as exc:
             await context.abort(status_code(exc.code), exc.message)
         return admin_pb2.BrowseResponse(messages=messages)
+
+
+def group_pb(group: GroupStatus) -> admin_pb2.GroupStatus:
+    return admin_pb2.GroupStatus(
+        name=group.name,
+        role=ROLES[group.role],
+        epoch=group.epoch,
+        position=group.position,
+        in_sync=group.in_sync,
+        master=group.master,
+        master_address=group.master_address,
+        waiting=group.waiting,
+        replication_error=group.replication_error,
+        lock=group.lock,
+    )
+
+
+def bridge_pb(bridge: BridgeStatus) -> admin_pb2.BridgeStatus:
+    return admin_pb2.BridgeStatus(
+        label=bridge.label,
+        state=LINK_STATES[bridge.state],
+        peer=bridge.peer,
+        address=bridge.address,
+        forwarded=bridge.forwarded,
+        last_error=bridge.last_error,
+        inbound=bridge.inbound,
+        received=bridge.received,
+    )

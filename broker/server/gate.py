@@ -3,51 +3,46 @@
 A standalone broker opens the gate once at start. In a master/slave group the gate is
 opened on promotion (with the core built over the freshly caught-up store) and closed
 on demotion, which also ends every call admitted to the old core, so that clients fail
-over. Plugged-in components (bridges, replication) report their state via `sources`.
+over. Plugged-in components (bridges, replication) report their state via `sources`
+(broker/server/status.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
 
+from broker.server.status import ComponentStatus, Report, Role
+
 if TYPE_CHECKING:
     from broker.core.broker import Broker
 
 
-@dataclass(frozen=True)
-class ComponentStatus:
-    kind: str
-    name: str
-    state: str
-    detail: str = ""
-
-
 @dataclass
 class ServiceGate:
-    role: str = "standalone"
+    role: Role = Role.STANDALONE
     # Where clients reach this broker (known once the server is bound).
     client_address: str = ""
     # Why clients are refused while there is no serving broker core.
     refusal: str = "broker is starting"
     broker: Broker | None = None
-    sources: list[Callable[[], list[ComponentStatus]]] = field(default_factory=list)
+    sources: list[Callable[[], Sequence[Report]]] = field(default_factory=list)
     # The calls admitted to the current core, by the task serving each; a finished call
     # drops out by itself.
     _calls: dict[asyncio.Task[object], grpc.aio.ServicerContext] = field(default_factory=dict)
     # Status sends of calls being ended, kept referenced until they are done.
     _ending: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def open(self, broker: Broker, role: str) -> None:
+    def open(self, broker: Broker, role: Role) -> None:
         self.broker = broker
         self.role = role
 
-    def close(self, role: str, refusal: str) -> None:
+    def close(self, role: Role, refusal: str) -> None:
         """Refuse new calls and end every open one with UNAVAILABLE and `refusal`, so that
         clients and bridges fail over at once."""
         self.broker = None
@@ -82,8 +77,12 @@ class ServiceGate:
     def _forget(self, task: asyncio.Task[object]) -> None:
         self._calls.pop(task, None)
 
+    def reports(self) -> list[Report]:
+        return [report for source in self.sources for report in source()]
+
     def components(self) -> list[ComponentStatus]:
-        return [status for source in self.sources for status in source()]
+        """Every report in words."""
+        return [report.component() for report in self.reports()]
 
 
 async def _end_call(context: grpc.aio.ServicerContext, refusal: str) -> None:

@@ -22,6 +22,7 @@ import pytest
 
 from broker.client import Client, Consumer, Delivery
 from broker.cluster.zookeeper import Ensemble
+from broker.pb import admin_pb2
 from tests.support.aio import run
 from tests.support.groups import start_group, wait_in_sync, wait_master
 from tests.support.procs import BrokerProcess, free_port
@@ -46,7 +47,7 @@ async def bridges_up(url: str, count: int = 1) -> bool:
             status = await client.status()
     except Exception:
         return False
-    return sum(1 for c in status.components if c.kind == "bridge" and c.state == "up") >= count
+    return sum(1 for b in status.bridges if b.state == admin_pb2.LINK_UP) >= count
 
 
 @dataclass

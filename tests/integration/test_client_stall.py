@@ -44,9 +44,14 @@ class SilentBroker:
         self, request: admin_pb2.StatusRequest, context: object
     ) -> admin_pb2.StatusResponse:
         if not self.streams:
-            return admin_pb2.StatusResponse(name="silent", role="master")
+            return admin_pb2.StatusResponse(
+                name="silent", role="master", role_kind=admin_pb2.ROLE_MASTER
+            )
         return admin_pb2.StatusResponse(
-            name="silent", role="electing", refusal="broker silent is not serving"
+            name="silent",
+            role="electing",
+            role_kind=admin_pb2.ROLE_ELECTING,
+            refusal="broker silent is not serving",
         )
 
     async def serve(self) -> tuple[grpc.aio.Server, str]:

@@ -23,7 +23,8 @@ import grpc
 import pytest
 
 from broker.client import Client
-from broker.pb import client_pb2, client_pb2_grpc
+from broker.pb import admin_pb2, client_pb2, client_pb2_grpc
+from broker.server.status import Role
 from tests.support.aio import run
 from tests.support.groups import Start, drain, role, start_group, wait_in_sync, wait_master
 from tests.support.procs import BrokerProcess
@@ -196,7 +197,7 @@ def test_frozen_master_is_left_within_the_bound_and_returns_a_slave(
         try:
 
             async def elected() -> bool:
-                return await role(procs[other]) == "master"
+                return await role(procs[other]) == Role.MASTER
 
             await wait_for(elected, 15, f"{other} to be elected")
             moments["elected"] = time.monotonic()
@@ -205,7 +206,7 @@ def test_frozen_master_is_left_within_the_bound_and_returns_a_slave(
             signal_broker(procs[old], signal.SIGCONT)
 
         async def slave_again() -> bool:
-            return await role(procs[old]) == "slave"
+            return await role(procs[old]) == Role.SLAVE
 
         await wait_for(slave_again, 20, f"{old} to return as a slave")
 
@@ -257,8 +258,8 @@ def test_bridge_leaves_a_frozen_master_within_the_bound(
     async def bridge_to(name: str) -> bool:
         async with await Client.connect(a.url) as client:
             return any(
-                c.kind == "bridge" and c.state == "up" and c.detail.startswith(f"{name}@")
-                for c in (await client.status()).components
+                b.state == admin_pb2.LINK_UP and not b.inbound and b.peer == name
+                for b in (await client.status()).bridges
             )
 
     async def scenario() -> None:
@@ -270,7 +271,7 @@ def test_bridge_leaves_a_frozen_master_within_the_bound(
         try:
 
             async def elected() -> bool:
-                return await role(procs[other]) == "master"
+                return await role(procs[other]) == Role.MASTER
 
             await wait_for(elected, 15, f"{other} to be elected")
             elected_at = time.monotonic()

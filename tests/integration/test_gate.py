@@ -23,6 +23,7 @@ from broker.core.store import Store
 from broker.pb import client_pb2, client_pb2_grpc, message_pb2
 from broker.server.gate import ServiceGate
 from broker.server.listen import build_server
+from broker.server.status import Role
 from tests.support.aio import run
 
 REFUSAL = "broker b in group B is not serving: lost contact with ZooKeeper (suspended)"
@@ -34,7 +35,7 @@ async def serving(tmp_path: Path) -> tuple[grpc.aio.Server, ServiceGate, Broker,
     broker = Broker(config, store)
     await broker.start()
     gate = ServiceGate()
-    gate.open(broker, "master")
+    gate.open(broker, Role.MASTER)
     server, port = build_server(config, gate)
     await server.start()
     return server, gate, broker, f"127.0.0.1:{port}"
@@ -48,7 +49,7 @@ async def ended_by_close(
     its write fail first (grpc.aio then ends the call INTERNAL locally, and the client
     library takes that for a broken stream, UNAVAILABLE)."""
     closed = time.monotonic()
-    gate.close("electing", REFUSAL)
+    gate.close(Role.ELECTING, REFUSAL)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         while True:
             response = await asyncio.wait_for(call.read(), 3)

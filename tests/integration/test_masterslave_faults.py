@@ -19,11 +19,15 @@ from kazoo.client import KazooClient
 
 from broker.client import Client
 from broker.pb import replication_pb2, replication_pb2_grpc
+from broker.server.admin import role_of
+from broker.server.status import Role
 from tests.support.aio import run
 from tests.support.groups import (
     Start,
     drain,
-    group_detail,
+    group_role,
+    group_status,
+    in_sync,
     role,
     start_group,
     wait_in_sync,
@@ -180,14 +184,17 @@ def test_session_expiry_of_a_paused_master(brokers: Start, zookeeper: Ensemble) 
             try:
 
                 async def other_master() -> bool:
-                    return (await group_detail(procs[other])).startswith("master")
+                    return await group_role(procs[other]) is Role.MASTER
 
                 await wait_for(other_master, 10, f"{other} to be elected")
             finally:
                 os.killpg(pid, signal.SIGCONT)
 
             async def follows() -> bool:
-                return (await group_detail(procs[before])).startswith(f"slave: master {other}")
+                group = await group_status(procs[before])
+                return group is not None and role_of(group.role) is Role.SLAVE and (
+                    group.master == other
+                )
 
             await wait_for(follows, 10, f"{before} to follow {other}")
 
@@ -235,8 +242,8 @@ async def follow_raw(
 async def insync_never_admits(proc: BrokerProcess, rogue: str, expected: str) -> None:
     deadline = time.monotonic() + 1.5  # several in-sync reviews (every 50 ms)
     while time.monotonic() < deadline:
-        detail = await group_detail(proc)
-        assert f"in-sync {expected}" in detail and rogue not in detail, detail
+        isr = await in_sync(proc)
+        assert isr == expected.split(",") and rogue not in isr, isr
         await asyncio.sleep(0.05)
 
 
@@ -367,7 +374,7 @@ def test_members_stop_promptly_when_zookeeper_is_gone(brokers: Start, zookeeper:
     zookeeper.kill(0)
 
     async def stepped_down() -> bool:
-        return await role(procs[master]) == "electing"
+        return await role(procs[master]) == Role.ELECTING
 
     # Both now retry ZooKeeper in the background, as after any long outage.
     run(wait_for(stepped_down, 10, f"{master} to stop serving without ZooKeeper"))
@@ -392,11 +399,7 @@ def test_a_master_demoted_without_zookeeper_ends_its_bridges_at_once(
 
     async def inbound() -> list[str]:
         async with await Client.connect(a.url) as client:
-            return [
-                c.name
-                for c in (await client.status()).components
-                if c.kind == "bridge" and c.name.startswith("from ")
-            ]
+            return [b.label for b in (await client.status()).bridges if b.inbound]
 
     async def scenario() -> None:
         master = await wait_in_sync(procs)
@@ -404,7 +407,7 @@ def test_a_master_demoted_without_zookeeper_ends_its_bridges_at_once(
         zookeeper.kill(0)
 
         async def stepped_down() -> bool:
-            return await role(procs[master]) == "electing"
+            return await role(procs[master]) == Role.ELECTING
 
         await wait_for(stepped_down, 10, f"{master} to stop serving without ZooKeeper")
         demoted = time.monotonic()

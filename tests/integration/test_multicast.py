@@ -19,6 +19,8 @@ import grpc
 
 from broker.client import Client, Delivery
 from broker.pb import admin_pb2, admin_pb2_grpc
+from broker.server.admin import link_state_of
+from broker.server.status import Role
 from tests.support.aio import run
 from tests.support.groups import role, start_group, wait_master
 from tests.support.procs import BrokerProcess, free_port
@@ -64,15 +66,18 @@ async def discovery(url: str) -> tuple[str, str, str] | None:
 async def discovered(url: str) -> dict[str, tuple[str, str]] | None:
     """The broker's discovered bridges: peer key -> (state, peer broker or ""); None
     when the broker did not answer."""
-    found = await components(url)
-    if found is None:
-        return None
+    async with grpc.aio.insecure_channel(url) as channel:
+        try:
+            answer = await admin_pb2_grpc.AdminStub(channel).Status(
+                admin_pb2.StatusRequest(), timeout=2
+            )
+        except grpc.aio.AioRpcError:
+            return None
     out = {}
-    for name, (kind, state, detail) in found.items():
-        if kind == "bridge" and name.startswith(PREFIX):
-            where = detail.partition(", ")[0]
-            peer = where.partition("@")[0] if "@" in where else ""
-            out[name.removeprefix(PREFIX)] = (state, peer)
+    for b in answer.bridges:
+        state = link_state_of(b.state)
+        if not b.inbound and b.label.startswith(PREFIX) and state is not None:
+            out[b.label.removeprefix(PREFIX)] = (state.value, b.peer)
     return out
 
 
@@ -249,7 +254,8 @@ def test_only_the_master_advertises_and_bridges_follow_a_failover(
 
         async def b2_unadvertised_slave() -> bool:
             found = await discovery(b2.url)
-            return found is not None and found[1] == "not advertised" and await role(b2) == "slave"
+            unadvertised = found is not None and found[1] == "not advertised"
+            return unadvertised and await role(b2) == Role.SLAVE
 
         await wait_for(b2_unadvertised_slave, 10, "b2 to be a slave, not advertised")
         # Positive control: a broker of another group, same token, started after b2 is
@@ -307,8 +313,8 @@ def test_zookeeper_group_master_advertises_withdraws_on_demotion_and_fails_over(
             async def demoted() -> bool:
                 bridges = await discovered(a.url)
                 gone = bridges is not None and "B" not in bridges
-                # role() says "down" on an RPC error: only a real answer counts here.
-                return gone and await role(group[master]) not in ("master", "down")
+                # role() says None on an RPC error: only a real answer counts here.
+                return gone and await role(group[master]) not in (Role.MASTER, None)
 
             paused = time.monotonic()
             await wait_for(demoted, 10, f"{master} to step down and a to drop its bridge")

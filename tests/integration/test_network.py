@@ -54,7 +54,7 @@ def cluster(
 async def bridges_up(url: str, count: int) -> bool:
     async with await Client.connect(url) as client:
         status = await client.status()
-        return sum(1 for c in status.components if c.kind == "bridge" and c.state == "up") >= count
+        return sum(1 for b in status.bridges if b.state == admin_pb2.LINK_UP) >= count
 
 
 async def wait_bridges(procs: dict[str, BrokerProcess], links: dict[str, list[str]]) -> None:
@@ -404,9 +404,9 @@ def test_masterslave_connector_moves_to_the_next_address(brokers: Start) -> None
 
     async def bridge_peer() -> str:
         async with await Client.connect(a.url) as client:
-            for c in (await client.status()).components:
-                if c.kind == "bridge" and c.state == "up":
-                    return c.detail.split("@")[0]
+            for b in (await client.status()).bridges:
+                if b.state == admin_pb2.LINK_UP and not b.inbound:
+                    return b.peer
         return ""
 
     async def scenario() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from broker.client import Client
 from broker.cluster.zookeeper import Ensemble
+from broker.server.status import Role
 from tests.support.aio import run
 from tests.support.groups import drain, role, start_group, wait_in_sync, wait_master
 from tests.support.procs import BrokerProcess
@@ -51,7 +52,7 @@ def test_damaged_member_resyncs_and_is_not_elected_meanwhile(
         # watch well past that.
         deadline = asyncio.get_running_loop().time() + 5.0
         while asyncio.get_running_loop().time() < deadline:
-            assert await role(slave) != "master", "an empty store was elected"
+            assert await role(slave) != Role.MASTER, "an empty store was elected"
             await asyncio.sleep(0.1)
         assert "re-syncing a store reset" in slave.log(400)
 

@@ -39,7 +39,9 @@ import grpc
 
 from broker.client import BrokerError, Client
 from broker.pb import admin_pb2, admin_pb2_grpc
-from tests.support.groups import status
+from broker.server.admin import role_of
+from broker.server.status import Role
+from tests.support.groups import in_sync, status
 from tests.support.procs import BrokerProcess, free_port
 from tests.support.scenario import wait_for as until
 from tests.support.zk import Ensemble
@@ -436,17 +438,17 @@ class AbcCluster:
         assert self.a is not None
         return [self.a.url, *(p.url for p in self.group.values() if p.alive)]
 
-    async def roles(self) -> dict[str, str]:
+    async def roles(self) -> dict[str, Role | None]:
         out = {}
         for name, proc in self.group.items():
             answer = await status(proc) if proc.alive else None
-            out[name] = "down" if answer is None else answer.role
+            out[name] = None if answer is None else role_of(answer.role_kind)
         return out
 
     async def master(self) -> str | None:
         """The member that alone reports itself master (others: slave, electing, or not
         answering, as a paused process does)."""
-        masters = [n for n, r in (await self.roles()).items() if r == "master"]
+        masters = [n for n, r in (await self.roles()).items() if r is Role.MASTER]
         return masters[0] if len(masters) == 1 else None
 
     async def in_sync(self) -> str | None:
@@ -454,13 +456,11 @@ class AbcCluster:
         current = await self.roles()
         master = await self.master()
         live_roles = [r for n, r in current.items() if self.group[n].alive]
-        if master is None or any(r not in ("master", "slave") for r in live_roles):
+        if master is None or any(r not in (Role.MASTER, Role.SLAVE) for r in live_roles):
             return None
-        live = ",".join(sorted(n for n, p in self.group.items() if p.alive))
-        answer = await status(self.group[master])
-        for c in answer.components if answer else ():
-            if c.kind == "group" and f"in-sync {live}" in c.detail:
-                return master
+        live = {n for n, p in self.group.items() if p.alive}
+        if live <= set(await in_sync(self.group[master]) or ()):
+            return master
         return None
 
     async def ready(self, timeout: float = 30.0) -> str:
@@ -471,9 +471,7 @@ class AbcCluster:
             assert self.a is not None
             for proc in (self.a, self.group[master]):
                 answer = await status(proc)
-                if answer is None or not any(
-                    c.kind == "bridge" and c.state == "up" for c in answer.components
-                ):
+                if answer is None or not any(b.state == admin_pb2.LINK_UP for b in answer.bridges):
                     return False
             return True
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import grpc
@@ -10,6 +9,8 @@ import grpc
 from broker.client import Client, Delivery
 from broker.cluster.zookeeper import Ensemble
 from broker.pb import admin_pb2, admin_pb2_grpc
+from broker.server.admin import role_of
+from broker.server.status import Role
 from tests.support.procs import BrokerProcess, free_port
 from tests.support.scenario import wait_for
 
@@ -43,33 +44,47 @@ async def status(proc: BrokerProcess) -> admin_pb2.StatusResponse | None:
             return None
 
 
-async def role(proc: BrokerProcess) -> str:
+async def role(proc: BrokerProcess) -> Role | None:
+    """The broker's role; None if it does not answer."""
     answer = await status(proc)
-    return "down" if answer is None else answer.role
+    return None if answer is None else role_of(answer.role_kind)
 
 
-async def group_detail(proc: BrokerProcess) -> str:
+async def group_status(proc: BrokerProcess) -> admin_pb2.GroupStatus | None:
+    """What the broker reports about its group; None if it does not answer or is in none."""
     answer = await status(proc)
-    for c in answer.components if answer else ():
-        if c.kind == "group":
-            return f"{c.state}: {c.detail}"
-    return ""
+    return answer.group if answer is not None and answer.HasField("group") else None
+
+
+async def group_role(proc: BrokerProcess) -> Role | None:
+    """The broker's role in its group (its group component's state)."""
+    group = await group_status(proc)
+    return None if group is None else role_of(group.role)
+
+
+async def in_sync(proc: BrokerProcess) -> list[str] | None:
+    """A master's in-sync set (sorted); None if it does not report itself master."""
+    group = await group_status(proc)
+    if group is None or group.role != admin_pb2.ROLE_MASTER:
+        return None
+    return list(group.in_sync)
 
 
 async def position(proc: BrokerProcess) -> int:
-    match = re.search(r"position (\d+)", await group_detail(proc))
-    return int(match.group(1)) if match else -1
+    """The replication position a master or slave reports; -1 if it reports none."""
+    group = await group_status(proc)
+    return group.position if group is not None and group.HasField("position") else -1
 
 
-async def roles(procs: dict[str, BrokerProcess]) -> dict[str, str]:
+async def roles(procs: dict[str, BrokerProcess]) -> dict[str, Role | None]:
     return {name: await role(p) for name, p in procs.items() if p.alive}
 
 
 async def settled(procs: dict[str, BrokerProcess]) -> str | None:
     """The master's name once exactly one live member is master and the rest are slaves."""
     current = await roles(procs)
-    masters = [n for n, r in current.items() if r == "master"]
-    if len(masters) == 1 and all(r in ("master", "slave") for r in current.values()):
+    masters = [n for n, r in current.items() if r is Role.MASTER]
+    if len(masters) == 1 and all(r in (Role.MASTER, Role.SLAVE) for r in current.values()):
         return masters[0]
     return None
 
@@ -81,15 +96,15 @@ async def wait_master(procs: dict[str, BrokerProcess], timeout: float = 20.0) ->
 async def wait_in_sync(procs: dict[str, BrokerProcess], timeout: float = 20.0) -> str:
     """The master's name once every live member is in its in-sync set: only then can any
     of them take over without losing an acknowledged write."""
-    live = ",".join(sorted(n for n, p in procs.items() if p.alive))
+    live = sorted(n for n, p in procs.items() if p.alive)
 
     async def all_in_sync() -> str | None:
         master = await settled(procs)
-        if master and f"in-sync {live}" in await group_detail(procs[master]):
+        if master and set(live) <= set(await in_sync(procs[master]) or ()):
             return master
         return None
 
-    return await wait_for(all_in_sync, timeout, f"{live} to be in sync")
+    return await wait_for(all_in_sync, timeout, f"{','.join(live)} to be in sync")
 
 
 async def drain(url: str, queue: str, expect: int, timeout: float = 10.0) -> list[Delivery]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from broker.server.status import Role
 from masterslave.election import IsrState, Member
 from masterslave.role import (
     Alive,
@@ -53,7 +54,7 @@ def master_b(epoch: int = 2) -> MemberRole:
     m.handle(Alive(1.0))  # the in-sync node's write, say
     assert m.handle(TookOver(epoch)) == [Serve(epoch), UpdateNode(), WakeAt(1.8)]
     m.handle(Alive(10.0))
-    assert m.role == "master"
+    assert m.role == Role.MASTER
     return m
 
 
@@ -69,7 +70,7 @@ def test_suspended_then_reconnected_same_session_keeps_serving() -> None:
     assert m.handle(Connected(10.5)) == [ReadGroup()]
     m.handle(Alive(10.5))
     assert m.handle(Tick(10.8)) == [WakeAt(11.3)]  # the deadline moved on
-    assert m.role == "master"
+    assert m.role == Role.MASTER
     # The session is the same: the group still names us, nothing to do.
     assert m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c"))) == []
 
@@ -80,10 +81,10 @@ def test_suspended_past_the_possible_expiry_stops_serving() -> None:
     assert m.handle(Tick(10.7)) == [WakeAt(10.8)]  # early wake-up: not yet
     actions = m.handle(Tick(10.8))
     stop = stops(actions)
-    assert "lost contact with ZooKeeper" in stop.reason and stop.role == "electing"
+    assert "lost contact with ZooKeeper" in stop.reason and stop.role == Role.ELECTING
     assert "lost contact with ZooKeeper" in stop.refusal
     assert ReadGroup() in actions  # reconsiders as soon as ZooKeeper answers again
-    assert m.role == "electing"
+    assert m.role == Role.ELECTING
 
 
 def test_connected_but_unanswered_stops_serving() -> None:
@@ -117,7 +118,7 @@ def test_slave_is_untouched_by_a_suspension() -> None:
         isinstance(actions[1], Refuse) and "the master is b at 127.0.0.1:101" in actions[1].refusal
     )
     assert m.handle(Suspended(5)) == [] and m.handle(Tick(50)) == []
-    assert m.role == "slave"
+    assert m.role == Role.SLAVE
 
 
 def test_elected_while_a_stale_node_of_ours_exists() -> None:
@@ -143,7 +144,7 @@ def test_fenced_by_an_in_sync_rewrite_stops_and_follows_the_new_master() -> None
     follow = [a for a in actions if isinstance(a, Follow)]
     assert follow == [Follow(member("c", 2, 3), 3)]
     assert actions.index(stop) < actions.index(follow[0])
-    assert m.role == "slave" and m.master is not None and m.master.id == "c"
+    assert m.role == Role.SLAVE and m.master is not None and m.master.id == "c"
 
 
 def test_fenced_by_the_leader() -> None:
@@ -165,7 +166,7 @@ def test_demoted_then_re_elected() -> None:
     assert actions == [TakeOver(isr("b", 2, "c"), 3, 1)]
     m.handle(Alive(11.1))  # the in-sync node written
     assert m.handle(TookOver(3)) == [Serve(3), UpdateNode(), WakeAt(11.9)]
-    assert m.role == "master" and m.epoch == 3
+    assert m.role == Role.MASTER and m.epoch == 3
 
 
 def test_lost_race_reads_again_and_follows_the_winner() -> None:
@@ -176,7 +177,7 @@ def test_lost_race_reads_again_and_follows_the_winner() -> None:
     assert m.handle(TakeOverFailed("another member took over first")) == [ReadGroup()]
     actions = m.handle(view(member("b", 1), member("c", 2, 1), state=isr("c", 1)))
     assert [type(a) for a in actions] == [Follow, Refuse]
-    assert m.role == "slave" and "the master is c" in m.refusal()
+    assert m.role == Role.SLAVE and "the master is c" in m.refusal()
 
 
 def test_our_node_gone_registers_again() -> None:
