@@ -8,20 +8,53 @@ the broker it asks.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-POSITION_RE = re.compile(r"\bposition (\d+)")
+from broker.pb import admin_pb2
+
+# A link's state as the status table words it.
+_LINK_WORDS = {
+    admin_pb2.LINK_CONNECTING: "connecting",
+    admin_pb2.LINK_UP: "up",
+    admin_pb2.LINK_BACKOFF: "backoff",
+}
+# Members that refuse clients: asking them for queues is pointless.
+_REFUSING = frozenset({admin_pb2.ROLE_SLAVE, admin_pb2.ROLE_ELECTING})
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """A group member's report of its group: typed, with the words shown to people."""
+
+    role: str
+    # For people only: "epoch 3, position 1042, in-sync b,c", "master b at ..., position
+    # 1042", or why an electing member waits.
+    detail: str
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class BridgeView:
+    """One bridge as its broker reports it, typed."""
+
+    label: str
+    state: admin_pb2.LinkState
+    peer: str = ""
+    last_error: str = ""
+    inbound: bool = False
 
 
 @dataclass(frozen=True)
 class BrokerStatus:
     name: str
+    # As the broker words it, for display; decisions read `role_kind`.
     role: str
     address: str
-    components: list[tuple[str, str, str, str]]
+    role_kind: admin_pb2.Role = admin_pb2.ROLE_UNKNOWN
+    group: GroupView | None = None
+    bridges: tuple[BridgeView, ...] = ()
     queues: int | None = None
     depth: int = 0
     in_flight: int = 0
@@ -30,75 +63,79 @@ class BrokerStatus:
     refusal: str = ""
 
     @property
-    def group(self) -> tuple[str, str] | None:
-        """(state, detail) of the broker's group component, if it is a group member.
+    def master(self) -> bool:
+        return self.role_kind == admin_pb2.ROLE_MASTER
 
-        A master says "epoch 3, position 1042, in-sync b,c"; a slave "master b at
-        127.0.0.1:61617, position 1042"; an electing member why it waits.
-        """
-        for kind, _, state, detail in self.components:
-            if kind == "group":
-                return state, detail
-        return None
+    @property
+    def serving_role(self) -> bool:
+        """Standalone or master: the roles that take clients and run bridges."""
+        return self.role_kind in (admin_pb2.ROLE_STANDALONE, admin_pb2.ROLE_MASTER)
 
     @property
     def position(self) -> int | None:
-        """The replication position the group component reports, if any."""
-        group = self.group
-        m = POSITION_RE.search(group[1]) if group is not None else None
-        return int(m[1]) if m else None
+        """The replication position the broker's group reports, if any."""
+        return self.group.position if self.group is not None else None
+
+
+def read_status(st: admin_pb2.StatusResponse) -> BrokerStatus:
+    """A StatusResponse's typed fields; the text fields only where they are words for
+    people (the role as shown, the group's detail)."""
+    group = None
+    if st.HasField("group"):
+        detail = next((c.detail for c in st.components if c.kind == "group"), "")
+        position = st.group.position if st.group.HasField("position") else None
+        group = GroupView(st.role, detail, position)
+    bridges = tuple(
+        BridgeView(b.label, b.state, b.peer, b.last_error, b.inbound) for b in st.bridges
+    )
+    return BrokerStatus(
+        name=st.name,
+        role=st.role or "?",
+        address=st.client_address,
+        role_kind=st.role_kind,
+        group=group,
+        bridges=bridges,
+        refusal=st.refusal,
+    )
 
 
 @dataclass(frozen=True)
 class Bridge:
-    """One outbound bridge as its broker reports it."""
+    """One expected outbound bridge, as the table and problem lines show it."""
 
     label: str
     # "connecting", "up", "backoff" as the broker says; "missing" if it does not list it.
     state: str
     # The broker at the other end, once linked.
     peer: str = ""
-    # The broker's own words: "b@127.0.0.1:61617, forwarded 12", or the last error.
-    detail: str = ""
-
-    @property
-    def error(self) -> str:
-        """The detail without the address it starts with: what went wrong, if anything."""
-        if self.state == "up":
-            return ""
-        # A link's detail starts with where it is, then the error:
-        # "127.0.0.1:61617, UNAVAILABLE: failed to connect ..." (or "-" before any try).
-        first, _, rest = self.detail.partition(", ")
-        if first == "-" or (first and " " not in first and ":" in first):
-            return rest
-        return self.detail
+    # What went wrong, if it is not up.
+    error: str = ""
 
 
 def bridges_of(labels: Sequence[str], st: BrokerStatus | None) -> list[Bridge]:
     """The expected bridges `labels`, in order, with their state from the broker's status.
 
-    Other bridge components (links other brokers opened to this one) are not listed: each
-    is the peer's outbound bridge, shown on the peer's line.
+    Links other brokers opened to this one are not listed: each is the peer's outbound
+    bridge, shown on the peer's line.
     """
     if st is None:
         return []
-    reported = {
-        name: (state, detail) for kind, name, state, detail in st.components if kind == "bridge"
-    }
+    reported = {b.label: b for b in st.bridges if not b.inbound}
     out = []
     for label in labels:
-        if label not in reported:
-            others = ", ".join(reported) or "none"
+        b = reported.get(label)
+        if b is None:
+            others = ", ".join(b.label for b in st.bridges) or "none"
             out.append(
                 Bridge(
-                    label, "missing", detail=f"the broker does not report it (it reports: {others})"
+                    label, "missing", error=f"the broker does not report it (it reports: {others})"
                 )
             )
             continue
-        state, detail = reported[label]
-        where = detail.partition(", ")[0]
-        peer = where.partition("@")[0] if "@" in where else ""
-        out.append(Bridge(label, state, peer, detail))
+        state = _LINK_WORDS.get(b.state, "?")
+        out.append(
+            Bridge(label, state, b.peer, "" if b.state == admin_pb2.LINK_UP else b.last_error)
+        )
     return out
 
 
@@ -141,8 +178,6 @@ class AdminProbe:
         """
         import grpc
 
-        from broker.pb import admin_pb2
-
         stub = self._stub(address)
         try:
             st = stub.Status(
@@ -150,15 +185,8 @@ class AdminProbe:
             )
         except grpc.RpcError:
             return None
-        components = [(c.kind, c.name, c.state, c.detail) for c in st.components]
-        base = BrokerStatus(
-            name=st.name,
-            role=st.role or "?",
-            address=st.client_address,
-            components=components,
-            refusal=st.refusal,
-        )
-        if not queues or st.refusal or base.role in ("slave", "electing"):
+        base = read_status(st)
+        if not queues or st.refusal or base.role_kind in _REFUSING:
             return base
         try:
             qs = stub.ListQueues(admin_pb2.ListQueuesRequest(), timeout=self.timeout).queues

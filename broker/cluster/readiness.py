@@ -13,6 +13,7 @@ from broker.cluster.errors import Interrupted, UpError
 from broker.cluster.plan import BrokerPlan, groups_of
 from broker.cluster.probe import AdminProbe, BrokerStatus, bridges_of
 from broker.cluster.processes import BrokerProcess, with_tail
+from broker.pb import admin_pb2
 
 DEFAULT_READY_TIMEOUT = 30.0
 
@@ -114,7 +115,7 @@ def serving(plan: BrokerPlan, st: BrokerStatus | None) -> bool:
     standalone broker, or its group's master."""
     if st is None or st.name != plan.name:
         return False
-    return plan.election is None or st.role == "master"
+    return plan.election is None or st.master
 
 
 def cluster_problems(
@@ -152,7 +153,7 @@ def cluster_problems(
 
 
 def _group_problems(group: str, answering: Mapping[str, BrokerStatus]) -> list[str]:
-    masters = [name for name, st in answering.items() if st.role == "master"]
+    masters = [name for name, st in answering.items() if st.master]
     if len(masters) > 1:
         return [f"group {group}: {len(masters)} members say they are master: {', '.join(masters)}"]
     if not masters:
@@ -163,11 +164,10 @@ def _group_problems(group: str, answering: Mapping[str, BrokerStatus]) -> list[s
     return [
         f"{name}: {role_and_detail(st)}, not yet a slave of {masters[0]}"
         for name, st in answering.items()
-        if st.role not in ("master", "slave")
+        if st.role_kind not in (admin_pb2.ROLE_MASTER, admin_pb2.ROLE_SLAVE)
     ]
 
 
 def role_and_detail(st: BrokerStatus) -> str:
-    group = st.group
-    detail = group[1] if group is not None else ""
+    detail = st.group.detail if st.group is not None else ""
     return st.role + (f" ({detail})" if detail else "")

@@ -12,6 +12,7 @@ from broker.cluster.plan import BrokerPlan, groups_of
 from broker.cluster.probe import Bridge, BrokerStatus, bridges_of
 from broker.cluster.readiness import role_and_detail, serving
 from broker.cluster.zookeeper import four_letter
+from broker.pb import admin_pb2
 
 # A bridge error in the table is cut here; the timeout message and `stat` show it whole.
 DETAIL_WIDTH = 60
@@ -71,18 +72,18 @@ def status_line(name: str, group: str, st: BrokerStatus | None, bridges: Sequenc
     if st is None:
         return f"{name} ({group}): not answering"
     parts = [f"{name} ({group}): {st.role}"]
-    component = st.group
-    if component is not None and component[1]:
-        if st.role in ("master", "slave"):
-            parts.append(component[1])
+    detail = st.group.detail if st.group is not None else ""
+    if detail:
+        if st.role_kind in (admin_pb2.ROLE_MASTER, admin_pb2.ROLE_SLAVE):
+            parts.append(detail)
         else:
-            parts[0] += f" ({component[1]})"
+            parts[0] += f" ({detail})"
     if st.queues is not None:
         parts.append(
             f"{st.queues} queue{'s' if st.queues != 1 else ''}, depth {st.depth}, "
             f"in flight {st.in_flight}, consumers {st.consumers}"
         )
-    if bridges and st.role not in ("slave", "electing"):
+    if bridges and st.role_kind not in (admin_pb2.ROLE_SLAVE, admin_pb2.ROLE_ELECTING):
         parts.append("bridges " + " ".join(bridge_brief(b) for b in bridges_of(bridges, st)))
     return ", ".join(parts)
 
@@ -92,9 +93,9 @@ def role_change_line(name: str, group: str, before: str, st: BrokerStatus | None
     4, position 300, in-sync c`."""
     after = "not answering" if st is None else st.role
     line = f"{name} ({group}): {before} {ARROW} {after}"
-    component = st.group if st is not None else None
-    if component is not None and component[1]:
-        line += f", {component[1]}"
+    detail = st.group.detail if st is not None and st.group is not None else ""
+    if detail:
+        line += f", {detail}"
     return line
 
 
@@ -155,12 +156,12 @@ def group_lines(
             if (st := statuses.get(p.name)) is not None and st.name == p.name
         }
         masters = [(p, answering[p.name]) for p in members
-                   if p.name in answering and answering[p.name].role == "master"]  # fmt: skip
+                   if p.name in answering and answering[p.name].master]  # fmt: skip
         head = f"group {group} ({election})"
         if len(masters) == 1:
             p, st = masters[0]
-            component = st.group
-            detail = f" ({component[1]})" if component is not None and component[1] else ""
+            words = st.group.detail if st.group is not None else ""
+            detail = f" ({words})" if words else ""
             lines.append(f"{head}: master {p.name} at {st.address or p.address}{detail}")
         elif masters:
             lines.append(f"{head}: {len(masters)} masters: {', '.join(p.name for p, _ in masters)}")

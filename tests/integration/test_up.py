@@ -41,7 +41,7 @@ from broker.cluster.plan import (
     expected_bridges,
     plan,
 )
-from broker.cluster.probe import AdminProbe, BrokerStatus, bridges_of
+from broker.cluster.probe import AdminProbe, BridgeView, BrokerStatus, GroupView, bridges_of
 from broker.cluster.processes import BrokerProcess, cmdline, pid_alive, spawn, start, stop
 from broker.cluster.readiness import cluster_problems, wait_ready
 from broker.cluster.report import (
@@ -56,6 +56,7 @@ from broker.cluster.report import (
     table_rows,
 )
 from broker.cluster.schema import validate
+from broker.pb import admin_pb2
 from netconnector.uri import ConnectorSpec, parse_connector
 
 FAKE_BROKER = r'''
@@ -102,32 +103,55 @@ if mode != "hang":
     def bridge(address):
         up = mode not in ("bridge_down", "bridge_late") or (
             mode == "bridge_late" and time.monotonic() - started > 1.5)
+        label = f"static:{address}"
         if up:
-            return "up", f"peer@{address}, forwarded 0"
-        return "backoff", f"{address}, UNAVAILABLE: connection refused"
+            return (admin_pb2.Component(kind="bridge", name=label, state="up",
+                                        detail=f"peer@{address}, forwarded 0"),
+                    admin_pb2.BridgeStatus(label=label, state=admin_pb2.LINK_UP,
+                                           peer="peer", address=address, forwarded=0))
+        error = "UNAVAILABLE: connection refused"
+        return (admin_pb2.Component(kind="bridge", name=label, state="backoff",
+                                    detail=f"{address}, {error}"),
+                admin_pb2.BridgeStatus(label=label, state=admin_pb2.LINK_BACKOFF,
+                                       address=address, last_error=error))
+
+    ROLES = {"standalone": admin_pb2.ROLE_STANDALONE, "master": admin_pb2.ROLE_MASTER,
+             "slave": admin_pb2.ROLE_SLAVE, "electing": admin_pb2.ROLE_ELECTING}
 
     class Admin(admin_pb2_grpc.AdminServicer):
         def Status(self, request, context):
             now = role()
             components = [admin_pb2.Component(kind="bridge", name="from elsewhere",
                                               state="up", detail="received 0")]
+            bridges = [admin_pb2.BridgeStatus(label="from elsewhere", state=admin_pb2.LINK_UP,
+                                              peer="elsewhere", inbound=True)]
             for spec in specs if now in ("standalone", "master") else ():
                 for address in spec.addresses:
-                    state, detail = bridge(address)
-                    components.append(admin_pb2.Component(
-                        kind="bridge", name=f"static:{address}", state=state, detail=detail))
+                    component, typed = bridge(address)
+                    components.append(component)
+                    bridges.append(typed)
             refusal = ""
+            group = None
             if now != "standalone":
                 detail = {"master": "epoch 1, position 42, in-sync b,c",
                           "slave": "master b at 127.0.0.1:1, position 40"}.get(
                               now, "new group: waiting for 2 of 2 members")
                 components.append(admin_pb2.Component(kind="group", name=a.group, state=now,
                                                       detail=detail))
+                group = admin_pb2.GroupStatus(name=a.group, role=ROLES[now])
+                if now == "master":
+                    group.epoch, group.position = 1, 42
+                    group.in_sync.extend(["b", "c"])
+                elif now == "slave":
+                    group.master, group.master_address, group.position = "b", "127.0.0.1:1", 40
+                else:
+                    group.waiting = detail
                 if now != "master":
                     refusal = f"broker {a.name} is a {now} in group {a.group}"
-            return admin_pb2.StatusResponse(name=a.name, role=now,
+            return admin_pb2.StatusResponse(name=a.name, role=now, role_kind=ROLES[now],
                                             client_address=f"{a.host}:{a.port}",
-                                            components=components, refusal=refusal)
+                                            components=components, refusal=refusal,
+                                            group=group, bridges=bridges)
 
         def ListQueues(self, request, context):
             if role() not in ("standalone", "master"):
@@ -367,18 +391,18 @@ def test_format_table() -> None:
     )
 
 
-def _status(*components: tuple[str, str, str, str]) -> BrokerStatus:
+def _status(*bridges: BridgeView) -> BrokerStatus:
     return BrokerStatus(name="a", role="standalone", address="127.0.0.1:1",
-                           components=list(components), queues=2, depth=7)
+                        role_kind=admin_pb2.ROLE_STANDALONE, bridges=bridges, queues=2, depth=7)
 
 
 def test_bridges_of_reads_states_peers_and_errors() -> None:
     st = _status(
-        ("bridge", "static:h:1", "up", "b@h:1, forwarded 12"),
-        ("bridge", "static:h:2", "backoff", "h:2, UNAVAILABLE: failed to connect"),
-        ("bridge", "static:h:3", "connecting", "h:3"),
-        ("bridge", "from b", "up", "received 3"),
-        ("replication", "static:h:4", "up", ""),
+        BridgeView("static:h:1", admin_pb2.LINK_UP, peer="b"),
+        BridgeView("static:h:2", admin_pb2.LINK_BACKOFF,
+                   last_error="UNAVAILABLE: failed to connect"),
+        BridgeView("static:h:3", admin_pb2.LINK_CONNECTING),
+        BridgeView("from b", admin_pb2.LINK_UP, peer="b", inbound=True),
     )
     bridges = bridges_of(["static:h:1", "static:h:2", "static:h:3", "static:h:4"], st)
     assert [(b.state, b.peer, b.error) for b in bridges] == [
@@ -458,13 +482,23 @@ def _plans(grouped: Topology, tmp_path: Path) -> list[BrokerPlan]:
     return plan(grouped, cwd=tmp_path, command=["nb"])
 
 
-def _member(name: str, role: str, detail: str = "", bridges: str = "up") -> BrokerStatus:
-    components = [("group", "B", role, detail)] if role != "standalone" else []
+_ROLES = {"standalone": admin_pb2.ROLE_STANDALONE, "master": admin_pb2.ROLE_MASTER,
+          "slave": admin_pb2.ROLE_SLAVE, "electing": admin_pb2.ROLE_ELECTING}
+
+
+def _member(
+    name: str, role: str, detail: str = "", bridges: str = "up", position: int | None = None
+) -> BrokerStatus:
+    group = GroupView(role, detail, position)
+    links: tuple[BridgeView, ...] = ()
     if role in ("standalone", "master"):
-        components.append(("bridge", "static:127.0.0.1:1", bridges, "x@127.0.0.1:1"
-                           if bridges == "up" else "127.0.0.1:1, UNAVAILABLE: refused"))
+        links = (BridgeView("static:127.0.0.1:1", admin_pb2.LINK_UP, peer="x")
+                 if bridges == "up" else
+                 BridgeView("static:127.0.0.1:1", admin_pb2.LINK_BACKOFF,
+                            last_error="UNAVAILABLE: refused"),)
     return BrokerStatus(name=name, role=role, address=f"127.0.0.1:{ord(name)}",
-                           components=components)
+                        role_kind=_ROLES[role], group=group if role != "standalone" else None,
+                        bridges=links)
 
 
 def test_cluster_problems_for_groups(grouped: Topology, tmp_path: Path) -> None:
@@ -501,8 +535,8 @@ def test_table_and_lines_show_roles_positions_and_the_master(
 ) -> None:
     plans = [dataclasses.replace(p, bridges=("static:127.0.0.1:1",)) for p in
              _plans(grouped, tmp_path)]
-    master = _member("b", "master", "epoch 3, position 1042, in-sync b,c")
-    slave = _member("c", "slave", "master b at 127.0.0.1:98, position 1040")
+    master = _member("b", "master", "epoch 3, position 1042, in-sync b,c", position=1042)
+    slave = _member("c", "slave", "master b at 127.0.0.1:98, position 1040", position=1040)
     assert table_headers(plans) == GROUP_TABLE_HEADERS
     assert table_headers(plans[:1]) == TABLE_HEADERS
     assert (master.position, slave.position, _member("a", "standalone").position) == (
