@@ -202,17 +202,18 @@ class ManagedProcess:
         if self.alive():
             signal_leader(self.pid, sig)
 
-    def wait_gone(self, timeout: float) -> bool:
-        """Wait up to `timeout` s for the process to exit (reaping our child); True if gone."""
+    def wait_gone(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` s (None: as long as it takes) for the process to exit,
+        reaping our child; True if it is gone."""
         if self.popen is not None:
             try:
-                self.popen.wait(max(timeout, 0.0))
+                self.popen.wait(None if timeout is None else max(timeout, 0.0))
             except subprocess.TimeoutExpired:
                 return False
             return True
-        end = time.monotonic() + timeout
+        end = None if timeout is None else time.monotonic() + timeout
         while self.alive():
-            if time.monotonic() >= end:
+            if end is not None and time.monotonic() >= end:
                 return False
             time.sleep(_POLL)
         return True

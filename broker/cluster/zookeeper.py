@@ -333,7 +333,7 @@ class ZooKeeperServer:
         if self.process is None:
             return
         self.process.signal(signal.SIGKILL)
-        self.process.wait_gone(float("inf"))
+        self.process.wait_gone(None)
         _LIVE.discard(self)
 
     def release(self) -> None:
