@@ -3,20 +3,12 @@ and stopped again by `status` and `down`."""
 
 from __future__ import annotations
 
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from broker.cluster.errors import UpError
+from broker.cluster.managed import DEFAULT_STOP_TIMEOUT, ManagedProcess
 from broker.cluster.model import Topology
-from broker.cluster.processes import (
-    DEFAULT_STOP_TIMEOUT,
-    cmdline,
-    pid_alive,
-    pid_matches,
-    signal_leader,
-)
 from broker.cluster.zookeeper import Ensemble, ZooKeeperError
 
 
@@ -48,13 +40,12 @@ def start_zookeeper(
 
 
 def zookeeper_entry(ensemble: Ensemble) -> dict[str, Any]:
-    """What the state file records of an embedded ZooKeeper."""
+    """What the state file records of an embedded ZooKeeper: the process (pid, start time,
+    command line) as the brokers' entries record theirs, and where it serves and logs."""
     server = ensemble[0]
-    pid = server.pid
-    assert pid is not None
+    assert server.process is not None
     return {
-        "pid": pid,
-        "argv": cmdline(pid),
+        **server.process.record(),
         "connect_string": ensemble.connect_string,
         "dir": str(server.node_dir),
         "log": str(server.log_path),
@@ -66,30 +57,16 @@ def recorded_zookeeper(state: dict[str, Any] | None) -> int | None:
     entry = state.get("zookeeper") if state else None
     if not entry:
         return None
-    pid = entry["pid"]
-    return pid if pid_matches(pid, entry.get("argv")) else None
+    process = ManagedProcess.adopt(entry)
+    return process.pid if process.alive() else None
 
 
 def stop_recorded_zookeeper(
     state: dict[str, Any], *, timeout: float = DEFAULT_STOP_TIMEOUT
 ) -> int | None:
     """Stop the state file's embedded ZooKeeper (SIGTERM, then SIGKILL); its pid or None."""
-    pid = recorded_zookeeper(state)
-    if pid is None:
+    if recorded_zookeeper(state) is None:
         return None
-
-    def send(sig: int) -> None:
-        if pid_matches(pid, state["zookeeper"].get("argv")):
-            signal_leader(pid, sig)
-
-    send(signal.SIGTERM)
-    send(signal.SIGCONT)  # a stopped JVM would never act on the SIGTERM
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if pid_alive(pid):
-        send(signal.SIGKILL)
-        end = time.monotonic() + 5.0
-        while pid_alive(pid) and time.monotonic() < end:
-            time.sleep(0.05)
-    return pid
+    process = ManagedProcess.adopt(state["zookeeper"])
+    process.stop(timeout)
+    return process.pid

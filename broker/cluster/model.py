@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Protocol
 
+from broker.address import Address
+
 
 class ParsedConnector(Protocol):
     """What validation and `up` read of a parsed connector (netconnector's ConnectorSpec)."""
@@ -96,9 +98,7 @@ class BrokerSpec:
     def client_address(self) -> str:
         """Where a client on this machine reaches the broker (wildcards via loopback)."""
         host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
-        if ":" in host:  # IPv6 literal
-            host = f"[{host}]"
-        return f"{host}:{self.port}"
+        return str(Address(host, self.port))  # an IPv6 literal in brackets
 
 
 @dataclass(frozen=True)

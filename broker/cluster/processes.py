@@ -1,5 +1,6 @@
 """Broker processes: started in sessions of their own with their output in their logs,
-recognised again by pid and command line, stopped with SIGTERM then SIGKILL.
+recognised again by pid, start time and command line, stopped with SIGTERM then SIGKILL
+(broker.cluster.managed does the process work for brokers and ZooKeeper alike).
 
 In the foreground a broker gets SIGTERM if its supervisor dies (Linux parent-death
 signal), so a killed `up` leaves nothing behind.
@@ -7,92 +8,49 @@ signal), so a killed `up` leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from broker.cluster.errors import UpError
+from broker.cluster.managed import (
+    DEFAULT_STOP_TIMEOUT,
+    ManagedProcess,
+    cmdline,
+    pid_alive,
+    pid_matches,
+    signal_leader,
+    stop_all,
+)
 from broker.cluster.paths import display_path
 from broker.cluster.plan import BrokerPlan
+
+# Re-exported: the CLI and tests find these here, beside the broker processes they serve.
+__all__ = [
+    "DEFAULT_STOP_TIMEOUT",
+    "READY_RE",
+    "BrokerProcess",
+    "cmdline",
+    "pid_alive",
+    "pid_matches",
+    "signal_leader",
+    "spawn",
+    "start",
+    "stop",
+    "with_tail",
+]
 
 READY_RE = re.compile(
     r"^netbroker: broker (?P<name>\S+) listening on (?P<address>\S+)\s*$", re.MULTILINE
 )
-DEFAULT_STOP_TIMEOUT = 10.0
 
 
 TAIL_LINES = 15
-
-
-def _read_proc(pid: int, name: str) -> bytes | None:
-    try:
-        return Path(f"/proc/{pid}/{name}").read_bytes()
-    except OSError:
-        return None
-
-
-def cmdline(pid: int) -> list[str] | None:
-    """A process's argv (Linux /proc), or None where it cannot be read."""
-    raw = _read_proc(pid, "cmdline")
-    if not raw:
-        return None
-    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")]
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether pid is a running process (a zombie is not: it has exited, unreaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = _read_proc(pid, "stat")
-    if stat is not None:
-        # Field 3, after the parenthesised command name (which may hold spaces).
-        state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-        return state not in (b"Z", b"X")
-    return True
-
-
-def pid_matches(pid: int, argv: Sequence[str] | None) -> bool:
-    """Whether pid is alive and still the process we started (pids get reused)."""
-    if not pid_alive(pid):
-        return False
-    if not argv:
-        return True
-    current = cmdline(pid)
-    return current is None or current == list(argv)
-
-
-def _parent_death_preexec() -> Callable[[], None] | None:
-    """A preexec_fn giving the child SIGTERM when this process dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    sigterm = int(signal.SIGTERM)
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, sigterm)
-        if os.getppid() != parent:  # the supervisor died between fork and prctl
-            os.kill(os.getpid(), sigterm)
-
-    return preexec
 
 
 def _child_env() -> dict[str, str]:
@@ -107,11 +65,10 @@ def _child_env() -> dict[str, str]:
 
 @dataclass
 class BrokerProcess:
-    """A started broker: ours (popen) or adopted from a state file (pid only)."""
+    """A started broker: ours (a child) or adopted from a state file (pid only)."""
 
     plan: BrokerPlan
-    pid: int
-    popen: subprocess.Popen[bytes] | None = None
+    process: ManagedProcess
     log_offset: int = 0
     address: str | None = None
     _scan_pos: int = field(default=-1, repr=False)
@@ -121,14 +78,16 @@ class BrokerProcess:
     def name(self) -> str:
         return self.plan.name
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def alive(self) -> bool:
-        if self.popen is not None:
-            return self.popen.poll() is None
-        return pid_matches(self.pid, self.plan.argv)
+        return self.process.alive()
 
     @property
     def returncode(self) -> int | None:
-        return self.popen.returncode if self.popen is not None else None
+        return self.process.returncode
 
     def describe_exit(self) -> str:
         rc = self.returncode
@@ -143,12 +102,7 @@ class BrokerProcess:
 
     def signal(self, sig: int) -> None:
         """Signal the broker's process group (it leads its own session), else the pid."""
-        if self.popen is not None:
-            if self.popen.poll() is not None:
-                return  # exited and reaped: its pid may belong to someone else now
-        elif not pid_matches(self.pid, self.plan.argv):
-            return
-        signal_leader(self.pid, sig)
+        self.process.signal(sig)
 
     def ready_address(self) -> str | None:
         """The address from the broker's listening line, if it has appeared since start."""
@@ -204,22 +158,19 @@ def spawn(plan: BrokerPlan, *, detach: bool) -> BrokerProcess:
         log.flush()
         offset = log.tell()
         try:
-            popen = subprocess.Popen(
+            process = ManagedProcess.start(
                 plan.argv,
-                stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 env=_child_env(),
-                # Own session: the terminal's Ctrl-C reaches only the supervisor, which
-                # then stops brokers in order; detached brokers survive logout.
-                start_new_session=True,
-                preexec_fn=None if detach else _parent_death_preexec(),
+                # Detached brokers survive logout and their `up`.
+                die_with_parent=None if detach else signal.SIGTERM,
             )
         except OSError as e:
             raise UpError(
                 f"broker {plan.name}: cannot start {plan.argv[0]}: {e.strerror or e}"
             ) from None
-    return BrokerProcess(plan=plan, pid=popen.pid, popen=popen, log_offset=offset)
+    return BrokerProcess(plan=plan, process=process, log_offset=offset)
 
 
 def start(plans: Sequence[BrokerPlan], *, detach: bool) -> list[BrokerProcess]:
@@ -242,39 +193,11 @@ def stop(
     report: Callable[[str], None] | None = None,
 ) -> None:
     """SIGTERM every live broker, wait up to `timeout`, then SIGKILL what is left."""
-    alive = [p for p in procs if p.alive()]
-    for p in alive:
-        p.signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive:
-        alive = [p for p in alive if p.alive()]
-        if not alive or time.monotonic() >= deadline or (kill_now and kill_now.is_set()):
-            break
-        time.sleep(0.05)
-    for p in alive:
+    by_process = {id(p.process): p for p in procs}
+
+    def killing(process: ManagedProcess) -> None:
         if report:
+            p = by_process[id(process)]
             report(f"broker {p.name} (pid {p.pid}) did not stop within {timeout:g} s; killing it")
-        p.signal(signal.SIGKILL)
-    # Reap our children and make sure adopted ones are gone before returning.
-    end = time.monotonic() + 5.0
-    for p in alive:
-        if p.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.popen.wait(max(0.0, end - time.monotonic()))
-        else:
-            while p.alive() and time.monotonic() < end:
-                time.sleep(0.05)
-    for p in procs:
-        if p.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.popen.wait(0)
 
-
-def signal_leader(pid: int, sig: int) -> None:
-    """Signal the process group `pid` leads (its children too), else `pid` alone; nothing
-    if it is gone or not ours to signal."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
+    stop_all([p.process for p in procs], timeout=timeout, kill_now=kill_now, on_kill=killing)

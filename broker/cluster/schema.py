@@ -1,9 +1,13 @@
 """The topology schema: keys, types and ranges of a topology file, with did-you-mean hints.
 
 `validate(raw, ...)` is a pure function from the parsed YAML to a `Topology` (reading the
-file is `loader.load`; the rules across keys are `rules.Rules`). Every problem is reported
-as a `TopologyError` whose text is `FILE: KEY.PATH: reason`, one line an operator can act on,
-e.g. `topologies/x.yaml: groups.A.brokers.a.port: expected an integer 1-65535, got 'abc'`.
+file is `loader.load`). The shape is pydantic models (`TopologyFile`, `GroupFile`,
+`BrokerFile`, `ConnectorFile`: their types say the keys, types, ranges and choices, with
+our words for each refusal); the rules across keys are `rules`' functions, run as the
+models' validators. Every problem is reported as a `TopologyError` whose text is
+`FILE: KEY.PATH: reason`, one line an operator can act on, e.g.
+`topologies/x.yaml: groups.A.brokers.a.port: expected an integer 1-65535, got 'abc'`
+(`refusal.topology_error` writes pydantic's locations that way).
 
 The shape (see docs/topology.md):
 
@@ -37,7 +41,7 @@ brokers is a master/slave group: by ZooKeeper election unless it says `election:
 lockfile`. Settings that only a ZooKeeper group acts on (replicas, min_insync, zkPath,
 session_timeout, quorum sync, replication_port, weight) are refused elsewhere rather than
 silently ignored, and so is a connector that would present the wrong securityToken to
-the group it links to (those rules are `rules.Rules`).
+the group it links to (those rules are in `rules`).
 
 Connectors are checked in full while validating, with the connector parser the caller passes in (the
 CLI passes `netconnector.uri.parse_connector`, the one every broker runs on its
@@ -52,13 +56,29 @@ replication port per member, `replicas` covers the brokers listed, `min_insync` 
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import PurePath
-from typing import Any
+from typing import Annotated, Any, ClassVar, Self
 
-from broker.cluster.errors import TopologyError, key_path
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+
+from broker.address import AddressError, parse_address
+from broker.cluster import rules
 from broker.cluster.model import (
     DEFAULT_HOST,
     ELECTIONS,
@@ -72,20 +92,13 @@ from broker.cluster.model import (
     Topology,
     ZooKeeper,
 )
-from broker.cluster.rules import Rules
-
-TOP_KEYS = ("zookeeper", "zookeeper_port", "securityToken", "data", "groups")
-GROUP_KEYS = (
-    "brokers", "election", "replicas", "sync", "min_insync", "zkPath", "session_timeout",
-    "securityToken", "connectors",
-)  # fmt: skip
-BROKER_KEYS = ("port", "host", "replication_port", "max_message_bytes", "sync", "weight")
+from broker.cluster.refusal import GROUP, describe, refuse, topology_error
 
 
 def check_name(name: object) -> str | None:
     """Why `name` is not a valid broker or group name, or None when it is."""
     if not isinstance(name, str):
-        return f"a name must be a string, got {_describe(name)}"
+        return f"a name must be a string, got {describe(name)}"
     if not NAME_RE.fullmatch(name):
         return f"invalid name {name!r}: {NAME_RULE}"
     return None
@@ -95,254 +108,356 @@ def validate(raw: Any, source: str, parse_connector: ConnectorParser) -> Topolog
     """Check parsed YAML against the topology shape. Pure; raises the first TopologyError.
 
     Problems are found in document order, so the error an operator sees is the first one
-    in the file.
+    in the file: pydantic validates keys in the order the models declare them (the order
+    they are checked in), mappings in the file's order, and `refusal.topology_error`
+    puts an unknown key before what is inside the mapping holding it.
     """
-    return _Validator(source, parse_connector).topology(raw)
+    context = {"source": source, "parse_connector": parse_connector}
+    try:
+        model = TopologyFile.model_validate(raw, context=context)
+    except ValidationError as e:
+        raise topology_error(e, raw, source, _section_keys()) from None
+    return model.topology
 
 
-def _describe(value: object) -> str:
-    """A value as the error text shows it: in YAML's words where Python's would confuse."""
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
+# -- types: what pydantic checks, in the words a refusal uses
 
 
-def _is_int(value: object) -> bool:
-    # YAML's `true` is a Python bool, which is an int; a port of `true` is a mistake.
-    return isinstance(value, int) and not isinstance(value, bool)
+def _worded(template: str) -> WrapValidator:
+    """Refuse anything the wrapped type refuses (and YAML's null, which no key takes) with
+    `template`, its `{got}` the value as YAML shows it; a refusal of our own inside it
+    passes through as it is."""
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if value is not None:
+            try:
+                return handler(value)
+            except ValidationError as e:
+                inner = e.errors()[0]
+                if inner["type"] == "topology":
+                    ctx = inner.get("ctx") or {}
+                    raise refuse(ctx["reason"], ctx["at"], in_group=ctx["in_group"]) from None
+        raise refuse(template.format(got=describe(value)))
+
+    return WrapValidator(check)
 
 
-class _Validator:
-    def __init__(self, source: str, parse_connector: ConnectorParser) -> None:
-        self.source = source
-        self.rules = Rules(source, parse_connector)
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("blank")
+    return value
 
-    def fail(self, path: tuple[str | int, ...], reason: str) -> TopologyError:
-        return TopologyError(self.source, key_path(path) or None, reason)
 
-    def optional(
-        self,
-        spec: Mapping[Any, Any],
-        key: str,
-        path: tuple[str | int, ...],
-        check: Callable[..., Any],
-        *args: Any,
-        default: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        """`check(spec[key], *args, path + key)` when the file gives `key`, else `default`."""
-        if key not in spec:
-            return default
-        return check(spec[key], *args, (*path, key), **kwargs)
-
-    # -- helpers
-
-    def mapping(self, value: Any, path: tuple[str | int, ...], what: str) -> Mapping[Any, Any]:
-        if not isinstance(value, Mapping):
-            raise self.fail(path, f"expected {what}, got {_describe(value)}")
-        return value
-
-    def known_keys(
-        self, value: Mapping[Any, Any], allowed: tuple[str, ...], path: tuple[str | int, ...]
-    ) -> None:
-        for key in value:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1)
-                why = (
-                    f"did you mean {hint[0]!r}?"
-                    if hint
-                    else "expected one of " + ", ".join(sorted(allowed))
-                )
-                raise self.fail((*path, str(key)), f"unknown key; {why}")
-
-    def port(self, value: Any, path: tuple[str | int, ...]) -> int:
-        if not _is_int(value) or not 1 <= value <= 65535:
-            raise self.fail(path, f"expected an integer 1-65535, got {_describe(value)}")
-        return int(value)
-
-    def positive_int(self, value: Any, path: tuple[str | int, ...], minimum: int = 1) -> int:
-        if not _is_int(value) or value < minimum:
-            raise self.fail(path, f"expected an integer >= {minimum}, got {_describe(value)}")
-        return int(value)
-
-    def choice(self, value: Any, choices: tuple[str, ...], path: tuple[str | int, ...]) -> str:
+def _among(choices: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
         if value not in choices:
-            raise self.fail(path, f"expected one of {', '.join(choices)}; got {_describe(value)}")
-        return str(value)
-
-    def string(self, value: Any, path: tuple[str | int, ...], what: str = "a string") -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(path, f"expected {what}, got {_describe(value)}")
+            raise ValueError("not a choice")
         return value
 
-    def name(self, value: Any, path: tuple[str | int, ...], kind: str) -> str:
+    return AfterValidator(check)
+
+
+def _host(value: str) -> str:
+    # The host alone, checked as the shared address parser checks it in host:port.
+    parse_address(f"[{value}]:1" if ":" in value else f"{value}:1")
+    return value
+
+
+def _zk_path(value: str) -> str:
+    if not value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ValueError("not an absolute path")
+    return value
+
+
+def _finite(value: float) -> float:
+    if value == float("inf"):
+        raise refuse("expected a finite number of seconds")
+    return value
+
+
+_PORT = "expected an integer 1-65535, got {got}"
+_POSITIVE = "expected an integer >= 1, got {got}"
+_WEIGHT = "expected an integer >= 0, got {got}"
+_SYNC = f"expected one of {', '.join(SYNC_POLICIES)}; got {{got}}"
+_ELECTION = f"expected one of {', '.join(ELECTIONS)}; got {{got}}"
+_SECONDS = "expected a number of seconds > 0, got {got}"
+# Not echoed back in the error: it is a secret, even when mistyped.
+_TOKEN = "expected a non-empty string (the shared secret)"
+_ZK_PATH = "expected an absolute ZooKeeper path, got {got}"
+_HOST = "expected a host name or address, got {got}"
+_DATA = "expected a directory path, got {got}"
+_URI = "expected a connector URI string, got {got}"
+
+# Strict: YAML's `true` is a Python bool, which is an int; a port of `true` is a mistake.
+# Each type carries its refusal outermost; a key the file may leave out is `T | None`
+# worded the same (None is its absence: null itself is refused).
+Port = Annotated[int, Field(strict=True, ge=1, le=65535), _worded(_PORT)]
+MaybePort = Annotated[Port | None, _worded(_PORT)]
+PositiveInt = Annotated[int, Field(strict=True, ge=1), _worded(_POSITIVE)]
+MaybePositiveInt = Annotated[PositiveInt | None, _worded(_POSITIVE)]
+Weight = Annotated[int, Field(strict=True, ge=0), _worded(_WEIGHT)]
+MaybeWeight = Annotated[Weight | None, _worded(_WEIGHT)]
+Sync = Annotated[str, Field(strict=True), _among(SYNC_POLICIES), _worded(_SYNC)]
+MaybeSync = Annotated[Sync | None, _worded(_SYNC)]
+Election = Annotated[str, Field(strict=True), _among(ELECTIONS), _worded(_ELECTION)]
+MaybeElection = Annotated[Election | None, _worded(_ELECTION)]
+Seconds = Annotated[float, Field(strict=True, gt=0), AfterValidator(_finite), _worded(_SECONDS)]
+MaybeSeconds = Annotated[Seconds | None, _worded(_SECONDS)]
+Token = Annotated[str, Field(strict=True), AfterValidator(_not_blank), _worded(_TOKEN)]
+MaybeToken = Annotated[Token | None, _worded(_TOKEN)]
+Text = Annotated[str, Field(strict=True), AfterValidator(_not_blank)]
+ZkPath = Annotated[Text, AfterValidator(_zk_path), _worded(_ZK_PATH)]
+MaybeZkPath = Annotated[ZkPath | None, _worded(_ZK_PATH)]
+Host = Annotated[Text, AfterValidator(_host), _worded(_HOST)]
+Data = Annotated[Text, _worded(_DATA)]
+MaybeData = Annotated[Data | None, _worded(_DATA)]
+Uri = Annotated[Text, _worded(_URI)]
+
+
+def _name(kind: str) -> WrapValidator:
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         if not isinstance(value, str):
-            raise self.fail(path, f"{kind} name must be a string, got {_describe(value)}")
+            raise refuse(f"{kind} name must be a string, got {describe(value)}")
         if not NAME_RE.fullmatch(value):
-            raise self.fail(path, f"invalid {kind} name {value!r}: {NAME_RULE}")
+            raise refuse(f"invalid {kind} name {value!r}: {NAME_RULE}")
+        return handler(value)
+
+    return WrapValidator(check)
+
+
+def _mapping_of(what: str, empty: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise refuse(f"expected {what}, got {describe(value)}")
+        if not value:
+            raise refuse(empty)
         return value
 
-    # -- the shape
+    return BeforeValidator(check)
 
-    def topology(self, raw: Any) -> Topology:
-        if raw is None:
-            raise self.fail((), "the file is empty; expected a mapping with 'groups'")
-        top = self.mapping(raw, (), "a mapping with 'groups' at the top level")
-        self.known_keys(top, TOP_KEYS, ())
 
-        zookeeper = self.zookeeper(top["zookeeper"]) if "zookeeper" in top else None
-        if "zookeeper_port" in top:
-            port = self.port(top["zookeeper_port"], ("zookeeper_port",))
-            if zookeeper is None or not zookeeper.embedded:
-                raise self.fail(
-                    ("zookeeper_port",),
-                    "only for 'zookeeper: embedded' (an external ensemble's ports are in "
-                    "its connect string)",
-                )
-            zookeeper = replace(zookeeper, port=port)
-        token = (
-            self.token(top["securityToken"], ("securityToken",)) if "securityToken" in top else None
-        )
-        if "data" in top:
-            data = PurePath(self.string(top["data"], ("data",), "a directory path"))
-        else:
-            data = PurePath("run") / PurePath(self.source).stem
-
-        if "groups" not in top:
-            raise self.fail(("groups",), "required: the groups and their brokers")
-        groups_raw = self.mapping(top["groups"], ("groups",), "a mapping of group names")
-        if not groups_raw:
-            raise self.fail(("groups",), "expected at least one group")
-
-        groups = [self.group(name, spec, zookeeper, token) for name, spec in groups_raw.items()]
-        self.rules.no_duplicates(groups, zookeeper)
-        # Connectors last: they may name brokers of any group, also ones further down.
-        groups = [self.rules.resolve_connectors(g, groups) for g in groups]
-        return Topology(
-            source=self.source, data=data, groups=tuple(groups), zookeeper=zookeeper,
-            security_token=token,
-        )  # fmt: skip
-
-    def token(self, value: Any, path: tuple[str | int, ...]) -> str:
-        # Not echoed back in the error: it is a secret, even when mistyped.
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(path, "expected a non-empty string (the shared secret)")
+def _list_of(what: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if not isinstance(value, list):
+            raise refuse(f"expected {what}, got {describe(value)}")
         return value
 
-    def zookeeper(self, value: Any) -> ZooKeeper:
-        path: tuple[str | int, ...] = ("zookeeper",)
-        if value == "embedded":
-            return ZooKeeper(embedded=True)
-        if isinstance(value, str):
-            entries: list[tuple[tuple[str | int, ...], Any]] = [
-                (path, s.strip()) for s in value.split(",")
-            ]
-        elif isinstance(value, list) and value:
-            entries = [((*path, i), s) for i, s in enumerate(value)]
-        else:
-            raise self.fail(
-                path, f"expected 'embedded' or a list of host:port, got {_describe(value)}"
-            )
-        servers = []
-        for where, entry in entries:
-            host, sep, port = entry.rpartition(":") if isinstance(entry, str) else ("", "", "")
-            if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
-                raise self.fail(
-                    where, f"expected host:port with a port 1-65535, got {_describe(entry)}"
-                )
-            servers.append(entry)
-        return ZooKeeper(embedded=False, servers=tuple(servers))
+    return BeforeValidator(check)
 
-    def group(
-        self, name: Any, raw: Any, zookeeper: ZooKeeper | None, file_token: str | None
-    ) -> GroupSpec:
-        path: tuple[str | int, ...] = ("groups", str(name))
-        self.name(name, path, "group")
-        spec = self.mapping(raw, path, "a mapping with 'brokers'")
-        self.known_keys(spec, GROUP_KEYS, path)
-        if "brokers" not in spec:
-            raise self.fail((*path, "brokers"), "required: the group's brokers and their ports")
-        brokers_raw = self.mapping(spec["brokers"], (*path, "brokers"), "a mapping of broker names")
-        if not brokers_raw:
-            raise self.fail((*path, "brokers"), "expected at least one broker")
-        brokers = tuple(
-            self.broker(name, bname, braw, (*path, "brokers", str(bname)))
-            for bname, braw in brokers_raw.items()
-        )
-        connectors: tuple[Connector, ...] = ()
-        if "connectors" in spec:
-            connectors = self.connectors(spec["connectors"], (*path, "connectors"))
-        group = GroupSpec(
-            name=name,
-            brokers=brokers,
-            election=self.optional(spec, "election", path, self.choice, ELECTIONS),
-            replicas=self.optional(spec, "replicas", path, self.positive_int),
-            sync=self.optional(spec, "sync", path, self.choice, SYNC_POLICIES),
-            min_insync=self.optional(spec, "min_insync", path, self.positive_int),
-            zk_path=self.optional(spec, "zkPath", path, self.zk_path),
-            session_timeout=self.optional(spec, "session_timeout", path, self.seconds),
-            security_token=self.optional(
-                spec, "securityToken", path, self.token, default=file_token
-            ),
-            connectors=connectors,
-        )
-        return self.rules.group_semantics(group, spec, brokers_raw, zookeeper)
 
-    def seconds(self, value: Any, path: tuple[str | int, ...]) -> float:
-        if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-            raise self.fail(path, f"expected a number of seconds > 0, got {_describe(value)}")
-        if value == float("inf"):
-            raise self.fail(path, "expected a finite number of seconds")
-        return float(value)
+def _zookeeper(value: Any) -> ZooKeeper:
+    """`embedded`, or an ensemble's host:port entries (comma-separated, or a list)."""
+    if value == "embedded":
+        return ZooKeeper(embedded=True)
+    if isinstance(value, str):
+        entries: list[tuple[tuple[int, ...], Any]] = [((), s.strip()) for s in value.split(",")]
+    elif isinstance(value, list) and value:
+        entries = [((i,), s) for i, s in enumerate(value)]
+    else:
+        raise refuse(f"expected 'embedded' or a list of host:port, got {describe(value)}")
+    servers = []
+    for at, entry in entries:
+        try:
+            if not isinstance(entry, str):
+                raise ValueError(entry)
+            address = parse_address(entry)
+        except (AddressError, ValueError):
+            raise refuse(
+                f"expected host:port with a port 1-65535, got {describe(entry)}", at
+            ) from None
+        servers.append(str(address))  # normalised: kazoo takes no tcp:// prefix
+    return ZooKeeper(embedded=False, servers=tuple(servers))
 
-    def zk_path(self, value: Any, path: tuple[str | int, ...]) -> str:
-        text = self.string(value, path, "an absolute ZooKeeper path")
-        if not text.startswith("/") or text.endswith("/") or "//" in text:
-            raise self.fail(path, f"expected an absolute ZooKeeper path, got {text!r}")
-        return text
 
-    def broker(self, group: str, name: Any, raw: Any, path: tuple[str | int, ...]) -> BrokerSpec:
-        self.name(name, path, "broker")
-        spec = self.mapping(raw, path, "a mapping with 'port'")
-        self.known_keys(spec, BROKER_KEYS, path)
-        if "port" not in spec:
-            raise self.fail((*path, "port"), "required: the broker's client port")
+BrokerName = Annotated[str, _name("broker")]
+GroupName = Annotated[str, _name("group")]
+
+
+# -- the sections of a file
+
+
+class _Section(BaseModel):
+    """A mapping of the file: its keys are the fields (YAML spellings as aliases); a key it
+    does not know is refused (`extra="forbid"`, worded with a did-you-mean hint)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+    # What the section is, for a value that is no mapping at all.
+    shape: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _is_mapping(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise refuse(f"expected {cls.shape}, got {describe(value)}")
+        return value
+
+    def given(self) -> set[str]:
+        """The YAML keys the file gives for this section."""
+        fields = type(self).model_fields
+        return {fields[name].alias or name for name in self.model_fields_set}
+
+
+class BrokerFile(_Section):
+    shape = "a mapping with 'port'"
+
+    port: Port
+    host: Host = DEFAULT_HOST
+    replication_port: MaybePort = None
+    max_message_bytes: MaybePositiveInt = None
+    sync: MaybeSync = None
+    weight: MaybeWeight = None
+
+    def spec(self, name: str, group: str) -> BrokerSpec:
         return BrokerSpec(
             name=name,
             group=group,
-            port=self.port(spec["port"], (*path, "port")),
-            host=(
-                self.string(spec["host"], (*path, "host"), "a host name or address")
-                if "host" in spec
-                else DEFAULT_HOST
-            ),
-            replication_port=self.optional(spec, "replication_port", path, self.port),
-            max_message_bytes=self.optional(spec, "max_message_bytes", path, self.positive_int),
-            sync=self.optional(spec, "sync", path, self.choice, SYNC_POLICIES),
-            weight=self.optional(spec, "weight", path, self.positive_int, minimum=0),
+            port=self.port,
+            host=self.host,
+            replication_port=self.replication_port,
+            max_message_bytes=self.max_message_bytes,
+            sync=self.sync,
+            weight=self.weight,
         )
 
-    def connectors(self, value: Any, path: tuple[str | int, ...]) -> tuple[Connector, ...]:
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected a list of connectors, got {_describe(value)}")
-        out = []
-        for i, item in enumerate(value):
-            where = (*path, i)
-            spec = self.mapping(item, where, "a mapping with a 'uri'")
-            if "uri" not in spec:
-                raise self.fail((*where, "uri"), "required: the connector's URI")
-            uri = self.string(spec["uri"], (*where, "uri"), "a connector URI string")
-            options: dict[str, Any] = {}
-            for key, option in spec.items():
-                if not isinstance(key, str):
-                    raise self.fail(where, f"option names must be strings, got {_describe(key)}")
-                if key != "uri":
-                    options[key] = option
-            out.append(Connector(uri=uri, options=options))
-        return tuple(out)
+
+class ConnectorFile(_Section):
+    """A connector: its `uri`; every other key is one of its options, checked by the
+    connector parser once the file's brokers are known."""
+
+    model_config = ConfigDict(extra="allow")
+    shape = "a mapping with a 'uri'"
+
+    uri: Uri
+
+    def connector(self) -> Connector:
+        return Connector(uri=self.uri, options=dict(self.model_extra or {}))
+
+
+class GroupFile(_Section):
+    shape = "a mapping with 'brokers'"
+
+    brokers: Annotated[
+        dict[BrokerName, BrokerFile],
+        _mapping_of("a mapping of broker names", "expected at least one broker"),
+    ]
+    connectors: Annotated[tuple[ConnectorFile, ...], _list_of("a list of connectors")] = ()
+    election: MaybeElection = None
+    replicas: MaybePositiveInt = None
+    sync: MaybeSync = None
+    min_insync: MaybePositiveInt = None
+    zk_path: MaybeZkPath = Field(default=None, alias="zkPath")
+    session_timeout: MaybeSeconds = None
+    security_token: MaybeToken = Field(default=None, alias="securityToken")
+
+    # The group as a GroupSpec named GROUP (its name is its key, which it cannot see),
+    # after its rules: the election and replicas defaulted.
+    _spec: GroupSpec | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> Self:
+        group = GroupSpec(
+            name=GROUP,
+            brokers=tuple(b.spec(name, GROUP) for name, b in self.brokers.items()),
+            election=self.election,
+            replicas=self.replicas,
+            sync=self.sync,
+            min_insync=self.min_insync,
+            zk_path=self.zk_path,
+            session_timeout=self.session_timeout,
+            security_token=self.security_token,
+            connectors=tuple(c.connector() for c in self.connectors),
+        )
+        given = {name: b.given() for name, b in self.brokers.items()}
+        zookeeper = (info.context or {}).get("zookeeper")
+        self._spec = rules.group_semantics(group, self.given(), given, zookeeper)
+        return self
+
+    def named(self, name: str, file_token: str | None) -> GroupSpec:
+        assert self._spec is not None
+        spec = self._spec
+        return replace(
+            spec,
+            name=name,
+            brokers=tuple(replace(b, group=name) for b in spec.brokers),
+            security_token=spec.security_token if "securityToken" in self.given() else file_token,
+        )
+
+
+class TopologyFile(_Section):
+    shape = "a mapping with 'groups' at the top level"
+
+    zookeeper: Annotated[InstanceOf[ZooKeeper] | None, BeforeValidator(_zookeeper)] = None
+    zookeeper_port: MaybePort = None
+    security_token: MaybeToken = Field(default=None, alias="securityToken")
+    data: MaybeData = None
+    groups: Annotated[
+        dict[GroupName, GroupFile],
+        _mapping_of("a mapping of group names", "expected at least one group"),
+    ]
+
+    _topology: Topology | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if value is None:
+            raise refuse("the file is empty; expected a mapping with 'groups'")
+        return value
+
+    @field_validator("zookeeper", mode="after")
+    @classmethod
+    def _share_zookeeper(cls, value: ZooKeeper | None, info: ValidationInfo) -> ZooKeeper | None:
+        # The groups, validated next, need it for their rules.
+        if info.context is not None:
+            info.context["zookeeper"] = value
+        return value
+
+    @field_validator("zookeeper_port", mode="after")
+    @classmethod
+    def _embedded_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        zookeeper = info.data.get("zookeeper")
+        if value is not None and (zookeeper is None or not zookeeper.embedded):
+            raise refuse(
+                "only for 'zookeeper: embedded' (an external ensemble's ports are in "
+                "its connect string)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> Self:
+        context = info.context or {}
+        source: str = context["source"]
+        zookeeper = self.zookeeper
+        if zookeeper is not None and self.zookeeper_port is not None:
+            zookeeper = replace(zookeeper, port=self.zookeeper_port)
+        token = self.security_token
+        data = (
+            PurePath(self.data)
+            if self.data is not None
+            else PurePath("run") / PurePath(source).stem
+        )
+        groups = [g.named(name, token) for name, g in self.groups.items()]
+        rules.no_duplicates(groups, zookeeper)
+        # Connectors last: they may name brokers of any group, also ones further down.
+        groups = [rules.resolve_connectors(g, groups, context["parse_connector"]) for g in groups]
+        self._topology = Topology(
+            source=source, data=data, groups=tuple(groups), zookeeper=zookeeper,
+            security_token=token,
+        )  # fmt: skip
+        return self
+
+    @property
+    def topology(self) -> Topology:
+        assert self._topology is not None
+        return self._topology
+
+
+def _keys(section: type[_Section]) -> tuple[str, ...]:
+    """A section's YAML keys, as the file spells them."""
+    return tuple(f.alias or name for name, f in section.model_fields.items())
+
+
+def _section_keys() -> dict[int, tuple[str, ...]]:
+    """The keys a section allows, by the depth of its key path: the top, groups.G and
+    groups.G.brokers.B (connectors take any option key)."""
+    return {0: _keys(TopologyFile), 2: _keys(GroupFile), 4: _keys(BrokerFile)}

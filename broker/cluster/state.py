@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from broker.cluster.errors import UpError
+from broker.cluster.managed import ManagedProcess, pid_matches, recorded_start
 from broker.cluster.model import BrokerSpec, Topology
 from broker.cluster.paths import display_path
 from broker.cluster.plan import LOG_FILE, BrokerPlan
-from broker.cluster.processes import BrokerProcess, cmdline, pid_matches
+from broker.cluster.processes import BrokerProcess
 
 STATE_FILE = "netbroker-up.json"
 
@@ -43,12 +44,13 @@ def write_state(
         "topology": str(Path(topology.source).absolute()),
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         "detached": detached,
-        "supervisor": None if detached else {"pid": os.getpid(), "argv": cmdline(os.getpid())},
+        "supervisor": None if detached else ManagedProcess.of(os.getpid()).record(),
         "brokers": [
             {
                 "name": p.name,
                 "group": p.plan.group,
                 "pid": p.pid,
+                "create_time": p.process.started,
                 "address": p.address or p.plan.address,
                 "argv": list(p.plan.argv),
                 "log": str(p.plan.log_path),
@@ -93,7 +95,8 @@ def read_state(path: Path) -> dict[str, Any] | None:
 def adopted(plans: Sequence[BrokerPlan], state: dict[str, Any]) -> list[BrokerProcess]:
     """BrokerProcesses for the state file's brokers that are still running.
 
-    The command line recorded at start must match, so a reused pid is never signalled.
+    The start time and command line recorded at start must match, so a reused pid is never
+    signalled.
     A broker since removed from the topology is still found: what was started is stopped.
     """
     by_name = {p.name: p for p in plans}
@@ -117,9 +120,10 @@ def adopted(plans: Sequence[BrokerPlan], state: dict[str, Any]) -> list[BrokerPr
                 spec, data_dir, log_path, argv or (known.argv if known else ()),
                 election=known.election if known else None,
             ),
-            pid=b["pid"],
+            process=ManagedProcess(b["pid"], argv or (known.argv if known else ()),
+                                   recorded_start(b)),
         )  # fmt: skip
-        if pid_matches(proc.pid, proc.plan.argv):
+        if proc.alive():
             out.append(proc)
     return out
 
@@ -131,4 +135,5 @@ def supervisor_alive(state: dict[str, Any]) -> int | None:
     pid = sup["pid"]
     if pid == os.getpid():
         return None
-    return pid if pid_matches(pid, sup.get("argv")) else None
+    return pid if pid_matches(pid, sup.get("argv"), recorded_start(sup)) else None
+

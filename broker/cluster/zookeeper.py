@@ -23,12 +23,13 @@ Why the settings in `zoo.cfg` (see also docs/architecture.md):
   fsync keeps session creation fast on a busy disk, and a small preallocation keeps each
   node from reserving a 64 MB transaction log.
 
-Processes start in sessions of their own (so a terminal's Ctrl-C reaches only our
-supervisor, which then stops them cleanly) and are never left behind: `stop()` on
-`__exit__`, an atexit guard for the interpreter's exit, and, unless `die_with_parent=False`,
-the Linux parent-death signal via `setpriv --pdeathsig KILL` so that even a SIGKILLed
-test run takes its servers with it. The kernel ties that signal to the *thread* that
-started the process: start servers from a thread that lives as long as they should.
+Processes are broker.cluster.managed's, like the brokers': started in sessions of their
+own (so a terminal's Ctrl-C reaches only our supervisor, which then stops them cleanly),
+known by pid and start time, and never left behind: `stop()` on `__exit__`, an atexit guard
+for the interpreter's exit, and, unless `die_with_parent=False`, the Linux parent-death
+signal (SIGKILL) so that even a SIGKILLed test run takes its servers with it. The kernel
+ties that signal to the *thread* that started the process: start servers from a thread
+that lives as long as they should.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import atexit
 import contextlib
 import errno
 import json
-import os
 import shutil
 import signal
 import socket
@@ -47,6 +47,8 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from broker.cluster.managed import ManagedProcess, cmdline, stop_all
 
 JAVA_DIR = Path("/usr/share/java")
 # zookeeper.jar's manifest Class-Path names its whole runtime (jute, netty, jackson, jetty,
@@ -193,7 +195,7 @@ class ZooKeeperServer:
         self.myid = myid
         self.quorum_port = quorum_port
         self.election_port = election_port
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: ManagedProcess | None = None
         # SIGSTOPped (tests pause servers, tests/support/zk.py): probes would only hang
         # until their timeout, so leader() passes over it.
         self.paused = False
@@ -216,12 +218,12 @@ class ZooKeeperServer:
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.process.pid if self.process is not None else None
 
     @property
     def alive(self) -> bool:
         """True while the process exists (also while paused)."""
-        return self.proc is not None and self.proc.poll() is None
+        return self.process is not None and self.process.alive()
 
     def write_config(self, peers: Sequence[ZooKeeperServer] = ()) -> None:
         """Write `zoo.cfg` (and `myid` for an ensemble); `peers` includes this server."""
@@ -251,19 +253,15 @@ class ZooKeeperServer:
         if self.alive:
             raise ZooKeeperError(f"ZooKeeper server {self.myid} is already running")
         command = java_command(self.cfg_path, self.node_dir)
-        if die_with_parent and (setpriv := shutil.which("setpriv")):
-            # setpriv sets PR_SET_PDEATHSIG then execs java, so the pid is java's own.
-            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
         self.node_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._log_offset = log.tell()
-            self.proc = subprocess.Popen(
+            self.process = ManagedProcess.start(
                 command,
                 cwd=self.node_dir,
-                stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                die_with_parent=signal.SIGKILL if die_with_parent else None,
             )
         self.paused = False
         _LIVE.add(self)
@@ -300,11 +298,11 @@ class ZooKeeperServer:
 
     def check_running(self) -> None:
         """Raise a readable ZooKeeperError if the process has exited."""
-        if self.proc is None:
+        if self.process is None:
             raise ZooKeeperError(f"ZooKeeper server {self.myid} was never started")
-        code = self.proc.poll()
-        if code is None:
+        if self.process.alive():
             return
+        code = self.process.returncode
         _LIVE.discard(self)
         if "Address already in use" in self.run_log():
             ports = [p for p in (self.client_port, self.quorum_port, self.election_port) if p]
@@ -319,29 +317,23 @@ class ZooKeeperServer:
 
     def _signal(self, sig: signal.Signals) -> None:
         # Only while not reaped, so the pid (= its process group) cannot have been reused.
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
+        if self.process is not None:
+            self.process.signal(sig)
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` s; returns the exit code."""
-        if self.proc is None:
+        if self.process is None:
             return None
-        self._signal(signal.SIGTERM)
-        self._signal(signal.SIGCONT)  # a paused JVM would never act on the SIGTERM
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        code = self.process.stop(timeout)  # SIGCONT too: a paused JVM would ignore SIGTERM
         _LIVE.discard(self)
-        return self.proc.returncode
+        return code
 
     def kill(self) -> None:
         """SIGKILL: a crash, not a shutdown (no session handover, sockets just close)."""
-        if self.proc is None:
+        if self.process is None:
             return
-        self._signal(signal.SIGKILL)
-        self.proc.wait()
+        self.process.signal(signal.SIGKILL)
+        self.process.wait_gone(None)
         _LIVE.discard(self)
 
     def release(self) -> None:
@@ -504,12 +496,9 @@ class Ensemble:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every server: SIGTERM to all at once, SIGKILL to any left after `timeout`."""
+        stop_all([s.process for s in self.servers if s.process is not None], timeout=timeout)
         for server in self.servers:
-            server._signal(signal.SIGTERM)
-            server._signal(signal.SIGCONT)
-        deadline = time.monotonic() + timeout
-        for server in self.servers:
-            server.stop(max(deadline - time.monotonic(), 0.0))
+            _LIVE.discard(server)
 
     # --- detached servers (scripts/zookeeper.py start --detach / stop) ---
 
@@ -522,8 +511,14 @@ class Ensemble:
         state = {
             "connect_string": self.connect_string,
             "servers": [
-                {"myid": s.myid, "pid": s.pid, "client_port": s.client_port, "dir": str(s.node_dir)}
+                {
+                    "myid": s.myid,
+                    **s.process.record(),
+                    "client_port": s.client_port,
+                    "dir": str(s.node_dir),
+                }
                 for s in self.servers
+                if s.process is not None
             ],
         }
         self.state_path.write_text(json.dumps(state, indent=2) + "\n")
@@ -532,13 +527,10 @@ class Ensemble:
         return self.state_path
 
 
-def _is_zookeeper(pid: int) -> bool:
-    """True if `pid` still runs ZooKeeper (not a process that reused the pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return MAIN_CLASS.encode() in cmdline
+def _is_zookeeper(process: ManagedProcess) -> bool:
+    """True if the recorded server still runs ZooKeeper (not a process that reused the pid;
+    a record from before start times were kept has only the main class to go by)."""
+    return process.alive() and MAIN_CLASS in (cmdline(process.pid) or ())
 
 
 def read_state(data_dir: Path | str) -> dict[str, Any]:
@@ -561,17 +553,7 @@ def stop_detached(data_dir: Path | str, timeout: float = 5.0) -> list[int]:
     servers = state.get("servers")
     if not isinstance(servers, list):
         raise ZooKeeperError(f"{Path(data_dir) / STATE_NAME} lists no servers")
-    pids = [int(s["pid"]) for s in servers if _is_zookeeper(int(s["pid"]))]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-            os.killpg(pid, signal.SIGCONT)
-    deadline = time.monotonic() + timeout
-    while any(_is_zookeeper(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in pids:
-        if _is_zookeeper(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+    running = [p for p in map(ManagedProcess.adopt, servers) if _is_zookeeper(p)]
+    stop_all(running, timeout=timeout)
     (Path(data_dir).resolve() / STATE_NAME).unlink(missing_ok=True)
-    return pids
+    return [p.pid for p in running]
