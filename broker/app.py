@@ -19,8 +19,8 @@ from pathlib import Path
 
 import grpc
 
+from broker.config import BrokerConfig
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.core.store import Store, StoreDamaged
 from broker.errors import StartupError
 from broker.server.gate import ServiceGate

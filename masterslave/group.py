@@ -22,9 +22,9 @@ from typing import Protocol
 
 import grpc
 
+from broker.config import BrokerConfig, master_fsyncs
 from broker.core.broker import Broker
 from broker.core.commit import GroupCommitter
-from broker.core.config import BrokerConfig, master_fsyncs
 from broker.core.store import META_EPOCH, META_POS, Store
 from broker.pb import replication_pb2, replication_pb2_grpc
 from broker.reconnect import Backoff

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import grpc
 from google.protobuf.message import DecodeError
 
+from broker.config import master_fsyncs
 from broker.core.commit import GroupCommitter
-from broker.core.config import master_fsyncs
 from broker.core.store import META_EPOCH, META_POS, Op, Store
 from broker.core.wire import varint
 from broker.errors import Unavailable

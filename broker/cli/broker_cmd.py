@@ -167,7 +167,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from broker.core.config import BrokerConfig
+    from broker.config import BrokerConfig
     from broker.errors import StartupError
 
     options: dict[str, Any] = {

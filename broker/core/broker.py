@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.config import BrokerConfig, master_fsyncs
 from broker.core.commit import GroupCommitter
-from broker.core.config import BrokerConfig, master_fsyncs
 from broker.core.memory import MemoryGate
 from broker.core.names import check_queue_name, dead_letter_queue
 from broker.core.queue import PRIORITIES, Consumer, ConsumerSink, Entry, Queue

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from broker.config import BrokerConfig
 from broker.core import wire
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.core.queue import Entry
 from broker.core.store import Store
 from broker.pb import bridge_pb2

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from broker.config import BrokerConfig
 from broker.core.broker import Broker
 from broker.core.commit import GroupCommitter
-from broker.core.config import BrokerConfig
 from broker.core.queue import Entry
 from broker.core.store import META_EPOCH, META_POS, Op, Store
 from broker.errors import Unavailable
