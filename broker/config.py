@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, cast, get_type_hints
+from typing import Any, cast, get_type_hints
 
 MiB = 1024 * 1024
 # A broker's config file is a few KiB; the bound keeps a wrong path (a store file, a log)
@@ -265,6 +265,7 @@ class BrokerConfig:
     # Shared secret that links and replication connections must present ("" accepts any).
     token: str = field(
         default="",
+        repr=False,  # kept out of logs and tracebacks
         metadata=_meta(
             "--token",
             "securityToken that links and replication connections must present",
@@ -284,6 +285,7 @@ class BrokerConfig:
     )  # fmt: skip
     discovery_token: str = field(
         default="",
+        repr=False,
         metadata=_meta(
             "--discovery-token",
             "advertised as a digest; brokers with another token are ignored",
@@ -375,9 +377,6 @@ class BrokerConfig:
             section=_GROUP, shown="--data",
         ),
     )  # fmt: skip
-
-    # The settings' types, read from the annotations once the class exists.
-    _types: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -509,10 +508,19 @@ def setting(f: Field[Any]) -> Setting:
     return meta if isinstance(meta, Setting) else Setting()
 
 
+def setting_type(f: Field[Any]) -> Any:
+    """A field's type (str, int, float, Path, Path | None, tuple[str, ...], Sync, Election)."""
+    return _types()[f.name]
+
+
 def _types() -> dict[str, Any]:
-    if not BrokerConfig._types:
-        BrokerConfig._types.update(get_type_hints(BrokerConfig))
-    return BrokerConfig._types
+    # Read from the annotations (strings here) once the class exists.
+    if not _TYPES:
+        _TYPES.update(get_type_hints(BrokerConfig))
+    return _TYPES
+
+
+_TYPES: dict[str, Any] = {}
 
 
 def _refusal(f: Field[Any], kind: Any, value: Any) -> str | None:

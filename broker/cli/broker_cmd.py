@@ -13,11 +13,19 @@ import sys
 from collections.abc import Callable
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 from broker.cli.arguments import int_range, positive_float
 from broker.cli.errors import EXIT_USAGE, PROG, CliError, UsageError
-from broker.config import BrokerConfig, ConfigError, Election, Setting, Sync, setting
+from broker.config import (
+    BrokerConfig,
+    ConfigError,
+    Election,
+    Setting,
+    Sync,
+    setting,
+    setting_type,
+)
 
 COMMAND = f"{PROG} broker"
 
@@ -39,7 +47,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "broker's data directory); no other option but --log-level goes with it",
     )
     sections: dict[str, argparse._ActionsContainer] = {"": p}
-    types = get_type_hints(BrokerConfig)
     for f in fields(BrokerConfig):
         s = setting(f)
         if not s.flag:
@@ -48,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             sections[s.section] = p.add_argument_group(s.section)
         sections[s.section].add_argument(
             s.flag, dest=f.name, default=argparse.SUPPRESS, help=_help(f, s),
-            **_parsing(types[f.name], s),
+            **_parsing(setting_type(f), s),
         )  # fmt: skip
     p.add_argument(
         "--log-level",
