@@ -19,8 +19,8 @@ from pathlib import Path
 
 import grpc
 
+from broker.config import BrokerConfig, Election
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.core.store import Store, StoreDamaged
 from broker.errors import StartupError
 from broker.server.gate import ServiceGate
@@ -46,10 +46,7 @@ def _check_data_dir(config: BrokerConfig) -> None:
 
 
 def _group_config(config: BrokerConfig) -> GroupConfig:
-    if not config.zookeeper:
-        raise StartupError(f"group {config.group}: election by zookeeper needs --zookeeper")
-    if not config.replication_port:
-        raise StartupError(f"group {config.group}: needs a replication port")
+    # The config's own rules made sure a ZooKeeper member has an ensemble and a port.
     return GroupConfig(
         name=config.group,
         zookeeper=config.zookeeper,
@@ -94,7 +91,7 @@ def _open_store(config: BrokerConfig) -> Store:
     restore or discard it), while a group member keeps the damaged copy aside and starts
     from an empty store that takes a bulk copy from the master before it may be elected."""
     path = config.data_dir / "store"
-    member = config.election == "zookeeper"
+    member = config.election is Election.ZOOKEEPER
     try:
         store = Store(path)
         try:
@@ -158,11 +155,11 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     replication: grpc.aio.Server | None = None
     broker: Broker | None = None
     try:
-        if config.election == "lockfile":
+        if config.election is Election.LOCKFILE:
             member = LockfileMember(config, config.shared_dir or config.data_dir, gate, network)
         else:
             store = _open_store(config)
-            if config.election == "zookeeper":
+            if config.election is Election.ZOOKEEPER:
                 member = GroupMember(config, _group_config(config), store, gate, network)
                 replication = _replication_server(config, member)
             else:

@@ -13,17 +13,8 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class Sync(StrEnum):
-    """When a persistent send is acknowledged to its producer (docs/semantics.md, "In-sync
-    set, sync modes and `min_insync`")."""
-
-    QUORUM_MEM = "quorum_mem"  # every in-sync member holds it (in memory or on disk)
-    QUORUM_DISK = "quorum_disk"  # every in-sync member has it on disk
-    LOCAL_DISK = "local_disk"  # the master has it on disk
-    LOCAL_MEM = "local_mem"  # the master has written it
+from broker.config import Sync
 
 
 @dataclass

@@ -22,9 +22,9 @@ from typing import Protocol
 
 import grpc
 
+from broker.config import BrokerConfig, Sync
 from broker.core.broker import Broker
 from broker.core.commit import GroupCommitter
-from broker.core.config import BrokerConfig, master_fsyncs
 from broker.core.store import META_EPOCH, META_POS, Store
 from broker.pb import replication_pb2, replication_pb2_grpc
 from broker.reconnect import Backoff
@@ -78,7 +78,7 @@ class GroupConfig:
     replication_host: str
     replication_port: int
     replicas: int
-    sync: str
+    sync: Sync
     min_insync: int
     weight: int = 1
     session_timeout: float = 1.0
@@ -400,7 +400,7 @@ class GroupMember:
             self._feed(TakeOverFailed("another member took over first"))
             return
         committer = GroupCommitter(
-            self.store, sync=master_fsyncs(self.group.sync), epoch=state.epoch
+            self.store, sync=self.group.sync.fsyncs, epoch=state.epoch
         )
         if self.log.last != position:
             # Keep the window this member filled while following (it ends where the store

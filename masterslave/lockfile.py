@@ -13,8 +13,8 @@ import logging
 import os
 from pathlib import Path
 
+from broker.config import BrokerConfig
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.core.store import Store
 from broker.server.gate import ServiceGate
 from broker.server.status import GroupStatus, Role

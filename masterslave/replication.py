@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import grpc
 from google.protobuf.message import DecodeError
 
+from broker.config import Sync
 from broker.core.commit import GroupCommitter
-from broker.core.config import master_fsyncs
 from broker.core.store import META_EPOCH, META_POS, Op, Store
 from broker.core.wire import varint
 from broker.errors import Unavailable
@@ -124,7 +124,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         isr_version: int,
         write_isr: Callable[[IsrState, int], Awaitable[int | None]],
         replication_log: ReplicationLog,
-        sync_mode: str,
+        sync_mode: Sync | str,
         min_insync: int,
         lag_timeout: float,
         commit_timeout: float,
@@ -146,7 +146,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         self.isr_version = isr_version
         self._write_isr = write_isr
         self.log = replication_log
-        self.sync_mode = sync_mode
+        self.sync_mode = Sync(sync_mode)
         self.min_insync = min_insync
         self.lag_timeout = lag_timeout
         self.commit_timeout = commit_timeout
@@ -155,7 +155,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         self._on_fenced = on_fenced
         self._may_follow = may_follow
         self._read_isr = read_isr
-        self._local_sync = master_fsyncs(sync_mode)
+        self._local_sync = self.sync_mode.fsyncs
         self.tracker = AckTracker(member, sync_mode, min_insync, start=committer.position)
         self.policy = IsrPolicy()
         # (position, answer, when written): sends waiting for the in-sync set.
@@ -446,13 +446,13 @@ class Follower:
         member: str,
         store: Store,
         replication_log: ReplicationLog,
-        sync_mode: str,
+        sync_mode: Sync | str,
         token: str,
     ) -> None:
         self.member = member
         self.store = store
         self.log = replication_log
-        self.sync = sync_mode == "quorum_disk"
+        self.sync = Sync(sync_mode) is Sync.QUORUM_DISK
         self.token = token
         self.position = store.meta(META_POS)
         self.epoch = store.meta(META_EPOCH)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from broker.config import BrokerConfig
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.pb import bridge_pb2
 from netconnector.hello import LinkTerms
 from netconnector.outbox import Outbox

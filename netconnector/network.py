@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import grpc
 
+from broker.config import BrokerConfig
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.core.queue import Entry
 from broker.pb import bridge_pb2
 from broker.server.gate import ServiceGate

@@ -33,17 +33,6 @@ def positive_float() -> Callable[[str], float]:
     return parse
 
 
-def ip_address(text: str) -> str:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an IP address (give the interface's address, e.g. 127.0.0.1)"
-        ) from None
-
-
 def queue_name(text: str) -> str:
     from broker.core.names import check_queue_name
     from broker.errors import BrokerError

@@ -1,16 +1,33 @@
-"""`netbroker broker`: its options, and one broker run in the foreground from them."""
+"""`netbroker broker`: its options, and one broker run in the foreground from them.
+
+The options are the settings of `broker.config.BrokerConfig`, made from its fields' flags,
+help and bounds; their defaults and rules are the model's. `--config FILE` runs a broker
+from the file `netbroker up` writes instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
-from broker.cli.arguments import int_range, ip_address, positive_float
-from broker.cli.cluster_cmds import broker_name
-from broker.cli.errors import CliError
+from broker.cli.arguments import int_range, positive_float
+from broker.cli.errors import EXIT_USAGE, PROG, CliError, UsageError
+from broker.config import (
+    BrokerConfig,
+    ConfigError,
+    Election,
+    Setting,
+    Sync,
+    setting,
+    setting_type,
+)
+
+COMMAND = f"{PROG} broker"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,144 +36,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="run one broker in the foreground",
         description="Run one broker until SIGTERM or Ctrl-C. Prints "
         "'netbroker: broker NAME listening on HOST:PORT' on stdout once "
-        "ready; logs go to stderr.",
-    )
-    p.add_argument("--name", required=True, type=broker_name, help="the broker's name")
-    p.add_argument(
-        "--port",
-        required=True,
-        type=int_range(0, 65535),
-        help="client port; 0 picks a free one (see the listening line)",
+        "ready; logs go to stderr. Its settings come from the options below, or all "
+        "from a config file (--config).",
     )
     p.add_argument(
-        "--data",
-        required=True,
+        "--config",
         type=Path,
-        metavar="DIR",
-        help="the broker's data directory (created if missing)",
+        metavar="FILE",
+        help="take every setting from FILE (JSON, as `netbroker up` writes it in the "
+        "broker's data directory); no other option but --log-level goes with it",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on [%(default)s]")
-    p.add_argument(
-        "--max-message-bytes",
-        type=int_range(1, None),
-        metavar="B",
-        help="largest message body accepted [100 MiB]",
-    )
-    p.add_argument(
-        "--sync",
-        choices=("local_disk", "local_mem", "quorum_mem", "quorum_disk"),
-        help="when a persistent send is answered: after fsync (local_disk, the "
-        "default standalone), after the write (local_mem), or once every in-sync group "
-        "member holds it (quorum_mem, the default in a group) or has fsynced it (quorum_disk)",
-    )
-    p.add_argument(
-        "--max-redeliveries",
-        type=int_range(0, None),
-        metavar="K",
-        help="deliveries without ack before DLQ.<queue> [6]",
-    )
-    p.add_argument(
-        "--group", default="", metavar="NAME", help="the master/slave group this broker belongs to"
-    )
-    p.add_argument(
-        "--connector",
-        action="append",
-        default=[],
-        metavar="URI",
-        help="a network connector, e.g. 'static:(127.0.0.1:61617)?networkTTL=2' (repeatable)",
-    )
-    p.add_argument(
-        "--token",
-        default="",
-        metavar="SECRET",
-        help="securityToken that links and replication connections must present",
-    )
-    d = p.add_argument_group("discovery (multicast:// connectors)")
-    d.add_argument(
-        "--discovery-interface",
-        action="append",
-        type=ip_address,
-        metavar="IP",
-        help="address of an interface zeroconf advertises and browses on (repeatable) [127.0.0.1]",
-    )
-    d.add_argument(
-        "--discovery-token",
-        default="",
-        metavar="SECRET",
-        help="advertised as a digest; brokers with another token are ignored",
-    )
-    g = p.add_argument_group("master/slave group")
-    g.add_argument(
-        "--election",
-        choices=("zookeeper", "lockfile"),
-        help="how the group elects its master (needs --group)",
-    )
-    g.add_argument(
-        "--zookeeper",
-        default="",
-        metavar="HOST:PORT,...",
-        help="ZooKeeper ensemble for --election zookeeper",
-    )
-    g.add_argument(
-        "--zk-path",
-        default="",
-        metavar="PATH",
-        help="the group's ZooKeeper path [/netbroker/groups/GROUP]",
-    )
-    g.add_argument(
-        "--replication-port",
-        type=int_range(1, 65535),
-        metavar="PORT",
-        help="port slaves replicate from when this broker is master",
-    )
-    g.add_argument(
-        "--replicas",
-        type=int_range(1, 99),
-        default=1,
-        metavar="N",
-        help="members in the group [%(default)s]",
-    )
-    g.add_argument(
-        "--min-insync",
-        type=int_range(1, 99),
-        metavar="K",
-        help="smallest in-sync set that may acknowledge [replicas/2+1 for 3 or more, 1 for a pair]",
-    )
-    g.add_argument(
-        "--weight",
-        type=int_range(0, 1000),
-        default=1,
-        metavar="W",
-        help="election preference among equally up-to-date members [%(default)s]",
-    )
-    g.add_argument(
-        "--session-timeout",
-        type=positive_float(),
-        default=1.0,
-        metavar="S",
-        help="ZooKeeper session timeout: how fast a dead master is replaced [%(default)s]",
-    )
-    g.add_argument(
-        "--lag-timeout",
-        type=positive_float(),
-        default=1.0,
-        metavar="S",
-        help="a slave silent this long while behind leaves the in-sync set [%(default)s]",
-    )
-    g.add_argument(
-        "--commit-timeout",
-        type=positive_float(),
-        default=10.0,
-        metavar="S",
-        help="a persistent send the in-sync set has not acknowledged by then "
-        "fails with UNAVAILABLE [%(default)s]",
-    )
-    g.add_argument(
-        "--shared-dir",
-        type=Path,
-        metavar="DIR",
-        help="the store directory lock-file members share [--data]",
-    )
+    sections: dict[str, argparse._ActionsContainer] = {"": p}
+    for f in fields(BrokerConfig):
+        s = setting(f)
+        if not s.flag:
+            continue
+        if s.section not in sections:
+            sections[s.section] = p.add_argument_group(s.section)
+        sections[s.section].add_argument(
+            s.flag, dest=f.name, default=argparse.SUPPRESS, help=_help(f, s),
+            **_parsing(setting_type(f), s),
+        )  # fmt: skip
     p.add_argument(
         "--log-level",
         default="info",
@@ -166,44 +66,79 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=_cmd_broker)
 
 
+def _help(f: Field[Any], s: Setting) -> str:
+    shown = str(f.default) if s.shown is None else s.shown
+    return f"{s.help} [{shown}]" if shown else s.help
+
+
+def _parsing(kind: Any, s: Setting) -> dict[str, Any]:
+    """How argparse reads a setting of type `kind`: values as a JSON config holds them,
+    each checked by the model's own rule for it."""
+    if kind is int:
+        return {"type": int_range(s.low or 0, s.high), "metavar": s.metavar}
+    if kind is float:
+        return {"type": positive_float(), "metavar": s.metavar}
+    if kind in (Sync, Election):
+        return {"choices": [m.value for m in kind if m.value]}
+    check = s.check
+    if kind == tuple[str, ...]:
+        # One item per flag; the model's check is of the whole list.
+        item = _checked(None if check is None else lambda text: check((text,)))
+        return {"action": "append", "type": item, "metavar": s.metavar}
+    return {"type": _checked(check), "metavar": s.metavar}
+
+
+def _checked(check: Callable[[Any], str | None] | None) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        why = check(text) if check is not None else None
+        if why:
+            raise argparse.ArgumentTypeError(why)
+        return text
+
+    return parse
+
+
+def _flag(key: str) -> str:
+    """A setting as the command line names it: its flag."""
+    for f in fields(BrokerConfig):
+        if f.name == key and setting(f).flag:
+            return setting(f).flag
+    return key
+
+
+def config_of(args: argparse.Namespace) -> BrokerConfig:
+    """The broker's config: from --config FILE, else from the options given."""
+    settings = fields(BrokerConfig)
+    given = {f.name: getattr(args, f.name) for f in settings if hasattr(args, f.name)}
+    if args.config is not None:
+        if given:
+            flags = ", ".join(setting(f).flag for f in settings if f.name in given)
+            raise _usage(
+                f"--config takes every setting from its file; give no other option with it "
+                f"but --log-level (given: {flags})"
+            )
+        try:
+            return BrokerConfig.from_file(args.config)
+        except ConfigError as e:
+            raise CliError(str(e)) from None
+    missing = [setting(f).flag for f in settings if f.default is MISSING and f.name not in given]
+    if missing:
+        raise _usage(f"the following arguments are required: {', '.join(missing)}")
+    try:
+        return BrokerConfig.from_dict(given)
+    except ConfigError as e:
+        raise CliError(e.told(_flag)) from None
+
+
+def _usage(message: str) -> CliError:
+    """A usage error found after parsing, said as argparse's are."""
+    return CliError(str(UsageError(COMMAND, message)), code=EXIT_USAGE)
+
+
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from broker.core.config import BrokerConfig
     from broker.errors import StartupError
 
-    options: dict[str, Any] = {
-        "host": args.host,
-        "group": args.group,
-        "connectors": tuple(args.connector),
-        "token": args.token,
-        "discovery_interfaces": tuple(args.discovery_interface or ("127.0.0.1",)),
-        "discovery_token": args.discovery_token,
-    }
-    if args.max_message_bytes is not None:
-        options["max_message_bytes"] = args.max_message_bytes
-    if args.sync is not None:
-        options["sync"] = args.sync
-    if args.max_redeliveries is not None:
-        options["max_redeliveries"] = args.max_redeliveries
-    if args.election:
-        if not args.group:
-            raise CliError("--election needs --group")
-        if args.election == "zookeeper" and not (args.zookeeper and args.replication_port):
-            raise CliError("--election zookeeper needs --zookeeper and --replication-port")
-        options.update(
-            election=args.election, zookeeper=args.zookeeper, zk_path=args.zk_path,
-            replication_port=args.replication_port or 0, replicas=args.replicas,
-            min_insync=args.min_insync or 0, weight=args.weight,
-            session_timeout=args.session_timeout, shared_dir=args.shared_dir,
-            lag_timeout=args.lag_timeout, commit_timeout=args.commit_timeout,
-        )  # fmt: skip
-        if args.election == "zookeeper" and args.sync is None:
-            options["sync"] = "quorum_mem"
-    if args.sync in ("quorum_mem", "quorum_disk") and args.election != "zookeeper":
-        raise CliError(
-            f"--sync {args.sync} needs members that replicate (--election zookeeper); "
-            "use local_disk or local_mem"
-        )
-    config = BrokerConfig(name=args.name, port=args.port, data_dir=args.data, **options)
+    config = config_of(args)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
@@ -215,4 +150,4 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     try:
         return app.run(config)
     except StartupError as e:
-        raise CliError(f"broker {args.name}: {e}") from None
+        raise CliError(f"broker {config.name}: {e}") from None

@@ -82,16 +82,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=_cmd_down)
 
 
-def broker_name(text: str) -> str:
-    """The argument type of a broker's name (`broker --name`): a topology's naming rule."""
-    from broker.cluster.schema import check_name
-
-    problem = check_name(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
 def failures() -> tuple[type[Exception], ...]:
     """The cluster operations' own errors: their message is for the operator as it is."""
     from broker.cluster.errors import TopologyError, UpError

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from broker.cluster.configs import write_configs
 from broker.cluster.embedded import (
     recorded_zookeeper,
     start_zookeeper,
@@ -228,7 +229,9 @@ class _UpRun:
 
     def start_brokers(self, zk_connect: str | None) -> None:
         topology, cwd = self.topology, self.cwd
-        self.plans = plan(topology, cwd=cwd, command=self.command, zookeeper=zk_connect)
+        self.plans = plan(
+            topology, cwd=cwd, command=self.command, zookeeper=zk_connect, configs=True
+        )
         data = display_path(topology.data_root(cwd).absolute(), cwd)
         n = len(topology.brokers)
         print_line(
@@ -236,6 +239,7 @@ class _UpRun:
             f"netbroker: starting {n} broker{'s' if n != 1 else ''} from "
             f"{topology.source}; logs in {data}/<broker>/{LOG_FILE}",
         )
+        write_configs(self.plans, cwd)
         self.procs = start(self.plans, detach=self.detach)
 
     def show(self, statuses: Mapping[str, BrokerStatus | None]) -> None:

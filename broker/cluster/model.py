@@ -3,13 +3,18 @@ frozen data (built by `schema.validate`, read by planning and the commands)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Protocol
 
 from broker.address import Address
+
+# Names and the sync vocabulary are the broker config's (a topology's brokers become
+# BrokerConfigs); NAME_RE and NAME_RULE are re-exported for the topology's checks.
+from broker.config import NAME_RE as NAME_RE
+from broker.config import NAME_RULE as NAME_RULE
+from broker.config import Election, Sync
 
 
 class ParsedConnector(Protocol):
@@ -31,19 +36,13 @@ class ParsedConnector(Protocol):
 # says what is wrong. Passed in: the broker layer does not import the network layer.
 ConnectorParser = Callable[[str, Mapping[str, Any]], ParsedConnector]
 
-# Broker and group names become directory names (DATA/<broker>), ZooKeeper path
-# segments and log prefixes, so they are kept to a portable, unambiguous alphabet:
-# no dots (they would make KEY.PATHs ambiguous), no slashes, no spaces.
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-NAME_RULE = "use letters, digits, '-' and '_', starting with a letter or digit, at most 64"
-
-SYNC_POLICIES = ("quorum_mem", "quorum_disk", "local_disk", "local_mem")
-ELECTIONS = ("zookeeper", "lockfile")
+SYNC_POLICIES = tuple(s.value for s in Sync)
+ELECTIONS = tuple(e.value for e in Election if e is not Election.NONE)
 DEFAULT_HOST = "127.0.0.1"
 # Hosts that bind every interface, so their ports clash with any other host's.
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
-QUORUM_SYNC = ("quorum_mem", "quorum_disk")
+QUORUM_SYNC = tuple(s.value for s in Sync if s.quorum)
 # The embedded ZooKeeper keeps its data in DATA/zookeeper, beside DATA/<broker>.
 EMBEDDED_ZK_DIR = "zookeeper"
 

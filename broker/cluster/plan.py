@@ -1,5 +1,9 @@
-"""What `up` starts: one BrokerPlan per broker of a topology, with its command line and
-the bridges it must bring up. Pure data, derived from the topology."""
+"""What `up` starts: one BrokerPlan per broker of a topology, with its config, its command
+line and the bridges it must bring up. Pure data, derived from the topology.
+
+A broker gets its settings as a config file in its data directory (`CONFIG_FILE`, which
+`up` writes from the plan's `config` before starting it), so its command line is only
+`broker --config FILE`: no token shows in `ps`, and no topology is too large for it."""
 
 from __future__ import annotations
 
@@ -8,15 +12,15 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
+from broker.cluster.errors import UpError
 from broker.cluster.model import BrokerSpec, Connector, GroupSpec, Topology
+from broker.config import BrokerConfig, ConfigError, Election, Sync
 
 LOG_FILE = "broker.log"
-
-# Broker sync policies the standalone broker process understands today; quorum policies
-# belong to master/slave groups.
-LOCAL_SYNC = ("local_disk", "local_mem")
+CONFIG_FILE = "broker.json"
 # Characters left readable when option values are folded into a query string: the
 # destination wildcards and list commas operators write. '&', '=', '%', '?', '#' and
 # spaces are escaped; the broker's parser unescapes them.
@@ -36,6 +40,9 @@ class BrokerPlan:
     bridges: tuple[str, ...] = ()
     # The group's election ("zookeeper", "lockfile"), None for a standalone broker.
     election: str | None = None
+    # What the broker runs with; None where only its process is looked for (`plan`
+    # without configs, or a plan read back from the state file).
+    config: BrokerConfig | None = None
 
     @property
     def name(self) -> str:
@@ -48,6 +55,10 @@ class BrokerPlan:
     @property
     def address(self) -> str:
         return self.spec.client_address
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_FILE
 
 
 def broker_command() -> list[str]:
@@ -65,7 +76,8 @@ def _option_text(value: object) -> str:
 
 
 def connector_argument(connector: Connector) -> str:
-    """The connector as one `--connector` URI: names resolved, YAML options folded in.
+    """The connector as one URI, as a broker's config lists it: names resolved, YAML
+    options folded in.
 
     The broker parses this with the same `parse_connector` the topology was checked with,
     so it gets the very connector the file describes. An option in both the URI and the
@@ -145,83 +157,63 @@ def shared_store_dir(root: Path, group: GroupSpec) -> Path:
     return root / f"shared-{group.name}"
 
 
-def broker_argv(
+def broker_argv(config_path: Path, command: Sequence[str]) -> list[str]:
+    """The broker's command line: every setting is in its config file."""
+    return [*command, "--config", str(config_path)]
+
+
+def broker_config(
     group: GroupSpec,
     broker: BrokerSpec,
     data_dir: Path,
-    command: Sequence[str],
     *,
     zookeeper: str = "",
     replication_port: int | None = None,
     shared_dir: Path | None = None,
-) -> list[str]:
-    """The broker's command line: its own flags, then its group's.
+) -> BrokerConfig:
+    """The broker's settings: its own, then its group's.
 
     `zookeeper` is the ensemble's connect string (a ZooKeeper group's members need it);
     `replication_port` stands in for a member without one in the file (a group of one);
-    `shared_dir` is a lock-file group's store.
+    `shared_dir` is a lock-file group's store. What the topology leaves out is left to
+    the config's defaults (and the config's rules check the result).
     """
-    argv = [
-        *command,
-        "--name",
-        broker.name,
-        "--host",
-        broker.host,
-        "--port",
-        str(broker.port),
-        "--data",
-        str(data_dir),
-        "--group",
-        group.name,
-    ]
+    settings: dict[str, Any] = {
+        "name": broker.name,
+        "host": broker.host,
+        "port": broker.port,
+        "data_dir": data_dir,
+        "group": group.name,
+        "connectors": tuple(connector_argument(c) for c in runnable_connectors(group)),
+    }
     if broker.max_message_bytes is not None:
-        argv += ["--max-message-bytes", str(broker.max_message_bytes)]
-    argv += election_flags(
-        group, broker, zookeeper=zookeeper, replication_port=replication_port, shared_dir=shared_dir
-    )
+        settings["max_message_bytes"] = broker.max_message_bytes
     if group.security_token:
-        argv += ["--token", group.security_token]
-    for connector in runnable_connectors(group):
-        argv += ["--connector", connector_argument(connector)]
-    return argv
-
-
-def election_flags(
-    group: GroupSpec,
-    broker: BrokerSpec,
-    *,
-    zookeeper: str,
-    replication_port: int | None,
-    shared_dir: Path | None,
-) -> list[str]:
-    """The flags of the broker's group: its election and what that election needs, and the
-    sync policy where the broker process acts on it."""
-    flags: list[str] = []
+        settings["token"] = group.security_token
     sync = group.effective_sync(broker)
-    if group.election == "zookeeper":
-        port = broker.replication_port or replication_port
-        flags += ["--election", "zookeeper", "--zookeeper", zookeeper]
-        flags += ["--replication-port", str(port or 0)]
-        flags += ["--replicas", str(group.replicas or len(group.brokers))]
+    if sync:
+        settings["sync"] = Sync(sync)
+    if group.election == Election.ZOOKEEPER:
+        settings.update(
+            election=Election.ZOOKEEPER,
+            zookeeper=zookeeper,
+            replication_port=broker.replication_port or replication_port or 0,
+            replicas=group.replicas or len(group.brokers),
+        )
         if group.min_insync is not None:
-            flags += ["--min-insync", str(group.min_insync)]
+            settings["min_insync"] = group.min_insync
         if group.zk_path:
-            flags += ["--zk-path", group.zk_path]
+            settings["zk_path"] = group.zk_path
         if group.session_timeout is not None:
-            flags += ["--session-timeout", f"{group.session_timeout:g}"]
+            settings["session_timeout"] = group.session_timeout
         if broker.weight is not None:
-            flags += ["--weight", str(broker.weight)]
-        if sync:
-            flags += ["--sync", sync]
-    elif group.election == "lockfile":
-        flags += ["--election", "lockfile"]
-        if shared_dir is not None:
-            flags += ["--shared-dir", str(shared_dir)]
-        if sync in LOCAL_SYNC:
-            flags += ["--sync", sync]
-    elif sync in LOCAL_SYNC:
-        flags += ["--sync", sync]
-    return flags
+            settings["weight"] = broker.weight
+    elif group.election == Election.LOCKFILE:
+        settings.update(election=Election.LOCKFILE, shared_dir=shared_dir)
+    try:
+        return BrokerConfig(**settings)
+    except ConfigError as e:
+        raise UpError(f"broker {broker.name}: {e}") from None
 
 
 def plan(
@@ -231,12 +223,15 @@ def plan(
     command: Sequence[str] | None = None,
     zookeeper: str | None = None,
     pick_port: Callable[[], int] | None = None,
+    configs: bool = False,
 ) -> list[BrokerPlan]:
     """One BrokerPlan per broker, in file order; data dirs are absolute.
 
-    `zookeeper`: the connect string ZooKeeper groups get (default: the file's external
-    ensemble, or an embedded one's fixed port). `pick_port` gives a replication port to a
-    ZooKeeper member the file gives none (a group of one); by default a free port.
+    With `configs`, each plan also has the broker's config, which starting it needs;
+    finding it running (status, down) needs only its command line. `zookeeper`: the
+    connect string ZooKeeper groups get (default: the file's external ensemble, or an
+    embedded one's fixed port). `pick_port` gives a replication port to a ZooKeeper
+    member the file gives none (a group of one); by default a free port.
     """
     root = topology.data_root(cwd).absolute()
     cmd = list(command) if command is not None else broker_command()
@@ -246,22 +241,26 @@ def plan(
     for group in topology.groups:
         for spec in group.brokers:
             data_dir = root / spec.name
-            replication_port = None
-            if group.election == "zookeeper" and spec.replication_port is None:
-                replication_port = (pick_port or _free_port)()
-            argv = broker_argv(
-                group, spec, data_dir, cmd, zookeeper=zookeeper,
-                replication_port=replication_port,
-                shared_dir=shared_store_dir(root, group) if group.election == "lockfile" else None,
-            )  # fmt: skip
+            config = None
+            if configs:
+                replication_port = None
+                if group.election == Election.ZOOKEEPER and spec.replication_port is None:
+                    replication_port = (pick_port or _free_port)()
+                lockfile = group.election == Election.LOCKFILE
+                config = broker_config(
+                    group, spec, data_dir, zookeeper=zookeeper,
+                    replication_port=replication_port,
+                    shared_dir=shared_store_dir(root, group) if lockfile else None,
+                )  # fmt: skip
             plans.append(
                 BrokerPlan(
                     spec=spec,
                     data_dir=data_dir,
                     log_path=data_dir / LOG_FILE,
-                    argv=tuple(argv),
+                    argv=tuple(broker_argv(data_dir / CONFIG_FILE, cmd)),
                     bridges=tuple(expected_bridges(group, topology)),
                     election=group.election,
+                    config=config,
                 )
             )
     return plans

@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.config import BrokerConfig
 from broker.core.commit import GroupCommitter
-from broker.core.config import BrokerConfig, master_fsyncs
 from broker.core.memory import MemoryGate
 from broker.core.names import check_queue_name, dead_letter_queue
 from broker.core.queue import PRIORITIES, Consumer, ConsumerSink, Entry, Queue
@@ -90,7 +90,7 @@ class Broker:
     ) -> None:
         self.config = config
         self.store = store
-        self.committer = committer or GroupCommitter(store, sync=master_fsyncs(config.sync))
+        self.committer = committer or GroupCommitter(store, sync=config.sync.fsyncs)
         self.queues: dict[str, Queue] = {}
         self.demand_listeners: list[DemandListener] = []
         self.taken_listeners: list[TakenListener] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from broker import __version__
-from broker.core.config import BrokerConfig
+from broker.config import BrokerConfig
 from broker.errors import BrokerError
 from broker.pb import admin_pb2, admin_pb2_grpc
 from broker.server.codes import status_code

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
+from broker.config import BrokerConfig
 from broker.core.broker import now_ms
-from broker.core.config import BrokerConfig
 from broker.errors import StartupError
 from broker.pb import admin_pb2
 from broker.server.admin import AdminService

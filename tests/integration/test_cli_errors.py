@@ -169,3 +169,22 @@ def test_broker_port_in_use(tmp_path: Path) -> None:
     assert result.stderr.splitlines()[-1] == (
         f"netbroker: broker a: cannot listen on 127.0.0.1:{port}: port in use or not bindable"
     )
+
+
+def test_broker_config_file_refused(tmp_path: Path) -> None:
+    path = tmp_path / "broker.json"
+    path.write_text('{"name": "a", "port": 1, "data_dir": "d", "prot": 2}')
+    result = netbroker("broker", "--config", str(path))
+    assert result.returncode == 1
+    assert one_line_error(result) == (
+        f"netbroker: {path}: prot: unknown setting (did you mean 'port'?)"
+    )
+
+
+def test_broker_config_file_takes_no_other_option(tmp_path: Path) -> None:
+    result = netbroker("broker", "--config", str(tmp_path / "b.json"), "--name", "a")
+    assert result.returncode == 2
+    assert one_line_error(result) == (
+        "netbroker: broker: --config takes every setting from its file; give no other option "
+        "with it but --log-level (given: --name) (see 'netbroker broker --help')"
+    )

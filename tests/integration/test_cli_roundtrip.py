@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from broker.cluster.processes import pid_alive
+from broker.config import BrokerConfig
 from netconnector.uri import parse_connector
 from tests.support.procs import BrokerProcess
 from tests.support.uptools import Lines
@@ -119,6 +120,29 @@ def test_rejected_message_is_one_line(
     assert len(lines) == 1 and lines[0].startswith(f"netbroker: {small.url}: "), lines
 
 
+def test_broker_from_a_config_file_serves(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "broker.json"
+    path.parent.mkdir()
+    BrokerConfig(name="a", port=0, data_dir=tmp_path / "a", max_message_bytes=1000).to_file(path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker", "broker", "--config", str(path)],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert re.fullmatch(r"netbroker: broker a listening on 127\.0\.0\.1:\d+\n", line), line
+        url = line.split()[-1]
+        ok(netbroker("send", "--url", url, "q", "from a file"))
+        assert ok(netbroker("recv", "--url", url, "q")).stdout == b"from a file\n"
+        # The file's settings are the broker's: its limit refuses a larger message.
+        assert netbroker("send", "--url", url, "q", "x" * 2000).returncode == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
 # ------------------------------------------------------------------- up / status / down
 
 
@@ -199,6 +223,29 @@ def test_up_detach_status_down(tmp_path: Path, topology: Path) -> None:
     result = netbroker("status", topology.name, cwd=tmp_path)
     assert result.returncode == 1
     assert b"down" in result.stdout
+
+
+def test_up_keeps_tokens_off_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(
+        f"data: run/t\nsecurityToken: s3cret\n"
+        f"groups: {{A: {{brokers: {{a: {{port: {free_port()}}}}}}}}}\n"
+    )
+    ok(netbroker("up", "t.yaml", "--detach", cwd=tmp_path))
+    try:
+        state = json.loads((tmp_path / "run" / "t" / "netbroker-up.json").read_text())
+        pid = state["brokers"][0]["pid"]
+        config = tmp_path / "run" / "t" / "a" / "broker.json"
+        argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[:-1]
+        assert [a.decode() for a in argv] == [
+            sys.executable, "-m", "broker", "broker", "--config", str(config)
+        ]
+        assert config.stat().st_mode & 0o777 == 0o600
+        assert json.loads(config.read_text())["token"] == "s3cret"
+        # The running broker is still recognised as the one `up` started.
+        assert b" up " in ok(netbroker("status", "t.yaml", cwd=tmp_path)).stdout
+    finally:
+        down = ok(netbroker("down", "t.yaml", cwd=tmp_path))
+    assert f"stopped a (pid {pid})".encode() in down.stdout
 
 
 def test_up_reports_a_broker_that_cannot_start(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 from broker.client.streams import _CORE_SEND_FAILURE
+from broker.config import BrokerConfig
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.core.store import Store
 from broker.pb import client_pb2, client_pb2_grpc, message_pb2
 from broker.server.gate import ServiceGate

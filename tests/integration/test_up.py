@@ -1,6 +1,6 @@
 """`netbroker up` supervision, driven with a stand-in broker so every failure can be staged.
 
-The stand-in takes the broker's flags, serves Admin.Status, prints the listening line and
+The stand-in takes the broker's `--config` file, serves Admin.Status, prints the listening line and
 waits for SIGTERM; FAKE_BROKER_MODE=name:mode,... makes one broker die, hang, stay quiet
 (serve without printing the line) or ignore SIGTERM. It reports one bridge per connector
 address, named as real brokers name them, "up" unless the mode is bridge_down (backoff
@@ -31,6 +31,7 @@ import pytest
 
 from broker.cluster import processes
 from broker.cluster.commands import down, status, up
+from broker.cluster.configs import write_configs
 from broker.cluster.errors import UpError
 from broker.cluster.loader import parse
 from broker.cluster.model import Topology
@@ -56,21 +57,20 @@ from broker.cluster.report import (
     table_rows,
 )
 from broker.cluster.schema import validate
+from broker.config import BrokerConfig, Election, Sync
 from broker.pb import admin_pb2
 from netconnector.uri import ConnectorSpec, parse_connector
 
 FAKE_BROKER = r'''
-import argparse, os, signal, sys, threading, time
+import argparse, json, os, signal, sys, threading, time, types
 from concurrent import futures
 
 p = argparse.ArgumentParser()
-for flag in ("--name", "--host", "--data", "--sync", "--max-message-bytes", "--group",
-             "--election", "--zookeeper", "--replication-port", "--replicas", "--min-insync",
-             "--zk-path", "--session-timeout", "--weight", "--shared-dir", "--token"):
-    p.add_argument(flag)
-p.add_argument("--port", type=int)
-p.add_argument("--connector", action="append", default=[])
-a = p.parse_args()
+p.add_argument("--config", required=True)
+with open(p.parse_args().config) as f:
+    config = json.load(f)
+a = types.SimpleNamespace(**config)
+a.connector = config["connectors"]
 started = time.monotonic()
 modes = dict(x.split(":") for x in os.environ.get("FAKE_BROKER_MODE", "").split(",") if x)
 mode = modes.get(a.name, "ok")
@@ -276,6 +276,13 @@ groups:
     return validate(parse(text, "l.yaml"), "l.yaml", parse_connector)
 
 
+def planned(topology: Topology, tmp_path: Path, command: list[str]) -> list[BrokerPlan]:
+    """The plans as `up` starts them: with their config files written."""
+    plans = plan(topology, cwd=tmp_path, command=command, configs=True)
+    write_configs(plans)
+    return plans
+
+
 @pytest.fixture
 def started(tmp_path: Path) -> Iterator[list[BrokerProcess]]:
     """Processes a test starts with the low-level API; whatever is left is stopped."""
@@ -288,33 +295,44 @@ def started(tmp_path: Path) -> Iterator[list[BrokerProcess]]:
 # --------------------------------------------------------------------------- planning
 
 
+def config_of(p: BrokerPlan) -> BrokerConfig:
+    assert p.config is not None
+    return p.config
+
+
 def test_plan(cluster: Topology, tmp_path: Path) -> None:
-    plans = plan(cluster, cwd=tmp_path, command=["nb"])
+    plans = plan(cluster, cwd=tmp_path, command=["nb"], configs=True)
     assert [p.name for p in plans] == ["a", "b", "c"]
     c = plans[2]
     assert c.data_dir == tmp_path / "run" / "c" / "c"
     assert c.log_path == c.data_dir / "broker.log"
-    assert c.argv == (
-        "nb", "--name", "c", "--host", "127.0.0.1", "--port", str(c.spec.port),
-        "--data", str(c.data_dir), "--group", "C", "--max-message-bytes", "1000",
-    )
-    assert plans[1].argv[-2:] == ("--sync", "local_mem")
-    assert "--sync" not in plans[0].argv
+    assert c.config_path == c.data_dir / "broker.json"
+    assert c.argv == ("nb", "--config", str(c.config_path))
+    assert c.config == BrokerConfig(
+        name="c", host="127.0.0.1", port=c.spec.port, data_dir=c.data_dir, group="C",
+        max_message_bytes=1000,
+    )  # fmt: skip
+    assert config_of(plans[1]).sync is Sync.LOCAL_MEM
+    assert config_of(plans[0]).sync is Sync.LOCAL_DISK  # the default
     assert all(p.bridges == () and p.election is None for p in plans)
+    # Finding brokers running (status, down) needs their command lines only.
+    assert [p.argv for p in plan(cluster, cwd=tmp_path, command=["nb"])] == [
+        p.argv for p in plans
+    ]
+    assert all(p.config is None for p in plan(cluster, cwd=tmp_path, command=["nb"]))
 
 
 def test_plan_passes_connectors_resolved_with_options_folded_in(
     linked: Topology, tmp_path: Path
 ) -> None:
-    a, b = plan(linked, cwd=tmp_path, command=["nb"])
+    a, b = plan(linked, cwd=tmp_path, command=["nb"], configs=True)
     pa, pb = a.spec.port, b.spec.port
-    assert a.argv[a.argv.index("--group"):] == (
-        "--group", "A", "--connector", f"static:(127.0.0.1:{pb})?networkTTL=2",
-    )
-    assert b.argv[b.argv.index("--group"):] == (
-        "--group", "B", "--connector",
-        f"static:(127.0.0.1:{pa})?duplex=false&excludedDestinations=secret.>,audit.*",
-    )
+    assert (config_of(a).group, config_of(a).connectors) == (
+        "A", (f"static:(127.0.0.1:{pb})?networkTTL=2",),
+    )  # fmt: skip
+    assert (config_of(b).group, config_of(b).connectors) == (
+        "B", (f"static:(127.0.0.1:{pa})?duplex=false&excludedDestinations=secret.>,audit.*",),
+    )  # fmt: skip
     assert a.bridges == (f"static:127.0.0.1:{pb}",)
     assert b.bridges == (f"static:127.0.0.1:{pa}",)
 
@@ -428,23 +446,26 @@ def test_bridges_of_reads_states_peers_and_errors() -> None:
 
 
 def test_plan_gives_group_members_their_flags(grouped: Topology, tmp_path: Path) -> None:
-    a, b, c = plan(grouped, cwd=tmp_path, command=["nb"])
+    a, b, c = plan(grouped, cwd=tmp_path, command=["nb"], configs=True)
     rb, rc = (x.replication_port for x in grouped.groups[1].brokers)
     assert (a.election, b.election, c.election) == (None, "zookeeper", "zookeeper")
-    assert "--election" not in a.argv and "--token" not in a.argv
-    assert b.argv[b.argv.index("--group"):] == (
-        "--group", "B", "--election", "zookeeper", "--zookeeper", "127.0.0.1:9",
-        "--replication-port", str(rb), "--replicas", "2", "--min-insync", "1",
-        "--weight", "2", "--token", "s3cret",
-        "--connector", f"static:(127.0.0.1:{a.spec.port})?networkTTL=1",
-    )
-    assert c.argv[c.argv.index("--replication-port") + 1] == str(rc)
-    assert "--weight" not in c.argv
+    ca, cb, cc = config_of(a), config_of(b), config_of(c)
+    assert (ca.election, ca.token) == (Election.NONE, "")
+    assert (
+        cb.group, cb.election, cb.zookeeper, cb.replication_port, cb.replicas, cb.min_insync,
+        cb.weight, cb.token, cb.connectors, cb.sync,
+    ) == (
+        "B", Election.ZOOKEEPER, "127.0.0.1:9", rb, 2, 1, 2, "s3cret",
+        (f"static:(127.0.0.1:{a.spec.port})?networkTTL=1",), Sync.QUORUM_MEM,
+    )  # fmt: skip
+    assert "s3cret" not in " ".join(b.argv)  # in the broker's config file only
+    assert cc.replication_port == rc
+    assert cc.weight == 1  # the default
     # Only the master runs a group's bridges, but each member must be able to.
     assert b.bridges == c.bridges == (f"static:127.0.0.1:{a.spec.port}",)
     # An embedded ZooKeeper's connect string is known once it runs: `up` passes it in.
-    b2 = plan(grouped, cwd=tmp_path, command=["nb"], zookeeper="127.0.0.1:2181")[1]
-    assert b2.argv[b2.argv.index("--zookeeper") + 1] == "127.0.0.1:2181"
+    b2 = plan(grouped, cwd=tmp_path, command=["nb"], zookeeper="127.0.0.1:2181", configs=True)[1]
+    assert config_of(b2).zookeeper == "127.0.0.1:2181"
 
 
 def test_plan_lockfile_group_and_zookeeper_group_of_one(tmp_path: Path) -> None:
@@ -464,18 +485,18 @@ groups:
     brokers: {z: {port: 3}}
 """
     t = validate(parse(text, "x.yaml"), "x.yaml", parse_connector)
-    l1, l2, z = plan(t, cwd=tmp_path, command=["nb"], pick_port=lambda: 4444)
-    shared = str(tmp_path / "run" / "x" / "shared-L")
+    l1, l2, z = plan(t, cwd=tmp_path, command=["nb"], pick_port=lambda: 4444, configs=True)
+    shared = tmp_path / "run" / "x" / "shared-L"
     for p in (l1, l2):
-        assert p.argv[p.argv.index("--group"):] == (
-            "--group", "L", "--election", "lockfile", "--shared-dir", shared,
-            "--sync", "local_mem",
-        )
-    assert z.argv[z.argv.index("--group"):] == (
-        "--group", "Z", "--election", "zookeeper", "--zookeeper", "127.0.0.1:2999",
-        "--replication-port", "4444", "--replicas", "1", "--zk-path", "/x/Z",
-        "--session-timeout", "2.5", "--sync", "quorum_disk",
-    )
+        cp = config_of(p)
+        assert (cp.group, cp.election, cp.shared_dir, cp.sync) == (
+            "L", Election.LOCKFILE, shared, Sync.LOCAL_MEM,
+        )  # fmt: skip
+    cz = config_of(z)
+    assert (
+        cz.group, cz.election, cz.zookeeper, cz.replication_port, cz.replicas, cz.zk_path,
+        cz.session_timeout, cz.sync,
+    ) == ("Z", Election.ZOOKEEPER, "127.0.0.1:2999", 4444, 1, "/x/Z", 2.5, Sync.QUORUM_DISK)
 
 
 def _plans(grouped: Topology, tmp_path: Path) -> list[BrokerPlan]:
@@ -569,7 +590,7 @@ def test_table_and_lines_show_roles_positions_and_the_master(
 
 def test_start_wait_stop(cluster: Topology, tmp_path: Path, fake: list[str],
                          started: list[BrokerProcess]) -> None:
-    plans = plan(cluster, cwd=tmp_path, command=fake)
+    plans = planned(cluster, tmp_path, fake)
     started += start(plans, detach=False)
     wait_ready(started, timeout=30)
     assert [p.address for p in started] == [p.plan.address for p in started]
@@ -591,7 +612,7 @@ def test_a_broker_that_dies_is_named_with_its_log(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "b:die")
-    started += start(plan(cluster, cwd=tmp_path, command=fake), detach=False)
+    started += start(planned(cluster, tmp_path, fake), detach=False)
     with pytest.raises(UpError) as info:
         wait_ready(started, timeout=30)
     text = str(info.value)
@@ -607,7 +628,7 @@ def test_a_broker_that_never_gets_ready_times_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "c:hang")
-    started += start(plan(cluster, cwd=tmp_path, command=fake), detach=False)
+    started += start(planned(cluster, tmp_path, fake), detach=False)
     with pytest.raises(UpError) as info:
         wait_ready(started, timeout=3)
     assert str(info.value).splitlines()[0].startswith("broker c was not ready within 3 s; last")
@@ -618,7 +639,7 @@ def test_ready_by_admin_status_without_the_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "a:quiet")
-    started += start(plan(cluster, cwd=tmp_path, command=fake), detach=False)
+    started += start(planned(cluster, tmp_path, fake), detach=False)
     probe = AdminProbe()
     try:
         wait_ready(started, timeout=30, probe=probe)
@@ -632,7 +653,7 @@ def test_stop_escalates_to_sigkill(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_BROKER_MODE", "a:ignore_term")
-    started += start(plan(cluster, cwd=tmp_path, command=fake), detach=False)
+    started += start(planned(cluster, tmp_path, fake), detach=False)
     wait_ready(started, timeout=30)
     said: list[str] = []
     t0 = time.monotonic()
@@ -646,7 +667,7 @@ def test_stop_escalates_to_sigkill(
 def test_start_failure_stops_those_already_started(
     cluster: Topology, tmp_path: Path, fake: list[str],
 ) -> None:
-    plans = plan(cluster, cwd=tmp_path, command=fake)
+    plans = planned(cluster, tmp_path, fake)
     broken = BrokerPlan(plans[2].spec, plans[2].data_dir, plans[2].log_path,
                            (str(tmp_path / "no-such-program"),))
     spawned: list[BrokerProcess] = []
@@ -759,7 +780,7 @@ def test_status_fails_while_a_bridge_is_down(
 ) -> None:
     # Started without `up` (which would refuse to finish): status works from the ports.
     monkeypatch.setenv("FAKE_BROKER_MODE", "b:bridge_down")
-    started += start(plan(linked, cwd=tmp_path, command=fake), detach=False)
+    started += start(planned(linked, tmp_path, fake), detach=False)
     wait_ready(started, timeout=30)
     out, err = io.StringIO(), io.StringIO()
     assert status(linked, out=out, err=err, cwd=tmp_path) == 1
@@ -893,6 +914,16 @@ def test_up_waits_for_a_master_then_shows_roles(
         )
         state_file = tmp_path / "run" / "g" / "netbroker-up.json"
         assert state_file.stat().st_mode & 0o077 == 0  # argv holds the securityToken
+
+        # The token is in each broker's own config file, readable by its owner only,
+        # and not on its command line.
+        entries = json.loads(state_file.read_text())["brokers"]
+        pid_b = next(e["pid"] for e in entries if e["name"] == "b")
+        config_b = tmp_path / "run" / "g" / "b" / "broker.json"
+        assert cmdline(pid_b) == [*fake, "--config", str(config_b)]
+        assert "s3cret" not in (Path("/proc") / str(pid_b) / "cmdline").read_text()
+        assert config_b.stat().st_mode & 0o777 == 0o600
+        assert BrokerConfig.from_file(config_b).token == "s3cret"
 
         out, err = io.StringIO(), io.StringIO()
         assert status(grouped, out=out, err=err, cwd=tmp_path) == 0, err.getvalue()

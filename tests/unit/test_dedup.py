@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from broker.config import BrokerConfig
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.core.queue import Entry
 from broker.core.store import Store, ack_key, decode_ids, encode_ids
 from broker.pb.message_pb2 import Message

@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from broker.config import BrokerConfig, Sync
 from broker.core.broker import Broker
 from broker.core.commit import GroupCommitter
-from broker.core.config import BrokerConfig
 from broker.core.queue import Entry
 from broker.core.store import META_EPOCH, META_POS, Op, Store
 from broker.errors import Unavailable
@@ -74,7 +74,7 @@ def _message(mid: str, path: Sequence[str] = ()) -> Message:
 
 
 async def _broker(path: Path, replicator: Replicator | None) -> Broker:
-    config = BrokerConfig(name="a", port=0, data_dir=path, sync="local_mem")
+    config = BrokerConfig(name="a", port=0, data_dir=path, sync=Sync.LOCAL_MEM)
     store = Store(path)
     committer = GroupCommitter(store, sync=False)
     committer.replicator = replicator

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from masterslave.acks import AckTracker, Sync
+from broker.config import Sync
+from masterslave.acks import AckTracker
 
 # ---- AckTracker: commits ----------------------------------------------------------
 

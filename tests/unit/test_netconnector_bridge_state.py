@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from broker.config import BrokerConfig, Election
 from broker.core import wire
 from broker.core.broker import Broker
-from broker.core.config import BrokerConfig
 from broker.core.queue import Entry
 from broker.core.store import Store
 from broker.pb import bridge_pb2
@@ -304,7 +304,10 @@ def test_a_new_masters_reforward_is_a_duplicate_at_the_peer(tmp_path: Path) -> N
 
 
 def test_members_of_a_group_share_its_path_name() -> None:
-    member = BrokerConfig(name="c", port=0, data_dir=Path("."), group="B", election="zookeeper")
+    member = BrokerConfig(
+        name="c", port=0, data_dir=Path("."), group="B", election=Election.ZOOKEEPER,
+        zookeeper="127.0.0.1:2181", replication_port=1,
+    )  # fmt: skip
     assert member.path_name == "B"
     assert BrokerConfig(name="a", port=0, data_dir=Path("."), group="A").path_name == "a"
     assert BrokerConfig(name="a", port=0, data_dir=Path(".")).path_name == "a"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from broker.config import BrokerConfig, Sync
 from broker.core.broker import Broker
 from broker.core.commit import GroupCommitter
-from broker.core.config import BrokerConfig
 from broker.core.queue import Entry
 from broker.core.store import META_EPOCH, META_POS, Op, Store
 from broker.errors import Unavailable
@@ -74,7 +74,7 @@ async def _broker(
     path: Path, held: HeldReplicator | None = None, memory: int = 256 * 1024 * 1024
 ) -> Broker:
     config = BrokerConfig(
-        name="a", port=0, data_dir=path, sync="local_mem" if held else "local_disk",
+        name="a", port=0, data_dir=path, sync=Sync.LOCAL_MEM if held else Sync.LOCAL_DISK,
         nonpersistent_memory_limit=memory,
     )  # fmt: skip
     store = Store(path)

@@ -11,7 +11,7 @@ from typing import cast
 
 import pytest
 
-from broker.core.config import BrokerConfig
+from broker.config import BrokerConfig
 from broker.pb import admin_pb2
 from broker.server.admin import (
     LINK_STATES,

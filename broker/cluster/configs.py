@@ -1,0 +1,31 @@
+"""Each broker's config file, written into its data directory before `up` starts it.
+
+The plan says what a broker runs with (`BrokerPlan.config`) and where the file goes
+(`BrokerPlan.config_path`); this writes it, readable by its owner only (it holds the
+group's securityToken). Written by the command that starts the plan, so that a process
+is never started without its file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from broker.cluster.errors import UpError
+from broker.cluster.paths import display_path
+from broker.cluster.plan import BrokerPlan
+
+
+def write_configs(plans: Sequence[BrokerPlan], cwd: Path | None = None) -> None:
+    """Write every plan's config file; UpError names the first that cannot be written."""
+    for p in plans:
+        if p.config is None:
+            raise UpError(f"broker {p.name}: planned without its config; cannot start it")
+        try:
+            p.data_dir.mkdir(parents=True, exist_ok=True)
+            p.config.to_file(p.config_path)
+        except OSError as e:
+            raise UpError(
+                f"broker {p.name}: cannot write {display_path(p.config_path, cwd)}: "
+                f"{e.strerror or e}"
+            ) from None
