@@ -65,7 +65,9 @@ from broker.cluster.processes import (
 )
 from broker.cluster.readiness import (
     DEFAULT_READY_TIMEOUT,
+    ProblemKind,
     cluster_problems,
+    problem_line,
     wait_cluster,
     wait_ready,
 )
@@ -394,20 +396,16 @@ def _tell_problems(err: TextIO, plans: Sequence[BrokerPlan], seen: _Seen) -> boo
             f"netbroker: {len(missing)} of {len(plans)} brokers not answering: "
             + ", ".join(missing),
         )
-    problems = [
-        line
-        for line in cluster_problems(plans, seen.statuses)
-        if not any(line.startswith(f"{name}: ") for name in missing)
-    ]
-    bridges_down = [line for line in problems if ": bridge " in line]
-    others = [line for line in problems if ": bridge " not in line]
+    problems = [p for p in cluster_problems(plans, seen.statuses) if p.broker not in missing]
+    bridges_down = [p for p in problems if p.kind is ProblemKind.BRIDGE_DOWN]
+    others = [problem_line(p) for p in problems if p.kind is not ProblemKind.BRIDGE_DOWN]
     if others:
         print_line(err, "netbroker: " + "; ".join(others))
     if bridges_down:
         print_line(
             err,
             f"netbroker: {len(bridges_down)} bridge{'s' if len(bridges_down) != 1 else ''}"
-            " not up: " + "; ".join(bridge_problem(line) for line in bridges_down),
+            " not up: " + "; ".join(bridge_problem(p) for p in bridges_down),
         )
     return bool(missing or problems)
 

@@ -5,9 +5,11 @@ bridge of each standalone broker and of each group's master reports "up".
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from broker.cluster.errors import Interrupted, UpError
 from broker.cluster.plan import BrokerPlan, groups_of
@@ -94,7 +96,7 @@ def wait_cluster(
         statuses = {
             p.name: probe.status(p.address or p.plan.address, expect_up=True) for p in procs
         }
-        problems = cluster_problems(plans, statuses)
+        problems = [problem_line(p) for p in cluster_problems(plans, statuses)]
         if not problems:
             return statuses
         if time.monotonic() >= deadline:
@@ -118,54 +120,107 @@ def serving(plan: BrokerPlan, st: BrokerStatus | None) -> bool:
     return plan.election is None or st.master
 
 
+class ProblemKind(enum.Enum):
+    NOT_ANSWERING = "not answering"
+    WRONG_BROKER = "wrong broker"
+    BRIDGE_DOWN = "bridge down"
+    MANY_MASTERS = "many masters"
+    NO_MASTER = "no master"
+    NOT_A_SLAVE = "not a slave"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing that keeps the cluster from being ready. `broker` names the broker it is
+    about, or is "" for a group's problem; the words are rendered by `problem_line`."""
+
+    kind: ProblemKind
+    broker: str = ""
+    group: str = ""
+    # NOT_ANSWERING: the address asked; WRONG_BROKER: the name that answered;
+    # BRIDGE_DOWN: the bridge's label; NOT_A_SLAVE: the master it should follow.
+    subject: str = ""
+    # BRIDGE_DOWN: its state and error; NO_MASTER: who is what; MANY_MASTERS: their
+    # names; NOT_A_SLAVE: the member's role and detail.
+    state: str = ""
+    detail: str = ""
+
+
 def cluster_problems(
     plans: Sequence[BrokerPlan], statuses: Mapping[str, BrokerStatus | None]
-) -> list[str]:
-    """What keeps the cluster from being ready, one line each; empty when it is.
+) -> list[Problem]:
+    """What keeps the cluster from being ready; empty when it is.
 
     Pure: from the plans and each broker's Admin.Status (None: not answering).
     """
-    lines: list[str] = []
+    problems: list[Problem] = []
     for group, members in groups_of(plans):
         grouped = members[0].election is not None
         answering: dict[str, BrokerStatus] = {}
         for p in members:
             st = statuses.get(p.name)
             if st is None:
-                lines.append(f"{p.name}: not answering Admin.Status at {p.address}")
+                problems.append(Problem(ProblemKind.NOT_ANSWERING, p.name, subject=p.address))
             elif st.name != p.name:
-                lines.append(f"{p.name}: {p.address} answers as broker {st.name!r}")
+                problems.append(
+                    Problem(ProblemKind.WRONG_BROKER, p.name, subject=st.name, detail=p.address)
+                )
             else:
                 answering[p.name] = st
         if grouped:
-            lines += _group_problems(group, answering)
+            problems += _group_problems(group, answering)
         for p in members:
             st = answering.get(p.name)
             if st is None or not serving(p, st):
                 continue
             for b in bridges_of(p.bridges, st):
                 if b.state != "up":
-                    lines.append(
-                        f"{p.name}: bridge {b.label} {b.state}"
-                        + (f": {b.error}" if b.error else "")
-                    )
-    return lines
+                    problems.append(
+                        Problem(
+                            ProblemKind.BRIDGE_DOWN, p.name, subject=b.label, state=b.state,
+                            detail=b.error,
+                        )
+                    )  # fmt: skip
+    return problems
 
 
-def _group_problems(group: str, answering: Mapping[str, BrokerStatus]) -> list[str]:
+def _group_problems(group: str, answering: Mapping[str, BrokerStatus]) -> list[Problem]:
     masters = [name for name, st in answering.items() if st.master]
     if len(masters) > 1:
-        return [f"group {group}: {len(masters)} members say they are master: {', '.join(masters)}"]
+        return [Problem(ProblemKind.MANY_MASTERS, group=group, detail=", ".join(masters))]
     if not masters:
         if not answering:
             return []  # each member is already named as not answering
         who = "; ".join(f"{name} {role_and_detail(st)}" for name, st in answering.items())
-        return [f"group {group}: no master yet: {who}"]
+        return [Problem(ProblemKind.NO_MASTER, group=group, detail=who)]
     return [
-        f"{name}: {role_and_detail(st)}, not yet a slave of {masters[0]}"
+        Problem(
+            ProblemKind.NOT_A_SLAVE, name, group, subject=masters[0], detail=role_and_detail(st)
+        )
         for name, st in answering.items()
         if st.role_kind not in (admin_pb2.ROLE_MASTER, admin_pb2.ROLE_SLAVE)
     ]
+
+
+def problem_line(problem: Problem) -> str:
+    """A problem in the words `up` and `status` print."""
+    p = problem
+    match p.kind:
+        case ProblemKind.NOT_ANSWERING:
+            return f"{p.broker}: not answering Admin.Status at {p.subject}"
+        case ProblemKind.WRONG_BROKER:
+            return f"{p.broker}: {p.detail} answers as broker {p.subject!r}"
+        case ProblemKind.BRIDGE_DOWN:
+            return f"{p.broker}: bridge {p.subject} {p.state}" + (
+                f": {p.detail}" if p.detail else ""
+            )
+        case ProblemKind.MANY_MASTERS:
+            count = len(p.detail.split(", "))
+            return f"group {p.group}: {count} members say they are master: {p.detail}"
+        case ProblemKind.NO_MASTER:
+            return f"group {p.group}: no master yet: {p.detail}"
+        case ProblemKind.NOT_A_SLAVE:
+            return f"{p.broker}: {p.detail}, not yet a slave of {p.subject}"
 
 
 def role_and_detail(st: BrokerStatus) -> str:

@@ -10,7 +10,7 @@ from broker.cluster.embedded import recorded_zookeeper
 from broker.cluster.model import Topology
 from broker.cluster.plan import BrokerPlan, groups_of
 from broker.cluster.probe import Bridge, BrokerStatus, bridges_of
-from broker.cluster.readiness import role_and_detail, serving
+from broker.cluster.readiness import Problem, role_and_detail, serving
 from broker.cluster.zookeeper import four_letter
 from broker.pb import admin_pb2
 
@@ -240,11 +240,9 @@ def cluster_table(
     return format_table(headers, rows)
 
 
-def bridge_problem(line: str) -> str:
-    """`a: bridge static:h:1 backoff: why` as status says it: `a: static:h:1 backoff (why)`."""
-    name, _, rest = line.partition(": bridge ")
-    label_state, sep, why = rest.partition(": ")
-    return f"{name}: {label_state}" + (f" ({why})" if sep else "")
+def bridge_problem(p: Problem) -> str:
+    """A bridge that is not up, as status says it: `a: static:h:1 backoff (why)`."""
+    return f"{p.broker}: {p.subject} {p.state}" + (f" ({p.detail})" if p.detail else "")
 
 
 def print_line(stream: TextIO, text: str) -> None:

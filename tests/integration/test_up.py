@@ -44,7 +44,7 @@ from broker.cluster.plan import (
 )
 from broker.cluster.probe import AdminProbe, BridgeView, BrokerStatus, GroupView, bridges_of
 from broker.cluster.processes import BrokerProcess, cmdline, pid_alive, spawn, start, stop
-from broker.cluster.readiness import cluster_problems, wait_ready
+from broker.cluster.readiness import ProblemKind, cluster_problems, problem_line, wait_ready
 from broker.cluster.report import (
     GROUP_TABLE_HEADERS,
     TABLE_HEADERS,
@@ -522,32 +522,47 @@ def _member(
                         bridges=links)
 
 
+def problem_lines(
+    plans: list[BrokerPlan], statuses: dict[str, BrokerStatus | None]
+) -> list[str]:
+    return [problem_line(p) for p in cluster_problems(plans, statuses)]
+
+
 def test_cluster_problems_for_groups(grouped: Topology, tmp_path: Path) -> None:
     plans = [dataclasses.replace(p, bridges=("static:127.0.0.1:1",)) for p in
              _plans(grouped, tmp_path)]
     a = _member("a", "standalone")
     master = _member("b", "master", "epoch 1, position 7, in-sync b,c")
     slave = _member("c", "slave", "master b at 127.0.0.1:98, position 7")
-    assert cluster_problems(plans, {"a": a, "b": master, "c": slave}) == []
+    assert problem_lines(plans, {"a": a, "b": master, "c": slave}) == []
     # Either member may be the master; a slave runs no bridges and is not asked for any.
-    assert cluster_problems(plans, {
+    assert problem_lines(plans, {
         "a": a, "b": _member("b", "slave", "master c at x, position 7"),
         "c": _member("c", "master", "epoch 2, position 7, in-sync c"),
     }) == []
     electing = _member("c", "electing", "new group: waiting for 2 of 2 members")
-    assert cluster_problems(plans, {"a": a, "b": master, "c": electing}) == [
+    assert problem_lines(plans, {"a": a, "b": master, "c": electing}) == [
         "c: electing (new group: waiting for 2 of 2 members), not yet a slave of b"
     ]
-    assert cluster_problems(plans, {"a": a, "b": None, "c": electing}) == [
+    assert problem_lines(plans, {"a": a, "b": None, "c": electing}) == [
         f"b: not answering Admin.Status at {plans[1].address}",
         "group B: no master yet: c electing (new group: waiting for 2 of 2 members)",
     ]
-    assert cluster_problems(plans, {"a": a, "b": master, "c": _member("c", "master")}) == [
+    assert problem_lines(plans, {"a": a, "b": master, "c": _member("c", "master")}) == [
         "group B: 2 members say they are master: b, c"
     ]
     down = _member("b", "master", "epoch 1, position 7, in-sync b,c", bridges="backoff")
-    assert cluster_problems(plans, {"a": a, "b": down, "c": slave}) == [
+    assert problem_lines(plans, {"a": a, "b": down, "c": slave}) == [
         "b: bridge static:127.0.0.1:1 backoff: UNAVAILABLE: refused"
+    ]
+
+    # Typed, so that status can sort them without reading the words back.
+    assert [p.kind for p in cluster_problems(plans, {"a": a, "b": None, "c": electing})] == [
+        ProblemKind.NOT_ANSWERING, ProblemKind.NO_MASTER
+    ]
+    assert [(p.kind, p.broker, p.subject) for p in cluster_problems(
+        plans, {"a": a, "b": down, "c": slave})] == [
+        (ProblemKind.BRIDGE_DOWN, "b", "static:127.0.0.1:1")
     ]
 
 
