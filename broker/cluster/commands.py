@@ -51,6 +51,7 @@ from broker.cluster.embedded import (
     zookeeper_entry,
 )
 from broker.cluster.errors import Interrupted, UpError
+from broker.cluster.managed import recorded_start
 from broker.cluster.model import Topology
 from broker.cluster.paths import display_path
 from broker.cluster.plan import LOG_FILE, BrokerPlan, plan
@@ -357,7 +358,11 @@ def _look(plans: Sequence[BrokerPlan], state: dict[str, Any] | None, timeout: fl
             seen.statuses[p.name] = st
             entry = recorded.get(p.name)
             pid = entry["pid"] if entry else None
-            running = entry is not None and pid is not None and pid_matches(pid, entry.get("argv"))
+            running = (
+                entry is not None
+                and pid is not None
+                and pid_matches(pid, entry.get("argv"), recorded_start(entry))
+            )
             seen.any_running = seen.any_running or running
             seen.pids[p.name] = pid if running else None
             seen.health[p.name] = _health(p, st, running)

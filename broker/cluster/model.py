@@ -43,6 +43,7 @@ DEFAULT_HOST = "127.0.0.1"
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 QUORUM_SYNC = tuple(s.value for s in Sync if s.quorum)
+LOCAL_SYNC = tuple(s.value for s in Sync if not s.quorum)
 # The embedded ZooKeeper keeps its data in DATA/zookeeper, beside DATA/<broker>.
 EMBEDDED_ZK_DIR = "zookeeper"
 

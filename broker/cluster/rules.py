@@ -22,6 +22,7 @@ from broker.cluster.errors import key_path
 from broker.cluster.model import (
     EMBEDDED_ZK_DIR,
     NAME_RE,
+    LOCAL_SYNC,
     QUORUM_SYNC,
     WILDCARD_HOSTS,
     BrokerSpec,
@@ -87,7 +88,7 @@ def _refuse_zookeeper_keys(
         if sync in QUORUM_SYNC:
             raise refuse(
                 f"{sync} needs members that replicate: only for election: zookeeper "
-                f"({why}); use local_disk or local_mem",
+                f"({why}); use {' or '.join(LOCAL_SYNC)}",
                 where,
                 in_group=True,
             )
