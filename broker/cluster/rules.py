@@ -21,8 +21,8 @@ from dataclasses import replace
 from broker.cluster.errors import key_path
 from broker.cluster.model import (
     EMBEDDED_ZK_DIR,
-    NAME_RE,
     LOCAL_SYNC,
+    NAME_RE,
     QUORUM_SYNC,
     WILDCARD_HOSTS,
     BrokerSpec,
