@@ -201,7 +201,8 @@ class GroupMember:
     # -- events in -----------------------------------------------------------------
 
     def _changed(self) -> None:
-        self._feed(ReadGroup())
+        # A watch fired: read again; the machine decides once the read is in.
+        self._do(ReadGroup())
 
     def _state(self, state: str) -> None:
         log.info("ZooKeeper connection %s", state)
@@ -218,10 +219,7 @@ class GroupMember:
     def _alive(self, sent_at: float) -> None:
         self._feed(Alive(sent_at))
 
-    def _feed(self, event: Event | ReadGroup) -> None:
-        if isinstance(event, ReadGroup):  # a watch fired: read again, no decision yet
-            self._do(event)
-            return
+    def _feed(self, event: Event) -> None:
         for action in self.machine.handle(event):
             self._do(action)
         decision = self.machine.decision
