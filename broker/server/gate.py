@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from broker.server.status import ComponentStatus, Report, Role
+from broker.server.status import Report, Role
 
 if TYPE_CHECKING:
     from broker.core.broker import Broker
@@ -79,10 +79,6 @@ class ServiceGate:
 
     def reports(self) -> list[Report]:
         return [report for source in self.sources for report in source()]
-
-    def components(self) -> list[ComponentStatus]:
-        """Every report in words."""
-        return [report.component() for report in self.reports()]
 
 
 async def _end_call(context: grpc.aio.ServicerContext, refusal: str) -> None:
