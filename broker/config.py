@@ -168,8 +168,13 @@ def _interfaces(value: tuple[str, ...]) -> str | None:
     return next((why for why in map(check_ip, value) if why), None)
 
 
+def is_zk_path(value: str) -> bool:
+    """Whether `value` is an absolute ZooKeeper path: `/a/b`, no trailing or empty part."""
+    return value.startswith("/") and not value.endswith("/") and "//" not in value
+
+
 def _zk_path(value: str) -> str | None:
-    if value and (not value.startswith("/") or value.endswith("/") or "//" in value):
+    if value and not is_zk_path(value):
         return f"expected an absolute ZooKeeper path, got {_text(value)}"
     return None
 

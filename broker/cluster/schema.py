@@ -163,7 +163,7 @@ def _host(value: str) -> str:
 
 
 def _zk_path(value: str) -> str:
-    if not value.startswith("/") or value.endswith("/") or "//" in value:
+    if not config.is_zk_path(value):
         raise ValueError("not an absolute path")
     return value
 
