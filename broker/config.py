@@ -102,10 +102,6 @@ def _quoted(key: str) -> str:
     return f"'{key}'"
 
 
-def _text(value: object) -> str:
-    return repr(value)
-
-
 def _escaped(reason: str) -> str:
     """A reason in plain words as ConfigError takes one (its braces are not names)."""
     return reason.replace("{", "{{").replace("}", "}}")
@@ -145,7 +141,7 @@ def _meta(flag: str = "", help: str = "", **more: Any) -> dict[str, Setting]:
 def check_name(value: str) -> str | None:
     """Why `value` is not a valid broker or group name, or None when it is."""
     if not NAME_RE.fullmatch(value):
-        return f"invalid name {_text(value)}: {NAME_RULE}"
+        return f"invalid name {value!r}: {NAME_RULE}"
     return None
 
 
@@ -158,7 +154,7 @@ def check_ip(value: str) -> str | None:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        return f"{_text(value)} is not an IP address (give the interface's address, e.g. 127.0.0.1)"
+        return f"{value!r} is not an IP address (give the interface's address, e.g. 127.0.0.1)"
     return None
 
 
@@ -168,9 +164,14 @@ def _interfaces(value: tuple[str, ...]) -> str | None:
     return next((why for why in map(check_ip, value) if why), None)
 
 
+def is_zk_path(value: str) -> bool:
+    """Whether `value` is an absolute ZooKeeper path: `/a/b`, no trailing or empty part."""
+    return value.startswith("/") and not value.endswith("/") and "//" not in value
+
+
 def _zk_path(value: str) -> str | None:
-    if value and (not value.startswith("/") or value.endswith("/") or "//" in value):
-        return f"expected an absolute ZooKeeper path, got {_text(value)}"
+    if value and not is_zk_path(value):
+        return f"expected an absolute ZooKeeper path, got {value!r}"
     return None
 
 
@@ -574,8 +575,8 @@ def _describe(value: object) -> str:
     if isinstance(value, list | tuple):
         return "a list"
     if isinstance(value, Path):
-        return _text(str(value))
-    return _text(value)
+        return repr(str(value))
+    return repr(value)
 
 
 def _to_json(value: object) -> object:

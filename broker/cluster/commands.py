@@ -51,19 +51,12 @@ from broker.cluster.embedded import (
     zookeeper_entry,
 )
 from broker.cluster.errors import Interrupted, UpError
-from broker.cluster.managed import recorded_start
+from broker.cluster.managed import DEFAULT_STOP_TIMEOUT, pid_alive, pid_matches, recorded_start
 from broker.cluster.model import Topology
 from broker.cluster.paths import display_path
 from broker.cluster.plan import LOG_FILE, BrokerPlan, plan
 from broker.cluster.probe import AdminProbe, BrokerStatus
-from broker.cluster.processes import (
-    DEFAULT_STOP_TIMEOUT,
-    BrokerProcess,
-    pid_alive,
-    pid_matches,
-    start,
-    stop,
-)
+from broker.cluster.processes import BrokerProcess, start, stop
 from broker.cluster.readiness import (
     DEFAULT_READY_TIMEOUT,
     ProblemKind,

@@ -76,6 +76,11 @@ class BrokerStatus:
         """The replication position the broker's group reports, if any."""
         return self.group.position if self.group is not None else None
 
+    @property
+    def detail(self) -> str:
+        """The group's words on the broker's role (epoch, in-sync set, master), or ""."""
+        return self.group.detail if self.group is not None else ""
+
 
 def read_status(st: admin_pb2.StatusResponse) -> BrokerStatus:
     """A StatusResponse's typed fields; the text fields only where they are words for

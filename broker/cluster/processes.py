@@ -23,22 +23,17 @@ from broker.cluster.managed import (
     ManagedProcess,
     cmdline,
     pid_alive,
-    pid_matches,
-    signal_leader,
     stop_all,
 )
 from broker.cluster.paths import display_path
 from broker.cluster.plan import BrokerPlan
 
-# Re-exported: the CLI and tests find these here, beside the broker processes they serve.
+# cmdline and pid_alive are re-exported: tests find them here, beside the broker processes.
 __all__ = [
-    "DEFAULT_STOP_TIMEOUT",
     "READY_RE",
     "BrokerProcess",
     "cmdline",
     "pid_alive",
-    "pid_matches",
-    "signal_leader",
     "spawn",
     "start",
     "stop",

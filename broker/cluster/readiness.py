@@ -224,5 +224,4 @@ def problem_line(problem: Problem) -> str:
 
 
 def role_and_detail(st: BrokerStatus) -> str:
-    detail = st.group.detail if st.group is not None else ""
-    return st.role + (f" ({detail})" if detail else "")
+    return st.role + (f" ({st.detail})" if st.detail else "")

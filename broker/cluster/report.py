@@ -72,12 +72,11 @@ def status_line(name: str, group: str, st: BrokerStatus | None, bridges: Sequenc
     if st is None:
         return f"{name} ({group}): not answering"
     parts = [f"{name} ({group}): {st.role}"]
-    detail = st.group.detail if st.group is not None else ""
-    if detail:
+    if st.detail:
         if st.role_kind in (admin_pb2.ROLE_MASTER, admin_pb2.ROLE_SLAVE):
-            parts.append(detail)
+            parts.append(st.detail)
         else:
-            parts[0] += f" ({detail})"
+            parts[0] += f" ({st.detail})"
     if st.queues is not None:
         parts.append(
             f"{st.queues} queue{'s' if st.queues != 1 else ''}, depth {st.depth}, "
@@ -93,9 +92,8 @@ def role_change_line(name: str, group: str, before: str, st: BrokerStatus | None
     4, position 300, in-sync c`."""
     after = "not answering" if st is None else st.role
     line = f"{name} ({group}): {before} {ARROW} {after}"
-    detail = st.group.detail if st is not None and st.group is not None else ""
-    if detail:
-        line += f", {detail}"
+    if st is not None and st.detail:
+        line += f", {st.detail}"
     return line
 
 
@@ -160,8 +158,7 @@ def group_lines(
         head = f"group {group} ({election})"
         if len(masters) == 1:
             p, st = masters[0]
-            words = st.group.detail if st.group is not None else ""
-            detail = f" ({words})" if words else ""
+            detail = f" ({st.detail})" if st.detail else ""
             lines.append(f"{head}: master {p.name} at {st.address or p.address}{detail}")
         elif masters:
             lines.append(f"{head}: {len(masters)} masters: {', '.join(p.name for p, _ in masters)}")

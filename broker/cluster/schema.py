@@ -77,6 +77,7 @@ from pydantic import (
     model_validator,
 )
 
+from broker import config
 from broker.address import AddressError, parse_address
 from broker.cluster import rules
 from broker.cluster.model import (
@@ -99,9 +100,7 @@ def check_name(name: object) -> str | None:
     """Why `name` is not a valid broker or group name, or None when it is."""
     if not isinstance(name, str):
         return f"a name must be a string, got {describe(name)}"
-    if not NAME_RE.fullmatch(name):
-        return f"invalid name {name!r}: {NAME_RULE}"
-    return None
+    return config.check_name(name)
 
 
 def validate(raw: Any, source: str, parse_connector: ConnectorParser) -> Topology:
@@ -164,7 +163,7 @@ def _host(value: str) -> str:
 
 
 def _zk_path(value: str) -> str:
-    if not value.startswith("/") or value.endswith("/") or "//" in value:
+    if not config.is_zk_path(value):
         raise ValueError("not an absolute path")
     return value
 
