@@ -128,6 +128,15 @@ def recorded_start(record: Mapping[str, Any]) -> float | None:
     return float(started) if isinstance(started, int | float) else None
 
 
+def _wait_exec(popen: subprocess.Popen[bytes], timeout: float = 1.0) -> None:
+    """Until the child's command line reads as its own. Popen returns as the exec closes
+    the child's descriptors, a moment before the kernel shows the new argv: read then,
+    it is empty, and an empty command line cannot tell this process from another."""
+    deadline = time.monotonic() + timeout
+    while popen.poll() is None and not cmdline(popen.pid) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 @dataclass
 class ManagedProcess:
     """One supervised process: our child (`popen`) or adopted from a record (pid only)."""
@@ -163,6 +172,7 @@ class ManagedProcess:
             start_new_session=True,
             preexec_fn=None if die_with_parent is None else parent_death_preexec(die_with_parent),
         )
+        _wait_exec(popen)
         return cls(popen.pid, tuple(argv), create_time(popen.pid), popen)
 
     @classmethod
