@@ -13,7 +13,8 @@ mid-batch), and the run waits for production to resume by itself before the next
 At the end it stops the producer, drains, and prints a table: each fault and how often,
 sent, acknowledged, lost (acknowledged, never received), repeats (marked / unmarked),
 the longest producer stall, and each broker's RSS at the start and end. Exits 1 if
-anything acknowledged was lost, a repeat was unmarked, or production did not resume.
+anything acknowledged was lost, a repeat was unmarked, production did not resume, or
+group B was not back in sync before the next fault.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ async def soak(cluster: AbcCluster, args: argparse.Namespace) -> int:
     await traffic.start()
     injected: collections.Counter[str] = collections.Counter()
     stuck: list[str] = []
+    unsynced: list[str] = []  # faults after which group B was not whole again
     resume_times: dict[str, list[float]] = collections.defaultdict(list)
     began = time.monotonic()
     stop_at = began + args.minutes * 60
@@ -87,6 +89,7 @@ async def soak(cluster: AbcCluster, args: argparse.Namespace) -> int:
             try:
                 await until(cluster.in_sync, 30, "group B in sync")
             except AssertionError:
+                unsynced.append(name)
                 print("  group B not back in sync within 30s", flush=True)
         stall = tally.longest_stall(began, time.monotonic())
         await traffic.stop_producing()
@@ -110,12 +113,13 @@ async def soak(cluster: AbcCluster, args: argparse.Namespace) -> int:
         f"faults {sum(injected.values())}, sent {summary['sent']}, acked {summary['acked']}, "
         f"failed {summary['failed']}, received {summary['received']}, lost {summary['lost']}, "
         f"repeats {summary['repeats']} (marked {marked}, unmarked {summary['unmarked']}), "
-        f"longest producer stall {stall:.2f}s, stuck {len(stuck)}"
+        f"longest producer stall {stall:.2f}s, stuck {len(stuck)}, "
+        f"not back in sync {len(unsynced)}"
     )
     print("RSS MB  " + "  ".join(f"{n} {rss_start[n]} -> {rss_end[n]}" for n in rss_start))
     if traffic.errors:
         print("client errors (first 5):", *traffic.errors[:5], sep="\n  ")
-    bad = summary["lost"] or summary["unmarked"] or stuck or tally.stray
+    bad = summary["lost"] or summary["unmarked"] or stuck or unsynced or tally.stray
     return 1 if bad else 0
 
 

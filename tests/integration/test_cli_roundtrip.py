@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import pytest
 from broker.cluster.processes import pid_alive
 from broker.config import BrokerConfig
 from netconnector.uri import parse_connector
-from tests.support.procs import BrokerProcess
-from tests.support.uptools import Lines
+from tests.support.procs import BrokerProcess, free_port
+from tests.support.uptools import Lines, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -39,20 +38,6 @@ def ok(result: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProces
     assert result.returncode == 0, result.stderr.decode()
     assert b"Traceback" not in result.stderr
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------- send, recv, stat
@@ -218,7 +203,7 @@ def test_up_detach_status_down(tmp_path: Path, topology: Path) -> None:
     finally:
         down = ok(netbroker("down", topology.name, cwd=tmp_path))
     assert f"stopped a (pid {pid})".encode() in down.stdout
-    wait_for(lambda: not pid_alive(pid), 5, "the broker to be gone")
+    wait_until(lambda: not pid_alive(pid), 5, "the broker to be gone")
     assert not (tmp_path / "run" / "t" / "netbroker-up.json").exists()
     result = netbroker("status", topology.name, cwd=tmp_path)
     assert result.returncode == 1

@@ -25,6 +25,7 @@ from broker.server.gate import ServiceGate
 from broker.server.listen import build_server
 from broker.server.status import Role
 from tests.support.aio import run
+from tests.support.scenario import wait_for
 
 REFUSAL = "broker b in group B is not serving: lost contact with ZooKeeper (suspended)"
 
@@ -92,7 +93,11 @@ def test_close_ends_idle_and_busy_produce_and_consume_streams(tmp_path: Path) ->
                     client_pb2.ConsumeRequest(subscribe=client_pb2.Subscribe(queue="q"))
                 )
                 assert len((await holding.read()).deliveries) == 1
-                await asyncio.sleep(0.1)  # every handler reached its wait
+
+                async def subscribed() -> bool:  # the waiting consumer reached its wait
+                    return broker.has_local_consumers("empty")
+
+                await wait_for(subscribed, 5, "the consumer of the empty queue")
                 waits = [await ended_by_close(call, gate) for call in (idle, waiting)]
                 waits.append(await ended_by_close(holding, gate))
                 print("streams ended", ", ".join(f"{w * 1000:.1f} ms" for w in waits))

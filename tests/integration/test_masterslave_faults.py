@@ -123,14 +123,23 @@ def test_short_zookeeper_pause_does_not_move_the_master(
     async def scenario() -> None:
         before = await wait_in_sync(procs)
 
+        def suspended() -> bool:
+            log = procs[before].log_path.read_text(errors="replace")
+            return "ZooKeeper connection suspended" in log
+
         async def fault() -> None:
-            # Each pause is under the 1 s session (and its 0.9 s grace); kazoo alone drops
-            # its connection after 1/6 to 2/5 of it, so one of four nearly surely does.
-            for _ in range(4):
+            # Each pause is under the 1 s session (and its 0.9 s grace); kazoo drops its
+            # connection after 1/6 to 2/5 of it, but not on every pause: at least four,
+            # and more until the master's connection was suspended at least once.
+            for rounds in range(1, 41):
                 zookeeper.pause()
                 await asyncio.sleep(0.5)  # the fault itself
                 zookeeper.resume()
                 await asyncio.sleep(0.5)
+                if rounds >= 4 and suspended():
+                    break
+            print(f"{rounds} pauses of 0.5 s")
+            assert suspended(), f"no pause suspended {before}'s ZooKeeper connection"
 
         _, after = await through(procs, fault)
         assert after == before

@@ -22,13 +22,14 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.support.procs import ROOT, BrokerProcess
+from tests.support.uptools import wait_until
 
 PORT = 61616  # every namespace has its own ports: all brokers use the same one
 SUBNET = "10.77.0"
@@ -248,7 +249,7 @@ def test_brokers_in_namespaces_discover_forward_and_survive_kill_9(
         def count() -> int:
             return len(received.read_text().splitlines()) if received.exists() else 0
 
-        _wait(lambda: count() >= total // 3, 60, "a third of the backlog to reach c")
+        wait_until(lambda: count() >= total // 3, 60, "a third of the backlog to reach c")
 
         watchers = {
             n: spawn_in_ns(lab, n, "watch-down", started[n].address, "B") for n in ("a", "c")
@@ -288,14 +289,6 @@ def test_brokers_in_namespaces_discover_forward_and_survive_kill_9(
     finally:
         for proc in started.values():
             proc.stop()
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 # ------------------------------------------------- helpers run inside a namespace

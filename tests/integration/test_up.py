@@ -20,11 +20,10 @@ import io
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,9 +56,11 @@ from broker.cluster.report import (
     table_rows,
 )
 from broker.cluster.schema import validate
+from broker.cluster.zookeeper import free_ports
 from broker.config import BrokerConfig, Election, Sync
 from broker.pb import admin_pb2
 from netconnector.uri import ConnectorSpec, parse_connector
+from tests.support.uptools import wait_until
 
 FAKE_BROKER = r'''
 import argparse, json, os, signal, sys, threading, time, types
@@ -168,25 +169,6 @@ if mode != "hang":
 stop.wait()
 print(f"fake broker {a.name} stopping", file=sys.stderr, flush=True)
 '''
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -827,7 +809,7 @@ def test_up_failure_leaves_nothing_running(
         def stopped(log: Path = log, name: str = name) -> bool:
             return f"fake broker {name} stopping" in log.read_text()
 
-        wait_for(stopped, 5, f"{name} to have stopped")
+        wait_until(stopped, 5, f"{name} to have stopped")
 
 
 def test_up_foreground_supervises_until_sigterm(

@@ -8,22 +8,14 @@ from pathlib import Path
 
 from broker.config import BrokerConfig
 from broker.core.broker import Broker
-from broker.core.queue import Entry
 from broker.core.store import Store, ack_key, decode_ids, encode_ids
 from broker.pb.message_pb2 import Message
 from tests.support.aio import run
+from tests.support.sinks import Collect
 
 WINDOW = 100
 # Pruning runs in chunks of at least 1,024 ids past the window.
 CONSUMED = 3_000
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.got: list[tuple[int, Entry]] = []
-
-    def deliver(self, deliveries: list[tuple[int, Entry]]) -> None:
-        self.got.extend(deliveries)
 
 
 def _message(mid: str) -> Message:

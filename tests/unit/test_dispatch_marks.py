@@ -15,23 +15,11 @@ from pathlib import Path
 from broker.config import BrokerConfig, Sync
 from broker.core.broker import Broker
 from broker.core.commit import GroupCommitter
-from broker.core.queue import Entry
 from broker.core.store import META_EPOCH, META_POS, Op, Store
 from broker.errors import Unavailable
 from broker.pb.message_pb2 import Message
 from tests.support.aio import run
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.got: list[tuple[int, Entry]] = []
-
-    def deliver(self, deliveries: list[tuple[int, Entry]]) -> None:
-        self.got.extend(deliveries)
-
-    @property
-    def ids(self) -> list[str]:
-        return [entry.message.id for _, entry in self.got]
+from tests.support.sinks import Collect
 
 
 def _marks_only(ops: Sequence[Op]) -> bool:

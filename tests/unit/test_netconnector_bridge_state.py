@@ -14,7 +14,6 @@ import pytest
 from broker.config import BrokerConfig, Election
 from broker.core import wire
 from broker.core.broker import Broker
-from broker.core.queue import Entry
 from broker.core.store import Store
 from broker.pb import bridge_pb2
 from broker.pb.message_pb2 import Message
@@ -24,6 +23,7 @@ from netconnector.hello import acceptor_terms, make_hello, opener_terms
 from netconnector.session import BridgeSession
 from netconnector.uri import parse_connector
 from tests.support.aio import run
+from tests.support.sinks import Collect
 
 
 def _opener(uri: str = "static:(a:1)", peer: str = "a") -> bs.BridgeState:
@@ -188,14 +188,6 @@ def test_an_answer_for_a_batch_never_received_is_ignored() -> None:
 
 
 # -- the adapter on a real broker: close at every point of a store -------------------
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.got: list[tuple[int, Entry]] = []
-
-    def deliver(self, deliveries: list[tuple[int, Entry]]) -> None:
-        self.got.extend(deliveries)
 
 
 async def _broker(path: Path) -> Broker:
