@@ -493,7 +493,7 @@ class Broker:
 
     def _write_behind(self, ops: list[Op]) -> None:
         """Write without making anyone wait; a failure is logged by the committer."""
-        future = self.committer.submit(ops)
+        future = self.committer.submit(ops, behind=True)
         future.add_done_callback(lambda f: f.exception())
 
     def _taken(self, entries: list[Entry]) -> None:

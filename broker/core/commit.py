@@ -1,10 +1,14 @@
 """Group commit: concurrent writes share one fsync, numbered as a log.
 
-One task on the broker's loop writes batches to RocksDB without fsync (a write holds the
-GIL; from several threads they would only queue). The fsync runs on a thread of its own
+The broker's loop writes batches to RocksDB without fsync (a write holds the GIL; from
+several threads they would only queue): what was submitted during one turn of the loop
+is written as one batch on the next. Under load the fsync runs on a thread of its own
 (`flush_wal` lets the loop go on meanwhile) and covers every batch written before it
 started; while it runs the loop keeps accepting and writing, and the next fsync takes
 all of that at once. A batch is answered once an fsync that began after it has ended.
+A small batch with no fsync under way is synced on the loop at once: at low rates the
+hand-off to the thread and back (two wake-ups, each a context switch) cost more than
+the fsync, and nothing else waits to be written meanwhile.
 
 Each write is a log entry with a position (and the group epoch it was written in),
 recorded in the store with the write itself; a replicator, when one is plugged in, is
@@ -24,6 +28,10 @@ from broker.errors import Unavailable
 
 log = logging.getLogger("netbroker.commit")
 
+# The largest batch (in senders) that is synced on the loop: a larger one means load,
+# where overlapping the fsync with the loop's other work pays.
+INLINE_FSYNC_MAX = 8
+
 
 class Replicator(Protocol):
     def on_write(self, position: int, epoch: int, ops: Sequence[Op]) -> asyncio.Future[None] | None:
@@ -40,8 +48,11 @@ class GroupCommitter:
         self._sync = sync
         self._ops: list[Op] = []
         self._waiters: list[asyncio.Future[None]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # Futures of writes behind (see `submit`), queued with the rest.
+        self._behind: list[asyncio.Future[None]] = []
+        # The pending turn of the loop that writes what was submitted meanwhile.
+        self._turn: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.position = store.meta(META_POS)
         self.epoch = store.meta(META_EPOCH) if epoch is None else epoch
@@ -53,17 +64,31 @@ class GroupCommitter:
         self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, "fsync")
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+        self._loop = asyncio.get_running_loop()
+        if (self._waiters or self._behind) and self._turn is None:
+            self._turn = self._loop.call_soon(self._write_queued)
 
-    def submit(self, ops: Sequence[Op]) -> asyncio.Future[None]:
-        """Queue `ops`; the future resolves once they are committed under the policy."""
+    def submit(self, ops: Sequence[Op], *, behind: bool = False) -> asyncio.Future[None]:
+        """Queue `ops`; the future resolves once they are committed under the policy.
+
+        `behind`: nobody waits on the write's durability (an ack, a raised redelivery
+        count), so on a broker of its own it starts no fsync: it is written with the next
+        batch and reaches the disk with the next fsync of anyone's. A process crash keeps
+        it either way (the write is in the operating system's cache); a power loss before
+        the next fsync brings the message back, as it does to a dispatch mark. In a group
+        it is committed like any write: the members' log order needs it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closed:
             future.set_exception(Unavailable("broker is not serving"))
             return future
         self._ops.extend(ops)
-        self._waiters.append(future)
-        self._wake.set()
+        if behind and self.replicator is None:
+            self._behind.append(future)
+        else:
+            self._waiters.append(future)
+        if self._turn is None and self._loop is not None:
+            # Written on the loop's next turn: requests already readable join this batch.
+            self._turn = self._loop.call_soon(self._write_queued)
         return future
 
     def write_now(self, ops: Sequence[Op]) -> asyncio.Future[None] | None:
@@ -91,9 +116,7 @@ class GroupCommitter:
     async def close(self) -> None:
         """Write what is queued, then stop."""
         self._closed = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
+        self._write_queued()
         if self._syncing is not None:
             await self._syncing
         self._sync_thread.shutdown(wait=True)
@@ -101,29 +124,32 @@ class GroupCommitter:
     def abort(self, error: Exception) -> None:
         """Stop at once: nothing queued is written and every waiter fails with `error`."""
         self._closed = True
-        waiters, self._waiters, self._ops = self._waiters, [], []
+        waiters, self._waiters, self._ops = self._waiters + self._behind, [], []
+        self._behind = []
         for _, unsynced in self._unsynced:
             waiters.extend(unsynced)
         self._unsynced = []
         for future in waiters:
             if not future.done():
                 future.set_exception(error)
-        if self._task is not None:
-            self._task.cancel()
+        if self._turn is not None:
+            self._turn.cancel()
+            self._turn = None
         self._sync_thread.shutdown(wait=False)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            # One turn of the loop lets requests that are already readable join this batch.
-            await asyncio.sleep(0)
-            ops, waiters = self._ops, self._waiters
-            self._ops, self._waiters = [], []
-            if waiters:
-                self._write(ops, waiters, sync=self._sync)
-            if self._closed and not self._ops:
-                return
+    def _write_queued(self) -> None:
+        if self._turn is not None:
+            self._turn.cancel()
+            self._turn = None
+        ops, waiters, behind = self._ops, self._waiters, self._behind
+        self._ops, self._waiters, self._behind = [], [], []
+        if waiters:
+            if self._write(ops, waiters, sync=self._sync):
+                _resolve(behind)
+            else:
+                _fail(behind, Unavailable("store write failed"))
+        elif behind:
+            self._write(ops, behind, sync=False)
 
     def _write(self, ops: list[Op], waiters: list[asyncio.Future[None]], sync: bool) -> bool:
         """Write and log `ops`; False (with `waiters` failed) if the store refused them."""
@@ -138,6 +164,11 @@ class GroupCommitter:
             return False
         self.position = position
         pending = self.replicator.on_write(position, self.epoch, ops) if self.replicator else None
+        if sync and self._syncing is None and len(waiters) <= INLINE_FSYNC_MAX:
+            self._sync_inline(position, [] if pending is not None else waiters)
+            if pending is None:
+                return True
+            sync = False
         if sync:
             # With a replicator the acknowledgement waits for its future alone (it counts
             # this broker's fsync among the members'); without one, for the fsync.
@@ -159,6 +190,18 @@ class GroupCommitter:
 
         pending.add_done_callback(done)
         return True
+
+    def _sync_inline(self, position: int, waiters: list[asyncio.Future[None]]) -> None:
+        try:
+            self._store.sync_wal()
+        except Exception as exc:
+            log.error("fsync failed: %s", exc)
+            _fail(waiters, Unavailable(f"fsync failed: {exc}"))
+            return
+        self.synced = position
+        _resolve(waiters)
+        if self.replicator is not None:
+            self.replicator.on_synced(position)
 
     async def _fsync_loop(self) -> None:
         loop = asyncio.get_running_loop()
