@@ -126,6 +126,10 @@ class Consumer:
         self._available = asyncio.Event()
         self._acks: list[int] = []
         self._nacks: list[int] = []
+        # Acks go out in one write once a quarter of the prefetch is acked, or
+        # ACK_FLUSH_INTERVAL after the first: the broker always keeps three quarters of
+        # its credit, so a receiver waiting for more need not flush them (at a low rate
+        # a write per ack would double the cost of every message on both sides).
         self._ack_threshold = max(1, prefetch // 4)
         self._flush = asyncio.Event()
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -149,7 +153,6 @@ class Consumer:
         if not self._buffer:
             if self._error is not None:
                 raise self._error
-            self._flush_acks()  # going back to wait: let the broker send more
             try:
                 async with asyncio.timeout(timeout):
                     while not self._buffer:
@@ -247,10 +250,6 @@ class Consumer:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-
-    def _flush_acks(self) -> None:
-        if self._acks or self._nacks:
-            self._flush.set()
 
     def _fail(self, error: BrokerError) -> None:
         """The subscription is over for good: receivers raise ``error``."""
