@@ -6,9 +6,9 @@ is written as one batch on the next. Under load the fsync runs on a thread of it
 (`flush_wal` lets the loop go on meanwhile) and covers every batch written before it
 started; while it runs the loop keeps accepting and writing, and the next fsync takes
 all of that at once. A batch is answered once an fsync that began after it has ended.
-A small batch with no fsync under way is synced on the loop at once: at low rates the
-hand-off to the thread and back (two wake-ups, each a context switch) cost more than
-the fsync, and nothing else waits to be written meanwhile.
+A small batch (a few messages) with no fsync under way is synced on the loop at once:
+at low rates the hand-off to the thread and back (two wake-ups, each a context switch)
+costs more than the fsync, and nothing else waits to be written meanwhile.
 
 Each write is a log entry with a position (and the group epoch it was written in),
 recorded in the store with the write itself; a replicator, when one is plugged in, is
@@ -28,9 +28,10 @@ from broker.errors import Unavailable
 
 log = logging.getLogger("netbroker.commit")
 
-# The largest batch (in senders) that is synced on the loop: a larger one means load,
-# where overlapping the fsync with the loop's other work pays.
-INLINE_FSYNC_MAX = 8
+# The largest batch (in store operations, about two per message) that is synced on the
+# loop: a larger one means load, where overlapping the fsync with the loop's other work
+# pays. Counted in operations, not senders: one producer's request carries hundreds.
+INLINE_FSYNC_MAX_OPS = 32
 
 
 class Replicator(Protocol):
@@ -164,7 +165,7 @@ class GroupCommitter:
             return False
         self.position = position
         pending = self.replicator.on_write(position, self.epoch, ops) if self.replicator else None
-        if sync and self._syncing is None and len(waiters) <= INLINE_FSYNC_MAX:
+        if sync and self._syncing is None and len(ops) <= INLINE_FSYNC_MAX_OPS:
             self._sync_inline(position, [] if pending is not None else waiters)
             if pending is None:
                 return True
