@@ -8,9 +8,11 @@ client is a process of its own, connected through `failover:(b,c)`:
 * failover: a probe process sends one acknowledged persistent message at a time, a producer
   process sends at `--load-rate` and a consumer process counts what arrives. Broker a has
   `masterslave:(b,c)`. Each round kills the master with kill -9 and measures the time until
-  the probe's first send is acknowledged by the other member, and until a's bridge is up
-  to it; the killed member is restarted and the group waits until both are in sync again.
-  Median and max over `--rounds` kills; then the counts (0 lost, 0 unmarked repeats).
+  the probe's first send is acknowledged by the other member (and, apart, until that
+  member's Admin.Status says master: the gap is the client's reconnect backoff, which
+  `--url-options maxReconnectDelay=50` shortens), and until a's bridge is up to it; the
+  killed member is restarted and the group waits until both are in sync again. Median and
+  max over `--rounds` kills; then the counts (0 lost, 0 unmarked repeats).
 * steadiness: a producer flat out and a consumer on the group for `--load-seconds`, no
   faults; how many times the master changed (Admin.Status of both members, polled).
 * rates: persistent produce, then consume, on the group (quorum_mem) and on a standalone
