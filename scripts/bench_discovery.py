@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 
 from broker.pb import admin_pb2, admin_pb2_grpc
-from scripts.bench import exit_on_sigterm
+from scripts.benchkit.workers import exit_on_sigterm
 from tests.support.procs import BrokerProcess, free_port
 
 PREFIX = "multicast://default/"
