@@ -6,9 +6,10 @@ is written as one batch on the next. Under load the fsync runs on a thread of it
 (`flush_wal` lets the loop go on meanwhile) and covers every batch written before it
 started; while it runs the loop keeps accepting and writing, and the next fsync takes
 all of that at once. A batch is answered once an fsync that began after it has ended.
-A small batch (a few messages) with no fsync under way is synced on the loop at once:
-at low rates the hand-off to the thread and back (two wake-ups, each a context switch)
-costs more than the fsync, and nothing else waits to be written meanwhile.
+A small batch (a few messages) is synced on the loop at once when writes are sparse (no
+fsync under way, and the disk idle for longer than the last one took): at low rates the
+hand-off to the thread and back (two wake-ups, each a context switch) costs more than
+the fsync, and nothing else waits to be written meanwhile.
 
 Each write is a log entry with a position (and the group epoch it was written in),
 recorded in the store with the write itself; a replicator, when one is plugged in, is
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -59,6 +61,10 @@ class GroupCommitter:
         self.epoch = store.meta(META_EPOCH) if epoch is None else epoch
         self.replicator: Replicator | None = None
         self.synced = self.position
+        # When the last fsync ended and how long it took: the disk idle at least that long
+        # means writes are sparse, and the next small one may be synced on the loop.
+        self._fsync_ended = 0.0
+        self._fsync_took = 0.0
         # (position, waiters) written but not yet covered by an fsync.
         self._unsynced: list[tuple[int, list[asyncio.Future[None]]]] = []
         self._syncing: asyncio.Task[None] | None = None
@@ -165,7 +171,7 @@ class GroupCommitter:
             return False
         self.position = position
         pending = self.replicator.on_write(position, self.epoch, ops) if self.replicator else None
-        if sync and self._syncing is None and len(ops) <= INLINE_FSYNC_MAX_OPS:
+        if sync and self._syncing is None and self._sparse(len(ops)):
             self._sync_inline(position, [] if pending is not None else waiters)
             if pending is None:
                 return True
@@ -192,13 +198,29 @@ class GroupCommitter:
         pending.add_done_callback(done)
         return True
 
+    def _sparse(self, ops: int) -> bool:
+        """Whether a write of `ops` may be synced on the loop: it is small, and the disk has
+        been idle for longer than its last fsync took. Writes arriving while an fsync runs
+        (a fast producer, a slow disk) find it busy and go to the thread, where they share
+        the next fsync; synced on the loop one by one they would queue up behind it."""
+        return ops <= INLINE_FSYNC_MAX_OPS and (
+            time.monotonic() - self._fsync_ended >= self._fsync_took
+        )
+
+    def _synced_in(self, started: float) -> None:
+        self._fsync_ended = time.monotonic()
+        self._fsync_took = self._fsync_ended - started
+
     def _sync_inline(self, position: int, waiters: list[asyncio.Future[None]]) -> None:
+        started = time.monotonic()
         try:
             self._store.sync_wal()
         except Exception as exc:
             log.error("fsync failed: %s", exc)
             _fail(waiters, Unavailable(f"fsync failed: {exc}"))
             return
+        finally:
+            self._synced_in(started)
         self.synced = position
         _resolve(waiters)
         if self.replicator is not None:
@@ -209,6 +231,7 @@ class GroupCommitter:
         try:
             while self._unsynced:
                 target = self.position
+                started = time.monotonic()
                 try:
                     await loop.run_in_executor(self._sync_thread, self._store.sync_wal)
                 except Exception as exc:
@@ -217,6 +240,8 @@ class GroupCommitter:
                     for _, waiters in covered:
                         _fail(waiters, Unavailable(f"fsync failed: {exc}"))
                     return
+                finally:
+                    self._synced_in(started)
                 self.synced = target
                 while self._unsynced and self._unsynced[0][0] <= target:
                     _resolve(self._unsynced.pop(0)[1])
