@@ -35,6 +35,11 @@ from netconnector.hello import LinkTerms
 NETWORK_PRIORITY = -1000
 # A forward frame carries at most this much (a single larger message goes alone).
 MAX_FORWARD_BYTES = 1024 * 1024
+# ... and at most this share of the window (the most a network consumer has on the way).
+# A whole window in one batch is stop-and-wait: the peer stores it while this broker
+# waits, then this broker acknowledges its copies while the peer waits. In quarters, the
+# peer stores one batch while the next is on its way, and each answer refills a quarter.
+WINDOW_SHARES = 4
 # After a peer could not store a batch, how long before its messages get credit again.
 REFUSED_RETRY = 1.0
 
@@ -176,6 +181,13 @@ Action: TypeAlias = (
     | ReturnLocal | RejectLocal | Credit | CreditLater | Store | AnswerBatch | AbandonStores
     | Log
 )  # fmt: skip
+
+
+def batch_limit(prefetch: int, credit_limit: int) -> int:
+    """The most messages of one forward batch: a share of the window, which is the
+    prefetch, or the credit limit where that is smaller."""
+    window = min(prefetch, credit_limit) if credit_limit else prefetch
+    return max(1, window // WINDOW_SHARES)
 
 
 def leaves_as_is(path: Sequence[str], me: str) -> bool:
@@ -326,7 +338,7 @@ class BridgeState:
         self, queue: str, sub: int, deliveries: Sequence[tuple[int, int, Sequence[str]]]
     ) -> list[Action]:
         """A network consumer was handed (tag, size, broker path) deliveries: send them in
-        batches of bounded size."""
+        batches of bounded size and count (see `batch_limit`)."""
         current = self._subs.get(queue)
         if self.closed or current is None or current.sub != sub:
             # Its subscription ended as they were handed out: they return with it.
@@ -334,10 +346,12 @@ class BridgeState:
         actions: list[Action] = []
         start = 0
         me = self.me
+        most = batch_limit(current.prefetch, current.credit_limit)
         while start < len(deliveries):
             size = 0
             end = start
-            while end < len(deliveries) and (end == start or size < MAX_FORWARD_BYTES):
+            last = min(len(deliveries), start + most)
+            while end < last and (end == start or size < MAX_FORWARD_BYTES):
                 size += deliveries[end][1]
                 end += 1
             chunk = deliveries[start:end]

@@ -204,7 +204,9 @@ class BridgeSession:
 
         def accepts(message: Message) -> bool:
             path = message.broker_path
-            if peer not in path:
+            # Asked of every message dispatched to the bridge. Most are still on their
+            # origin: their length says so, a membership test on the path costs more.
+            if len(path) == 1 or peer not in path:
                 return may_forward(path, peer, False, message_ttl)
             # Going back is for messages whose consumers moved away: not while a local
             # consumer, or a bridge to a broker the message has not been on, can take it
