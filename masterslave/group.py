@@ -32,6 +32,7 @@ from broker.server.gate import ServiceGate
 from broker.server.status import GroupStatus, Role
 from masterslave.election import IsrState, Member
 from masterslave.isr import new_epoch
+from masterslave.liveness import gone
 from masterslave.replication import (
     Follower,
     Leader,
@@ -48,6 +49,7 @@ from masterslave.role import (
     Follow,
     GroupRead,
     Lost,
+    MasterGone,
     MemberRole,
     ReadGroup,
     Refuse,
@@ -112,7 +114,10 @@ class GroupMember:
         self.store = store
         self.gate = gate
         self.hooks = attach
-        self.machine = MemberRole(config.name, group.name, group.replicas, group.session_timeout)
+        self.machine = MemberRole(
+            config.name, group.name, group.replicas, group.session_timeout,
+            fast_takeover=group.sync.quorum,
+        )  # fmt: skip
         self.leader: Leader | None = None
         self.broker: Broker | None = None
         self.log = ReplicationLog(
@@ -356,9 +361,18 @@ class GroupMember:
 
     async def _follow_loop(self, master: Member, epoch: int) -> None:
         backoff = Backoff(0.05, 1.0)
+        # Whether a stream to this master's process was ever open: only then does a
+        # refused connection to its port say the process died (rather than that the
+        # address never led to it).
+        reached = False
+
+        def opened() -> None:
+            nonlocal reached
+            reached = True
+
         while self.role == Role.SLAVE and self.master is master:
             try:
-                await self.follower.follow(master.address, epoch)
+                await self.follower.follow(master.address, epoch, on_open=opened)
                 self.replication_error = "master closed the stream"
             except asyncio.CancelledError:
                 raise
@@ -367,6 +381,14 @@ class GroupMember:
             except Exception as exc:
                 self.replication_error = f"{type(exc).__name__}: {exc}"
             log.info("replication from %s: %s", master.id, self.replication_error)
+            # At once, not after the backoff: a kill -9 shows here within milliseconds,
+            # and the election waits for nothing else.
+            if reached and self.machine.fast_takeover and await gone(master.address):
+                log.warning(
+                    "master %s is gone: its replication port %s refuses connections",
+                    master.id, master.address,
+                )  # fmt: skip
+                self._feed(MasterGone(master.seq))
             await asyncio.sleep(backoff.next())
 
     # -- master --------------------------------------------------------------------
