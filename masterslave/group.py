@@ -365,31 +365,41 @@ class GroupMember:
         # refused connection to its port say the process died (rather than that the
         # address never led to it).
         reached = False
+        probe: asyncio.Task[None] | None = None
 
         def opened() -> None:
             nonlocal reached
             reached = True
 
-        while self.role == Role.SLAVE and self.master is master:
-            try:
-                await self.follower.follow(master.address, epoch, on_open=opened)
-                self.replication_error = "master closed the stream"
-            except asyncio.CancelledError:
-                raise
-            except grpc.aio.AioRpcError as exc:
-                self.replication_error = f"{exc.code().name}: {exc.details()}"
-            except Exception as exc:
-                self.replication_error = f"{type(exc).__name__}: {exc}"
-            log.info("replication from %s: %s", master.id, self.replication_error)
-            # At once, not after the backoff: a kill -9 shows here within milliseconds,
-            # and the election waits for nothing else.
-            if reached and self.machine.fast_takeover and await gone(master.address):
+        async def probe_master() -> None:
+            if await gone(master.address):
                 log.warning(
                     "master %s is gone: its replication port %s refuses connections",
                     master.id, master.address,
                 )  # fmt: skip
                 self._feed(MasterGone(master.seq))
-            await asyncio.sleep(backoff.next())
+
+        try:
+            while self.role == Role.SLAVE and self.master is master:
+                try:
+                    await self.follower.follow(master.address, epoch, on_open=opened)
+                    self.replication_error = "master closed the stream"
+                except asyncio.CancelledError:
+                    raise
+                except grpc.aio.AioRpcError as exc:
+                    self.replication_error = f"{exc.code().name}: {exc.details()}"
+                except Exception as exc:
+                    self.replication_error = f"{type(exc).__name__}: {exc}"
+                log.info("replication from %s: %s", master.id, self.replication_error)
+                # At once, not after the backoff: a kill -9 shows here within
+                # milliseconds, and the election waits for nothing else. Beside the
+                # reconnects, so that probing a live master delays none of them.
+                if reached and self.machine.fast_takeover and (probe is None or probe.done()):
+                    probe = asyncio.get_running_loop().create_task(probe_master())
+                await asyncio.sleep(backoff.next())
+        finally:
+            if probe is not None:
+                probe.cancel()
 
     # -- master --------------------------------------------------------------------
 

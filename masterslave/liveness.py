@@ -19,7 +19,8 @@ this answer only in the quorum sync modes, where no acknowledgement rests on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
+import socket
 
 from broker.address import parse_address
 
@@ -32,25 +33,48 @@ PROBE_TIMEOUT = 0.5
 PROBES = 3
 PROBE_SPACING = 0.01
 
+# connect() errors saying the address cannot be used from this host at all (::1 with
+# IPv6 disabled, say): neither a listener nor a refusal.
+_NOT_HERE = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+
 
 async def refused(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """True if a TCP connection to `address` (`host:port`) is refused; False otherwise."""
+    """True if a TCP connection to `address` (`host:port`) is refused; False otherwise.
+
+    A name is resolved, and every address it stands for must refuse ("localhost" may be
+    both ::1 and 127.0.0.1, of which a member listens on one)."""
     try:
         parsed = parse_address(address)
     except ValueError:
         return False
+    loop = asyncio.get_running_loop()
     try:
-        _reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(parsed.host, parsed.port), timeout
+        found = await asyncio.wait_for(
+            loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM), timeout
         )
-    except ConnectionRefusedError:
-        return True
     except (OSError, TimeoutError):
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return False
+    refusals = 0
+    for family, kind, proto, _name, where in found:
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:
+            continue  # a family this host cannot use (IPv6 disabled): no evidence
+        with sock:
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(loop.sock_connect(sock, where), timeout)
+            except ConnectionRefusedError:
+                refusals += 1
+                continue
+            except OSError as exc:
+                if exc.errno in _NOT_HERE:
+                    continue  # no such local address: nothing could listen there
+                return False
+            except TimeoutError:
+                return False
+            return False  # something listens there
+    return refusals > 0
 
 
 async def gone(address: str, probes: int = PROBES, spacing: float = PROBE_SPACING) -> bool:

@@ -51,3 +51,13 @@ def test_a_listener_closing_between_probes_is_gone() -> None:
 
 def test_a_bad_address_is_not_refused() -> None:
     assert asyncio.run(refused("not an address")) is False
+
+
+def test_a_name_is_refused_only_when_every_address_it_stands_for_refuses() -> None:
+    port = closed_port()
+    assert asyncio.run(refused(f"localhost:{port}")) is True
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        # "localhost" may also be ::1, where nothing listens: 127.0.0.1 answers.
+        assert asyncio.run(refused(f"localhost:{s.getsockname()[1]}")) is False
