@@ -28,10 +28,11 @@ from broker.address import parse_address
 #: while, and the answer that matters (a refusal) comes at once.
 PROBE_TIMEOUT = 0.5
 #: Probes after a stream broke, and the pause between them: a dying process's
-#: connections may close a moment before its listening socket does (seen here: the
-#: first probe, 1-4 ms after the stream broke, connected in about one kill in five).
-PROBES = 3
-PROBE_SPACING = 0.01
+#: connections close a moment before its listening socket does (seen here: in most
+#: kills the first probe, 1-4 ms after the stream broke, still connected, and one 10 ms
+#: later was refused).
+PROBES = 5
+PROBE_SPACING = 0.005
 
 # connect() errors saying the address cannot be used from this host at all (::1 with
 # IPv6 disabled, say): neither a listener nor a refusal.
