@@ -447,6 +447,16 @@ class GroupMember:
         committer.replicator = leader
         broker = Broker(self.config, self.store, committer)
         await broker.start()
+        # Starting a core that holds a large backlog takes seconds (600,000 messages:
+        # 1.5-2.5 s here) during which the loop, and the heartbeat on it, mostly stall:
+        # the last answer on record is then older than the grace, and the new master
+        # stopped the moment it served, was elected again and stopped again, for good.
+        # One round trip that finds our own member node shows that the session is still
+        # alive, as the next heartbeat would have; without that, the machine stops
+        # serving at once as before.
+        alive = await self._zk.node_alive_since()
+        if alive is not None:
+            self._feed(Alive(alive))
         leader.start()
         self.leader, self.broker = leader, broker
         self._feed(TookOver(state.epoch))
