@@ -47,13 +47,23 @@ A member that restarts before its previous ZooKeeper session expires is briefly 
 twice under the same id. Only its newest node (highest sequence number) counts: that one
 describes the running process; the older one belongs to a dead session (and may still
 claim `elected`, which must not keep a dead master in place).
+
+A member node may also be known dead before ZooKeeper expires its session: a slave that
+had a replication stream open to the master's process, saw it break and then had a
+connection to the same port refused knows that no process listens there any more
+(masterslave/liveness.py; docs/semantics.md, "A master seen dead"). The caller passes
+such nodes' sequence numbers as `dead`; they count as absent, exactly as if their
+session had expired (and an id whose newest node is dead is absent: an older node of it
+is older still). Nothing else changes: the in-sync rule alone decides who may win, so a
+wrong `dead` can cost availability (an unneeded failover) but never an acknowledged
+write (the version-checked in-sync node write fences the member it wrongly passed over).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -353,15 +363,28 @@ def _ids(ids: Iterable[str]) -> str:
     return ", ".join(listed) if listed else "none"
 
 
-def choose_master(members: Sequence[Member], isr: IsrState | None, replicas: int) -> Decision:
+def present_members(members: Iterable[Member], dead: Collection[int] = ()) -> dict[str, Member]:
+    """The members that count as present, one per id: each id's newest node, unless that
+    node is known dead (its sequence number is in `dead`)."""
+    return {i: m for i, m in latest_nodes(members).items() if m.seq not in dead}
+
+
+def choose_master(
+    members: Sequence[Member],
+    isr: IsrState | None,
+    replicas: int,
+    dead: Collection[int] = (),
+) -> Decision:
     """Decide the group's master from its member nodes and its in-sync node.
 
     `members` are the nodes present under `<zkPath>/members` (any order, duplicates of
     an id allowed); `isr` is the parsed in-sync node or None if it does not exist yet;
-    `replicas` is the group's configured size, used only for a fresh group.
+    `replicas` is the group's configured size, used only for a fresh group. `dead` holds
+    the sequence numbers of member nodes whose process is known to be gone (see the
+    module docstring): they count as absent.
     """
     _check_replicas(replicas)
-    present = latest_nodes(members)
+    present = present_members(members, dead)
 
     if isr is None:
         needed = fresh_quorum(replicas)

@@ -460,8 +460,11 @@ class Follower:
         # group member republishes its node, which now says it is not electable.
         self.on_reset: Callable[[], None] | None = None
 
-    async def follow(self, address: str, min_epoch: int) -> None:
-        """Follow the master at `address` until the stream ends or fails."""
+    async def follow(
+        self, address: str, min_epoch: int, on_open: Callable[[], None] | None = None
+    ) -> None:
+        """Follow the master at `address` until the stream ends or fails; `on_open` is
+        called once the stream is open (connected, the first request written)."""
         options = [
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
             ("grpc.keepalive_time_ms", 2_000),
@@ -476,6 +479,8 @@ class Follower:
                     member=self.member, token=self.token, epoch=self.epoch, position=self.position
                 )
             )
+            if on_open is not None and channel.get_state() is grpc.ChannelConnectivity.READY:
+                on_open()
             while True:
                 frame = await call.read()
                 if frame is grpc.aio.EOF:

@@ -8,7 +8,8 @@ Events: the ZooKeeper session's state (`Connected`, `Suspended`, `Lost`), `Alive
 ZooKeeper round trip begun at a given time was answered), `Tick` (a `WakeAt` came due),
 `Registered`, `GroupRead` (the members and in-sync node as just read), `TookOver` /
 `TakeOverFailed` (the outcome of a `TakeOver`), `Fenced` (the leader may no longer
-acknowledge) and `Shutdown`.
+acknowledge), `MasterGone` (the process of the master we follow is known dead) and
+`Shutdown`.
 
 Actions: `Register`, `ReadGroup`, `TakeOver`, `Serve`, `StopServing` (close the gate with
 a refusal, which ends every open stream, then tear down the core), `Follow`,
@@ -31,6 +32,22 @@ server rounds expiry up to its next tick, so the real expiry is later still.) A 
 a few hundred milliseconds under load then costs nothing, and a master cut off for real still
 stops before anyone else can be elected. A lost (expired) session stops it at once; so
 does a version conflict on the in-sync node, or another master named in it.
+
+Why a slave may replace a master whose session has not expired yet (docs/semantics.md,
+"A master seen dead"): a kill -9 is visible at once to the slaves, whose replication
+streams break and whose reconnects are refused, nothing listening on the master's port
+any more (masterslave/liveness.py). Waiting for ZooKeeper to expire the dead master's
+session then only costs time (1-1.5 s with a 1 s session). So `MasterGone` for the master
+a slave follows marks that master's member node dead, and the election
+(`choose_master(..., dead=...)`) treats it as absent from then on; if the rule then
+elects this member, it takes over with the same version-checked in-sync node write as
+ever. That write is what fences the old master, whatever became of it: it acknowledges
+only what every in-sync member holds (this one too), and can take this member out of
+the set only by writing the same node, which fails once the epoch moved. Trusted only
+under the quorum sync modes (`fast_takeover`): under `local_*` the master acknowledges
+without its slaves, and only the session's expiry keeps two masters from overlapping.
+A frozen or starved master still accepts connections (its kernel does), so it is
+replaced only when its session could have expired, as before.
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ from masterslave.election import (
     Wait,
     choose_master,
     latest_nodes,
+    present_members,
 )
 
 # ---- events -----------------------------------------------------------------------------
@@ -121,13 +139,22 @@ class Fenced:
 
 
 @dataclass(frozen=True)
+class MasterGone:
+    """The process of the master whose member node has sequence number `seq` is gone: a
+    replication stream to it had been open, and then a connection to its port was
+    refused (masterslave/liveness.py)."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
 class Shutdown:
     pass
 
 
 Event = (
     Connected | Suspended | Lost | Alive | Tick | Registered | GroupRead | TookOver
-    | TakeOverFailed | Fenced | Shutdown
+    | TakeOverFailed | Fenced | MasterGone | Shutdown
 )  # fmt: skip
 
 # ---- actions ----------------------------------------------------------------------------
@@ -205,10 +232,20 @@ Action = (
 
 
 class MemberRole:
-    """One member's role: `Role.ELECTING`, `Role.SLAVE` or `Role.MASTER`."""
+    """One member's role: `Role.ELECTING`, `Role.SLAVE` or `Role.MASTER`.
+
+    `fast_takeover`: whether `MasterGone` counts (the group's sync mode is a quorum one;
+    see the module docstring)."""
 
     def __init__(
-        self, me: str, group: str, replicas: int, session_timeout: float, grace: float = 0.9
+        self,
+        me: str,
+        group: str,
+        replicas: int,
+        session_timeout: float,
+        grace: float = 0.9,
+        *,
+        fast_takeover: bool = True,
     ) -> None:
         if not 0 < grace <= 1:
             raise ValueError(f"grace must be in (0, 1], got {grace}")
@@ -229,6 +266,10 @@ class MemberRole:
         self.decision: object = None
         # Registered member ids as last read: only these may follow a master.
         self.members: frozenset[str] = frozenset()
+        self.fast_takeover = fast_takeover
+        # Sequence numbers of member nodes whose process is known gone (`MasterGone`);
+        # dropped once the node is (its session expired).
+        self.dead: set[int] = set()
         self._refused: tuple[Role, str] | None = None
 
     # -- what the adapter shows ---------------------------------------------------------
@@ -290,6 +331,8 @@ class MemberRole:
                 return [ReadGroup()]
             case Fenced(reason):
                 return self._step_down(reason) if self.role == Role.MASTER else []
+            case MasterGone(seq):
+                return self._master_gone(seq)
             case Shutdown():
                 if self.stopped:
                     return []
@@ -334,6 +377,21 @@ class MemberRole:
         self._refused = wanted
         return [Refuse(*wanted)]
 
+    def _master_gone(self, seq: int) -> list[Action]:
+        # Only about the master this slave follows: its stream is what showed the death,
+        # and a report about any other node (one followed earlier, say) is stale.
+        followed = self.master
+        if (
+            not self.fast_takeover
+            or self.role != Role.SLAVE
+            or followed is None
+            or followed.seq != seq
+            or seq in self.dead
+        ):
+            return []
+        self.dead.add(seq)
+        return [ReadGroup()]
+
     def _took_over(self, epoch: int) -> list[Action]:
         self.taking_over = False
         self.role = Role.MASTER
@@ -349,8 +407,9 @@ class MemberRole:
         return actions
 
     def _group_read(self, view: GroupRead) -> list[Action]:
-        present = latest_nodes(view.members)
-        self.members = frozenset(present)
+        self.members = frozenset(latest_nodes(view.members))
+        self.dead &= {m.seq for m in view.members}
+        present = present_members(view.members, self.dead)
         if not view.node_present:
             self.registered = False
             if self.session == "connected":
@@ -366,7 +425,7 @@ class MemberRole:
             actions.remove(ReadGroup())  # deciding on this very view below
         if self.taking_over:
             return actions
-        decision = choose_master(view.members, isr, self.replicas)
+        decision = choose_master(view.members, isr, self.replicas, self.dead)
         self.decision = decision
         if isinstance(decision, Wait):
             self.waiting_reason = decision.reason

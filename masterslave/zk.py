@@ -145,6 +145,20 @@ class ZkGroup:
     async def node_exists(self) -> bool:
         return self.node is not None and await self._call(self.zk.exists, self.node) is not None
 
+    async def node_alive_since(self) -> float | None:
+        """The time (monotonic) a request was sent that found our member node, so the
+        session was alive at the server after it; None if the node is gone (the session
+        expired, whatever session kazoo holds now) or ZooKeeper did not answer."""
+        node = self.node
+        if node is None:
+            return None
+        sent_at = time.monotonic()
+        try:
+            stat = await self._loop.run_in_executor(None, self.zk.exists, node)
+        except Exception:
+            return None
+        return sent_at if stat is not None else None
+
     async def members(self) -> list[tuple[int, bytes]]:
         """(sequence number, data) of every registered member."""
         out = []

@@ -311,13 +311,16 @@ class Client:
             self._backoff.reset()
         attempts = 0
         failures: deque[str] = deque(maxlen=len(url.addresses))  # the last of each address
-        electing = False  # the last address to answer said it does not serve now
+        # Addresses whose last answer was that they do not serve now (a slave, electing).
+        # While any does, its group is choosing a master: the pause stays short however
+        # the others fail (a dead master's refused port must not stretch the polling of
+        # the member about to replace it).
+        not_serving: set[str] = set()
         probes: dict[asyncio.Task[_Connection], str] = {}
         head_start = PROBE_HEAD_START if len(url.addresses) > 1 else None
 
         def settle(done: set[asyncio.Task[_Connection]]) -> _Connection | None:
             """The first accepted connection among finished probes, recording refusals."""
-            nonlocal electing
             accepted = None
             for task in done:
                 address = probes.pop(task)
@@ -331,7 +334,10 @@ class Client:
                 if not isinstance(error, _Refused):
                     raise error
                 log.debug("connecting to %s failed: %s", address, error)
-                electing = error.not_serving
+                if error.not_serving:
+                    not_serving.add(address)
+                else:
+                    not_serving.discard(address)
                 failures.append(f"{address}: {error}")
                 if not url.failover:
                     raise ConnectionLost(f"cannot connect to {address}: {error}") from None
@@ -362,7 +368,7 @@ class Client:
                     raise ConnectionLost("the client is closed")
                 if attempts or flapping:
                     delay = self._backoff.next()
-                    if electing:
+                    if not_serving:
                         delay = min(delay, ELECTING_POLL)
                     if deadline is not None and loop.time() + delay >= deadline:
                         break

@@ -355,3 +355,54 @@ def test_resync_flag_round_trips_and_is_absent_when_unset() -> None:
     assert Member.parse(plain.to_bytes(), 2) == plain
     with pytest.raises(ValueError, match="resync"):
         Member.parse(b'{"id":"c","address":"x","client":"y","position":1,"resync":1}', 2)
+
+
+# ---- choose_master: a master known dead ------------------------------------------------
+
+
+def test_a_dead_master_still_claiming_elected_is_replaced_by_an_in_sync_member() -> None:
+    # a was killed; its session has not expired, so its node is there and says elected.
+    members = [member("a", 50, seq=1, elected=4), member("b", 40, seq=2)]
+    assert choose_master(members, isr("a", "b"), 2) == Keep("a")
+    assert choose_master(members, isr("a", "b"), 2, dead={1}) == Elect("b")
+
+
+def test_a_dead_master_with_nobody_else_in_sync_leaves_the_group_waiting() -> None:
+    # b may lack writes a acknowledged alone: knowing a dead changes nothing about that.
+    members = [member("a", 50, seq=1, elected=4), member("b", 40, seq=2)]
+    decision = choose_master(members, isr("a"), 2, dead={1})
+    assert isinstance(decision, Wait) and "no in-sync member present" in decision.reason
+
+
+def test_knowing_the_master_dead_never_elects_outside_the_in_sync_set() -> None:
+    members = [
+        member("a", 50, seq=1, elected=4),
+        member("b", 10, seq=2),
+        member("c", 999, weight=100, seq=0),
+    ]
+    assert choose_master(members, isr("a", "b"), 3, dead={1}) == Elect("b")
+
+
+def test_group_of_three_with_a_dead_master_ranks_the_other_in_sync_members() -> None:
+    members = [member("a", 50, seq=1, elected=4), member("b", 30, seq=2), member("c", 40, seq=3)]
+    assert choose_master(members, isr("a", "b", "c"), 3, dead={1}) == Elect("c")
+
+
+def test_a_dead_node_of_an_id_hides_its_older_nodes_too() -> None:
+    # a's newest node is dead; an older node of a (an even older session) must not stand in.
+    members = [member("a", 50, seq=1, elected=4), member("a", 50, seq=5), member("b", 40, seq=2)]
+    assert choose_master(members, isr("a", "b"), 2, dead={5}) == Elect("b")
+
+
+def test_a_restarted_member_is_not_dead_with_its_old_node() -> None:
+    # a died (node 1) and came back (node 5, not elected): the new process counts.
+    members = [member("a", 50, seq=1, elected=4), member("a", 60, seq=5), member("b", 40, seq=2)]
+    assert choose_master(members, isr("a", "b"), 2, dead={1}) == Elect("a")
+
+
+def test_dead_nodes_count_as_absent_in_a_fresh_group() -> None:
+    members = [member("a", seq=1), member("b", seq=2)]
+    assert choose_master(members, None, 2) == Elect("a")
+    assert isinstance(choose_master(members, None, 2, dead={1}), Wait)  # 1 of 2 present
+    three = [*members, member("c", seq=3)]
+    assert choose_master(three, None, 3, dead={1}) == Elect("b")

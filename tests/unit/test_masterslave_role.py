@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from broker.server.status import Role
-from masterslave.election import IsrState, Member
+from masterslave.election import Elect, IsrState, Member, Wait
 from masterslave.role import (
     Alive,
     Connected,
@@ -13,6 +13,7 @@ from masterslave.role import (
     Follow,
     GroupRead,
     Lost,
+    MasterGone,
     MemberRole,
     ReadGroup,
     Refuse,
@@ -206,3 +207,100 @@ def test_shutdown_stops_cleanly_once() -> None:
     actions = m.handle(Shutdown())
     assert stops(actions).clean and StopFollowing() in actions
     assert m.handle(Tick(100)) == [] and m.handle(Connected(100)) == []
+
+
+# ---- a master seen dead (MasterGone) ------------------------------------------------------
+
+
+def slave_c(*, fast_takeover: bool = True, in_sync: bool = True) -> MemberRole:
+    """c, a slave following b (node 1, elected for epoch 2), c in sync unless told."""
+    m = MemberRole("c", "B", 2, 1.0, grace=0.8, fast_takeover=fast_takeover)
+    m.handle(Connected(0))
+    m.handle(Registered())
+    state = isr("b", 2, "c") if in_sync else isr("b", 2)
+    actions = m.handle(view(member("b", 1, 2), member("c", 2), state=state))
+    assert actions[0] == Follow(member("b", 1, 2), 2)
+    assert m.role == Role.SLAVE
+    return m
+
+
+def test_a_slave_seeing_its_master_dead_takes_over_before_the_session_expires() -> None:
+    m = slave_c()
+    assert m.handle(MasterGone(1)) == [ReadGroup()]
+    # b's node is still there, still elected: only the fact that it is dead moves c.
+    state = isr("b", 2, "c")
+    actions = m.handle(view(member("b", 1, 2), member("c", 2), state=state))
+    assert actions == [StopFollowing(), TakeOver(state, 3, 1)]
+    assert m.handle(MasterGone(1)) == []  # no longer following anyone
+    m.handle(Alive(0.5))
+    assert m.handle(TookOver(3)) == [Serve(3), UpdateNode(), WakeAt(1.3)]
+    assert m.role == Role.MASTER
+
+
+def test_a_dead_master_is_only_replaced_by_an_in_sync_member() -> None:
+    m = slave_c(in_sync=False)
+    assert m.handle(MasterGone(1)) == [ReadGroup()]
+    # c may lack writes b acknowledged alone: it keeps trying to follow, and waits.
+    assert m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2))) == []
+    assert m.role == Role.SLAVE
+    assert isinstance(m.decision, Wait) and "no in-sync member present" in m.decision.reason
+
+
+def test_master_gone_about_another_node_is_ignored() -> None:
+    m = slave_c()
+    assert m.handle(MasterGone(7)) == []  # not the node c follows (an older one, say)
+    assert m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c"))) == []
+    assert m.role == Role.SLAVE
+
+
+def test_master_gone_is_not_trusted_without_a_quorum_sync_mode() -> None:
+    # Under local_* the master acknowledges without its slaves: only the session's
+    # expiry keeps two masters from overlapping.
+    m = slave_c(fast_takeover=False)
+    assert m.handle(MasterGone(1)) == []
+    assert m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c"))) == []
+    assert m.role == Role.SLAVE
+
+
+def test_master_gone_means_nothing_to_a_master() -> None:
+    m = master_b()
+    assert m.handle(MasterGone(2)) == []
+    assert m.role == Role.MASTER
+
+
+def test_a_dead_master_loses_a_version_race_like_any_other() -> None:
+    # c's in-sync write meets a version conflict: b had shrunk the set before dying.
+    m = slave_c()
+    m.handle(MasterGone(1))
+    m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c")))
+    assert m.handle(TakeOverFailed("another member took over first")) == [ReadGroup()]
+    actions = m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2)))
+    assert [type(a) for a in actions] == [Refuse]
+    assert isinstance(m.decision, Wait) and m.role == Role.ELECTING
+
+
+def test_the_dead_fact_ends_with_the_node() -> None:
+    m = slave_c(in_sync=False)
+    m.handle(MasterGone(1))
+    m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2)))
+    assert m.dead == {1}
+    # b's session expired (node 1 gone) and b came back as node 3, not elected yet.
+    m.handle(view(member("c", 2), member("b", 3), state=isr("b", 2)))
+    assert m.dead == set()
+    assert isinstance(m.decision, Elect) and m.decision.member_id == "b"
+
+
+def test_group_of_three_waits_for_the_better_member_to_take_over() -> None:
+    m = MemberRole("c", "B", 3, 1.0, grace=0.8)
+    m.handle(Connected(0))
+    m.handle(Registered())
+    a, b, c = member("a", 1, 2, position=50), member("b", 2, position=40), member("c", 3)
+    state = IsrState(2, "a", frozenset({"a", "b", "c"}), ((2, 0),))
+    assert m.handle(view(a, b, c, state=state))[0] == Follow(a, 2)
+    assert m.handle(MasterGone(1)) == [ReadGroup()]
+    # b holds the longer log: c goes on following (trying to) until b has taken over.
+    assert m.handle(view(a, b, c, state=state)) == []
+    assert m.waiting_reason == "waiting for b to take over" and m.role == Role.SLAVE
+    new = IsrState(3, "b", frozenset({"b"}), ((2, 0), (3, 40)))
+    actions = m.handle(view(a, b, c, state=new))
+    assert actions[0] == Follow(b, 3) and m.master == b
