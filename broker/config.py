@@ -348,7 +348,9 @@ class BrokerConfig:
     session_timeout: float = field(
         default=1.0,
         metadata=_meta(
-            "--session-timeout", "ZooKeeper session timeout: how fast a dead master is replaced",
+            "--session-timeout",
+            "ZooKeeper session timeout: how soon a master that stops answering is replaced "
+            "(a killed one, under a quorum sync mode, as soon as its slaves see its port closed)",
             metavar="S", section=_GROUP, shown=None,
         ),
     )  # fmt: skip
