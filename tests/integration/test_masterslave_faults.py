@@ -284,6 +284,11 @@ def test_registered_follower_acking_beyond_what_was_sent_is_cut_off(
 
     async def scenario() -> None:
         master = await wait_in_sync(procs)
+        # One acknowledged write first: with none, a follower at position 0 holds every
+        # acknowledged write and is rightly admitted before its lie arrives; with one,
+        # only the lie could make it look caught up.
+        async with await Client.connect(procs[master].url) as client:
+            await client.send("rogue.floor", b"x")
         # Registered under the group's path (as a member node would be), then lying.
         zk: KazooClient = kazoo_client(zookeeper.connect_string)  # type: ignore[operator]
         zk.create(
