@@ -168,6 +168,8 @@ def test_consumer_moving_from_b_to_a_strands_nothing(brokers: Start) -> None:
                 d.ack()
             await on_b.close()
             stranded = (await known_queue(cb, "moving")).pending
+            # Else the run moved nothing back, and would pass with the move broken.
+            assert stranded > 0, "nothing was pending on b when its consumer left"
             on_a = await ca.subscribe("moving", prefetch=50)
             while len(got) < total:
                 d = await on_a.receive(timeout=10)
