@@ -37,9 +37,11 @@ NETWORK_PRIORITY = -1000
 MAX_FORWARD_BYTES = 1024 * 1024
 # ... and at most this share of the window (the most a network consumer has on the way).
 # A whole window in one batch is stop-and-wait: the peer stores it while this broker
-# waits, then this broker acknowledges its copies while the peer waits. In quarters, the
-# peer stores one batch while the next is on its way, and each answer refills a quarter.
-WINDOW_SHARES = 4
+# waits, then this broker acknowledges its copies while the peer waits. In halves, the
+# peer stores one batch while the next is on its way, and each answer refills a half.
+# (Quarters overlap as well but cost the peer a store, an answer and an ack pass per
+# quarter: forwarding measured 15-40% slower in quarters, alternating run by run.)
+WINDOW_SHARES = 2
 # After a peer could not store a batch, how long before its messages get credit again.
 REFUSED_RETRY = 1.0
 

@@ -69,30 +69,30 @@ def test_deliveries_go_in_bounded_batches_and_keep_a_path_that_ends_here() -> No
     assert state.unacked == 4
 
 
-def test_a_window_goes_out_in_quarters_so_that_batches_overlap() -> None:
+def test_a_window_goes_out_in_halves_so_that_batches_overlap() -> None:
     # One batch per window would be stop-and-wait: the peer stores while this side waits,
     # then this side acknowledges while the peer waits.
     state = _opener()  # prefetchSize 1000
     sub = _subscribed(state)
     actions = state.deliver("q", sub, [(tag, 1024, ["B"]) for tag in range(1, 1001)])
-    assert [len(a.tags) for a in actions if isinstance(a, bs.SendBatch)] == [250] * 4
+    assert [len(a.tags) for a in actions if isinstance(a, bs.SendBatch)] == [500] * 2
     assert state.unacked == 1000
-    # An answer frees a quarter of the window, which goes out again as one batch.
+    # An answer frees half of the window, which goes out again as one batch.
     state.acked(1, True, "", [])
-    (again,) = state.deliver("q", sub, [(tag, 1024, ["B"]) for tag in range(1001, 1251)])
-    assert isinstance(again, bs.SendBatch) and len(again.tags) == 250
+    (again,) = state.deliver("q", sub, [(tag, 1024, ["B"]) for tag in range(1001, 1501)])
+    assert isinstance(again, bs.SendBatch) and len(again.tags) == 500
 
 
 def test_the_window_is_the_prefetch_or_the_peers_smaller_capacity() -> None:
-    assert bs.batch_limit(1000, 0) == 250  # static: the prefetch alone
-    assert bs.batch_limit(1000, 2000) == 250
-    assert bs.batch_limit(1000, 40) == 10  # the peer's consumers take 40 ahead
-    assert bs.batch_limit(3, 0) == 1  # never empty
+    assert bs.batch_limit(1000, 0) == 500  # static: the prefetch alone
+    assert bs.batch_limit(1000, 2000) == 500
+    assert bs.batch_limit(1000, 40) == 20  # the peer's consumers take 40 ahead
+    assert bs.batch_limit(1, 0) == 1  # never empty
     state = _opener()
     state.peer_demand("q", 1, 40)
     sub = _subscribed(state)
     actions = state.deliver("q", sub, [(tag, 10, ["B"]) for tag in range(1, 41)])
-    assert [len(a.tags) for a in actions if isinstance(a, bs.SendBatch)] == [10] * 4
+    assert [len(a.tags) for a in actions if isinstance(a, bs.SendBatch)] == [20] * 2
     small = _opener("static:(a:1)?prefetchSize=2")
     sub = _subscribed(small)
     actions = small.deliver("q", sub, [(1, 10, ["B"]), (2, 10, ["B"])])
