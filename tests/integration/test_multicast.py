@@ -15,14 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
-
 from broker.client import Client, Delivery
-from broker.pb import admin_pb2, admin_pb2_grpc
 from broker.server.admin import link_state_of
 from broker.server.status import Role
 from tests.support.aio import run
-from tests.support.groups import role, start_group, wait_master
+from tests.support.groups import role, start_group, status_at, wait_master
 from tests.support.procs import BrokerProcess, free_port
 from tests.support.scenario import (
     check_exactly_once,
@@ -47,13 +44,8 @@ def discovery_args(token: str, *, group: str = "") -> list[str]:
 async def components(url: str) -> dict[str, tuple[str, str, str]] | None:
     """name -> (kind, state, detail) from Admin.Status (raw gRPC: slaves answer it too);
     None when the broker did not answer (never taken for "nothing there")."""
-    async with grpc.aio.insecure_channel(url) as channel:
-        try:
-            answer = await admin_pb2_grpc.AdminStub(channel).Status(
-                admin_pb2.StatusRequest(), timeout=2
-            )
-        except grpc.aio.AioRpcError:
-            return None
+    if (answer := await status_at(url)) is None:
+        return None
     return {c.name: (c.kind, c.state, c.detail) for c in answer.components}
 
 
@@ -66,13 +58,8 @@ async def discovery(url: str) -> tuple[str, str, str] | None:
 async def discovered(url: str) -> dict[str, tuple[str, str]] | None:
     """The broker's discovered bridges: peer key -> (state, peer broker or ""); None
     when the broker did not answer."""
-    async with grpc.aio.insecure_channel(url) as channel:
-        try:
-            answer = await admin_pb2_grpc.AdminStub(channel).Status(
-                admin_pb2.StatusRequest(), timeout=2
-            )
-        except grpc.aio.AioRpcError:
-            return None
+    if (answer := await status_at(url)) is None:
+        return None
     out = {}
     for b in answer.bridges:
         state = link_state_of(b.state)

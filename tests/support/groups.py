@@ -35,7 +35,12 @@ def start_group(
 
 async def status(proc: BrokerProcess) -> admin_pb2.StatusResponse | None:
     """Admin.Status straight over gRPC: the client library refuses to talk to slaves."""
-    async with grpc.aio.insecure_channel(proc.url) as channel:
+    return await status_at(proc.url)
+
+
+async def status_at(url: str) -> admin_pb2.StatusResponse | None:
+    """Admin.Status of the broker at `url`; None when it does not answer."""
+    async with grpc.aio.insecure_channel(url) as channel:
         try:
             return await admin_pb2_grpc.AdminStub(channel).Status(
                 admin_pb2.StatusRequest(), timeout=2
