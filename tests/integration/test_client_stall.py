@@ -20,9 +20,9 @@ from broker.pb import admin_pb2, client_pb2
 from tests.support.aio import run
 from tests.support.procs import BrokerProcess
 from tests.support.scenario import receive_all
+from tests.support.stand_ins import admin_status, serve
 
 BROKER_SERVICE = client_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
-ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 
 
 class SilentBroker:
@@ -55,26 +55,14 @@ class SilentBroker:
         )
 
     async def serve(self) -> tuple[grpc.aio.Server, str]:
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((
-            grpc.method_handlers_generic_handler(BROKER_SERVICE, {
-                "Produce": grpc.stream_stream_rpc_method_handler(
-                    self.produce,
-                    request_deserializer=client_pb2.ProduceRequest.FromString,
-                    response_serializer=client_pb2.ProduceResponse.SerializeToString,
-                ),
-            }),
-            grpc.method_handlers_generic_handler(ADMIN_SERVICE, {
-                "Status": grpc.unary_unary_rpc_method_handler(
-                    self.status,
-                    request_deserializer=admin_pb2.StatusRequest.FromString,
-                    response_serializer=admin_pb2.StatusResponse.SerializeToString,
-                ),
-            }),
-        ))  # fmt: skip
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server, f"127.0.0.1:{port}"
+        produce = grpc.method_handlers_generic_handler(BROKER_SERVICE, {
+            "Produce": grpc.stream_stream_rpc_method_handler(
+                self.produce,
+                request_deserializer=client_pb2.ProduceRequest.FromString,
+                response_serializer=client_pb2.ProduceResponse.SerializeToString,
+            ),
+        })  # fmt: skip
+        return await serve(produce, admin_status(self.status))
 
 
 def test_producer_leaves_a_broker_that_stops_serving_silently(broker: BrokerProcess) -> None:

@@ -20,8 +20,7 @@ from broker.client import Client, ConnectionLost
 from broker.client.limits import ELECTING_POLL
 from broker.pb import admin_pb2
 from tests.support.aio import run
-
-ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
+from tests.support.stand_ins import admin_status, serve
 
 
 class ElectingMember:
@@ -42,19 +41,7 @@ class ElectingMember:
         )
 
     async def serve(self) -> tuple[grpc.aio.Server, str]:
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((
-            grpc.method_handlers_generic_handler(ADMIN_SERVICE, {
-                "Status": grpc.unary_unary_rpc_method_handler(
-                    self.status,
-                    request_deserializer=admin_pb2.StatusRequest.FromString,
-                    response_serializer=admin_pb2.StatusResponse.SerializeToString,
-                ),
-            }),
-        ))  # fmt: skip
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server, f"127.0.0.1:{port}"
+        return await serve(admin_status(self.status))
 
 
 def dead_address() -> str:
