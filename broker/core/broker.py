@@ -158,8 +158,8 @@ class Broker:
         self._seq = self.store.meta(META_SEQ)
         self._acks = self.store.meta(META_ACK)
         self._oldest_ack = self.store.oldest_ack() or self._acks + 1
-        for name, count in self.store.queue_counts().items():
-            self._queue(name).recover(count)
+        for name, counts in self.store.queue_counts().items():
+            self._queue(name).recover(counts)
             self._dirty.add(name)
         for name, marks in self.store.dispatch_marks().items():
             if name in self.queues:
@@ -940,14 +940,17 @@ class Broker:
         for priority in PRIORITIES:
             if found >= wanted:
                 break
-            rows = self.store.scan_queue(q.name, priority, q.cursor[priority], wanted - found)
-            if not rows:
+            if not q.paged_out_by[priority]:
                 continue
+            asked = wanted - found
+            rows = self.store.scan_queue(q.name, priority, q.cursor[priority], asked)
             entries = []
             for seq, data in rows:
                 message = Message.FromString(data)
                 entries.append(Entry(message, seq, len(data), None, data))
-            q.page_in(priority, entries, rows[-1][0])
+            q.page_in(
+                priority, entries, rows[-1][0] if rows else q.cursor[priority], len(rows) < asked
+            )
             found += len(rows)
         if found == 0:
             log.warning("queue %s: %d messages counted but none in the store", q.name, wanted)
@@ -989,9 +992,10 @@ class Broker:
         chunk: list[Entry] = []
         # The rest are paged out: read them in chunks so a deep queue is not loaded whole.
         for key, data in self.store.queue_items(name):
-            seq = parse_message_key(key)[2]
+            _, priority, seq = parse_message_key(key)
             if seq in keep:
                 continue
+            q.purged_from_store(priority, seq)
             chunk.append(Entry(Message.FromString(data), seq, len(data)))
             if len(chunk) >= 10_000:
                 self._remove(chunk, name)

@@ -137,8 +137,16 @@ class Queue:
         self.window = window
         self.max_redeliveries = max_redeliveries
         self._heap: list[tuple[int, int, Entry]] = []
-        # Persistent pending messages that are only in the store, not in the window.
-        self.paged_out = 0
+        # How many persistent messages the window holds: the window bounds those (the
+        # non-persistent ones are bounded in bytes, by the broker's memory gate).
+        self._resident = 0
+        self._resident_by = [0] * 10
+        # No message below this priority may be evicted (a lower bound, so that a run of
+        # urgent messages into a window that can give nothing up does not search it for
+        # every one of them).
+        self._hopeless = 0
+        # Per priority, persistent pending messages that are only in the store.
+        self.paged_out_by = [0] * 10
         # Per priority, the highest sequence number that has been in memory: the store
         # holds nothing pending of that priority at or below it that is not in memory.
         self.cursor = [0] * 10
@@ -147,11 +155,20 @@ class Queue:
         # the latter may have reached a consumer before a crash, so it comes back marked.
         self.dispatched = [0] * 10
         self.recovered = [0] * 10
+        # Per priority, the highest sequence number that left the window other than by
+        # eviction (dispatched, expired, purged), or was handed out before a restart:
+        # only newer messages may be evicted.
+        self.left = [0] * 10
         self.consumers: list[Consumer] = []
         self._rr = itertools.count()
         self.stats = QueueStats()
 
     # -- what the queue holds --------------------------------------------------------
+
+    @property
+    def paged_out(self) -> int:
+        """Persistent pending messages that are only in the store, not in the window."""
+        return sum(self.paged_out_by)
 
     @property
     def pending(self) -> int:
@@ -171,46 +188,114 @@ class Queue:
 
     # -- arrivals ------------------------------------------------------------------
 
-    def recover(self, count: int) -> None:
-        """The store holds `count` messages of this queue from before a restart."""
-        self.paged_out += count
+    def recover(self, counts: list[int]) -> None:
+        """The store holds `counts[p]` messages of priority p from before a restart."""
+        for priority, count in enumerate(counts):
+            self.paged_out_by[priority] += count
 
     def enqueue(self, entry: Entry) -> bool:
-        """Add a committed message; False when it stays only in the store (paged out)."""
+        """Add a committed message; False when it stays only in the store (paged out).
+
+        The window holds the highest-priority pending messages: a persistent message is
+        paged out only when the store already holds pending ones of its priority or
+        higher (it comes in behind those, in store order), or when the window is full of
+        messages it ranks no higher than. Below it, the newest messages that never left
+        the window are paged out to make room; messages that did leave it and came back
+        (redeliveries) cannot be, and the window may then hold up to twice its size."""
         self.stats.enqueued += 1
-        if entry.persistent and (self.paged_out or len(self._heap) >= self.window):
-            # Once anything is paged out, newer messages must come in behind it in
-            # store order, so they page in too.
-            self.paged_out += 1
+        if not entry.persistent:
+            self._push(entry)
+            return True
+        priority = entry.priority
+        paged_out_by = self.paged_out_by
+        if any(paged_out_by[priority:]) or (
+            self._resident >= self.window
+            and not (priority > self._hopeless and self._evict_below(priority))
+            and not (self._resident < 2 * self.window and any(self._resident_by[:priority]))
+        ):
+            paged_out_by[priority] += 1
             return False
         self._push(entry)
-        if entry.persistent:
-            self.cursor[entry.priority] = max(self.cursor[entry.priority], entry.seq)
+        self.cursor[priority] = max(self.cursor[priority], entry.seq)
+        if priority < self._hopeless:
+            self._hopeless = priority
         return True
 
     def _push(self, entry: Entry) -> None:
         heapq.heappush(self._heap, (-entry.priority, entry.seq, entry))
+        if entry.persistent:
+            self._resident += 1
+            self._resident_by[entry.priority] += 1
+
+    def _pop(self) -> Entry:
+        entry = heapq.heappop(self._heap)[2]
+        if entry.persistent:
+            self._resident -= 1
+            self._resident_by[entry.priority] -= 1
+        return entry
+
+    def _evict_below(self, priority: int) -> int:
+        """Page out the lowest-priority persistent messages of the window, below
+        `priority`, to make room for one of `priority`; returns how many left.
+
+        Only a priority's newest messages that never left the window go: everything of
+        that priority in the store above the lowered cursor is then either paged out or
+        gone (in flight, acked or dead-lettered messages are all at or below
+        `self.left[p]`), so the next page-in reads each evicted one once. A batch at a
+        time, so that a run of urgent messages into a full window costs one pass over
+        the window per batch, not per message."""
+        floor = self.left
+        candidates = [
+            item for item in self._heap
+            if item[0] > -priority and item[2].persistent and item[1] > floor[-item[0]]
+        ]  # fmt: skip
+        if not candidates:
+            self._hopeless = max(self._hopeless, priority)
+            return 0
+        # Lowest priority first, newest first within a priority: `(-p, seq)` largest.
+        candidates.sort(reverse=True)
+        evicted = candidates[: max(1, self.window // 8)]
+        gone = {id(item[2]) for item in evicted}
+        self._heap = [item for item in self._heap if id(item[2]) not in gone]
+        heapq.heapify(self._heap)
+        self._resident -= len(evicted)
+        for neg, seq, _ in evicted:
+            p = -neg
+            self._resident_by[p] -= 1
+            self.paged_out_by[p] += 1
+            # `evicted` runs newest to oldest within a priority: the last one sets it.
+            self.cursor[p] = seq - 1
+        return len(evicted)
 
     def page_in_wanted(self) -> int:
         """How many messages to page in from the store now (0: none)."""
-        if self.paged_out and len(self._heap) <= self.window // 2:
-            return min(self.paged_out, self.window - len(self._heap))
+        if self._resident <= self.window // 2:
+            paged_out = self.paged_out
+            if paged_out:
+                return min(paged_out, self.window - self._resident)
         return 0
 
-    def page_in(self, priority: int, entries: list[Entry], scanned_to: int) -> None:
-        """Messages of `priority` read from the store, up to sequence `scanned_to`."""
+    def page_in(
+        self, priority: int, entries: list[Entry], scanned_to: int, exhausted: bool = False
+    ) -> None:
+        """Messages of `priority` read from the store, up to sequence `scanned_to`;
+        `exhausted`: the store holds no more of that priority after them."""
         self.cursor[priority] = max(self.cursor[priority], scanned_to)
-        self.paged_out -= len(entries)
+        left = self.paged_out_by[priority] - len(entries)
+        self.paged_out_by[priority] = 0 if exhausted else max(0, left)
         recovered = self.recovered[priority]
         for entry in entries:
             if entry.seq <= recovered:
                 entry.count_redelivery()
             self._push(entry)
+        if entries and priority < self._hopeless:
+            self._hopeless = priority
 
     def recover_marks(self, marks: dict[int, int]) -> None:
         """The dispatch marks the store held at startup, by priority."""
         for priority, seq in marks.items():
             self.dispatched[priority] = self.recovered[priority] = seq
+            self.left[priority] = max(self.left[priority], seq)
 
     def advance_marks(self, batch: list[tuple[int, Entry]]) -> list[int]:
         """Record a delivery batch; returns the priorities whose mark moved (to persist)."""
@@ -221,11 +306,19 @@ class Queue:
                 if entry.priority not in moved:
                     moved.append(entry.priority)
                 dispatched[entry.priority] = entry.seq
+        left = self.left
+        for priority in moved:
+            left[priority] = max(left[priority], dispatched[priority])
         return moved
 
     def forget_paged_out(self) -> None:
         """The store scan found fewer messages than counted; trust the store."""
-        self.paged_out = 0
+        self.paged_out_by = [0] * 10
+
+    def _gone(self, entry: Entry) -> None:
+        """A pending message left the window for good (expired, purged)."""
+        if entry.persistent:
+            self.left[entry.priority] = max(self.left[entry.priority], entry.seq)
 
     # -- consumers -----------------------------------------------------------------
 
@@ -367,8 +460,9 @@ class Queue:
 
     def _next_live(self, result: DispatchResult, now_ms: int) -> Entry | None:
         """Pop the next pending message; an expired one goes to `result.dead` instead."""
-        entry = heapq.heappop(self._heap)[2]
+        entry = self._pop()
         if entry.expired(now_ms):
+            self._gone(entry)
             result.dead.append((entry, "expired"))
             self.stats.expired += 1
             self.stats.dead_lettered += 1
@@ -434,6 +528,11 @@ class Queue:
         if expired:
             self._heap = [item for item in self._heap if not item[2].expired(now_ms)]
             heapq.heapify(self._heap)
+            for entry in expired:
+                self._gone(entry)
+                if entry.persistent:
+                    self._resident -= 1
+                    self._resident_by[entry.priority] -= 1
             self.stats.expired += len(expired)
             self.stats.dead_lettered += len(expired)
         return expired
@@ -442,8 +541,18 @@ class Queue:
         """Drop the pending window; the caller deletes those and the paged-out messages."""
         dropped = [item[2] for item in self._heap]
         self._heap = []
-        self.paged_out = 0
+        self._resident = 0
+        self._resident_by = [0] * 10
+        self.paged_out_by = [0] * 10
+        for entry in dropped:
+            self._gone(entry)
         return dropped
+
+    def purged_from_store(self, priority: int, seq: int) -> None:
+        """A paged-out message that a purge deletes: no page-in may read it again, even
+        before its deletion is written."""
+        self.cursor[priority] = max(self.cursor[priority], seq)
+        self.left[priority] = max(self.left[priority], seq)
 
     def browse(self, limit: int) -> list[Entry]:
         """Pending messages in the window, in dispatch order."""

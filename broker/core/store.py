@@ -348,12 +348,17 @@ class Store:
         it.seek(start if last is None else last + b"\x00")
         self._check(it)
 
-    def queue_counts(self) -> dict[str, int]:
-        """How many messages each queue holds, by one scan of the message keys."""
-        counts: dict[str, int] = {}
+    def queue_counts(self) -> dict[str, list[int]]:
+        """How many messages each queue holds, by priority (index 0 to 9), by one scan of
+        the message keys."""
+        counts: dict[str, list[int]] = {}
         for key, _ in self._range(b"m", b"n"):
-            queue = key[1 : key.index(b"\x00", 1)].decode()
-            counts[queue] = counts.get(queue, 0) + 1
+            sep = key.index(b"\x00", 1)
+            queue = key[1:sep].decode()
+            by_priority = counts.get(queue)
+            if by_priority is None:
+                by_priority = counts[queue] = [0] * 10
+            by_priority[9 - key[sep + 1]] += 1
         return counts
 
     def dispatch_marks(self) -> dict[str, dict[int, int]]:

@@ -37,7 +37,8 @@ SHORT = {
     ),
     "bench_backlog.py": (
         ["--count", "500", "--take", "200"],
-        ["kill -9 and restart", "consumed 200 from the backlog"],
+        ["kill -9 and restart", "consumed 200 from the backlog",
+         "next delivered: yes, yes"],
     ),
 }  # fmt: skip
 
