@@ -45,7 +45,9 @@ class Net:
     def publish(self, origin: str, topic: str) -> dict[str, int]:
         """Carry one message from `origin`; how many copies each broker delivered."""
         got = dict.fromkeys(self.routes, 0)
-        hops = [(origin, (origin,), None)]
+        hops: list[tuple[str, tuple[str, ...], frozenset[str] | None]] = [
+            (origin, (origin,), None)
+        ]
         for _ in range(1000):
             if not hops:
                 return got
