@@ -15,7 +15,9 @@ import grpc
 from broker.config import BrokerConfig
 from broker.core.broker import Broker
 from broker.core.queue import Entry
+from broker.core.topics import network_queue
 from broker.pb import bridge_pb2
+from broker.pb.message_pb2 import Message
 from broker.server.gate import ServiceGate
 from broker.server.status import BridgeStatus, LinkState, Report
 from netconnector import bridge_service
@@ -25,6 +27,7 @@ from netconnector.hello import LinkTerms, make_hello
 from netconnector.multicast import MulticastConnector, MulticastDiscovery
 from netconnector.outbox import Outbox
 from netconnector.session import BridgeSession
+from netconnector.topic_routes import TopicRoutes
 from netconnector.uri import ConnectorSpec, parse_connector
 
 log = logging.getLogger("netbroker.network")
@@ -44,6 +47,7 @@ class Network:
         self.token = config.token
         self.broker: Broker | None = None
         self.table = DemandTable()
+        self.topics = TopicRoutes(config.path_name)
         self.sessions: set[BridgeSession] = set()
         self.connectors: list[Connector | MulticastConnector] = []
         # Zeroconf behind multicast:// connectors; None when there are none.
@@ -58,7 +62,7 @@ class Network:
             if spec.dynamic_only:
                 log.warning(
                     "%s: dynamicOnly has no effect: in ActiveMQ it governs durable topic "
-                    "subscriptions, and netbroker has queues only",
+                    "subscriptions, which netbroker always forwards for while they exist",
                     spec.name,
                 )
             if spec.kind == "multicast":
@@ -76,10 +80,14 @@ class Network:
         """Serve for `broker`: follow its demand and start the connectors."""
         self.broker = broker
         self.table = DemandTable()
+        self.topics = TopicRoutes(self.config.path_name)
         broker.demand_listeners.append(self._local_demand)
         broker.taken_listeners.append(self._taken)
+        broker.topics.listeners.append(self._local_topics)
+        broker.topic_router = self
         for queue in broker.queues.values():
             self.table.set_local(queue.name, queue.local_consumers)
+        self.topics.set_local(broker.topics.patterns())
         for connector in self.connectors:
             connector.start()
         if self.discovery is not None:
@@ -93,6 +101,10 @@ class Network:
             await connector.stop()
         for session in list(self.sessions):
             self.close_session(session)
+        if self.broker is not None:
+            self.broker.topic_router = None
+            if self._local_topics in self.broker.topics.listeners:
+                self.broker.topics.listeners.remove(self._local_topics)
         self.broker = None
         if self.discovery is not None and withdrawal is not None:
             await self.discovery.wait_withdrawn(withdrawal)
@@ -108,6 +120,31 @@ class Network:
         self.table.set_local(queue, consumers)
         # Also on a new queue with no consumers: static includes may now apply to it.
         self.demand_changed()
+
+    def _local_topics(self) -> None:
+        if self.broker is not None and self.topics.set_local(self.broker.topics.patterns()):
+            self.demand_changed()
+
+    def route(self, message: Message) -> tuple[bool, list[tuple[str, list[str]]]]:
+        """The broker's `TopicRouter`: whether this broker's subscriptions take a topic
+        message, and which bridges' topic queues carry it on, for which brokers."""
+        path = message.broker_path
+        # Published here (the path holds only this broker): every subscribed broker;
+        # whatever targets a client wrote into it are not its to choose.
+        targets = list(message.topic_targets) if len(path) > 1 else None
+        route = self.topics.route(message.destination, path, targets)
+        if not route.bridges:
+            return route.local, []
+        by_id = {s.bridge_id: s for s in self.sessions}
+        out: list[tuple[str, list[str]]] = []
+        for bridge, carried in route.bridges.items():
+            session = by_id.get(bridge)
+            if session is None or session.closed:
+                continue
+            if not session.terms.filter.forwards_dynamically(message.destination):
+                continue  # excludedDestinations and friends apply to topics too
+            out.append((network_queue(session.terms.peer_in_paths), sorted(carried)))
+        return route.local, out
 
     def demand_changed(self) -> None:
         """Coalesce changes of one loop turn into one round of advertisements."""
@@ -147,6 +184,8 @@ class Network:
         me = self.config.path_name
         consumed = self._consumed
         for entry in entries:
+            if entry.message.topic:
+                continue  # a topic's forwarder gets credit back once the batch is stored
             path = entry.message.broker_path
             if len(path) >= 2 and path[-1] == me:
                 key = (path[-2], entry.message.destination)
@@ -172,7 +211,7 @@ class Network:
     def open_session(self, broker: Broker, terms: LinkTerms, outbox: Outbox) -> BridgeSession:
         session = BridgeSession(
             broker, self.table, terms, outbox.put, self.demand_changed, self.capacity,
-            self.route_elsewhere,
+            self.route_elsewhere, self.topics,
         )  # fmt: skip
         self.sessions.add(session)
         session.start()

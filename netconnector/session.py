@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 
 from broker.core import wire
 from broker.core.broker import Broker
 from broker.core.queue import Consumer, Entry
+from broker.core.topics import is_network_queue, is_subscription_queue, network_queue
 from broker.errors import BrokerError
 from broker.pb import bridge_pb2
 from broker.pb.message_pb2 import Message
@@ -28,10 +30,14 @@ from netconnector.demand import Advertiser, DemandTable
 from netconnector.forwarding import may_forward
 from netconnector.hello import LinkTerms
 from netconnector.outbox import Frame
+from netconnector.topic_routes import TopicRoutes
 
 __all__ = ["MAX_FORWARD_BYTES", "NETWORK_PRIORITY", "REFUSED_RETRY", "BridgeSession"]
 
 log = logging.getLogger("netbroker.bridge")
+
+
+_SESSION_IDS = itertools.count(1)
 
 
 class _NetworkSink:
@@ -58,9 +64,16 @@ class BridgeSession:
         on_demand_change: Callable[[], None],
         capacity: Callable[[str, int, str], int],
         route_elsewhere: Callable[[str, Sequence[str], str], bool],
+        topics: TopicRoutes | None = None,
     ) -> None:
         self.broker = broker
         self.table = table
+        # Topic demand: where the network's topic subscriptions are. This session's
+        # entries in it are keyed by a name of its own (two links may join the same
+        # pair of brokers, one each way).
+        self.topics = topics if topics is not None else TopicRoutes(broker.config.path_name)
+        self.bridge_id = f"{terms.peer}#{next(_SESSION_IDS)}"
+        self._topics_sent: dict[tuple[str, str], int] | None = None
         self.terms = terms
         self.state = bs.BridgeState(terms, broker.config.path_name)
         self._write = write
@@ -104,6 +117,7 @@ class BridgeSession:
     def advertise(self) -> None:
         if self._advertiser is None or self.closed:
             return
+        self._advertise_topics()
         delta = self._advertiser.next_delta(self.table)
         if not delta:
             return
@@ -120,6 +134,20 @@ class BridgeSession:
         demand.extend(bridge_pb2.Demand(queue=queue, consumers=0) for queue in delta.removals)
         self._write(bridge_pb2.BridgeFrame(demand=demand))
 
+    def _advertise_topics(self) -> None:
+        """Tell the peer where topic subscriptions are, whole, when that changed."""
+        ad = self.topics.advertisement(
+            self.bridge_id, self.terms.advertise_ttl, self.terms.peer_in_paths
+        )
+        if ad == self._topics_sent:
+            return
+        self._topics_sent = ad
+        routes = [
+            bridge_pb2.TopicRoute(pattern=pattern, broker=broker, hops=hops)
+            for (pattern, broker), hops in sorted(ad.items())
+        ]
+        self._write(bridge_pb2.BridgeFrame(topics=bridge_pb2.TopicDemand(routes=routes)))
+
     def reconcile(self) -> None:
         """Make the network consumers match the peer's demand and the static includes."""
         if not self.terms.forwards or self.closed:
@@ -127,7 +155,11 @@ class BridgeSession:
         peer = self.terms.peer
         wanted = self.table.wanted_queues(peer, self.terms.network_ttl)
         remote = {q: d[0] for q in wanted if (d := self.table.remote(peer, q)) is not None}
-        self._carry(self.state.reconcile(wanted, list(self.broker.queues), remote))
+        # Internal queues (topic subscriptions, other bridges' topic messages) are never
+        # forwarded as queues; this bridge's own topic queue always is, while it is up.
+        queues = [q for q in self.broker.queues if not is_subscription_queue(q)]
+        topic_queue = network_queue(self.terms.peer_in_paths)
+        self._carry(self.state.reconcile(wanted, queues, remote, topic_queue))
 
     # -- carrying actions out ------------------------------------------------------
 
@@ -201,6 +233,16 @@ class BridgeSession:
         message_ttl = self.terms.message_ttl
         broker = self.broker
         route_elsewhere = self._route_elsewhere
+
+        if is_network_queue(queue):
+            # Topic messages come here already routed: to this peer, for brokers beyond
+            # it that they have not passed.
+            self.consumers[queue] = consumer = broker.subscribe(
+                queue, _NetworkSink(self, queue, sub), prefetch=self.terms.prefetch,
+                priority=priority, name=f"topics to {name}", remote=True,
+            )  # fmt: skip
+            self._subs[sub] = consumer
+            return
 
         def accepts(message: Message) -> bool:
             path = message.broker_path
@@ -294,6 +336,12 @@ class BridgeSession:
     # -- frames --------------------------------------------------------------------
 
     def on_frame(self, frame: bridge_pb2.BridgeFrame) -> None:
+        if frame.HasField("topics"):
+            entries = {(r.pattern, r.broker): r.hops for r in frame.topics.routes}
+            if self.terms.forwards and self.topics.set_remote(
+                self.bridge_id, self.terms.peer_in_paths, entries
+            ):
+                self._on_demand_change()
         if frame.demand:
             changed = False
             for d in frame.demand:
@@ -316,5 +364,6 @@ class BridgeSession:
         """The link is gone: unsent and unacknowledged messages return to their queues."""
         self._carry(self.state.close())
         self._outgoing.clear()
-        if self.table.drop_bridge(self.peer):
+        topics_dropped = self.topics.drop_bridge(self.bridge_id)
+        if self.table.drop_bridge(self.peer) or topics_dropped:
             self._on_demand_change()

@@ -114,15 +114,21 @@ class TopicRoutes:
                     best[key] = (here, bridge)
         return best
 
-    def advertisement(self, bridge: BridgeId, ttl: int) -> TopicAdvertisement:
-        """What this broker tells the neighbour behind `bridge`: entries it can reach
-        within `ttl` hops of the neighbour (the neighbour is one hop farther)."""
+    def advertisement(
+        self, bridge: BridgeId, ttl: int, peer: str | None = None
+    ) -> TopicAdvertisement:
+        """What this broker tells the neighbour behind `bridge` (broker `peer` in paths,
+        when the bridge has not said): entries it can reach within `ttl` hops of the
+        neighbour (one hop farther). Nothing learned from that neighbour, over any
+        bridge (two may join the same pair, one each way), goes back to it."""
         if ttl < 1:
             raise ValueError(f"a TTL must be at least 1, got {ttl}")
         out: TopicAdvertisement = {(pattern, self.me): 0 for pattern in self._local}
-        peer = self._peers.get(bridge)
+        peer = self._peers.get(bridge, peer)
         for key, (hops, via) in self._best().items():
             if via == bridge or key[1] == peer or hops + 1 > ttl:
+                continue
+            if peer is not None and self._peers.get(via) == peer:
                 continue
             out[key] = hops
         return out

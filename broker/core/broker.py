@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from broker.config import BrokerConfig
 from broker.core.commit import GroupCommitter
@@ -44,6 +45,7 @@ from broker.core.topics import (
     SubscriptionTable,
     Take,
     check_topic_name,
+    is_network_queue,
     is_subscription_queue,
 )
 from broker.errors import BrokerError, InvalidArgument, Unavailable
@@ -58,6 +60,17 @@ DemandListener = Callable[[str, int], None]
 # without ever reaching one (expired, purged): each message once. A bridge returns credit
 # to the broker that forwarded them.
 TakenListener = Callable[[list[Entry]], None]
+
+
+class TopicRouter(Protocol):
+    """Where a topic message goes beyond this broker's own subscriptions: plugged in by
+    the network of brokers."""
+
+    def route(self, message: Message) -> tuple[bool, list[tuple[str, list[str]]]]:
+        """(whether this broker's subscriptions get it, and the network queues to copy it
+        into, each with the brokers that copy is carried for). `message.broker_path`
+        already ends with this broker."""
+        ...
 
 
 def now_ms() -> int:
@@ -126,6 +139,7 @@ class Broker:
         self.published = 0
         self.dropped = 0
         self.demand_listeners: list[DemandListener] = []
+        self.topic_router: TopicRouter | None = None
         self.taken_listeners: list[TakenListener] = []
         # The message limits, read once: every message is checked against them.
         self._limits = (
@@ -278,6 +292,9 @@ class Broker:
         accepted: list[Entry] = []
         # Topic messages' copies, by the queue of the subscription each is for.
         fanned: list[tuple[str, Entry]] = []
+        # Ids written for the duplicate check with no message key of theirs (a forwarded
+        # topic message that only non-durable subscriptions took).
+        ids_only: list[str] = []
         claimed: list[str] = []
         nonpersistent_bytes = 0
         ids: list[str] = []
@@ -307,8 +324,9 @@ class Broker:
                 message.timestamp_ms = stamp
             message.broker_path.append(me)
             if message.topic:
-                nonpersistent_bytes += self._fan_out(message, visit, ops, fanned)
-                if fanned and fanned[-1][1].message is message:
+                in_memory, copied = self._fan_out(message, visit, ops, fanned, ids_only)
+                nonpersistent_bytes += in_memory
+                if copied:
                     claims[mid] = (visit, settled)
                     claimed.append(mid)
                 continue
@@ -337,7 +355,8 @@ class Broker:
         # write nor `settled`, on which resends of these ids wait.
         answer: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         done = functools.partial(
-            self._written, accepted, fanned, claimed, (settled, answer), nonpersistent_bytes, held
+            self._written, accepted, fanned, claimed, (settled, answer), nonpersistent_bytes, held,
+            ids_only,
         )
         if ops:
             ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
@@ -353,17 +372,26 @@ class Broker:
         return Sent(ids, duplicates, assigned)
 
     def _fan_out(
-        self, message: Message, visit: int, ops: list[Op], fanned: list[tuple[str, Entry]]
-    ) -> int:
-        """Copy a topic message into the queue of every subscription it matches now (the
-        copies are enqueued once the write is done); returns the bytes of the copies held
-        in memory only. A persistent message is stored once per durable subscription,
-        in the same write as the rest of its batch: its ack waits for every copy."""
+        self,
+        message: Message,
+        visit: int,
+        ops: list[Op],
+        fanned: list[tuple[str, Entry]],
+        ids_only: list[str],
+    ) -> tuple[int, bool]:
+        """Copy a topic message into the queue of every subscription it matches now, and
+        of every bridge the network routes it over (the copies are enqueued once the
+        write is done); returns the bytes of the copies held in memory only, and whether
+        there was any copy. A persistent message is stored once per durable
+        subscription and per bridge, in the same write as the rest of its batch: its ack
+        waits for every copy."""
         self.published += 1
-        subs = self.topics.match(message.destination)
-        if not subs:
+        router = self.topic_router
+        local, routes = (True, []) if router is None else router.route(message)
+        subs = self.topics.match(message.destination) if local else ()
+        if not subs and not routes:
             self.dropped += 1
-            return 0
+            return 0, False
         persistent = message.persistent
         data = message.SerializeToString() if persistent else None
         size = len(data) if data is not None else message.ByteSize()
@@ -380,9 +408,29 @@ class Broker:
             else:
                 fanned.append((sub.queue, TopicCopy(message, seq, size, None, data, stored=False)))
                 in_memory += size
-        if stored:
+        for queue, targets in routes:
+            copy = Message()
+            copy.CopyFrom(message)
+            del copy.topic_targets[:]
+            copy.topic_targets.extend(targets)
+            seq = self._next_seq()
+            if persistent:
+                copy_data = copy.SerializeToString()
+                key = self._key(queue, priority, seq)
+                ops.append((key, copy_data))
+                fanned.append((queue, Entry(copy, seq, len(copy_data), key, copy_data)))
+                stored = True
+            else:
+                fanned.append((queue, Entry(copy, seq, copy.ByteSize())))
+                in_memory += copy.ByteSize()
+        # Held for the duplicate check whenever a copy is stored, and for every persistent
+        # message that came over a bridge: a resend after a link drop is then answered
+        # as held, not delivered again.
+        if stored or (persistent and len(message.broker_path) > 1):
             ops.append((id_key(message.id), visit.to_bytes(2, "big")))
-        return in_memory
+            if not stored:
+                ids_only.append(message.id)
+        return in_memory, True
 
     def _claims_of(self, messages: list[Message]) -> set[asyncio.Future[BaseException | None]]:
         """The unsettled writes that hold an id of `messages`, for any visit.
@@ -407,6 +455,7 @@ class Broker:
         outcome: tuple[asyncio.Future[BaseException | None], ...],
         nonpersistent_bytes: int,
         held: dict[str, int],
+        ids_only: list[str],
         written: asyncio.Future[None],
     ) -> None:
         """A batch's write is done: enqueue it, or undo it if it failed. Runs from the
@@ -438,6 +487,9 @@ class Broker:
                 undone_ids.add(mid)
                 previous = held.get(mid, 0)
                 undo.append((id_key(mid), previous.to_bytes(2, "big") if previous else None))
+        for mid in ids_only:
+            previous = held.get(mid, 0)
+            undo.append((id_key(mid), previous.to_bytes(2, "big") if previous else None))
         if not undo:
             self._settle(claimed, *outcome, error=error)
             return
@@ -456,7 +508,7 @@ class Broker:
         by_queue = self.topics.by_queue
         gone: dict[str, list[Entry]] = {}
         for name, entry in fanned:
-            if name in by_queue:
+            if name in by_queue or is_network_queue(name):
                 self._queue(name).enqueue(entry)
                 self._dirty.add(name)
             else:
@@ -498,7 +550,8 @@ class Broker:
         credit_limit: int = 0,
         weight: int = 1,
     ) -> Consumer:
-        check_queue_name(queue)
+        if not (remote and is_network_queue(queue)):
+            check_queue_name(queue)
         if prefetch < 1:
             raise InvalidArgument(f"prefetch must be at least 1, got {prefetch}")
         consumer = Consumer(
@@ -614,7 +667,12 @@ class Broker:
                 continue
             self._queue(queue)
             known.add(queue)
-        for name in [n for n in self.queues if is_subscription_queue(n) and n not in known]:
+        # (A network queue has no record: its messages go on when its bridge is back.)
+        orphans = [
+            n for n in self.queues
+            if is_subscription_queue(n) and not is_network_queue(n) and n not in known
+        ]  # fmt: skip
+        for name in orphans:
             log.info("deleting the messages of a removed topic subscription")
             self._drop_queue(name, stored=True)
 

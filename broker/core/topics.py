@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -34,14 +35,26 @@ _MARK = "\x1e"
 NONDURABLE_PREFIX = _MARK + "t" + _MARK
 DURABLE_PREFIX = _MARK + "d" + _MARK
 SUBSCRIPTION_PREFIX = _MARK
+# A bridge's queue of topic messages on their way to the broker behind it (its path
+# name follows): the network's conduit subscription, one per neighbour.
+NETWORK_PREFIX = _MARK + "n" + _MARK
 
 # A publisher may name many topics: the match cache holds this many names at most.
 MATCH_CACHE_SIZE = 4096
 
 
 def is_subscription_queue(name: str) -> bool:
-    """Whether `name` is the internal queue of a topic subscription."""
+    """Whether `name` is the internal queue of a topic subscription (a network one too)."""
     return name.startswith(SUBSCRIPTION_PREFIX)
+
+
+def network_queue(peer: str) -> str:
+    """The queue of topic messages a bridge carries to the broker named `peer` in paths."""
+    return NETWORK_PREFIX + peer
+
+
+def is_network_queue(name: str) -> bool:
+    return name.startswith(NETWORK_PREFIX)
 
 
 def _check_text(what: str, value: str) -> str:
@@ -154,6 +167,9 @@ class SubscriptionTable:
         self._matcher = _Matcher()
         self._cache: dict[str, tuple[Subscription, ...]] = {}
         self._ids = itertools.count(1)
+        # Told whenever the set of subscriptions changes (the network advertises their
+        # patterns).
+        self.listeners: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return len(self.by_queue)
@@ -246,7 +262,12 @@ class SubscriptionTable:
             if not subs:
                 del matcher.exact[sub.pattern]
         self._cache.clear()
+        self._changed()
         return sub
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def _add(self, sub: Subscription) -> None:
         self.by_queue[sub.queue] = sub
@@ -263,6 +284,7 @@ class SubscriptionTable:
         else:
             matcher.exact.setdefault(sub.pattern, []).append(sub)
         self._cache.clear()
+        self._changed()
 
     # -- publishing ------------------------------------------------------------------
 
