@@ -99,28 +99,27 @@ class Delivery:
 
 
 class Consumer:
-    """A subscription to one queue on its own Consume stream (create with
-    :meth:`Client.subscribe`). Receive with :meth:`receive` or ``async for``."""
+    """A subscription to one queue, or to a topic, on its own Consume stream (create
+    with :meth:`Client.subscribe`). Receive with :meth:`receive` or ``async for``."""
 
     def __init__(
         self,
         client: StreamOwner,
-        queue: str,
+        destination: str,
         prefetch: int,
         auto_ack: bool,
-        priority: int,
-        name: str,
+        subscribe: client_pb2.Subscribe,
     ) -> None:
         """Use :meth:`Client.subscribe`."""
         self._client = client
         self._loop = client._loop
         self._thread = threading.get_ident()
-        self.queue = queue
+        # The queue, or the topic (pattern) subscribed to.
+        self.queue = destination
+        self.topic = subscribe.topic or None
         self.prefetch = prefetch
         self.auto_ack = auto_ack
-        self._subscribe = client_pb2.Subscribe(
-            queue=queue, prefetch=prefetch, priority=priority, name=name
-        )
+        self._subscribe = subscribe
         self._generation = 0  # which stream's deliveries can be acked
         self._buffer: deque[Delivery] = deque()
         self._available = asyncio.Event()

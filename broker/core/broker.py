@@ -583,7 +583,7 @@ class Broker:
         messages published while no subscriber holds it are kept for it (persistent ones
         in the store), and the same key resumes it, or with another pattern replaces it.
         Without, the subscription lives until `unsubscribe`. Raises InvalidArgument for a
-        bad pattern or key, SubscriptionBusy (FAILED_PRECONDITION) for a durable
+        bad pattern or key, SubscriptionBusy (ALREADY_EXISTS) for a durable
         subscription that has its subscriber already."""
         if prefetch < 1:
             raise InvalidArgument(f"prefetch must be at least 1, got {prefetch}")
@@ -617,7 +617,7 @@ class Broker:
 
     def unsubscribe_durable(self, client_id: str, sub_name: str) -> None:
         """Remove a durable subscription and every message kept for it. Raises NOT_FOUND
-        if there is none, FAILED_PRECONDITION while a subscriber holds it."""
+        if there is none, ALREADY_EXISTS while a subscriber holds it."""
         sub = self.topics.remove_durable(client_id, sub_name)
         record: list[Op] = [(subscription_key(client_id, sub_name), None)]
         self._drop_queue(sub.queue, stored=True, ops=record)

@@ -116,11 +116,13 @@ def durable_queue(client_id: str, subscription: str, generation: str) -> str:
 
 
 class SubscriptionBusy(BrokerError):
-    """A durable subscription already has its one subscriber."""
+    """A durable subscription already has its one subscriber. ALREADY_EXISTS rather than
+    FAILED_PRECONDITION: clients read the latter as "this broker does not serve, try the
+    next one", and another broker would not make the subscriber go away."""
 
     def __init__(self, client_id: str, subscription: str) -> None:
         super().__init__(
-            "FAILED_PRECONDITION",
+            "ALREADY_EXISTS",
             f"durable subscription {subscription!r} of client {client_id!r} already has "
             f"an active subscriber (one at a time)",
         )
@@ -237,7 +239,7 @@ class SubscriptionTable:
             )
         if sub.active:
             raise BrokerError(
-                "FAILED_PRECONDITION",
+                "ALREADY_EXISTS",
                 f"durable subscription {name!r} of client {client_id!r} has an active "
                 f"subscriber: it must leave before the subscription is removed",
             )

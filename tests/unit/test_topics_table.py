@@ -136,7 +136,7 @@ def test_durable_one_subscriber_at_a_time_and_keys_per_client() -> None:
     table.take_durable("c1", "s", "a", "g1")
     with pytest.raises(SubscriptionBusy, match="already has an active subscriber") as info:
         table.take_durable("c1", "s", "a", "g2")
-    assert info.value.code == "FAILED_PRECONDITION"
+    assert info.value.code == "ALREADY_EXISTS"
     # The same name under another client id is another subscription.
     assert table.take_durable("c2", "s", "a", "g3").kind is Take.NEW
     assert len(table.match("a")) == 2
@@ -158,7 +158,7 @@ def test_remove_durable() -> None:
     sub = table.take_durable("c", "s", "a", "g").subscription
     with pytest.raises(BrokerError, match="active subscriber") as info:
         table.remove_durable("c", "s")
-    assert info.value.code == "FAILED_PRECONDITION"
+    assert info.value.code == "ALREADY_EXISTS"
     table.release(sub.queue)
     assert table.remove_durable("c", "s") is sub
     assert table.match("a") == ()
