@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from broker.config import BrokerConfig
 from broker.core.broker import Broker
@@ -23,14 +24,26 @@ from broker.server.status import BridgeStatus, LinkState, Report
 from netconnector import bridge_service
 from netconnector.connector import Connector
 from netconnector.demand import DemandTable
+from netconnector.filters import DestinationFilter
 from netconnector.hello import LinkTerms, make_hello
 from netconnector.multicast import MulticastConnector, MulticastDiscovery
 from netconnector.outbox import Outbox
-from netconnector.session import BridgeSession
-from netconnector.topic_routes import TopicRoutes
+from netconnector.session import BridgeSession, topic_demand, topic_entries
+from netconnector.topic_routes import TopicAdvertisement, TopicRoutes
 from netconnector.uri import ConnectorSpec, parse_connector
 
 log = logging.getLogger("netbroker.network")
+
+# The store records of durable topic routes, one per neighbour (path name follows).
+TOPIC_RECORDS = "topics:"
+
+
+def _decode_routes(value: bytes) -> TopicAdvertisement:
+    try:
+        return topic_entries(bridge_pb2.TopicDemand.FromString(value))
+    except DecodeError:  # a damaged record: the link's next advertisement replaces it
+        log.warning("a stored topic route record could not be read; ignored")
+        return {}
 
 
 class Network:
@@ -48,6 +61,11 @@ class Network:
         self.broker: Broker | None = None
         self.table = DemandTable()
         self.topics = TopicRoutes(config.path_name)
+        # The destination filter of the last forwarding link to each neighbour (by path
+        # name), for topic messages routed to it while its link is down.
+        self._filters: dict[str, DestinationFilter] = {}
+        # Per neighbour, the durable topic entries as last written to the store.
+        self._persisted: dict[str, TopicAdvertisement] = {}
         self.sessions: set[BridgeSession] = set()
         self.connectors: list[Connector | MulticastConnector] = []
         # Zeroconf behind multicast:// connectors; None when there are none.
@@ -87,7 +105,12 @@ class Network:
         broker.topic_router = self
         for queue in broker.queues.values():
             self.table.set_local(queue.name, queue.local_consumers)
-        self.topics.set_local(broker.topics.patterns())
+        self._set_local_topics(broker)
+        self._persisted = {}
+        for name, value in broker.records(TOPIC_RECORDS):
+            entries = _decode_routes(value)
+            self.topics.restore(name[len(TOPIC_RECORDS) :], entries)
+            self._persisted[name[len(TOPIC_RECORDS) :]] = entries
         for connector in self.connectors:
             connector.start()
         if self.discovery is not None:
@@ -121,9 +144,33 @@ class Network:
         # Also on a new queue with no consumers: static includes may now apply to it.
         self.demand_changed()
 
+    def _persist_topic_routes(self) -> None:
+        """Keep each neighbour's durable topic entries in the store (replicated in a
+        group): a restarted broker or a new master routes persistent messages to a
+        durable subscription behind a bridge before its link is back."""
+        broker = self.broker
+        if broker is None:
+            return
+        now = self.topics.durable_entries()
+        for peer in set(now) | set(self._persisted):
+            entries = now.get(peer)
+            if entries == self._persisted.get(peer):
+                continue
+            value = topic_demand(entries).SerializeToString() if entries else None
+            broker.keep_record(TOPIC_RECORDS + peer, value)
+            if entries:
+                self._persisted[peer] = entries
+            else:
+                del self._persisted[peer]
+
     def _local_topics(self) -> None:
-        if self.broker is not None and self.topics.set_local(self.broker.topics.patterns()):
+        if self.broker is not None and self._set_local_topics(self.broker):
             self.demand_changed()
+
+    def _set_local_topics(self, broker: Broker) -> bool:
+        patterns = broker.topics.patterns()
+        durable = [p for p, subs in patterns.items() if any(s.durable for s in subs)]
+        return self.topics.set_local(patterns, durable)
 
     def route(self, message: Message) -> tuple[bool, list[tuple[str, list[str]]]]:
         """The broker's `TopicRouter`: whether this broker's subscriptions take a topic
@@ -132,18 +179,16 @@ class Network:
         # Published here (the path holds only this broker): every subscribed broker;
         # whatever targets a client wrote into it are not its to choose.
         targets = list(message.topic_targets) if len(path) > 1 else None
-        route = self.topics.route(message.destination, path, targets)
-        if not route.bridges:
-            return route.local, []
-        by_id = {s.bridge_id: s for s in self.sessions}
+        topic = message.destination
+        route = self.topics.route(topic, path, targets, message.persistent)
         out: list[tuple[str, list[str]]] = []
-        for bridge, carried in route.bridges.items():
-            session = by_id.get(bridge)
-            if session is None or session.closed:
+        for peer, carried in route.peers.items():
+            # excludedDestinations and friends apply to topics too (the link's, or the
+            # last one's while it is down).
+            patterns = self._filters.get(peer)
+            if patterns is not None and not patterns.forwards_dynamically(topic):
                 continue
-            if not session.terms.filter.forwards_dynamically(message.destination):
-                continue  # excludedDestinations and friends apply to topics too
-            out.append((network_queue(session.terms.peer_in_paths), sorted(carried)))
+            out.append((network_queue(peer), sorted(carried)))
         return route.local, out
 
     def demand_changed(self) -> None:
@@ -154,6 +199,7 @@ class Network:
 
     def _propagate(self) -> None:
         self._changed = False
+        self._persist_topic_routes()
         for session in list(self.sessions):
             session.advertise()
             session.reconcile()
@@ -214,12 +260,21 @@ class Network:
             self.route_elsewhere, self.topics,
         )  # fmt: skip
         self.sessions.add(session)
+        if terms.forwards:
+            self._filters[terms.peer_in_paths] = terms.filter
         session.start()
         return session
 
     def close_session(self, session: BridgeSession) -> None:
         session.close()
         self.sessions.discard(session)
+        peer = session.terms.peer_in_paths
+        linked = any(
+            s.terms.forwards and s.terms.peer_in_paths == peer and not s.closed
+            for s in self.sessions
+        )
+        if session.terms.forwards and not linked and self.topics.link_down(peer):
+            self.demand_changed()
 
     # -- hellos ----------------------------------------------------------------------
 
@@ -242,4 +297,3 @@ class Network:
 
     def install(self, server: grpc.aio.Server) -> None:
         bridge_service.install(server, self)
-

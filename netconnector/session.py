@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import itertools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -30,14 +29,25 @@ from netconnector.demand import Advertiser, DemandTable
 from netconnector.forwarding import may_forward
 from netconnector.hello import LinkTerms
 from netconnector.outbox import Frame
-from netconnector.topic_routes import TopicRoutes
+from netconnector.topic_routes import TopicAdvertisement, TopicRoutes
 
 __all__ = ["MAX_FORWARD_BYTES", "NETWORK_PRIORITY", "REFUSED_RETRY", "BridgeSession"]
 
 log = logging.getLogger("netbroker.bridge")
 
 
-_SESSION_IDS = itertools.count(1)
+def topic_demand(entries: TopicAdvertisement) -> bridge_pb2.TopicDemand:
+    """Topic demand on the wire (and in the store's records)."""
+    return bridge_pb2.TopicDemand(
+        routes=[
+            bridge_pb2.TopicRoute(pattern=pattern, broker=broker, hops=hops, durable=durable)
+            for (pattern, broker), (hops, durable) in sorted(entries.items())
+        ]
+    )
+
+
+def topic_entries(demand: bridge_pb2.TopicDemand) -> TopicAdvertisement:
+    return {(r.pattern, r.broker): (r.hops, r.durable) for r in demand.routes}
 
 
 class _NetworkSink:
@@ -68,12 +78,9 @@ class BridgeSession:
     ) -> None:
         self.broker = broker
         self.table = table
-        # Topic demand: where the network's topic subscriptions are. This session's
-        # entries in it are keyed by a name of its own (two links may join the same
-        # pair of brokers, one each way).
+        # Topic demand: where the network's topic subscriptions are, by neighbour.
         self.topics = topics if topics is not None else TopicRoutes(broker.config.path_name)
-        self.bridge_id = f"{terms.peer}#{next(_SESSION_IDS)}"
-        self._topics_sent: dict[tuple[str, str], int] | None = None
+        self._topics_sent: TopicAdvertisement | None = None
         self.terms = terms
         self.state = bs.BridgeState(terms, broker.config.path_name)
         self._write = write
@@ -136,17 +143,11 @@ class BridgeSession:
 
     def _advertise_topics(self) -> None:
         """Tell the peer where topic subscriptions are, whole, when that changed."""
-        ad = self.topics.advertisement(
-            self.bridge_id, self.terms.advertise_ttl, self.terms.peer_in_paths
-        )
+        ad = self.topics.advertisement(self.terms.peer_in_paths, self.terms.advertise_ttl)
         if ad == self._topics_sent:
             return
         self._topics_sent = ad
-        routes = [
-            bridge_pb2.TopicRoute(pattern=pattern, broker=broker, hops=hops)
-            for (pattern, broker), hops in sorted(ad.items())
-        ]
-        self._write(bridge_pb2.BridgeFrame(topics=bridge_pb2.TopicDemand(routes=routes)))
+        self._write(bridge_pb2.BridgeFrame(topics=topic_demand(ad)))
 
     def reconcile(self) -> None:
         """Make the network consumers match the peer's demand and the static includes."""
@@ -337,10 +338,8 @@ class BridgeSession:
 
     def on_frame(self, frame: bridge_pb2.BridgeFrame) -> None:
         if frame.HasField("topics"):
-            entries = {(r.pattern, r.broker): r.hops for r in frame.topics.routes}
-            if self.terms.forwards and self.topics.set_remote(
-                self.bridge_id, self.terms.peer_in_paths, entries
-            ):
+            entries = topic_entries(frame.topics)
+            if self.terms.forwards and self.topics.set_remote(self.terms.peer_in_paths, entries):
                 self._on_demand_change()
         if frame.demand:
             changed = False
@@ -364,6 +363,5 @@ class BridgeSession:
         """The link is gone: unsent and unacknowledged messages return to their queues."""
         self._carry(self.state.close())
         self._outgoing.clear()
-        topics_dropped = self.topics.drop_bridge(self.bridge_id)
-        if self.table.drop_bridge(self.peer) or topics_dropped:
+        if self.table.drop_bridge(self.peer):
             self._on_demand_change()

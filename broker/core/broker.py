@@ -38,6 +38,7 @@ from broker.core.store import (
     mark_key,
     message_key_prefix,
     parse_message_key,
+    record_key,
     subscription_key,
     subscription_record,
 )
@@ -675,6 +676,16 @@ class Broker:
         for name in orphans:
             log.info("deleting the messages of a removed topic subscription")
             self._drop_queue(name, stored=True)
+
+    # -- records of plugged-in layers -----------------------------------------------
+
+    def keep_record(self, name: str, value: bytes | None) -> None:
+        """Write (None: delete) a plugged-in layer's record through the committer, so a
+        slave holds it and a restart or a new master finds it; nobody waits."""
+        self._submit_logged([(record_key(name), value)])
+
+    def records(self, prefix: str) -> list[tuple[str, bytes]]:
+        return self.store.records(prefix)
 
     def topic_snapshot(self) -> list[TopicSnapshot]:
         """Subscriptions by the topic or pattern they subscribe to, for status."""

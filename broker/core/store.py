@@ -15,6 +15,8 @@ Key layout (raw bytes, byte-wise order):
     s <client id utf-8> 0x00 <subscription name utf-8>     -> a durable topic
                                                               subscription: its pattern,
                                                               0x00, its queue
+    x <name utf-8>                                         -> a record a plugged-in
+                                                              layer keeps (opaque bytes)
     z <name>                                               -> meta values (8 bytes BE)
 
 Ordering messages by inverted priority and then sequence makes a forward scan of a
@@ -118,6 +120,10 @@ def parse_message_key(key: bytes) -> tuple[str, int, int]:
 
 def mark_key(queue: str, priority: int) -> bytes:
     return b"h" + queue.encode() + b"\x00" + bytes((9 - priority,))
+
+
+def record_key(name: str) -> bytes:
+    return b"x" + name.encode()
 
 
 def subscription_key(client_id: str, name: str) -> bytes:
@@ -370,6 +376,11 @@ class Store:
                 value, "big"
             )
         return marks
+
+    def records(self, prefix: str) -> list[tuple[str, bytes]]:
+        """The plugged-in layers' records whose names start with `prefix`."""
+        start = record_key(prefix)
+        return [(key[1:].decode(), value) for key, value in self._range(start, _after(start))]
 
     def subscriptions(self) -> list[tuple[str, str, str, str]]:
         """Every durable topic subscription: (client id, name, pattern, queue)."""

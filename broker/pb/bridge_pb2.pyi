@@ -110,11 +110,13 @@ class TopicDemand(_message.Message):
     def __init__(self, routes: _Optional[_Iterable[_Union[TopicRoute, _Mapping]]] = ...) -> None: ...
 
 class TopicRoute(_message.Message):
-    __slots__ = ("pattern", "broker", "hops")
+    __slots__ = ("pattern", "broker", "hops", "durable")
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     BROKER_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
     pattern: str
     broker: str
     hops: int
-    def __init__(self, pattern: _Optional[str] = ..., broker: _Optional[str] = ..., hops: _Optional[int] = ...) -> None: ...
+    durable: bool
+    def __init__(self, pattern: _Optional[str] = ..., broker: _Optional[str] = ..., hops: _Optional[int] = ..., durable: _Optional[bool] = ...) -> None: ...

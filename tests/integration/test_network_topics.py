@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
 
 from broker.client import Client, Consumer, Delivery
 from tests.integration.test_network import cluster, wait_bridges
 from tests.support.aio import run
+from tests.support.faults import AbcCluster
 from tests.support.procs import BrokerProcess
 from tests.support.scenario import check_exactly_once
 
@@ -191,3 +195,53 @@ def test_a_bridge_killed_mid_forward_loses_no_topic_message(brokers: Start) -> N
         check_exactly_once(acked, [d for d in got if d.id in set(acked)], marked_ok=True)
 
     run(scenario())
+
+
+@pytest.fixture
+def abc(tmp_path: Path) -> Iterator[AbcCluster]:
+    started = AbcCluster(tmp_path)
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+
+
+@pytest.mark.parametrize("publisher_on", ["a", "B"])
+def test_a_durable_topic_subscription_across_a_failover_of_b(
+    abc: AbcCluster, publisher_on: str
+) -> None:
+    """ab_c: a durable subscriber on one side, a publisher through `failover:(…)` on
+    the other; B's master is killed -9 mid-stream. Every acknowledged message reaches the
+    subscriber, repeats only marked: B's copies (its subscription's, or its bridge's
+    topic queue) were replicated to the slave that takes over, and the receiver's
+    duplicate check knows a resend from the new master as the group's same forward."""
+
+    async def scenario() -> None:
+        await abc.ready()
+        pub_url, sub_url = (abc.a_url, abc.b_url) if publisher_on == "a" else (abc.b_url, abc.a_url)
+        async with await Client.connect(pub_url) as pc, await Client.connect(sub_url) as sc:
+            consumer = await durable(sc, "ticks", "s")
+            await routes_ready({publisher_on: pc}, [consumer], "ticks")
+            producer = pc.producer(max_in_flight=100)
+            got: list[Delivery] = []
+            futures = []
+            killed = False
+            for i in range(2000):
+                futures.append(await producer.publish("ticks", b"x", message_id=f"m{i}"))
+                if i % 50 == 0:
+                    while (d := await consumer.receive(timeout=0)) is not None:
+                        d.ack()
+                        if not d.id.startswith("probe-"):
+                            got.append(d)
+                if i == 800 and not killed:
+                    killed = True
+                    master = await abc.master()
+                    assert master is not None
+                    abc.group[master].kill()
+            await producer.flush()
+            acked = [f.result() for f in futures]
+            got += await drain(consumer, quiet=3.0)
+            await consumer.close()
+        check_exactly_once(acked, got, marked_ok=True)
+
+    run(scenario(), timeout=120)
