@@ -256,6 +256,12 @@ class Client:
         response = await self._admin("ListQueues", admin_pb2.ListQueuesRequest())
         return list(response.queues)
 
+    async def topics(self) -> admin_pb2.ListQueuesResponse:
+        """Topic subscriptions by topic (``topics``), each with its depth, and the topic
+        messages published and dropped (``published``, ``dropped``)."""
+        response = await self._admin("ListQueues", admin_pb2.ListQueuesRequest())
+        return response
+
     async def purge(self, queue: str) -> int:
         """Remove ``queue``'s pending messages (in-flight ones stay); return how many."""
         response = await self._admin("Purge", admin_pb2.PurgeRequest(queue=queue))
