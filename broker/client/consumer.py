@@ -292,7 +292,8 @@ class Consumer:
     async def _write(self, call: Any) -> None:
         await call.write(client_pb2.ConsumeRequest(subscribe=self._subscribe))
         self._streaming = True
-        _resolve(self._started, None)
+        if self.topic is None:
+            _resolve(self._started, None)
         while True:
             if not self._closing:
                 # Write when told to (enough acks, the timer, a receiver about to wait):
@@ -321,6 +322,10 @@ class Consumer:
                 if self._closing:
                     return
                 raise _StreamEnded("the broker ended the consume stream")
+            if self.topic is not None:
+                # A topic subscription is in place once the broker says so (its first,
+                # empty, response): only then does subscribe() return.
+                _resolve(self._started, None)
             if self._closing:
                 continue  # given back when the stream ends
             buffer.extend([Delivery(self, generation, d) for d in response.deliveries])
