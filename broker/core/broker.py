@@ -809,7 +809,12 @@ class Broker:
                 data = message.SerializeToString()
                 key = self._key(target, message.priority, seq)
                 ops.append((key, data))
-            moved.append(Entry(message, seq, entry.size, key, data))
+            dead_letter = Entry(message, seq, entry.size, key, data)
+            # Held where the original was: a persistent message's copy for a non-durable
+            # subscription was in memory only, and so is its dead letter (its size stays
+            # counted against the memory gate until it is consumed).
+            dead_letter.persistent = entry.persistent
+            moved.append(dead_letter)
             log.info("message %s of %s to %s: %s", old.id, old.destination, target, reason)
         if ops:
             ops.append((META_SEQ, self._seq.to_bytes(8, "big")))

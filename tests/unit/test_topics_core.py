@@ -260,3 +260,25 @@ def test_resend_of_a_durable_publish_is_not_fanned_out_twice(tmp_path: Path) -> 
         await _stop(broker)
 
     run(scenario())
+
+
+def test_expired_copy_of_a_nondurable_subscription_keeps_memory_counted(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker = await _broker(tmp_path)
+        broker.subscribe_topic("t", Collect(), 1)  # holds one in flight, never acks
+        message = _pub("t", "soon")
+        message.expiration_ms = 1  # long past
+        await broker.send([_pub("t", "first"), message])
+        broker.expire()
+        await _until(lambda: "DLQ.t" in broker.queues and broker.queues["DLQ.t"].pending == 1)
+        # In memory only, as the copy was; consumed from the DLQ, its memory is freed.
+        assert _stored_keys(broker.store) == []
+        held = broker.memory.used
+        sink = Collect()
+        consumer = broker.subscribe("DLQ.t", sink, 10)
+        await _until(lambda: len(sink.got) == 1)
+        broker.ack("DLQ.t", consumer, [sink.got[0][0]])
+        assert broker.memory.used == held - sink.got[0][1].size
+        await _stop(broker)
+
+    run(scenario())

@@ -173,3 +173,14 @@ def test_restore_durable_is_inactive() -> None:
     assert not sub.active
     assert table.match("a.b") == (sub,)
     assert table.take_durable("c", "s", "a.>", "new").kind is Take.RESUME
+
+
+def test_network_filters_never_forward_a_subscription_queue() -> None:
+    from netconnector.filters import DestinationFilter
+
+    table = SubscriptionTable()
+    queue = table.add_nondurable("orders").queue
+    everything = DestinationFilter(statically_included=[">"])
+    assert everything.forwards_statically("orders")
+    assert not everything.forwards_statically(queue)
+    assert not everything.forwards_dynamically(queue)
