@@ -208,6 +208,10 @@ class Broker:
         if message.topic:
             if name not in self._valid_topics:
                 check_topic_name(name)
+                # Publishing creates nothing, so names are not bounded by queues: the
+                # cache is (a flood of one-off topic names only costs their checks).
+                if len(self._valid_topics) >= 4096:
+                    self._valid_topics.clear()
                 self._valid_topics.add(name)
         elif name not in self._valid_names:
             check_queue_name(name)
@@ -371,7 +375,8 @@ class Broker:
         stored = False
         priority = message.priority
         for sub in subs:
-            seq = self._next_seq()
+            self._seq += 1
+            seq = self._seq
             if persistent and sub.durable is not None:
                 key = self._key(sub.queue, priority, seq)
                 ops.append((key, data))
