@@ -369,7 +369,10 @@ class Broker:
             self.dropped += 1
             return 0
         persistent = message.persistent
-        data = message.SerializeToString() if persistent else None
+        # Serialized once for all copies: each delivery embeds these bytes (for a
+        # non-persistent message held by one subscription alone, holding its bytes too
+        # would double what it costs, as for a queue).
+        data = message.SerializeToString() if persistent or len(subs) > 1 else None
         size = len(data) if data is not None else message.ByteSize()
         in_memory = 0
         stored = False
