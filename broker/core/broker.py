@@ -60,6 +60,12 @@ DemandListener = Callable[[str, int], None]
 TakenListener = Callable[[list[Entry]], None]
 
 
+# How many recently published topic message ids are remembered for the duplicate check
+# of resends: a producer resends what was unacknowledged when its stream broke, which is
+# at most what it had in flight (the client's default: 5,000).
+PUBLISHED_IDS = 65_536
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -140,6 +146,10 @@ class Broker:
         self._oldest_ack = 0
         self._valid_names: set[str] = set()
         self._valid_topics: set[str] = set()
+        # Ids of the topic messages published lately, oldest first: a resend (a producer
+        # whose stream broke before its ack) is a duplicate, not fanned out again, also
+        # when no copy of it is in the store to say so (no durable subscription took it).
+        self._published_ids: dict[str, None] = {}
         self._prefixes: dict[str, list[bytes]] = {}
         # Ids whose write is under way -> the visit it stores and its outcome: held for
         # the duplicate check only once enqueued.
@@ -300,8 +310,10 @@ class Broker:
             # same visit is a duplicate.
             visit = len(message.broker_path) + 1
             claim = claims.get(mid)
-            if (claim is not None and claim[1] is settled) or (
-                message.persistent and held.get(mid, 0) >= visit
+            if (
+                (claim is not None and claim[1] is settled)
+                or (message.persistent and held.get(mid, 0) >= visit)
+                or (message.topic and mid in self._published_ids)
             ):
                 # Held and durable (or twice in this batch, answered with it): acknowledged,
                 # not stored twice.
@@ -426,6 +438,10 @@ class Broker:
                 self._dirty.add(entry.message.destination)
             if fanned:
                 self._enqueue_copies(fanned)
+                excess = len(self._published_ids) - PUBLISHED_IDS
+                if excess > 0:
+                    for mid in list(itertools.islice(self._published_ids, excess)):
+                        del self._published_ids[mid]
             self._schedule_dispatch()
             self._settle(claimed, *outcome, error=None)
             return
@@ -463,7 +479,9 @@ class Broker:
     def _enqueue_copies(self, fanned: list[tuple[str, Entry]]) -> None:
         by_queue = self.topics.by_queue
         gone: dict[str, list[Entry]] = {}
+        published = self._published_ids
         for name, entry in fanned:
+            published[entry.message.id] = None
             if name in by_queue:
                 self._queue(name).enqueue(entry)
                 self._dirty.add(name)

@@ -282,3 +282,21 @@ def test_expired_copy_of_a_nondurable_subscription_keeps_memory_counted(tmp_path
         await _stop(broker)
 
     run(scenario())
+
+
+def test_resend_to_nondurable_subscriptions_is_a_duplicate(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker = await _broker(tmp_path)
+        sink = Collect()
+        broker.subscribe_topic("t", sink, 10)
+        first = await broker.send([_pub("t", "once"), _pub("t", "np", persistent=False)])
+        # A producer whose stream broke before the ack sends both again.
+        again = await broker.send([_pub("t", "once"), _pub("t", "np", persistent=False)])
+        assert first.duplicates == [] and again.duplicates == [0, 1]
+        await _until(lambda: len(sink.got) == 2)
+        await asyncio.sleep(0.05)
+        assert sink.ids == ["once", "np"]
+        assert broker.published == 2
+        await _stop(broker)
+
+    run(scenario())
