@@ -55,7 +55,14 @@ class Delivery:
 
     @property
     def queue(self) -> str:
+        """The message's destination: its queue, or the topic it was published to."""
         return self._pb.message.destination
+
+    @property
+    def topic(self) -> str | None:
+        """The topic the message was published to; None for a queue's message."""
+        message = self._pb.message
+        return message.destination if message.topic else None
 
     @property
     def headers(self) -> dict[str, str]:

@@ -10,6 +10,7 @@ received after, lost 0, repeats only marked redelivered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -114,6 +115,14 @@ def test_live_durable_subscriber_through_a_kill_of_the_master(
                     tally.on_received(int(d.body), d.redelivered)
                     d.ack()
 
+            def settled(number: int, future: asyncio.Future[str]) -> None:
+                if not future.cancelled() and future.exception() is None:
+                    tally.on_ack(number, time.monotonic())
+                else:
+                    tally.on_failed(
+                        number, "cancelled" if future.cancelled() else repr(future.exception())
+                    )
+
             consumer = asyncio.create_task(consume())
             async with await Client.connect(url) as pub_client:
                 producer = pub_client.producer(max_in_flight=200)
@@ -121,13 +130,7 @@ def test_live_durable_subscriber_through_a_kill_of_the_master(
                 for i in range(6_000):
                     number = tally.on_sent()
                     future = await producer.publish("orders.eu", str(number).encode())
-                    future.add_done_callback(
-                        lambda f, n=number: (
-                            tally.on_ack(n, time.monotonic())
-                            if not f.cancelled() and f.exception() is None
-                            else tally.on_failed(n, repr(f.exception()))
-                        )
-                    )
+                    future.add_done_callback(functools.partial(settled, number))
                     if i == 2_000:
                         procs[master].kill()
                         killed_at = time.monotonic()
