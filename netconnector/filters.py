@@ -21,6 +21,7 @@ from broker.core.patterns import (
     compile_patterns,
     matches,
 )
+from broker.core.topics import is_subscription_queue
 
 __all__ = [
     "ANY_SEGMENT",
@@ -101,7 +102,11 @@ class DestinationFilter:
         cached = self._cache.get(queue)
         if cached is not None:
             return cached
-        if self._excluded is not None and self._excluded.fullmatch(queue):
+        if is_subscription_queue(queue):
+            # A topic subscription's own queue is no destination: its copies are for
+            # its subscriber here, whatever pattern (`>`) would include it.
+            result = (False, False)
+        elif self._excluded is not None and self._excluded.fullmatch(queue):
             result = (False, False)
         else:
             dynamic = self._dynamic is None or self._dynamic.fullmatch(queue) is not None

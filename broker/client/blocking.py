@@ -100,6 +100,9 @@ class BlockingClient:
     def queues(self) -> list[admin_pb2.QueueInfo]:
         return self._run(self._client.queues())
 
+    def topics(self) -> admin_pb2.ListQueuesResponse:
+        return self._run(self._client.topics())
+
     def purge(self, queue: str) -> int:
         return self._run(self._client.purge(queue))
 

@@ -204,9 +204,11 @@ class Client:
         names (one at a time); with another topic it is replaced. Remove it with
         :meth:`unsubscribe`.
 
-        Returns once the subscription is sent; the broker's refusal (a bad name, a
-        durable subscription held by another subscriber) is raised by the first
-        ``receive``."""
+        A queue consumer is returned once its subscription is sent: the broker's refusal
+        (a bad queue name) is raised by the first ``receive``. A topic subscriber is
+        returned once the broker has it in place, so that it receives everything
+        published after; a refusal (a bad pattern, a durable subscription held by
+        another subscriber) is raised here."""
         self._check_open()
         if (queue is None) == (topic is None):
             raise ValueError("subscribe to a queue or to a topic= (one of the two)")
@@ -255,6 +257,12 @@ class Client:
         """Every queue the broker holds, with its depth and counters."""
         response = await self._admin("ListQueues", admin_pb2.ListQueuesRequest())
         return list(response.queues)
+
+    async def topics(self) -> admin_pb2.ListQueuesResponse:
+        """Topic subscriptions by topic (``topics``), each with its depth, and the topic
+        messages published and dropped (``published``, ``dropped``)."""
+        response = await self._admin("ListQueues", admin_pb2.ListQueuesRequest())
+        return response
 
     async def purge(self, queue: str) -> int:
         """Remove ``queue``'s pending messages (in-flight ones stay); return how many."""

@@ -55,7 +55,14 @@ class Delivery:
 
     @property
     def queue(self) -> str:
+        """The message's destination: its queue, or the topic it was published to."""
         return self._pb.message.destination
+
+    @property
+    def topic(self) -> str | None:
+        """The topic the message was published to; None for a queue's message."""
+        message = self._pb.message
+        return message.destination if message.topic else None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -292,7 +299,8 @@ class Consumer:
     async def _write(self, call: Any) -> None:
         await call.write(client_pb2.ConsumeRequest(subscribe=self._subscribe))
         self._streaming = True
-        _resolve(self._started, None)
+        if self.topic is None:
+            _resolve(self._started, None)
         while True:
             if not self._closing:
                 # Write when told to (enough acks, the timer, a receiver about to wait):
@@ -321,6 +329,10 @@ class Consumer:
                 if self._closing:
                     return
                 raise _StreamEnded("the broker ended the consume stream")
+            if self.topic is not None:
+                # A topic subscription is in place once the broker says so (its first,
+                # empty, response): only then does subscribe() return.
+                _resolve(self._started, None)
             if self._closing:
                 continue  # given back when the stream ends
             buffer.extend([Delivery(self, generation, d) for d in response.deliveries])

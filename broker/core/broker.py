@@ -74,6 +74,12 @@ class TopicRouter(Protocol):
         ...
 
 
+# How many recently published topic message ids are remembered for the duplicate check
+# of resends: a producer resends what was unacknowledged when its stream broke, which is
+# at most what it had in flight (the client's default: 5,000).
+PUBLISHED_IDS = 65_536
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -155,6 +161,10 @@ class Broker:
         self._oldest_ack = 0
         self._valid_names: set[str] = set()
         self._valid_topics: set[str] = set()
+        # Ids of the topic messages published lately, oldest first: a resend (a producer
+        # whose stream broke before its ack) is a duplicate, not fanned out again, also
+        # when no copy of it is in the store to say so (no durable subscription took it).
+        self._published_ids: dict[str, None] = {}
         self._prefixes: dict[str, list[bytes]] = {}
         # Ids whose write is under way -> the visit it stores and its outcome: held for
         # the duplicate check only once enqueued.
@@ -223,6 +233,10 @@ class Broker:
         if message.topic:
             if name not in self._valid_topics:
                 check_topic_name(name)
+                # Publishing creates nothing, so names are not bounded by queues: the
+                # cache is (a flood of one-off topic names only costs their checks).
+                if len(self._valid_topics) >= 4096:
+                    self._valid_topics.clear()
                 self._valid_topics.add(name)
         elif name not in self._valid_names:
             check_queue_name(name)
@@ -314,8 +328,10 @@ class Broker:
             # same visit is a duplicate.
             visit = len(message.broker_path) + 1
             claim = claims.get(mid)
-            if (claim is not None and claim[1] is settled) or (
-                message.persistent and held.get(mid, 0) >= visit
+            if (
+                (claim is not None and claim[1] is settled)
+                or (message.persistent and held.get(mid, 0) >= visit)
+                or (message.topic and mid in self._published_ids)
             ):
                 # Held and durable (or twice in this batch, answered with it): acknowledged,
                 # not stored twice.
@@ -394,13 +410,17 @@ class Broker:
             self.dropped += 1
             return 0, False
         persistent = message.persistent
-        data = message.SerializeToString() if persistent else None
+        # Serialized once for all copies: each delivery embeds these bytes (for a
+        # non-persistent message held by one subscription alone, holding its bytes too
+        # would double what it costs, as for a queue).
+        data = message.SerializeToString() if persistent or len(subs) > 1 else None
         size = len(data) if data is not None else message.ByteSize()
         in_memory = 0
         stored = False
         priority = message.priority
         for sub in subs:
-            seq = self._next_seq()
+            self._seq += 1
+            seq = self._seq
             if persistent and sub.durable is not None:
                 key = self._key(sub.queue, priority, seq)
                 ops.append((key, data))
@@ -468,6 +488,10 @@ class Broker:
                 self._dirty.add(entry.message.destination)
             if fanned:
                 self._enqueue_copies(fanned)
+                excess = len(self._published_ids) - PUBLISHED_IDS
+                if excess > 0:
+                    for mid in list(itertools.islice(self._published_ids, excess)):
+                        del self._published_ids[mid]
             self._schedule_dispatch()
             self._settle(claimed, *outcome, error=None)
             return
@@ -508,7 +532,9 @@ class Broker:
     def _enqueue_copies(self, fanned: list[tuple[str, Entry]]) -> None:
         by_queue = self.topics.by_queue
         gone: dict[str, list[Entry]] = {}
+        published = self._published_ids
         for name, entry in fanned:
+            published[entry.message.id] = None
             if name in by_queue or is_network_queue(name):
                 self._queue(name).enqueue(entry)
                 self._dirty.add(name)
@@ -878,7 +904,12 @@ class Broker:
                 data = message.SerializeToString()
                 key = self._key(target, message.priority, seq)
                 ops.append((key, data))
-            moved.append(Entry(message, seq, entry.size, key, data))
+            dead_letter = Entry(message, seq, entry.size, key, data)
+            # Held where the original was: a persistent message's copy for a non-durable
+            # subscription was in memory only, and so is its dead letter (its size stays
+            # counted against the memory gate until it is consumed).
+            dead_letter.persistent = entry.persistent
+            moved.append(dead_letter)
             log.info("message %s of %s to %s: %s", old.id, old.destination, target, reason)
         if ops:
             ops.append((META_SEQ, self._seq.to_bytes(8, "big")))

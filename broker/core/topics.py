@@ -41,6 +41,9 @@ NETWORK_PREFIX = _MARK + "n" + _MARK
 
 # A publisher may name many topics: the match cache holds this many names at most.
 MATCH_CACHE_SIZE = 4096
+# Durable subscriptions one broker keeps: each costs a queue in memory even while its
+# subscriber is away, so their number is bounded as any input is.
+MAX_DURABLE_SUBSCRIPTIONS = 10_000
 
 
 def is_subscription_queue(name: str) -> bool:
@@ -200,6 +203,12 @@ class SubscriptionTable:
             known.active = True
             known.label = label
             return DurableTake(Take.RESUME, known)
+        if known is None and len(self.durables) >= MAX_DURABLE_SUBSCRIPTIONS:
+            raise BrokerError(
+                "RESOURCE_EXHAUSTED",
+                f"this broker holds {len(self.durables):,} durable subscriptions, its "
+                f"limit: remove one (unsubscribe) before subscribing {name!r} of {client_id!r}",
+            )
         if known is not None:
             self.remove(known.queue)
         sub = Subscription(durable_queue(client_id, name, generation), pattern, key, True, label)

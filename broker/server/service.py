@@ -237,6 +237,10 @@ class ClientService(client_pb2_grpc.BrokerServicer):
 
         reader = asyncio.create_task(read())
         try:
+            if sub.topic:
+                # An empty response says the subscription is in place: a subscriber that
+                # waits for it knows it sees everything published from then on.
+                yield b""
             while True:
                 await sink.wake.wait()
                 if sink.error is not None:

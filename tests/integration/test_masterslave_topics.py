@@ -9,11 +9,14 @@ received after, lost 0, repeats only marked redelivered.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from typing import Any
 
 from broker.client import Client, Delivery
 from tests.support.aio import run
+from tests.support.faults import Tally
 from tests.support.groups import Start, start_group, wait_in_sync, wait_master
 from tests.support.scenario import check_exactly_once
 from tests.support.zk import Ensemble
@@ -84,3 +87,62 @@ def test_durable_subscription_across_failover(brokers: Start, zookeeper: Ensembl
         assert unmarked_repeats == 0
 
     run(scenario(), timeout=180)
+
+
+def test_live_durable_subscriber_through_a_kill_of_the_master(
+    brokers: Start, zookeeper: Ensemble
+) -> None:
+    """Publisher and durable subscriber both on `failover:(b,c)`, running while the
+    master is killed: the subscriber resubscribes on the new master and gets the rest."""
+    procs = start_group(brokers, zookeeper, ["b", "c"], replicas=2)
+
+    async def scenario() -> None:
+        master = await wait_in_sync(procs)
+        url = f"failover:({procs['b'].url},{procs['c'].url})"
+        tally = Tally()
+        done = asyncio.Event()
+        async with await Client.connect(url) as sub_client:
+            subscriber = await sub_client.subscribe(**DURABLE, prefetch=200)
+
+            async def consume() -> None:
+                idle = 0.0
+                while not (done.is_set() and idle >= 2.0):
+                    d = await subscriber.receive(timeout=0.5)
+                    if d is None:
+                        idle += 0.5
+                        continue
+                    idle = 0.0
+                    tally.on_received(int(d.body), d.redelivered)
+                    d.ack()
+
+            def settled(number: int, future: asyncio.Future[str]) -> None:
+                if not future.cancelled() and future.exception() is None:
+                    tally.on_ack(number, time.monotonic())
+                else:
+                    tally.on_failed(
+                        number, "cancelled" if future.cancelled() else repr(future.exception())
+                    )
+
+            consumer = asyncio.create_task(consume())
+            async with await Client.connect(url) as pub_client:
+                producer = pub_client.producer(max_in_flight=200)
+                killed_at = 0.0
+                for i in range(6_000):
+                    number = tally.on_sent()
+                    future = await producer.publish("orders.eu", str(number).encode())
+                    future.add_done_callback(functools.partial(settled, number))
+                    if i == 2_000:
+                        procs[master].kill()
+                        killed_at = time.monotonic()
+                    if i % 50 == 0:
+                        await asyncio.sleep(0.005)
+                await producer.flush()
+                await producer.close()
+            print(f"all publishes acknowledged {time.monotonic() - killed_at:.2f}s after the kill")
+            done.set()
+            await asyncio.wait_for(consumer, 120)
+            await subscriber.close()
+        tally.check()
+        assert len(tally.acked) == tally.sent
+
+    run(scenario(), timeout=240)

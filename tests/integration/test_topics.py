@@ -55,10 +55,8 @@ def test_fan_out_to_n_subscribers_with_wildcards(broker: BrokerProcess) -> None:
             patterns = ["prices.eu", "prices.eu", "prices.eu", "prices.*", "prices.>"]
             subscribers = [await client.subscribe(topic=p, prefetch=200) for p in patterns]
             other = await client.subscribe(topic="news.*", prefetch=10)
-            # Subscribed once the broker lists them (subscribe only sends the request).
-            await wait_for(
-                lambda: _subscriptions(client, 3), 10, "the subscriptions to be registered"
-            )
+            # subscribe() returns once the broker has the subscription in place.
+            assert await _subscriptions(client, 3)
             n = 2_000
             sent = await publish_many(client, "prices.eu", [f"{i}".encode() for i in range(n)])
             deep = await publish_many(client, "prices.eu.paris", [b"deep"] * 10, persistent=False)
@@ -66,7 +64,7 @@ def test_fan_out_to_n_subscribers_with_wildcards(broker: BrokerProcess) -> None:
             for got in results:
                 check_exactly_once(sent, got)
                 assert [d.body for d in got] == [f"{i}".encode() for i in range(n)]
-                assert all(d.queue == "prices.eu" and d.message.topic for d in got)
+                assert all(d.topic == "prices.eu" and d.queue == "prices.eu" for d in got)
             tail = await take_all(subscribers[4], n + 10)
             check_exactly_once(sent + deep, tail)
             assert await other.receive(timeout=0.2) is None
@@ -97,9 +95,8 @@ def test_refusals_are_invalid_argument(broker: BrokerProcess) -> None:
             with pytest.raises(BrokerError, match="wildcard") as info:
                 await client.publish("prices.*", b"x")
             assert info.value.code == "INVALID_ARGUMENT"
-            bad = await client.subscribe(topic="prices.>.eu")
             with pytest.raises(BrokerError, match="last segment") as info:
-                await bad.receive(timeout=5)
+                await client.subscribe(topic="prices.>.eu")
             assert info.value.code == "INVALID_ARGUMENT"
             with pytest.raises(ValueError, match="client_id"):
                 await client.subscribe(topic="prices", subscription="s")
@@ -122,16 +119,11 @@ def test_refusals_are_invalid_argument(broker: BrokerProcess) -> None:
                 assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             # The broker is unharmed.
             ok = await client.subscribe(topic="prices")
-            await wait_for(lambda: _has(client, "prices"), 10, "the subscription")
             await client.publish("prices", b"fine")
             got = await ok.receive(timeout=5)
             assert got is not None and got.body == b"fine"
 
     run(scenario())
-
-
-async def _has(client: Client, topic: str) -> bool:
-    return topic in await topics_of(client)
 
 
 def test_durable_subscription_offline_online_across_kill_9(brokers: Any, tmp_path: Any) -> None:
@@ -146,9 +138,8 @@ def test_durable_subscription_offline_online_across_kill_9(brokers: Any, tmp_pat
         async with await Client.connect(proc.url) as client:
             first = await client.subscribe(**durable, prefetch=50)
             # A second subscriber to the same durable subscription is refused, clearly.
-            second = await client.subscribe(**durable)
             with pytest.raises(BrokerError, match="already has an active subscriber") as info:
-                await second.receive(timeout=5)
+                await client.subscribe(**durable)
             assert info.value.code == "ALREADY_EXISTS"
             before = await publish_many(client, "orders.eu", [b"b%d" % i for i in range(100)])
             got = []

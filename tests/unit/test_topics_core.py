@@ -260,3 +260,43 @@ def test_resend_of_a_durable_publish_is_not_fanned_out_twice(tmp_path: Path) -> 
         await _stop(broker)
 
     run(scenario())
+
+
+def test_expired_copy_of_a_nondurable_subscription_keeps_memory_counted(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker = await _broker(tmp_path)
+        broker.subscribe_topic("t", Collect(), 1)  # holds one in flight, never acks
+        message = _pub("t", "soon")
+        message.expiration_ms = 1  # long past
+        await broker.send([_pub("t", "first"), message])
+        broker.expire()
+        await _until(lambda: "DLQ.t" in broker.queues and broker.queues["DLQ.t"].pending == 1)
+        # In memory only, as the copy was; consumed from the DLQ, its memory is freed.
+        assert _stored_keys(broker.store) == []
+        held = broker.memory.used
+        sink = Collect()
+        consumer = broker.subscribe("DLQ.t", sink, 10)
+        await _until(lambda: len(sink.got) == 1)
+        broker.ack("DLQ.t", consumer, [sink.got[0][0]])
+        assert broker.memory.used == held - sink.got[0][1].size
+        await _stop(broker)
+
+    run(scenario())
+
+
+def test_resend_to_nondurable_subscriptions_is_a_duplicate(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker = await _broker(tmp_path)
+        sink = Collect()
+        broker.subscribe_topic("t", sink, 10)
+        first = await broker.send([_pub("t", "once"), _pub("t", "np", persistent=False)])
+        # A producer whose stream broke before the ack sends both again.
+        again = await broker.send([_pub("t", "once"), _pub("t", "np", persistent=False)])
+        assert first.duplicates == [] and again.duplicates == [0, 1]
+        await _until(lambda: len(sink.got) == 2)
+        await asyncio.sleep(0.05)
+        assert sink.ids == ["once", "np"]
+        assert broker.published == 2
+        await _stop(broker)
+
+    run(scenario())

@@ -173,3 +173,50 @@ def test_restore_durable_is_inactive() -> None:
     assert not sub.active
     assert table.match("a.b") == (sub,)
     assert table.take_durable("c", "s", "a.>", "new").kind is Take.RESUME
+
+
+def test_network_filters_never_forward_a_subscription_queue() -> None:
+    from netconnector.filters import DestinationFilter
+
+    table = SubscriptionTable()
+    queue = table.add_nondurable("orders").queue
+    everything = DestinationFilter(statically_included=[">"])
+    assert everything.forwards_statically("orders")
+    assert not everything.forwards_statically(queue)
+    assert not everything.forwards_dynamically(queue)
+
+
+def test_a_topic_copy_is_an_entry_with_every_field() -> None:
+    from broker.core.copies import TopicCopy
+    from broker.core.queue import Entry
+    from broker.pb.message_pb2 import Message
+
+    message = Message(id="m", destination="t", priority=7, persistent=True, topic=True)
+    plain = Entry(message, 3, 10, b"k", b"d")
+    copy = TopicCopy(message, 3, 10, b"k", b"d", stored=False)
+    # Every field Entry has, set (a field Entry gains must be set by TopicCopy too).
+    for name in Entry.__slots__:
+        assert hasattr(copy, name), name
+        if name != "persistent":
+            assert getattr(copy, name) == getattr(plain, name), name
+    assert not copy.persistent
+    # A redelivery changes this copy's message only.
+    assert copy.count_redelivery() == 1
+    assert message.redelivery_count == 0 and copy.message.redelivery_count == 1
+    assert copy.count_redelivery() == 2
+
+
+def test_durable_subscriptions_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker.core import topics
+
+    monkeypatch.setattr(topics, "MAX_DURABLE_SUBSCRIPTIONS", 3)
+    table = SubscriptionTable()
+    for i in range(3):
+        table.release(table.take_durable("c", f"s{i}", "a", f"g{i}").subscription.queue)
+    with pytest.raises(BrokerError, match="3 durable subscriptions, its limit") as info:
+        table.take_durable("c", "s3", "a", "g3")
+    assert info.value.code == "RESOURCE_EXHAUSTED"
+    # Resuming or replacing a known one is no new subscription.
+    assert table.take_durable("c", "s0", "b", "g4").kind is Take.REPLACE
+    table.remove_durable("c", "s1")
+    assert table.take_durable("c", "s3", "a", "g5").kind is Take.NEW
