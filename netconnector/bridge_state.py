@@ -265,10 +265,13 @@ class BridgeState:
         wanted: Mapping[str, int],
         queues: Iterable[str],
         remote_consumers: Mapping[str, int],
+        topic_queue: str | None = None,
     ) -> list[Action]:
         """Make the network consumers match the peer's demand (`wanted`: queue -> distance,
         from the demand table) and the static includes among this broker's `queues`.
-        `remote_consumers`: how many consumers the peer has per queue, for weights."""
+        `remote_consumers`: how many consumers the peer has per queue, for weights.
+        `topic_queue`: the queue of topic messages routed to the peer, always forwarded
+        (the routing chose this peer already), with credit back as the peer stores them."""
         if not self.terms.forwards or self.closed:
             return []
         terms = self.terms
@@ -282,6 +285,8 @@ class BridgeState:
             if queue not in desired and terms.filter.forwards_statically(queue):
                 # Forwarded with or without demand, behind any dynamic route.
                 desired[queue] = terms.network_ttl + 1
+        if topic_queue is not None:
+            desired[topic_queue] = 1
         self._dynamic = dynamic
         actions: list[Action] = []
         prefetch = terms.prefetch
@@ -297,8 +302,9 @@ class BridgeState:
                 self._next_sub += 1
                 self._subs[queue] = _Sub(handle, prefetch, limit, priority, weight)
                 actions.append(Subscribe(queue, handle, priority, weight, limit))
+                what = "topics" if queue == topic_queue else queue
                 actions.append(
-                    Log("info", f"forwarding {queue} to {terms.peer} (distance {distance})")
+                    Log("info", f"forwarding {what} to {terms.peer} (distance {distance})")
                 )
                 continue
             if sub.draining:

@@ -1,112 +1,43 @@
-"""Destination patterns: which queues a network connector may forward.
+"""Destination filters: which queues a network connector may forward.
 
-Queue names are read as dot-separated segments (`orders.eu.paris`). A pattern is a queue
-name whose segments may also be wildcards, as in ActiveMQ:
-
-* `*` matches exactly one segment: `orders.*` matches `orders.eu` but not `orders` or
-  `orders.eu.paris`;
-* `>` matches one or more trailing segments and may only be the last segment:
-  `orders.>` matches `orders.eu` and `orders.eu.paris` but not `orders`; `>` alone
-  matches every queue.
-
-A wildcard must be a whole segment: `orders*` or `a.>b` are rejected rather than read as
-literals, because an operator who writes them almost certainly expects a glob and would
-otherwise get a filter that silently matches nothing. Empty segments (`orders..eu`,
-`orders.`) are rejected for the same reason: they are typos far more often than names.
-
-`DestinationFilter` combines a connector's three pattern lists with ActiveMQ's precedence
-(an excluded queue is never forwarded, whatever includes it).
+The patterns are those of `broker.core.patterns` (dot-separated segments, `*` for one
+segment, `>` for the rest, ActiveMQ's syntax). `DestinationFilter` combines a
+connector's three pattern lists with ActiveMQ's precedence (an excluded queue is never
+forwarded, whatever includes it).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
-ANY_SEGMENT = "*"
-ANY_TAIL = ">"
-SEPARATOR = "."
+# The pattern syntax lives in the core (topic subscriptions use it too); re-exported here
+# for the connector code and its tests.
+from broker.core.patterns import (
+    ANY_SEGMENT,
+    ANY_TAIL,
+    SEPARATOR,
+    PatternError,
+    check_pattern,
+    compile_patterns,
+    matches,
+)
+from broker.core.topics import is_subscription_queue
+
+__all__ = [
+    "ANY_SEGMENT",
+    "ANY_TAIL",
+    "SEPARATOR",
+    "DestinationFilter",
+    "PatternError",
+    "check_pattern",
+    "compile_patterns",
+    "matches",
+]
 
 # A broker sees a bounded but possibly large set of queue names; caching per name makes the
 # per-message check a dict lookup, and the bound keeps a flood of one-off names (e.g.
 # reply queues) from growing the cache without limit.
 DEFAULT_CACHE_SIZE = 4096
-
-
-class PatternError(ValueError):
-    """A destination pattern that cannot be compiled; the message says which and why."""
-
-
-def _segment_regex(pattern: str) -> str:
-    """Translate one validated pattern into a regular expression fragment."""
-    segments = pattern.split(SEPARATOR)
-    parts: list[str] = []
-    for segment in segments:
-        if segment == ANY_SEGMENT:
-            # One non-empty segment. `+` rather than `*` so `orders.*` does not match the
-            # odd queue `orders.` (a name's empty segment is not something to fan out to).
-            parts.append(r"[^.]+")
-        elif segment == ANY_TAIL:
-            # Validated to be last: the rest of the name, at least one character. Kept
-            # as `.+` rather than "well-formed segments" so `>` alone really matches every
-            # queue, which is what an operator excluding `>` expects.
-            parts.append(r".+")
-        else:
-            parts.append(re.escape(segment))
-    return r"\.".join(parts)
-
-
-def check_pattern(pattern: str) -> str:
-    """Return `pattern` if it is a valid destination pattern; raise PatternError if not."""
-    if not isinstance(pattern, str):
-        raise PatternError(f"destination pattern must be a string, got {pattern!r}")
-    if not pattern:
-        raise PatternError("destination pattern is empty")
-    if pattern != pattern.strip():
-        raise PatternError(f"destination pattern {pattern!r} has leading or trailing spaces")
-    segments = pattern.split(SEPARATOR)
-    last = len(segments) - 1
-    for i, segment in enumerate(segments):
-        if not segment:
-            raise PatternError(
-                f"destination pattern {pattern!r} has an empty segment "
-                f"(check for a doubled, leading or trailing '{SEPARATOR}')"
-            )
-        if segment == ANY_TAIL:
-            if i != last:
-                raise PatternError(
-                    f"destination pattern {pattern!r}: '{ANY_TAIL}' may only be the last "
-                    f"segment (it matches all remaining segments)"
-                )
-            continue
-        if segment == ANY_SEGMENT:
-            continue
-        if ANY_SEGMENT in segment or ANY_TAIL in segment:
-            raise PatternError(
-                f"destination pattern {pattern!r}: wildcards must be a whole segment, "
-                f"got {segment!r} (write e.g. 'orders.*', not 'orders*')"
-            )
-    return pattern
-
-
-def compile_patterns(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    """Compile patterns into one regular expression matching any of them; None if empty.
-
-    One alternation is matched once per queue name instead of looping over the patterns
-    in Python, which matters for connectors with long include or exclude lists.
-    """
-    fragments = [_segment_regex(check_pattern(p)) for p in patterns]
-    if not fragments:
-        return None
-    # DOTALL so `>` (`.+`) also spans any unusual character a queue name may carry.
-    return re.compile("|".join(f"(?:{f})" for f in fragments), re.DOTALL)
-
-
-def matches(pattern: str, queue: str) -> bool:
-    """Whether `queue` matches the single destination `pattern` (uncached; for tools/tests)."""
-    compiled = compile_patterns([pattern])
-    assert compiled is not None  # one valid pattern always compiles to a regex
-    return compiled.fullmatch(queue) is not None
 
 
 class DestinationFilter:
@@ -171,7 +102,11 @@ class DestinationFilter:
         cached = self._cache.get(queue)
         if cached is not None:
             return cached
-        if self._excluded is not None and self._excluded.fullmatch(queue):
+        if is_subscription_queue(queue):
+            # A topic subscription's own queue is no destination: its copies are for
+            # its subscriber here, whatever pattern (`>`) would include it.
+            result = (False, False)
+        elif self._excluded is not None and self._excluded.fullmatch(queue):
             result = (False, False)
         else:
             dynamic = self._dynamic is None or self._dynamic.fullmatch(queue) is not None

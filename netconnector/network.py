@@ -11,23 +11,39 @@ import logging
 from collections.abc import Sequence
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from broker.config import BrokerConfig
 from broker.core.broker import Broker
 from broker.core.queue import Entry
+from broker.core.topics import network_queue
 from broker.pb import bridge_pb2
+from broker.pb.message_pb2 import Message
 from broker.server.gate import ServiceGate
 from broker.server.status import BridgeStatus, LinkState, Report
 from netconnector import bridge_service
 from netconnector.connector import Connector
 from netconnector.demand import DemandTable
+from netconnector.filters import DestinationFilter
 from netconnector.hello import LinkTerms, make_hello
 from netconnector.multicast import MulticastConnector, MulticastDiscovery
 from netconnector.outbox import Outbox
-from netconnector.session import BridgeSession
+from netconnector.session import BridgeSession, topic_demand, topic_entries
+from netconnector.topic_routes import TopicAdvertisement, TopicRoutes
 from netconnector.uri import ConnectorSpec, parse_connector
 
 log = logging.getLogger("netbroker.network")
+
+# The store records of durable topic routes, one per neighbour (path name follows).
+TOPIC_RECORDS = "topics:"
+
+
+def _decode_routes(value: bytes) -> TopicAdvertisement:
+    try:
+        return topic_entries(bridge_pb2.TopicDemand.FromString(value))
+    except DecodeError:  # a damaged record: the link's next advertisement replaces it
+        log.warning("a stored topic route record could not be read; ignored")
+        return {}
 
 
 class Network:
@@ -44,6 +60,12 @@ class Network:
         self.token = config.token
         self.broker: Broker | None = None
         self.table = DemandTable()
+        self.topics = TopicRoutes(config.path_name)
+        # The destination filter of the last forwarding link to each neighbour (by path
+        # name), for topic messages routed to it while its link is down.
+        self._filters: dict[str, DestinationFilter] = {}
+        # Per neighbour, the durable topic entries as last written to the store.
+        self._persisted: dict[str, TopicAdvertisement] = {}
         self.sessions: set[BridgeSession] = set()
         self.connectors: list[Connector | MulticastConnector] = []
         # Zeroconf behind multicast:// connectors; None when there are none.
@@ -58,7 +80,7 @@ class Network:
             if spec.dynamic_only:
                 log.warning(
                     "%s: dynamicOnly has no effect: in ActiveMQ it governs durable topic "
-                    "subscriptions, and netbroker has queues only",
+                    "subscriptions, which netbroker always forwards for while they exist",
                     spec.name,
                 )
             if spec.kind == "multicast":
@@ -76,10 +98,19 @@ class Network:
         """Serve for `broker`: follow its demand and start the connectors."""
         self.broker = broker
         self.table = DemandTable()
+        self.topics = TopicRoutes(self.config.path_name)
         broker.demand_listeners.append(self._local_demand)
         broker.taken_listeners.append(self._taken)
+        broker.topics.listeners.append(self._local_topics)
+        broker.topic_router = self
         for queue in broker.queues.values():
             self.table.set_local(queue.name, queue.local_consumers)
+        self._set_local_topics(broker)
+        self._persisted = {}
+        for name, value in broker.records(TOPIC_RECORDS):
+            entries = _decode_routes(value)
+            self.topics.restore(name[len(TOPIC_RECORDS) :], entries)
+            self._persisted[name[len(TOPIC_RECORDS) :]] = entries
         for connector in self.connectors:
             connector.start()
         if self.discovery is not None:
@@ -93,6 +124,10 @@ class Network:
             await connector.stop()
         for session in list(self.sessions):
             self.close_session(session)
+        if self.broker is not None:
+            self.broker.topic_router = None
+            if self._local_topics in self.broker.topics.listeners:
+                self.broker.topics.listeners.remove(self._local_topics)
         self.broker = None
         if self.discovery is not None and withdrawal is not None:
             await self.discovery.wait_withdrawn(withdrawal)
@@ -109,6 +144,53 @@ class Network:
         # Also on a new queue with no consumers: static includes may now apply to it.
         self.demand_changed()
 
+    def _persist_topic_routes(self) -> None:
+        """Keep each neighbour's durable topic entries in the store (replicated in a
+        group): a restarted broker or a new master routes persistent messages to a
+        durable subscription behind a bridge before its link is back."""
+        broker = self.broker
+        if broker is None:
+            return
+        now = self.topics.durable_entries()
+        for peer in set(now) | set(self._persisted):
+            entries = now.get(peer)
+            if entries == self._persisted.get(peer):
+                continue
+            value = topic_demand(entries).SerializeToString() if entries else None
+            broker.keep_record(TOPIC_RECORDS + peer, value)
+            if entries:
+                self._persisted[peer] = entries
+            else:
+                del self._persisted[peer]
+
+    def _local_topics(self) -> None:
+        if self.broker is not None and self._set_local_topics(self.broker):
+            self.demand_changed()
+
+    def _set_local_topics(self, broker: Broker) -> bool:
+        patterns = broker.topics.patterns()
+        durable = [p for p, subs in patterns.items() if any(s.durable for s in subs)]
+        return self.topics.set_local(patterns, durable)
+
+    def route(self, message: Message) -> tuple[bool, list[tuple[str, list[str]]]]:
+        """The broker's `TopicRouter`: whether this broker's subscriptions take a topic
+        message, and which bridges' topic queues carry it on, for which brokers."""
+        path = message.broker_path
+        # Published here (the path holds only this broker): every subscribed broker;
+        # whatever targets a client wrote into it are not its to choose.
+        targets = list(message.topic_targets) if len(path) > 1 else None
+        topic = message.destination
+        route = self.topics.route(topic, path, targets, message.persistent)
+        out: list[tuple[str, list[str]]] = []
+        for peer, carried in route.peers.items():
+            # excludedDestinations and friends apply to topics too (the link's, or the
+            # last one's while it is down).
+            patterns = self._filters.get(peer)
+            if patterns is not None and not patterns.forwards_dynamically(topic):
+                continue
+            out.append((network_queue(peer), sorted(carried)))
+        return route.local, out
+
     def demand_changed(self) -> None:
         """Coalesce changes of one loop turn into one round of advertisements."""
         if not self._changed:
@@ -117,6 +199,7 @@ class Network:
 
     def _propagate(self) -> None:
         self._changed = False
+        self._persist_topic_routes()
         for session in list(self.sessions):
             session.advertise()
             session.reconcile()
@@ -147,6 +230,8 @@ class Network:
         me = self.config.path_name
         consumed = self._consumed
         for entry in entries:
+            if entry.message.topic:
+                continue  # a topic's forwarder gets credit back once the batch is stored
             path = entry.message.broker_path
             if len(path) >= 2 and path[-1] == me:
                 key = (path[-2], entry.message.destination)
@@ -172,15 +257,24 @@ class Network:
     def open_session(self, broker: Broker, terms: LinkTerms, outbox: Outbox) -> BridgeSession:
         session = BridgeSession(
             broker, self.table, terms, outbox.put, self.demand_changed, self.capacity,
-            self.route_elsewhere,
+            self.route_elsewhere, self.topics,
         )  # fmt: skip
         self.sessions.add(session)
+        if terms.forwards:
+            self._filters[terms.peer_in_paths] = terms.filter
         session.start()
         return session
 
     def close_session(self, session: BridgeSession) -> None:
         session.close()
         self.sessions.discard(session)
+        peer = session.terms.peer_in_paths
+        linked = any(
+            s.terms.forwards and s.terms.peer_in_paths == peer and not s.closed
+            for s in self.sessions
+        )
+        if session.terms.forwards and not linked and self.topics.link_down(peer):
+            self.demand_changed()
 
     # -- hellos ----------------------------------------------------------------------
 
@@ -203,4 +297,3 @@ class Network:
 
     def install(self, server: grpc.aio.Server) -> None:
         bridge_service.install(server, self)
-

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from broker.core import wire
 from broker.core.broker import Broker
 from broker.core.queue import Consumer, Entry
+from broker.core.topics import is_network_queue, is_subscription_queue, network_queue
 from broker.errors import BrokerError
 from broker.pb import bridge_pb2
 from broker.pb.message_pb2 import Message
@@ -28,10 +29,25 @@ from netconnector.demand import Advertiser, DemandTable
 from netconnector.forwarding import may_forward
 from netconnector.hello import LinkTerms
 from netconnector.outbox import Frame
+from netconnector.topic_routes import TopicAdvertisement, TopicRoutes
 
 __all__ = ["MAX_FORWARD_BYTES", "NETWORK_PRIORITY", "REFUSED_RETRY", "BridgeSession"]
 
 log = logging.getLogger("netbroker.bridge")
+
+
+def topic_demand(entries: TopicAdvertisement) -> bridge_pb2.TopicDemand:
+    """Topic demand on the wire (and in the store's records)."""
+    return bridge_pb2.TopicDemand(
+        routes=[
+            bridge_pb2.TopicRoute(pattern=pattern, broker=broker, hops=hops, durable=durable)
+            for (pattern, broker), (hops, durable) in sorted(entries.items())
+        ]
+    )
+
+
+def topic_entries(demand: bridge_pb2.TopicDemand) -> TopicAdvertisement:
+    return {(r.pattern, r.broker): (r.hops, r.durable) for r in demand.routes}
 
 
 class _NetworkSink:
@@ -58,9 +74,13 @@ class BridgeSession:
         on_demand_change: Callable[[], None],
         capacity: Callable[[str, int, str], int],
         route_elsewhere: Callable[[str, Sequence[str], str], bool],
+        topics: TopicRoutes | None = None,
     ) -> None:
         self.broker = broker
         self.table = table
+        # Topic demand: where the network's topic subscriptions are, by neighbour.
+        self.topics = topics if topics is not None else TopicRoutes(broker.config.path_name)
+        self._topics_sent: TopicAdvertisement | None = None
         self.terms = terms
         self.state = bs.BridgeState(terms, broker.config.path_name)
         self._write = write
@@ -104,6 +124,7 @@ class BridgeSession:
     def advertise(self) -> None:
         if self._advertiser is None or self.closed:
             return
+        self._advertise_topics()
         delta = self._advertiser.next_delta(self.table)
         if not delta:
             return
@@ -120,6 +141,14 @@ class BridgeSession:
         demand.extend(bridge_pb2.Demand(queue=queue, consumers=0) for queue in delta.removals)
         self._write(bridge_pb2.BridgeFrame(demand=demand))
 
+    def _advertise_topics(self) -> None:
+        """Tell the peer where topic subscriptions are, whole, when that changed."""
+        ad = self.topics.advertisement(self.terms.peer_in_paths, self.terms.advertise_ttl)
+        if ad == self._topics_sent:
+            return
+        self._topics_sent = ad
+        self._write(bridge_pb2.BridgeFrame(topics=topic_demand(ad)))
+
     def reconcile(self) -> None:
         """Make the network consumers match the peer's demand and the static includes."""
         if not self.terms.forwards or self.closed:
@@ -127,7 +156,11 @@ class BridgeSession:
         peer = self.terms.peer
         wanted = self.table.wanted_queues(peer, self.terms.network_ttl)
         remote = {q: d[0] for q in wanted if (d := self.table.remote(peer, q)) is not None}
-        self._carry(self.state.reconcile(wanted, list(self.broker.queues), remote))
+        # Internal queues (topic subscriptions, other bridges' topic messages) are never
+        # forwarded as queues; this bridge's own topic queue always is, while it is up.
+        queues = [q for q in self.broker.queues if not is_subscription_queue(q)]
+        topic_queue = network_queue(self.terms.peer_in_paths)
+        self._carry(self.state.reconcile(wanted, queues, remote, topic_queue))
 
     # -- carrying actions out ------------------------------------------------------
 
@@ -201,6 +234,16 @@ class BridgeSession:
         message_ttl = self.terms.message_ttl
         broker = self.broker
         route_elsewhere = self._route_elsewhere
+
+        if is_network_queue(queue):
+            # Topic messages come here already routed: to this peer, for brokers beyond
+            # it that they have not passed.
+            self.consumers[queue] = consumer = broker.subscribe(
+                queue, _NetworkSink(self, queue, sub), prefetch=self.terms.prefetch,
+                priority=priority, name=f"topics to {name}", remote=True,
+            )  # fmt: skip
+            self._subs[sub] = consumer
+            return
 
         def accepts(message: Message) -> bool:
             path = message.broker_path
@@ -294,6 +337,10 @@ class BridgeSession:
     # -- frames --------------------------------------------------------------------
 
     def on_frame(self, frame: bridge_pb2.BridgeFrame) -> None:
+        if frame.HasField("topics"):
+            entries = topic_entries(frame.topics)
+            if self.terms.forwards and self.topics.set_remote(self.terms.peer_in_paths, entries):
+                self._on_demand_change()
         if frame.demand:
             changed = False
             for d in frame.demand:

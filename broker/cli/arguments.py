@@ -43,6 +43,28 @@ def queue_name(text: str) -> str:
         raise argparse.ArgumentTypeError(e.message) from None
 
 
+TOPIC_SCHEME = "topic://"
+QUEUE_SCHEME = "queue://"
+
+
+def destination(text: str) -> tuple[str, str]:
+    """A destination as ActiveMQ spells one: `topic://NAME`, `queue://NAME`, or a bare
+    NAME, a queue (as in STOMP, where `/topic/NAME` and `/queue/NAME` say the same).
+    Returns ("topic" or "queue", NAME); a topic name may be a pattern (`*`, `>`)."""
+    from broker.core.names import check_queue_name
+    from broker.core.topics import check_topic_pattern
+    from broker.errors import BrokerError
+
+    try:
+        if text.startswith(TOPIC_SCHEME):
+            return "topic", check_topic_pattern(text[len(TOPIC_SCHEME) :])
+        if text.startswith(QUEUE_SCHEME):
+            text = text[len(QUEUE_SCHEME) :]
+        return "queue", check_queue_name(text)
+    except BrokerError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
 def header(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:

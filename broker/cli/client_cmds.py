@@ -1,4 +1,9 @@
-"""`netbroker send`, `recv` and `stat`: one client connection to a broker, for one command."""
+"""`netbroker send`, `recv`, `unsubscribe` and `stat`: one client connection to a broker,
+for one command.
+
+A destination is a queue name, or `topic://NAME` for a topic (`queue://NAME` names a
+queue explicitly): ActiveMQ's spelling, and the CLI's counterpart of STOMP's
+`/topic/NAME`."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from broker.cli.arguments import header, int_range, positive_float, queue_name
+from broker.cli.arguments import destination, header, int_range, positive_float
 from broker.cli.errors import EXIT_USAGE, CliError, reason, say
 from broker.cli.progress import Progress
 
@@ -38,13 +43,17 @@ def client_options(p: argparse.ArgumentParser) -> None:
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "send",
-        help="send messages to a queue",
-        description="Send BODY (or a file's bytes) COUNT times to QUEUE. "
-        "Persistent by default: each send is answered once the broker "
-        "holds it durably.",
+        help="send messages to a queue, or publish them to a topic",
+        description="Send BODY (or a file's bytes) COUNT times to DEST: a queue "
+        "name, or topic://NAME to publish to a topic (every subscription to it "
+        "gets a copy; with none, the broker drops it). Persistent by default: "
+        "each send is answered once the broker holds it durably (for a topic, "
+        "once every durable subscription's copy is).",
     )
     client_options(p)
-    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.add_argument(
+        "queue", metavar="DEST", type=destination, help="QUEUE, queue://QUEUE or topic://TOPIC"
+    )
     p.add_argument("body", metavar="BODY", nargs="?", help="the message body (UTF-8 text)")
     p.add_argument("--file", metavar="F", help="take the body from file F ('-': stdin)")
     p.add_argument(
@@ -80,12 +89,34 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     p = sub.add_parser(
         "recv",
-        help="receive messages from a queue",
-        description="Receive up to COUNT messages from QUEUE, acknowledging "
-        "each once written out. Exits 1 if fewer than COUNT arrive.",
+        help="receive messages from a queue, or subscribe to a topic",
+        description="Receive up to COUNT messages from DEST, acknowledging "
+        "each once written out. Exits 1 if fewer than COUNT arrive. DEST is a "
+        "queue name, or topic://PATTERN to subscribe to a topic ('*' matches one "
+        "dot-separated segment, '>' the rest): without --durable the "
+        "subscription sees only what is published while it is open; with "
+        "--durable NAME --client-id ID the broker keeps messages for it "
+        "between runs (remove it with 'netbroker unsubscribe').",
     )
     client_options(p)
-    p.add_argument("queue", metavar="QUEUE", type=queue_name)
+    p.add_argument(
+        "queue",
+        metavar="DEST",
+        type=destination,
+        help="QUEUE, queue://QUEUE or topic://PATTERN",
+    )
+    p.add_argument(
+        "--durable",
+        metavar="NAME",
+        default="",
+        help="a topic: the durable subscription NAME (with --client-id)",
+    )
+    p.add_argument(
+        "--client-id",
+        metavar="ID",
+        default="",
+        help="the client id a durable subscription belongs to",
+    )
     p.add_argument(
         "--count",
         type=int_range(1, None),
@@ -115,6 +146,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=_cmd_recv)
 
     p = sub.add_parser(
+        "unsubscribe",
+        help="remove a durable topic subscription",
+        description="Remove durable subscription NAME of client ID and every "
+        "message the broker keeps for it. Refused while a subscriber holds it.",
+    )
+    client_options(p)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--client-id", metavar="ID", required=True)
+    p.set_defaults(handler=_cmd_unsubscribe)
+
+    p = sub.add_parser(
         "stat",
         help="show a broker's queues and components",
         description="Show the broker's name and role, its queues and its "
@@ -133,6 +175,10 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 def _cmd_recv(args: argparse.Namespace) -> int:
     return _run_client(args, _recv(args))
+
+
+def _cmd_unsubscribe(args: argparse.Namespace) -> int:
+    return _run_client(args, _unsubscribe(args))
 
 
 def _cmd_stat(args: argparse.Namespace) -> int:
@@ -208,6 +254,11 @@ def _read_body(args: argparse.Namespace) -> bytes:
     return str(args.body).encode()
 
 
+def _label(dest: tuple[str, str]) -> str:
+    kind, name = dest
+    return f"topic {name}" if kind == "topic" else name
+
+
 async def _send(args: argparse.Namespace) -> int:
     body = _read_body(args)
     options: dict[str, Any] = {"persistent": not args.non_persistent}
@@ -222,8 +273,10 @@ async def _send(args: argparse.Namespace) -> int:
     try:
         started = time.monotonic()
         message_id = None
+        kind, name = args.queue
         if args.count == 1:
-            message_id = await client.send(args.queue, body, **options)
+            send = client.publish if kind == "topic" else client.send
+            message_id = await send(name, body, **options)
         else:
             await _send_many(client, args, body, options)
         elapsed = time.monotonic() - started
@@ -232,7 +285,7 @@ async def _send(args: argparse.Namespace) -> int:
     rate = _rate(args.count, elapsed, args.count * len(body)) if args.count > 1 else ""
     detail = rate or (f"id {message_id}" if message_id else "")
     print(
-        f"sent {_messages(args.count)} to {args.queue} in {elapsed:.3f} s"
+        f"sent {_messages(args.count)} to {_label(args.queue)} in {elapsed:.3f} s"
         + (f" ({detail})" if detail else ""),
         flush=True,
     )
@@ -263,12 +316,14 @@ async def _send_many(
     from broker.client import BrokerError
 
     producer = client.producer()
+    kind, name = args.queue
+    send = producer.publish if kind == "topic" else producer.send
     try:
         for _ in range(args.count):
             if failures:
                 break
             try:
-                fut = await producer.send(args.queue, body, **options)
+                fut = await send(name, body, **options)
             except BrokerError as e:  # the producer has failed for good (connection lost)
                 failures.append(e)
                 break
@@ -285,12 +340,24 @@ async def _send_many(
             progress.close()
     if failures:
         raise CliError(
-            f"sent {acked:,} of {_messages(args.count)} to {args.queue}, then: "
+            f"sent {acked:,} of {_messages(args.count)} to {_label(args.queue)}, then: "
             f"{reason(failures[0])}"
         )
 
 
 async def _recv(args: argparse.Namespace) -> int:
+    kind, name = args.queue
+    if kind == "queue" and (args.durable or args.client_id):
+        raise CliError(
+            "recv: --durable and --client-id are for topics (topic://NAME)", code=EXIT_USAGE
+        )
+    if args.durable and not args.client_id:
+        raise CliError("recv: --durable needs --client-id", code=EXIT_USAGE)
+    if args.client_id and not args.durable:
+        raise CliError("recv: --client-id needs --durable NAME", code=EXIT_USAGE)
+    target: dict[str, Any] = {"queue": name}
+    if kind == "topic":
+        target = {"topic": name, "subscription": args.durable, "client_id": args.client_id}
     # Open the output first so that a bad path fails before any message is taken.
     try:
         sink = open(args.output, "wb") if args.output else None  # noqa: SIM115
@@ -305,7 +372,7 @@ async def _recv(args: argparse.Namespace) -> int:
     try:
         client = await _connect(args)
         try:
-            consumer = await client.subscribe(args.queue, prefetch=prefetch, auto_ack=False)
+            consumer = await client.subscribe(**target, prefetch=prefetch, auto_ack=False)
             try:
                 while received < args.count:
                     delivery = await consumer.receive(timeout=args.timeout)
@@ -337,17 +404,27 @@ async def _recv(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     if received < args.count:
         say(
-            f"received {received:,} of {_messages(args.count)} from {args.queue}: no "
+            f"received {received:,} of {_messages(args.count)} from {_label(args.queue)}: no "
             f"message arrived within {args.timeout:g} s"
         )
         return 1
     if args.count > 1 or sink is not None:
         rate = _rate(received, elapsed)
         say(
-            f"received {_messages(received)} from {args.queue} in {elapsed:.3f} s"
+            f"received {_messages(received)} from {_label(args.queue)} in {elapsed:.3f} s"
             + (f" ({rate})" if args.count > 1 and rate else "")
             + (f", written to {args.output}" if sink is not None else "")
         )
+    return 0
+
+
+async def _unsubscribe(args: argparse.Namespace) -> int:
+    client = await _connect(args)
+    try:
+        await client.unsubscribe(args.client_id, args.name)
+    finally:
+        await client.close()
+    print(f"removed durable subscription {args.name} of client {args.client_id}", flush=True)
     return 0
 
 
@@ -372,6 +449,7 @@ async def _stat(args: argparse.Namespace) -> int:
     try:
         st = await client.status()
         queues = await client.queues()
+        topics = await client.topics()
     finally:
         await client.close()
     print(
@@ -392,6 +470,31 @@ async def _stat(args: argparse.Namespace) -> int:
         )
     else:
         print("no queues")
+    if topics.topics:
+        print()
+        sub_rows = [
+            (
+                t.name,
+                f"{s.client_id}/{s.subscription}" if s.durable else "(non-durable)",
+                "yes" if s.active else "no",
+                s.depth,
+                s.pending,
+                s.in_flight,
+                s.enqueued,
+                s.dequeued,
+            )
+            for t in topics.topics
+            for s in t.subscribers
+        ]
+        print(
+            format_table(
+                ("topic", "subscription", "active", "depth", "pending", "in-flight",
+                 "enqueued", "dequeued"),
+                sub_rows,
+            )
+        )  # fmt: skip
+    if topics.published:
+        print(f"topic messages published {topics.published:,}, dropped {topics.dropped:,}")
     if st.components:
         print()
         component_rows = [(c.kind, c.name, c.state, c.detail) for c in st.components]

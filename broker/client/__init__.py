@@ -16,6 +16,13 @@ Connect with a client URL, either ``host:port`` or
             handle(delivery.body)
             delivery.ack()
 
+    Topics (publish/subscribe) read the same way: ``subscribe(topic="prices.>")`` (``*``
+    matches one dot-separated segment, ``>`` the rest) returns once the subscription is
+    in place; ``publish("prices.eu", b"42")`` reaches every subscription present. With
+    ``subscription=`` and ``client_id=`` the subscription is durable: the broker keeps
+    messages for it while no subscriber holds it; ``unsubscribe(client_id, name)``
+    removes it.
+
 Every stream carries batches (see ``proto/client.proto``): the producer gathers what was
 queued since its last write into one request and keeps several batches in flight; the
 consumer acknowledges in batches and returns credit in the same requests.

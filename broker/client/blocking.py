@@ -71,6 +71,14 @@ class BlockingClient:
         """Send one message and wait for its ack; see :meth:`Client.send`."""
         return self._run(self._client.send(queue, body, **options))
 
+    def publish(self, topic: str, body: bytes | str, **options: Any) -> str:
+        """Publish one message to a topic and wait for its ack; see :meth:`Client.publish`."""
+        return self._run(self._client.publish(topic, body, **options))
+
+    def unsubscribe(self, client_id: str, subscription: str) -> None:
+        """Remove a durable subscription; see :meth:`Client.unsubscribe`."""
+        self._run(self._client.unsubscribe(client_id, subscription))
+
     def producer(self, max_in_flight: int = 5000) -> BlockingProducer:
         """A pipelined producer; see :meth:`Client.producer`."""
         producer = self._run(self._make_producer(max_in_flight))
@@ -79,8 +87,9 @@ class BlockingClient:
     async def _make_producer(self, max_in_flight: int) -> Producer:
         return self._client.producer(max_in_flight)
 
-    def subscribe(self, queue: str, **options: Any) -> BlockingConsumer:
-        """Open a consumer; see :meth:`Client.subscribe` (same keyword arguments)."""
+    def subscribe(self, queue: str | None = None, **options: Any) -> BlockingConsumer:
+        """Open a consumer of a queue, or (``topic=``) a topic subscriber; see
+        :meth:`Client.subscribe` (same keyword arguments)."""
         auto_ack = options.pop("auto_ack", False)
         consumer = self._run(self._client.subscribe(queue, auto_ack=False, **options))
         return BlockingConsumer(self, consumer, auto_ack)
@@ -90,6 +99,9 @@ class BlockingClient:
 
     def queues(self) -> list[admin_pb2.QueueInfo]:
         return self._run(self._client.queues())
+
+    def topics(self) -> admin_pb2.ListQueuesResponse:
+        return self._run(self._client.topics())
 
     def purge(self, queue: str) -> int:
         return self._run(self._client.purge(queue))
@@ -140,6 +152,24 @@ class BlockingProducer:
         """Queue a message; the returned future resolves with its id at the broker's
         ack, or raises BrokerError. See :meth:`Producer.send`."""
         fields = _outgoing_fields(queue, body, headers, persistent, priority, ttl, message_id)
+        return self._hand_off(fields)
+
+    def publish(
+        self,
+        topic: str,
+        body: bytes | str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        persistent: bool = True,
+        priority: int = 4,
+        ttl: float | None = None,
+        message_id: str | None = None,
+    ) -> concurrent.futures.Future[str]:
+        """Queue a message for a topic; see :meth:`Producer.publish`."""
+        fields = _outgoing_fields(topic, body, headers, persistent, priority, ttl, message_id, True)
+        return self._hand_off(fields)
+
+    def _hand_off(self, fields: tuple[Any, ...]) -> concurrent.futures.Future[str]:
         if threading.current_thread() is self._owner._thread:
             raise RuntimeError("BlockingProducer used from its own event loop thread")
         self._room.acquire()

@@ -27,7 +27,7 @@ from broker.client.limits import (
 from broker.client.producer import Producer
 from broker.client.url import ClientUrl, parse_url
 from broker.errors import BrokerError
-from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2_grpc, message_pb2
+from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc, message_pb2
 from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
 
 log = logging.getLogger("netbroker.client")
@@ -152,26 +152,86 @@ class Client:
         )
         return await future
 
+    async def publish(
+        self,
+        topic: str,
+        body: bytes | str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        persistent: bool = True,
+        priority: int = 4,
+        ttl: float | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """Publish one message to ``topic`` and wait for the broker's ack; return its id.
+        Every subscription to the topic when it arrives gets a copy; with none, the
+        broker drops it (and still acknowledges it). A persistent message is
+        acknowledged once every durable subscription's copy is durable."""
+        if self._shared_producer is None:
+            self._shared_producer = self.producer()
+        future = await self._shared_producer.publish(
+            topic,
+            body,
+            headers=headers,
+            persistent=persistent,
+            priority=priority,
+            ttl=ttl,
+            message_id=message_id,
+        )
+        return await future
+
     async def subscribe(
         self,
-        queue: str,
+        queue: str | None = None,
         *,
+        topic: str | None = None,
+        subscription: str = "",
+        client_id: str = "",
         prefetch: int = 1000,
         auto_ack: bool = False,
         priority: int = 0,
         name: str = "",
     ) -> Consumer:
-        """Open a consumer on ``queue``: the broker holds out at most ``prefetch``
-        unacknowledged deliveries to it (brokers serve at most 65,535, and at most 64 MiB
-        of messages, whatever is asked). With ``auto_ack`` a delivery is acked when the
-        next one is asked for (or on close). Returns once the subscription is sent; the
-        broker's refusal (a bad queue name) is raised by the first ``receive``."""
+        """Open a consumer on ``queue``, or a subscriber to ``topic`` (a name, or a
+        pattern: ``*`` one dot-separated segment, ``>`` the rest): the broker holds out
+        at most ``prefetch`` unacknowledged deliveries to it (brokers serve at most
+        65,535, and at most 64 MiB of messages, whatever is asked). With ``auto_ack`` a
+        delivery is acked when the next one is asked for (or on close).
+
+        A topic subscription is non-durable (it sees what is published while it is
+        open) unless ``subscription`` names it, with ``client_id``: a durable one keeps
+        messages while no subscriber holds it, for the next to subscribe under the same
+        names (one at a time); with another topic it is replaced. Remove it with
+        :meth:`unsubscribe`.
+
+        A queue consumer is returned once its subscription is sent: the broker's refusal
+        (a bad queue name) is raised by the first ``receive``. A topic subscriber is
+        returned once the broker has it in place, so that it receives everything
+        published after; a refusal (a bad pattern, a durable subscription held by
+        another subscriber) is raised here."""
         self._check_open()
-        if not isinstance(queue, str):
-            raise TypeError(f"queue must be a string, not {type(queue).__name__}")
+        if (queue is None) == (topic is None):
+            raise ValueError("subscribe to a queue or to a topic= (one of the two)")
+        destination = queue if queue is not None else topic
+        if not isinstance(destination, str):
+            what = "queue" if queue is not None else "topic"
+            raise TypeError(f"{what} must be a string, not {type(destination).__name__}")
+        if (subscription or client_id) and topic is None:
+            raise ValueError("subscription and client_id are for topic subscriptions")
+        if subscription and not client_id:
+            raise ValueError("a durable subscription needs a client_id")
+        if client_id and not subscription:
+            raise ValueError("client_id without subscription: a durable one needs both")
         if not 1 <= prefetch <= 0xFFFFFFFF:
             raise ValueError("prefetch must be at least 1")
-        consumer = Consumer(self, queue, prefetch, auto_ack, priority, name)
+        request = client_pb2.Subscribe(prefetch=prefetch, priority=priority, name=name)
+        if queue is not None:
+            request.queue = queue
+        else:
+            request.topic = destination
+            request.client_id = client_id
+            request.subscription = subscription
+        consumer = Consumer(self, destination, prefetch, auto_ack, request)
         self._consumers.add(consumer)
         try:
             await consumer._start()
@@ -179,6 +239,13 @@ class Client:
             await consumer.close()
             raise
         return consumer
+
+    async def unsubscribe(self, client_id: str, subscription: str) -> None:
+        """Remove durable subscription ``subscription`` of ``client_id`` and every
+        message kept for it. Raises BrokerError NOT_FOUND if there is none, and
+        ALREADY_EXISTS while a subscriber holds it."""
+        request = client_pb2.UnsubscribeRequest(client_id=client_id, subscription=subscription)
+        await self._call(lambda conn: conn.broker.Unsubscribe(request))
 
     # ---------------------------------------------------------------- admin
 
@@ -190,6 +257,12 @@ class Client:
         """Every queue the broker holds, with its depth and counters."""
         response = await self._admin("ListQueues", admin_pb2.ListQueuesRequest())
         return list(response.queues)
+
+    async def topics(self) -> admin_pb2.ListQueuesResponse:
+        """Topic subscriptions by topic (``topics``), each with its depth, and the topic
+        messages published and dropped (``published``, ``dropped``)."""
+        response = await self._admin("ListQueues", admin_pb2.ListQueuesRequest())
+        return response
 
     async def purge(self, queue: str) -> int:
         """Remove ``queue``'s pending messages (in-flight ones stay); return how many."""
@@ -203,10 +276,15 @@ class Client:
 
     async def _admin(self, method: str, request: Any) -> Any:
         """A unary Admin call; a failover client retries it on the next broker."""
+        return await self._call(lambda conn: getattr(conn.admin, method)(request))
+
+    async def _call(self, call: Any) -> Any:
+        """A unary call made by ``call(connection)``; a failover client retries it on the
+        next broker."""
         while True:
             conn = await self._connection()
             try:
-                return await getattr(conn.admin, method)(request)
+                return await call(conn)
             except grpc.aio.AioRpcError as e:
                 error = BrokerError(e.code().name, e.details() or "no details")
             except asyncio.CancelledError:

@@ -55,7 +55,14 @@ class Delivery:
 
     @property
     def queue(self) -> str:
+        """The message's destination: its queue, or the topic it was published to."""
         return self._pb.message.destination
+
+    @property
+    def topic(self) -> str | None:
+        """The topic the message was published to; None for a queue's message."""
+        message = self._pb.message
+        return message.destination if message.topic else None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -99,28 +106,27 @@ class Delivery:
 
 
 class Consumer:
-    """A subscription to one queue on its own Consume stream (create with
-    :meth:`Client.subscribe`). Receive with :meth:`receive` or ``async for``."""
+    """A subscription to one queue, or to a topic, on its own Consume stream (create
+    with :meth:`Client.subscribe`). Receive with :meth:`receive` or ``async for``."""
 
     def __init__(
         self,
         client: StreamOwner,
-        queue: str,
+        destination: str,
         prefetch: int,
         auto_ack: bool,
-        priority: int,
-        name: str,
+        subscribe: client_pb2.Subscribe,
     ) -> None:
         """Use :meth:`Client.subscribe`."""
         self._client = client
         self._loop = client._loop
         self._thread = threading.get_ident()
-        self.queue = queue
+        # The queue, or the topic (pattern) subscribed to.
+        self.queue = destination
+        self.topic = subscribe.topic or None
         self.prefetch = prefetch
         self.auto_ack = auto_ack
-        self._subscribe = client_pb2.Subscribe(
-            queue=queue, prefetch=prefetch, priority=priority, name=name
-        )
+        self._subscribe = subscribe
         self._generation = 0  # which stream's deliveries can be acked
         self._buffer: deque[Delivery] = deque()
         self._available = asyncio.Event()
@@ -293,7 +299,8 @@ class Consumer:
     async def _write(self, call: Any) -> None:
         await call.write(client_pb2.ConsumeRequest(subscribe=self._subscribe))
         self._streaming = True
-        _resolve(self._started, None)
+        if self.topic is None:
+            _resolve(self._started, None)
         while True:
             if not self._closing:
                 # Write when told to (enough acks, the timer, a receiver about to wait):
@@ -322,6 +329,10 @@ class Consumer:
                 if self._closing:
                     return
                 raise _StreamEnded("the broker ended the consume stream")
+            if self.topic is not None:
+                # A topic subscription is in place once the broker says so (its first,
+                # empty, response): only then does subscribe() return.
+                _resolve(self._started, None)
             if self._closing:
                 continue  # given back when the stream ends
             buffer.extend([Delivery(self, generation, d) for d in response.deliveries])

@@ -11,10 +11,10 @@ from broker.client.ids import new_message_id
 from broker.client.limits import MAX_MESSAGE_BYTES
 from broker.errors import BrokerError
 
-# One message waiting for a batch: (id, queue, body, headers or None, persistent,
-# priority, expiration_ms, future resolved at the ack).
+# One message waiting for a batch: (id, queue or topic, body, headers or None,
+# persistent, priority, expiration_ms, to a topic, future resolved at the ack).
 _Outgoing: TypeAlias = tuple[
-    str, str, bytes, dict[str, str] | None, bool, int, int, "asyncio.Future[str]"
+    str, str, bytes, dict[str, str] | None, bool, int, int, bool, "asyncio.Future[str]"
 ]
 
 
@@ -26,10 +26,13 @@ def _outgoing_fields(
     priority: int,
     ttl: float | None,
     message_id: str | None,
-) -> tuple[str, str, bytes, dict[str, str] | None, bool, int, int]:
-    """Validate a send's arguments (here, not later in the writer) and normalise them."""
+    topic: bool = False,
+) -> tuple[str, str, bytes, dict[str, str] | None, bool, int, int, bool]:
+    """Validate a send's arguments (here, not later in the writer) and normalise them.
+    `topic`: `queue` names the topic to publish to."""
     if not isinstance(queue, str):
-        raise TypeError(f"queue must be a string, not {type(queue).__name__}")
+        what = "topic" if topic else "queue"
+        raise TypeError(f"{what} must be a string, not {type(queue).__name__}")
     if type(body) is not bytes:
         if isinstance(body, str):
             body = body.encode()
@@ -62,4 +65,13 @@ def _outgoing_fields(
         message_id = new_message_id()
     elif not isinstance(message_id, str) or not message_id:
         raise ValueError("message_id must be a non-empty string")
-    return message_id, queue, body, header_dict, bool(persistent), priority, expiration_ms
+    return (
+        message_id,
+        queue,
+        body,
+        header_dict,
+        bool(persistent),
+        priority,
+        expiration_ms,
+        topic,
+    )

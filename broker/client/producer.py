@@ -97,7 +97,29 @@ class Producer:
         acknowledges it (or raises BrokerError). Waits while ``max_in_flight`` messages
         are unacknowledged. ``ttl`` is in seconds; the id is generated when not given.
         Cancelling the future does not withdraw the message."""
-        fields = _outgoing_fields(queue, body, headers, persistent, priority, ttl, message_id)
+        return await self._queue(
+            _outgoing_fields(queue, body, headers, persistent, priority, ttl, message_id)
+        )
+
+    async def publish(
+        self,
+        topic: str,
+        body: bytes | str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        persistent: bool = True,
+        priority: int = 4,
+        ttl: float | None = None,
+        message_id: str | None = None,
+    ) -> asyncio.Future[str]:
+        """Queue a message for ``topic``, as :meth:`send` does for a queue: every
+        subscription to the topic then gets a copy (none: the broker drops it). A
+        persistent one is acknowledged once every durable subscription's copy is durable."""
+        return await self._queue(
+            _outgoing_fields(topic, body, headers, persistent, priority, ttl, message_id, True)
+        )
+
+    async def _queue(self, fields: tuple[Any, ...]) -> asyncio.Future[str]:
         self._check_accepting()
         if self._unacked < self._max_in_flight and not self._room_waiters:
             self._unacked += 1
@@ -236,7 +258,7 @@ class Producer:
             first = self._sent - len(self._pending)
             pending, self._pending = self._pending, deque()
             for item in pending:
-                _reject(item[7], error)
+                _reject(item[-1], error)
             self._errors.append((first, error))
             self._resolved(len(pending))
         if terminal:
@@ -354,10 +376,21 @@ class Producer:
             size += len(pending[0][2]) + 64
             if futures and size > MAX_BATCH_BYTES:
                 break
-            message_id, queue, body, headers, persistent, priority, expiration_ms, future = (
+            message_id, queue, body, headers, persistent, priority, expiration_ms, topic, future = (
                 pending.popleft()
             )
-            if headers:
+            if topic:
+                add(
+                    id=message_id,
+                    destination=queue,
+                    body=body,
+                    headers=headers,
+                    persistent=persistent,
+                    priority=priority,
+                    expiration_ms=expiration_ms,
+                    topic=True,
+                )
+            elif headers:
                 add(
                     id=message_id,
                     destination=queue,

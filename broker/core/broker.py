@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from broker.config import BrokerConfig
 from broker.core.commit import GroupCommitter
+from broker.core.copies import TopicCopy
 from broker.core.memory import MemoryGate
 from broker.core.names import check_queue_name, dead_letter_queue
 from broker.core.queue import PRIORITIES, Consumer, ConsumerSink, Entry, Queue
@@ -35,6 +38,16 @@ from broker.core.store import (
     mark_key,
     message_key_prefix,
     parse_message_key,
+    record_key,
+    subscription_key,
+    subscription_record,
+)
+from broker.core.topics import (
+    SubscriptionTable,
+    Take,
+    check_topic_name,
+    is_network_queue,
+    is_subscription_queue,
 )
 from broker.errors import BrokerError, InvalidArgument, Unavailable
 from broker.pb.message_pb2 import Message
@@ -48,6 +61,23 @@ DemandListener = Callable[[str, int], None]
 # without ever reaching one (expired, purged): each message once. A bridge returns credit
 # to the broker that forwarded them.
 TakenListener = Callable[[list[Entry]], None]
+
+
+class TopicRouter(Protocol):
+    """Where a topic message goes beyond this broker's own subscriptions: plugged in by
+    the network of brokers."""
+
+    def route(self, message: Message) -> tuple[bool, list[tuple[str, list[str]]]]:
+        """(whether this broker's subscriptions get it, and the network queues to copy it
+        into, each with the brokers that copy is carried for). `message.broker_path`
+        already ends with this broker."""
+        ...
+
+
+# How many recently published topic message ids are remembered for the duplicate check
+# of resends: a producer resends what was unacknowledged when its stream broke, which is
+# at most what it had in flight (the client's default: 5,000).
+PUBLISHED_IDS = 65_536
 
 
 def now_ms() -> int:
@@ -74,6 +104,24 @@ class QueueSnapshot:
     dead_lettered: int
 
 
+@dataclass
+class SubscriptionSnapshot:
+    queue: str
+    durable: tuple[str, str] | None
+    active: bool
+    label: str
+    pending: int
+    in_flight: int
+    enqueued: int
+    dequeued: int
+
+
+@dataclass
+class TopicSnapshot:
+    name: str
+    subscriptions: list[SubscriptionSnapshot]
+
+
 @dataclass(frozen=True)
 class Sent:
     ids: list[str]
@@ -92,7 +140,13 @@ class Broker:
         self.store = store
         self.committer = committer or GroupCommitter(store, sync=config.sync.fsyncs)
         self.queues: dict[str, Queue] = {}
+        # Topic subscriptions, each backed by a queue of its own in `queues`.
+        self.topics = SubscriptionTable()
+        # Topic messages published, and those no subscription took (since the start).
+        self.published = 0
+        self.dropped = 0
         self.demand_listeners: list[DemandListener] = []
+        self.topic_router: TopicRouter | None = None
         self.taken_listeners: list[TakenListener] = []
         # The message limits, read once: every message is checked against them.
         self._limits = (
@@ -106,6 +160,11 @@ class Broker:
         self._acks = 0
         self._oldest_ack = 0
         self._valid_names: set[str] = set()
+        self._valid_topics: set[str] = set()
+        # Ids of the topic messages published lately, oldest first: a resend (a producer
+        # whose stream broke before its ack) is a duplicate, not fanned out again, also
+        # when no copy of it is in the store to say so (no durable subscription took it).
+        self._published_ids: dict[str, None] = {}
         self._prefixes: dict[str, list[bytes]] = {}
         # Ids whose write is under way -> the visit it stores and its outcome: held for
         # the duplicate check only once enqueued.
@@ -131,6 +190,7 @@ class Broker:
             if name in self.queues:
                 self.queues[name].recover_marks(marks)
         self.committer.start()
+        self._recover_topics()
         self._expiry_task = asyncio.get_running_loop().create_task(self._expire_loop())
         self._schedule_dispatch()
 
@@ -170,7 +230,15 @@ class Broker:
 
     def _check(self, message: Message) -> None:
         name = message.destination
-        if name not in self._valid_names:
+        if message.topic:
+            if name not in self._valid_topics:
+                check_topic_name(name)
+                # Publishing creates nothing, so names are not bounded by queues: the
+                # cache is (a flood of one-off topic names only costs their checks).
+                if len(self._valid_topics) >= 4096:
+                    self._valid_topics.clear()
+                self._valid_topics.add(name)
+        elif name not in self._valid_names:
             check_queue_name(name)
             self._valid_names.add(name)
         limit, id_limit, most_headers, most = self._limits
@@ -237,6 +305,11 @@ class Broker:
         held = self.store.visits_of([m.id for m in messages if m.persistent and m.id])
         ops: list[Op] = []
         accepted: list[Entry] = []
+        # Topic messages' copies, by the queue of the subscription each is for.
+        fanned: list[tuple[str, Entry]] = []
+        # Ids written for the duplicate check with no message key of theirs (a forwarded
+        # topic message that only non-durable subscriptions took).
+        ids_only: list[str] = []
         claimed: list[str] = []
         nonpersistent_bytes = 0
         ids: list[str] = []
@@ -255,8 +328,10 @@ class Broker:
             # same visit is a duplicate.
             visit = len(message.broker_path) + 1
             claim = claims.get(mid)
-            if (claim is not None and claim[1] is settled) or (
-                message.persistent and held.get(mid, 0) >= visit
+            if (
+                (claim is not None and claim[1] is settled)
+                or (message.persistent and held.get(mid, 0) >= visit)
+                or (message.topic and mid in self._published_ids)
             ):
                 # Held and durable (or twice in this batch, answered with it): acknowledged,
                 # not stored twice.
@@ -265,6 +340,13 @@ class Broker:
             if not message.timestamp_ms:
                 message.timestamp_ms = stamp
             message.broker_path.append(me)
+            if message.topic:
+                in_memory, copied = self._fan_out(message, visit, ops, fanned, ids_only)
+                nonpersistent_bytes += in_memory
+                if copied:
+                    claims[mid] = (visit, settled)
+                    claimed.append(mid)
+                continue
             seq = self._next_seq()
             data: bytes | None = None
             if message.persistent:
@@ -290,7 +372,8 @@ class Broker:
         # write nor `settled`, on which resends of these ids wait.
         answer: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         done = functools.partial(
-            self._written, accepted, claimed, (settled, answer), nonpersistent_bytes, held
+            self._written, accepted, fanned, claimed, (settled, answer), nonpersistent_bytes, held,
+            ids_only,
         )
         if ops:
             ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
@@ -304,6 +387,71 @@ class Broker:
         if error is not None:
             raise error
         return Sent(ids, duplicates, assigned)
+
+    def _fan_out(
+        self,
+        message: Message,
+        visit: int,
+        ops: list[Op],
+        fanned: list[tuple[str, Entry]],
+        ids_only: list[str],
+    ) -> tuple[int, bool]:
+        """Copy a topic message into the queue of every subscription it matches now, and
+        of every bridge the network routes it over (the copies are enqueued once the
+        write is done); returns the bytes of the copies held in memory only, and whether
+        there was any copy. A persistent message is stored once per durable
+        subscription and per bridge, in the same write as the rest of its batch: its ack
+        waits for every copy."""
+        self.published += 1
+        router = self.topic_router
+        local, routes = (True, []) if router is None else router.route(message)
+        subs = self.topics.match(message.destination) if local else ()
+        if not subs and not routes:
+            self.dropped += 1
+            return 0, False
+        persistent = message.persistent
+        # Serialized once for all copies: each delivery embeds these bytes (for a
+        # non-persistent message held by one subscription alone, holding its bytes too
+        # would double what it costs, as for a queue).
+        data = message.SerializeToString() if persistent or len(subs) > 1 else None
+        size = len(data) if data is not None else message.ByteSize()
+        in_memory = 0
+        stored = False
+        priority = message.priority
+        for sub in subs:
+            self._seq += 1
+            seq = self._seq
+            if persistent and sub.durable is not None:
+                key = self._key(sub.queue, priority, seq)
+                ops.append((key, data))
+                fanned.append((sub.queue, TopicCopy(message, seq, size, key, data, stored=True)))
+                stored = True
+            else:
+                fanned.append((sub.queue, TopicCopy(message, seq, size, None, data, stored=False)))
+                in_memory += size
+        for queue, targets in routes:
+            copy = Message()
+            copy.CopyFrom(message)
+            del copy.topic_targets[:]
+            copy.topic_targets.extend(targets)
+            seq = self._next_seq()
+            if persistent:
+                copy_data = copy.SerializeToString()
+                key = self._key(queue, priority, seq)
+                ops.append((key, copy_data))
+                fanned.append((queue, Entry(copy, seq, len(copy_data), key, copy_data)))
+                stored = True
+            else:
+                fanned.append((queue, Entry(copy, seq, copy.ByteSize())))
+                in_memory += copy.ByteSize()
+        # Held for the duplicate check whenever a copy is stored, and for every persistent
+        # message that came over a bridge: a resend after a link drop is then answered
+        # as held, not delivered again.
+        if stored or (persistent and len(message.broker_path) > 1):
+            ops.append((id_key(message.id), visit.to_bytes(2, "big")))
+            if not stored:
+                ids_only.append(message.id)
+        return in_memory, True
 
     def _claims_of(self, messages: list[Message]) -> set[asyncio.Future[BaseException | None]]:
         """The unsettled writes that hold an id of `messages`, for any visit.
@@ -323,10 +471,12 @@ class Broker:
     def _written(
         self,
         accepted: list[Entry],
+        fanned: list[tuple[str, Entry]],
         claimed: list[str],
         outcome: tuple[asyncio.Future[BaseException | None], ...],
         nonpersistent_bytes: int,
         held: dict[str, int],
+        ids_only: list[str],
         written: asyncio.Future[None],
     ) -> None:
         """A batch's write is done: enqueue it, or undo it if it failed. Runs from the
@@ -336,6 +486,12 @@ class Broker:
             for entry in accepted:
                 self._queue(entry.message.destination).enqueue(entry)
                 self._dirty.add(entry.message.destination)
+            if fanned:
+                self._enqueue_copies(fanned)
+                excess = len(self._published_ids) - PUBLISHED_IDS
+                if excess > 0:
+                    for mid in list(itertools.islice(self._published_ids, excess)):
+                        del self._published_ids[mid]
             self._schedule_dispatch()
             self._settle(claimed, *outcome, error=None)
             return
@@ -346,12 +502,19 @@ class Broker:
         # taken for a duplicate of a message that is in no queue. An id held from an
         # earlier visit keeps that visit.
         undo: list[Op] = []
-        for entry in accepted:
+        undone_ids: set[str] = set()
+        for entry in itertools.chain(accepted, (copy for _, copy in fanned)):
             if entry.key is not None:
                 mid = entry.message.id
-                previous = held.get(mid, 0)
                 undo.append((entry.key, None))
+                if mid in undone_ids:
+                    continue  # a topic message's other copy
+                undone_ids.add(mid)
+                previous = held.get(mid, 0)
                 undo.append((id_key(mid), previous.to_bytes(2, "big") if previous else None))
+        for mid in ids_only:
+            previous = held.get(mid, 0)
+            undo.append((id_key(mid), previous.to_bytes(2, "big") if previous else None))
         if not undo:
             self._settle(claimed, *outcome, error=error)
             return
@@ -365,6 +528,22 @@ class Broker:
             self._settle(claimed, *outcome, error=error)
 
         undone.add_done_callback(after_undo)
+
+    def _enqueue_copies(self, fanned: list[tuple[str, Entry]]) -> None:
+        by_queue = self.topics.by_queue
+        gone: dict[str, list[Entry]] = {}
+        published = self._published_ids
+        for name, entry in fanned:
+            published[entry.message.id] = None
+            if name in by_queue or is_network_queue(name):
+                self._queue(name).enqueue(entry)
+                self._dirty.add(name)
+            else:
+                # Its subscriber left (or it was unsubscribed) while the write was under
+                # way: the copy goes with the subscription.
+                gone.setdefault(name, []).append(entry)
+        for name, entries in gone.items():
+            self._remove(entries, name)
 
     def _settle(
         self,
@@ -398,7 +577,8 @@ class Broker:
         credit_limit: int = 0,
         weight: int = 1,
     ) -> Consumer:
-        check_queue_name(queue)
+        if not (remote and is_network_queue(queue)):
+            check_queue_name(queue)
         if prefetch < 1:
             raise InvalidArgument(f"prefetch must be at least 1, got {prefetch}")
         consumer = Consumer(
@@ -411,6 +591,149 @@ class Broker:
         if not remote:
             self._notify_demand(q)
         return consumer
+
+    # -- topics --------------------------------------------------------------------
+
+    def subscribe_topic(
+        self,
+        pattern: str,
+        sink: ConsumerSink,
+        prefetch: int,
+        *,
+        durable: tuple[str, str] | None = None,
+        name: str = "",
+    ) -> tuple[str, Consumer]:
+        """Subscribe to the topics `pattern` matches (`*` one segment, `>` the rest).
+
+        Returns the subscription's queue and its consumer: credit, ack, nack and
+        unsubscribe take them as for a queue. `durable`: (client id, subscription name);
+        messages published while no subscriber holds it are kept for it (persistent ones
+        in the store), and the same key resumes it, or with another pattern replaces it.
+        Without, the subscription lives until `unsubscribe`. Raises InvalidArgument for a
+        bad pattern or key, SubscriptionBusy (ALREADY_EXISTS) for a durable
+        subscription that has its subscriber already."""
+        if prefetch < 1:
+            raise InvalidArgument(f"prefetch must be at least 1, got {prefetch}")
+        if durable is None:
+            sub = self.topics.add_nondurable(pattern, name)
+        else:
+            take = self.topics.take_durable(
+                durable[0], durable[1], pattern, uuid.uuid4().hex[:12], name
+            )
+            sub = take.subscription
+            if take.kind is not Take.RESUME:
+                # The record goes through the committer like any write, so a slave holds
+                # it and a restart or a new master knows the subscription; it is logged
+                # before any message stored for the subscription.
+                record: list[Op] = [
+                    (subscription_key(*durable), subscription_record(pattern, sub.queue))
+                ]
+                if take.replaced is not None:
+                    log.info(
+                        "durable subscription %r of %r: %r replaces %r",
+                        durable[1], durable[0], pattern, take.replaced.pattern,
+                    )  # fmt: skip
+                    self._drop_queue(take.replaced.queue, stored=True, ops=record)
+                else:
+                    self._submit_logged(record)
+        consumer = Consumer(sink=sink, prefetch=prefetch, name=name)
+        q = self._queue(sub.queue)
+        q.add_consumer(consumer)
+        self._mark(sub.queue)
+        return sub.queue, consumer
+
+    def unsubscribe_durable(self, client_id: str, sub_name: str) -> None:
+        """Remove a durable subscription and every message kept for it. Raises NOT_FOUND
+        if there is none, ALREADY_EXISTS while a subscriber holds it."""
+        sub = self.topics.remove_durable(client_id, sub_name)
+        record: list[Op] = [(subscription_key(client_id, sub_name), None)]
+        self._drop_queue(sub.queue, stored=True, ops=record)
+
+    def _drop_queue(self, name: str, *, stored: bool, ops: list[Op] | None = None) -> None:
+        """Delete a subscription's queue and all it holds (it has no consumer left).
+        `stored`: it may hold messages in the store (a durable one): they are deleted
+        in chunks after `ops`, so a deep one is not read whole."""
+        q = self.queues.pop(name, None)
+        self._prefixes.pop(name, None)
+        if q is not None:
+            released = sum(e.size for e in q.purge() if not e.persistent)
+            if released:
+                self.memory.release(released)
+        if not stored:
+            if ops:
+                self._submit_logged(ops)
+            return
+        chunk: list[Op] = list(ops or [])
+        chunk.extend((mark_key(name, p), None) for p in PRIORITIES)
+        for key, _ in self.store.queue_items(name):
+            chunk.append((key, None))
+            if len(chunk) >= 10_000:
+                self._submit_logged(chunk)
+                chunk = []
+        if chunk:
+            self._submit_logged(chunk)
+
+    def _submit_logged(self, ops: list[Op]) -> None:
+        """Write through the committer; nobody waits, a failure is logged."""
+
+        def logged(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.warning("topic subscription write failed: %s", done.exception())
+
+        self.committer.submit(ops).add_done_callback(logged)
+
+    def _recover_topics(self) -> None:
+        """Durable subscriptions from the store; a subscription queue without a record
+        (its removal was cut short by a crash) is deleted."""
+        known: set[str] = set()
+        for client_id, sub_name, pattern, queue in self.store.subscriptions():
+            try:
+                self.topics.restore_durable(client_id, sub_name, pattern, queue)
+            except BrokerError as exc:
+                log.warning("durable subscription %r of %r ignored: %s", sub_name, client_id, exc)
+                continue
+            self._queue(queue)
+            known.add(queue)
+        # (A network queue has no record: its messages go on when its bridge is back.)
+        orphans = [
+            n for n in self.queues
+            if is_subscription_queue(n) and not is_network_queue(n) and n not in known
+        ]  # fmt: skip
+        for name in orphans:
+            log.info("deleting the messages of a removed topic subscription")
+            self._drop_queue(name, stored=True)
+
+    # -- records of plugged-in layers -----------------------------------------------
+
+    def keep_record(self, name: str, value: bytes | None) -> None:
+        """Write (None: delete) a plugged-in layer's record through the committer, so a
+        slave holds it and a restart or a new master finds it; nobody waits."""
+        self._submit_logged([(record_key(name), value)])
+
+    def records(self, prefix: str) -> list[tuple[str, bytes]]:
+        return self.store.records(prefix)
+
+    def topic_snapshot(self) -> list[TopicSnapshot]:
+        """Subscriptions by the topic or pattern they subscribe to, for status."""
+        out: list[TopicSnapshot] = []
+        for pattern, subs in sorted(self.topics.patterns().items()):
+            snaps: list[SubscriptionSnapshot] = []
+            for sub in subs:
+                q = self.queues.get(sub.queue)
+                snaps.append(
+                    SubscriptionSnapshot(
+                        queue=sub.queue,
+                        durable=sub.durable,
+                        active=sub.active,
+                        label=sub.label,
+                        pending=q.pending if q else 0,
+                        in_flight=q.in_flight if q else 0,
+                        enqueued=q.stats.enqueued if q else 0,
+                        dequeued=q.stats.dequeued if q else 0,
+                    )
+                )
+            out.append(TopicSnapshot(pattern, snaps))
+        return out
 
     def has_local_consumers(self, queue: str) -> bool:
         q = self.queues.get(queue)
@@ -443,6 +766,12 @@ class Broker:
         if q is None or consumer not in q.consumers:
             return
         requeued, dead = q.remove_consumer(consumer)
+        if is_subscription_queue(queue) and self.topics.release(queue) is not None:
+            # A non-durable subscription goes with its subscriber, and what it held
+            # with it: nobody else could ever receive those copies.
+            self.memory.release(sum(e.size for e, _ in dead if not e.persistent))
+            self._drop_queue(queue, stored=False)
+            return
         self._after_return(q, requeued, dead)
         if not consumer.remote:
             self._notify_demand(q)
@@ -454,7 +783,7 @@ class Broker:
     def ack(self, queue: str, consumer: Consumer, tags: list[int]) -> None:
         q = self.queues[queue]
         done = q.ack(consumer, tags)
-        self._remove(done)
+        self._remove(done, queue)
         self._mark(queue)
 
     def nack(self, queue: str, consumer: Consumer, tags: list[int], counted: bool = True) -> None:
@@ -486,6 +815,8 @@ class Broker:
         self._mark(q.name)
 
     def _notify_demand(self, q: Queue) -> None:
+        if is_subscription_queue(q.name):
+            return  # a topic subscription's queue is no queue demand for the network
         for listener in self.demand_listeners:
             listener(q.name, q.local_consumers)
 
@@ -505,8 +836,9 @@ class Broker:
         if self.taken_listeners:
             self._taken([e for e in entries if not e.dispatched])
 
-    def _remove(self, entries: list[Entry]) -> None:
-        """Messages done with: delete them, remembering their ids for the duplicate check."""
+    def _remove(self, entries: list[Entry], queue: str | None = None) -> None:
+        """Messages done with: delete them, remembering their ids for the duplicate check.
+        `queue`: the queue they are in (a topic copy's destination names its topic)."""
         self._removed(entries)
         ops: list[Op] = []
         consumed: list[bytes] = []
@@ -514,7 +846,9 @@ class Broker:
         for entry in entries:
             if entry.persistent:
                 message = entry.message
-                key = entry.key or self._key(message.destination, entry.priority, entry.seq)
+                key = entry.key or self._key(
+                    queue or message.destination, entry.priority, entry.seq
+                )
                 ops.append((key, None))
                 consumed.append(message.id.encode())
             else:
@@ -555,6 +889,8 @@ class Broker:
             message = Message()
             message.CopyFrom(old)
             message.destination = target
+            # A topic message's dead letter is a queue message of its DLQ.
+            message.topic = False
             # A dead letter is kept until an operator deals with it.
             message.expiration_ms = 0
             message.headers["dlq_reason"] = reason
@@ -563,12 +899,17 @@ class Broker:
             key: bytes | None = None
             data: bytes | None = None
             if entry.persistent:
-                original = entry.key or self._key(old.destination, entry.priority, entry.seq)
+                original = entry.key or self._key(q.name, entry.priority, entry.seq)
                 ops.append((original, None))
                 data = message.SerializeToString()
                 key = self._key(target, message.priority, seq)
                 ops.append((key, data))
-            moved.append(Entry(message, seq, entry.size, key, data))
+            dead_letter = Entry(message, seq, entry.size, key, data)
+            # Held where the original was: a persistent message's copy for a non-durable
+            # subscription was in memory only, and so is its dead letter (its size stays
+            # counted against the memory gate until it is consumed).
+            dead_letter.persistent = entry.persistent
+            moved.append(dead_letter)
             log.info("message %s of %s to %s: %s", old.id, old.destination, target, reason)
         if ops:
             ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
@@ -730,6 +1071,7 @@ class Broker:
                 dead_lettered=q.stats.dead_lettered,
             )
             for q in sorted(self.queues.values(), key=lambda q: q.name)
+            if not is_subscription_queue(q.name)
         ]
 
     def _existing(self, name: str) -> Queue:
@@ -745,7 +1087,7 @@ class Broker:
         keep = {e.seq for c in q.consumers for e in c.in_flight.values()}
         window = q.purge()
         keep.update(e.seq for e in window)
-        self._remove(window)
+        self._remove(window, name)
         purged = len(window)
         chunk: list[Entry] = []
         # The rest are paged out: read them in chunks so a deep queue is not loaded whole.
@@ -756,10 +1098,10 @@ class Broker:
             q.purged_from_store(priority, seq)
             chunk.append(Entry(Message.FromString(data), seq, len(data)))
             if len(chunk) >= 10_000:
-                self._remove(chunk)
+                self._remove(chunk, name)
                 purged += len(chunk)
                 chunk = []
-        self._remove(chunk)
+        self._remove(chunk, name)
         return purged + len(chunk)
 
     def browse(self, name: str, limit: int) -> list[Message]:

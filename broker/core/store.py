@@ -12,6 +12,11 @@ Key layout (raw bytes, byte-wise order):
     a <ack number: 8 bytes BE>                             -> one consumed id (stores
                                                               written before `c` keys)
     h <queue utf-8> 0x00 <9 - priority>                    -> highest seq dispatched
+    s <client id utf-8> 0x00 <subscription name utf-8>     -> a durable topic
+                                                              subscription: its pattern,
+                                                              0x00, its queue
+    x <name utf-8>                                         -> a record a plugged-in
+                                                              layer keeps (opaque bytes)
     z <name>                                               -> meta values (8 bytes BE)
 
 Ordering messages by inverted priority and then sequence makes a forward scan of a
@@ -115,6 +120,18 @@ def parse_message_key(key: bytes) -> tuple[str, int, int]:
 
 def mark_key(queue: str, priority: int) -> bytes:
     return b"h" + queue.encode() + b"\x00" + bytes((9 - priority,))
+
+
+def record_key(name: str) -> bytes:
+    return b"x" + name.encode()
+
+
+def subscription_key(client_id: str, name: str) -> bytes:
+    return b"s" + client_id.encode() + b"\x00" + name.encode()
+
+
+def subscription_record(pattern: str, queue: str) -> bytes:
+    return pattern.encode() + b"\x00" + queue.encode()
 
 
 def id_key(message_id: str) -> bytes:
@@ -359,6 +376,20 @@ class Store:
                 value, "big"
             )
         return marks
+
+    def records(self, prefix: str) -> list[tuple[str, bytes]]:
+        """The plugged-in layers' records whose names start with `prefix`."""
+        start = record_key(prefix)
+        return [(key[1:].decode(), value) for key, value in self._range(start, _after(start))]
+
+    def subscriptions(self) -> list[tuple[str, str, str, str]]:
+        """Every durable topic subscription: (client id, name, pattern, queue)."""
+        out: list[tuple[str, str, str, str]] = []
+        for key, value in self._range(b"s", b"t"):
+            client_id, name = key[1:].decode().split("\x00", 1)
+            pattern, queue = value.decode().split("\x00", 1)
+            out.append((client_id, name, pattern, queue))
+        return out
 
     def scan_queue(
         self, queue: str, priority: int, after_seq: int, limit: int

@@ -145,10 +145,50 @@ class ListQueuesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListQueuesResponse(_message.Message):
-    __slots__ = ("queues",)
+    __slots__ = ("queues", "topics", "published", "dropped")
     QUEUES_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
     queues: _containers.RepeatedCompositeFieldContainer[QueueInfo]
-    def __init__(self, queues: _Optional[_Iterable[_Union[QueueInfo, _Mapping]]] = ...) -> None: ...
+    topics: _containers.RepeatedCompositeFieldContainer[TopicInfo]
+    published: int
+    dropped: int
+    def __init__(self, queues: _Optional[_Iterable[_Union[QueueInfo, _Mapping]]] = ..., topics: _Optional[_Iterable[_Union[TopicInfo, _Mapping]]] = ..., published: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class TopicInfo(_message.Message):
+    __slots__ = ("name", "subscriptions", "subscribers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    subscriptions: int
+    subscribers: _containers.RepeatedCompositeFieldContainer[SubscriptionInfo]
+    def __init__(self, name: _Optional[str] = ..., subscriptions: _Optional[int] = ..., subscribers: _Optional[_Iterable[_Union[SubscriptionInfo, _Mapping]]] = ...) -> None: ...
+
+class SubscriptionInfo(_message.Message):
+    __slots__ = ("durable", "client_id", "subscription", "active", "depth", "pending", "in_flight", "enqueued", "dequeued", "label")
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    ENQUEUED_FIELD_NUMBER: _ClassVar[int]
+    DEQUEUED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    durable: bool
+    client_id: str
+    subscription: str
+    active: bool
+    depth: int
+    pending: int
+    in_flight: int
+    enqueued: int
+    dequeued: int
+    label: str
+    def __init__(self, durable: _Optional[bool] = ..., client_id: _Optional[str] = ..., subscription: _Optional[str] = ..., active: _Optional[bool] = ..., depth: _Optional[int] = ..., pending: _Optional[int] = ..., in_flight: _Optional[int] = ..., enqueued: _Optional[int] = ..., dequeued: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class PurgeRequest(_message.Message):
     __slots__ = ("queue",)

@@ -88,15 +88,35 @@ class Refusal(_message.Message):
     def __init__(self, position: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class BridgeFrame(_message.Message):
-    __slots__ = ("hello", "demand", "forward", "acks", "credits")
+    __slots__ = ("hello", "demand", "forward", "acks", "credits", "topics")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     DEMAND_FIELD_NUMBER: _ClassVar[int]
     FORWARD_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
     CREDITS_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
     hello: BridgeHello
     demand: _containers.RepeatedCompositeFieldContainer[Demand]
     forward: ForwardBatch
     acks: _containers.RepeatedCompositeFieldContainer[ForwardAck]
     credits: _containers.RepeatedCompositeFieldContainer[Credit]
-    def __init__(self, hello: _Optional[_Union[BridgeHello, _Mapping]] = ..., demand: _Optional[_Iterable[_Union[Demand, _Mapping]]] = ..., forward: _Optional[_Union[ForwardBatch, _Mapping]] = ..., acks: _Optional[_Iterable[_Union[ForwardAck, _Mapping]]] = ..., credits: _Optional[_Iterable[_Union[Credit, _Mapping]]] = ...) -> None: ...
+    topics: TopicDemand
+    def __init__(self, hello: _Optional[_Union[BridgeHello, _Mapping]] = ..., demand: _Optional[_Iterable[_Union[Demand, _Mapping]]] = ..., forward: _Optional[_Union[ForwardBatch, _Mapping]] = ..., acks: _Optional[_Iterable[_Union[ForwardAck, _Mapping]]] = ..., credits: _Optional[_Iterable[_Union[Credit, _Mapping]]] = ..., topics: _Optional[_Union[TopicDemand, _Mapping]] = ...) -> None: ...
+
+class TopicDemand(_message.Message):
+    __slots__ = ("routes",)
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[TopicRoute]
+    def __init__(self, routes: _Optional[_Iterable[_Union[TopicRoute, _Mapping]]] = ...) -> None: ...
+
+class TopicRoute(_message.Message):
+    __slots__ = ("pattern", "broker", "hops", "durable")
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    BROKER_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    pattern: str
+    broker: str
+    hops: int
+    durable: bool
+    def __init__(self, pattern: _Optional[str] = ..., broker: _Optional[str] = ..., hops: _Optional[int] = ..., durable: _Optional[bool] = ...) -> None: ...

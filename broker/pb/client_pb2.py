@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from broker.pb import message_pb2 as broker_dot_pb_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/pb/client.proto\x12\tnetbroker\x1a\x17\x62roker/pb/message.proto\"H\n\x0eProduceRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.netbroker.Message\"Y\n\x0fProduceResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0b\n\x03ids\x18\x05 \x03(\t\"L\n\tSubscribe\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08prefetch\x18\x02 \x01(\r\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0c\n\x04name\x18\x04 \x01(\t\"d\n\x0e\x43onsumeRequest\x12\'\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.netbroker.Subscribe\x12\x0e\n\x06\x63redit\x18\x02 \x01(\x11\x12\x0b\n\x03\x61\x63k\x18\x03 \x03(\x04\x12\x0c\n\x04nack\x18\x04 \x03(\x04\"Q\n\x08\x44\x65livery\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12#\n\x07message\x18\x02 \x01(\x0b\x32\x12.netbroker.Message\x12\x13\n\x0bredelivered\x18\x03 \x01(\x08\":\n\x0f\x43onsumeResponse\x12\'\n\ndeliveries\x18\x01 \x03(\x0b\x32\x13.netbroker.Delivery2\x94\x01\n\x06\x42roker\x12\x44\n\x07Produce\x12\x19.netbroker.ProduceRequest\x1a\x1a.netbroker.ProduceResponse(\x01\x30\x01\x12\x44\n\x07\x43onsume\x12\x19.netbroker.ConsumeRequest\x1a\x1a.netbroker.ConsumeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/pb/client.proto\x12\tnetbroker\x1a\x17\x62roker/pb/message.proto\"H\n\x0eProduceRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12$\n\x08messages\x18\x02 \x03(\x0b\x32\x12.netbroker.Message\"Y\n\x0fProduceResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0b\n\x03ids\x18\x05 \x03(\t\"\x84\x01\n\tSubscribe\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08prefetch\x18\x02 \x01(\r\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05topic\x18\x05 \x01(\t\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x14\n\x0csubscription\x18\x07 \x01(\t\"=\n\x12UnsubscribeRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\"\x15\n\x13UnsubscribeResponse\"d\n\x0e\x43onsumeRequest\x12\'\n\tsubscribe\x18\x01 \x01(\x0b\x32\x14.netbroker.Subscribe\x12\x0e\n\x06\x63redit\x18\x02 \x01(\x11\x12\x0b\n\x03\x61\x63k\x18\x03 \x03(\x04\x12\x0c\n\x04nack\x18\x04 \x03(\x04\"Q\n\x08\x44\x65livery\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12#\n\x07message\x18\x02 \x01(\x0b\x32\x12.netbroker.Message\x12\x13\n\x0bredelivered\x18\x03 \x01(\x08\":\n\x0f\x43onsumeResponse\x12\'\n\ndeliveries\x18\x01 \x03(\x0b\x32\x13.netbroker.Delivery2\xe2\x01\n\x06\x42roker\x12\x44\n\x07Produce\x12\x19.netbroker.ProduceRequest\x1a\x1a.netbroker.ProduceResponse(\x01\x30\x01\x12\x44\n\x07\x43onsume\x12\x19.netbroker.ConsumeRequest\x1a\x1a.netbroker.ConsumeResponse(\x01\x30\x01\x12L\n\x0bUnsubscribe\x12\x1d.netbroker.UnsubscribeRequest\x1a\x1e.netbroker.UnsubscribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,14 +36,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCEREQUEST']._serialized_end=134
   _globals['_PRODUCERESPONSE']._serialized_start=136
   _globals['_PRODUCERESPONSE']._serialized_end=225
-  _globals['_SUBSCRIBE']._serialized_start=227
-  _globals['_SUBSCRIBE']._serialized_end=303
-  _globals['_CONSUMEREQUEST']._serialized_start=305
-  _globals['_CONSUMEREQUEST']._serialized_end=405
-  _globals['_DELIVERY']._serialized_start=407
-  _globals['_DELIVERY']._serialized_end=488
-  _globals['_CONSUMERESPONSE']._serialized_start=490
-  _globals['_CONSUMERESPONSE']._serialized_end=548
-  _globals['_BROKER']._serialized_start=551
-  _globals['_BROKER']._serialized_end=699
+  _globals['_SUBSCRIBE']._serialized_start=228
+  _globals['_SUBSCRIBE']._serialized_end=360
+  _globals['_UNSUBSCRIBEREQUEST']._serialized_start=362
+  _globals['_UNSUBSCRIBEREQUEST']._serialized_end=423
+  _globals['_UNSUBSCRIBERESPONSE']._serialized_start=425
+  _globals['_UNSUBSCRIBERESPONSE']._serialized_end=446
+  _globals['_CONSUMEREQUEST']._serialized_start=448
+  _globals['_CONSUMEREQUEST']._serialized_end=548
+  _globals['_DELIVERY']._serialized_start=550
+  _globals['_DELIVERY']._serialized_end=631
+  _globals['_CONSUMERESPONSE']._serialized_start=633
+  _globals['_CONSUMERESPONSE']._serialized_end=691
+  _globals['_BROKER']._serialized_start=694
+  _globals['_BROKER']._serialized_end=920
 # @@protoc_insertion_point(module_scope)

@@ -30,16 +30,34 @@ class ProduceResponse(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., ok: _Optional[bool] = ..., code: _Optional[str] = ..., error: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Subscribe(_message.Message):
-    __slots__ = ("queue", "prefetch", "priority", "name")
+    __slots__ = ("queue", "prefetch", "priority", "name", "topic", "client_id", "subscription")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     queue: str
     prefetch: int
     priority: int
     name: str
-    def __init__(self, queue: _Optional[str] = ..., prefetch: _Optional[int] = ..., priority: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+    topic: str
+    client_id: str
+    subscription: str
+    def __init__(self, queue: _Optional[str] = ..., prefetch: _Optional[int] = ..., priority: _Optional[int] = ..., name: _Optional[str] = ..., topic: _Optional[str] = ..., client_id: _Optional[str] = ..., subscription: _Optional[str] = ...) -> None: ...
+
+class UnsubscribeRequest(_message.Message):
+    __slots__ = ("client_id", "subscription")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    subscription: str
+    def __init__(self, client_id: _Optional[str] = ..., subscription: _Optional[str] = ...) -> None: ...
+
+class UnsubscribeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ConsumeRequest(_message.Message):
     __slots__ = ("subscribe", "credit", "ack", "nack")

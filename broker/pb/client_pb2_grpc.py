@@ -46,6 +46,11 @@ class BrokerStub:
                 request_serializer=broker_dot_pb_dot_client__pb2.ConsumeRequest.SerializeToString,
                 response_deserializer=broker_dot_pb_dot_client__pb2.ConsumeResponse.FromString,
                 _registered_method=True)
+        self.Unsubscribe = channel.unary_unary(
+                '/netbroker.Broker/Unsubscribe',
+                request_serializer=broker_dot_pb_dot_client__pb2.UnsubscribeRequest.SerializeToString,
+                response_deserializer=broker_dot_pb_dot_client__pb2.UnsubscribeResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -67,6 +72,13 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Unsubscribe(self, request, context):
+        """Remove a durable topic subscription and the messages stored for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +91,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Consume,
                     request_deserializer=broker_dot_pb_dot_client__pb2.ConsumeRequest.FromString,
                     response_serializer=broker_dot_pb_dot_client__pb2.ConsumeResponse.SerializeToString,
+            ),
+            'Unsubscribe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unsubscribe,
+                    request_deserializer=broker_dot_pb_dot_client__pb2.UnsubscribeRequest.FromString,
+                    response_serializer=broker_dot_pb_dot_client__pb2.UnsubscribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +154,33 @@ class Broker:
             '/netbroker.Broker/Consume',
             broker_dot_pb_dot_client__pb2.ConsumeRequest.SerializeToString,
             broker_dot_pb_dot_client__pb2.ConsumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unsubscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netbroker.Broker/Unsubscribe',
+            broker_dot_pb_dot_client__pb2.UnsubscribeRequest.SerializeToString,
+            broker_dot_pb_dot_client__pb2.UnsubscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62roker/pb/message.proto\x12\tnetbroker\"\x9c\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x30\n\x07headers\x18\x04 \x03(\x0b\x32\x1f.netbroker.Message.HeadersEntry\x12\x12\n\npersistent\x18\x05 \x01(\x08\x12\x10\n\x08priority\x18\x06 \x01(\r\x12\x15\n\rexpiration_ms\x18\x07 \x01(\x03\x12\x18\n\x10redelivery_count\x18\x08 \x01(\r\x12\x13\n\x0b\x62roker_path\x18\t \x03(\t\x12\x14\n\x0ctimestamp_ms\x18\n \x01(\x03\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62roker/pb/message.proto\x12\tnetbroker\"\xc2\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x30\n\x07headers\x18\x04 \x03(\x0b\x32\x1f.netbroker.Message.HeadersEntry\x12\x12\n\npersistent\x18\x05 \x01(\x08\x12\x10\n\x08priority\x18\x06 \x01(\r\x12\x15\n\rexpiration_ms\x18\x07 \x01(\x03\x12\x18\n\x10redelivery_count\x18\x08 \x01(\r\x12\x13\n\x0b\x62roker_path\x18\t \x03(\t\x12\x14\n\x0ctimestamp_ms\x18\n \x01(\x03\x12\r\n\x05topic\x18\x0b \x01(\x08\x12\x15\n\rtopic_targets\x18\x0c \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGE_HEADERSENTRY']._loaded_options = None
   _globals['_MESSAGE_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_MESSAGE']._serialized_start=39
-  _globals['_MESSAGE']._serialized_end=323
-  _globals['_MESSAGE_HEADERSENTRY']._serialized_start=277
-  _globals['_MESSAGE_HEADERSENTRY']._serialized_end=323
+  _globals['_MESSAGE']._serialized_end=361
+  _globals['_MESSAGE_HEADERSENTRY']._serialized_start=315
+  _globals['_MESSAGE_HEADERSENTRY']._serialized_end=361
 # @@protoc_insertion_point(module_scope)

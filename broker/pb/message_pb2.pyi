@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Message(_message.Message):
-    __slots__ = ("id", "destination", "body", "headers", "persistent", "priority", "expiration_ms", "redelivery_count", "broker_path", "timestamp_ms")
+    __slots__ = ("id", "destination", "body", "headers", "persistent", "priority", "expiration_ms", "redelivery_count", "broker_path", "timestamp_ms", "topic", "topic_targets")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,8 @@ class Message(_message.Message):
     REDELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
     BROKER_PATH_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_TARGETS_FIELD_NUMBER: _ClassVar[int]
     id: str
     destination: str
     body: bytes
@@ -35,4 +37,6 @@ class Message(_message.Message):
     redelivery_count: int
     broker_path: _containers.RepeatedScalarFieldContainer[str]
     timestamp_ms: int
-    def __init__(self, id: _Optional[str] = ..., destination: _Optional[str] = ..., body: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., persistent: _Optional[bool] = ..., priority: _Optional[int] = ..., expiration_ms: _Optional[int] = ..., redelivery_count: _Optional[int] = ..., broker_path: _Optional[_Iterable[str]] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    topic: bool
+    topic_targets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., destination: _Optional[str] = ..., body: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., persistent: _Optional[bool] = ..., priority: _Optional[int] = ..., expiration_ms: _Optional[int] = ..., redelivery_count: _Optional[int] = ..., broker_path: _Optional[_Iterable[str]] = ..., timestamp_ms: _Optional[int] = ..., topic: _Optional[bool] = ..., topic_targets: _Optional[_Iterable[str]] = ...) -> None: ...

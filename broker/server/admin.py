@@ -1,4 +1,5 @@
-"""The Admin service: a broker's status, its queues, purge and browse, for operators."""
+"""The Admin service: a broker's status, its queues and topic subscriptions, purge and
+browse, for operators."""
 
 from __future__ import annotations
 
@@ -86,7 +87,31 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                     dead_lettered=s.dead_lettered,
                 )
                 for s in broker.snapshot()
-            ]
+            ],
+            topics=[
+                admin_pb2.TopicInfo(
+                    name=t.name,
+                    subscriptions=len(t.subscriptions),
+                    subscribers=[
+                        admin_pb2.SubscriptionInfo(
+                            durable=s.durable is not None,
+                            client_id=s.durable[0] if s.durable else "",
+                            subscription=s.durable[1] if s.durable else "",
+                            active=s.active,
+                            depth=s.pending + s.in_flight,
+                            pending=s.pending,
+                            in_flight=s.in_flight,
+                            enqueued=s.enqueued,
+                            dequeued=s.dequeued,
+                            label=s.label,
+                        )
+                        for s in t.subscriptions
+                    ],
+                )
+                for t in broker.topic_snapshot()
+            ],
+            published=broker.published,
+            dropped=broker.dropped,
         )
 
     async def Purge(

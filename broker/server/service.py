@@ -16,7 +16,7 @@ from broker.core.queue import Consumer, Entry
 from broker.errors import BrokerError
 from broker.pb import client_pb2, client_pb2_grpc
 from broker.server.codes import status_code
-from broker.server.decode import RAW, decoded, decoded_sized
+from broker.server.decode import RAW, decode, decoded, decoded_sized
 from broker.server.gate import ServiceGate
 
 log = logging.getLogger("netbroker.service")
@@ -95,6 +95,11 @@ def install_client_service(server: grpc.aio.Server, gate: ServiceGate) -> None:
             request_deserializer=RAW,
             response_serializer=RAW,
         ),
+        "Unsubscribe": grpc.unary_unary_rpc_method_handler(
+            service.Unsubscribe,
+            request_deserializer=RAW,
+            response_serializer=client_pb2.UnsubscribeResponse.SerializeToString,
+        ),
     }
     name = client_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
@@ -170,6 +175,17 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 if (item := answers.get_nowait()) is not None:
                     item[0].add_done_callback(_retrieve)
 
+    async def Unsubscribe(
+        self, data: bytes, context: grpc.aio.ServicerContext
+    ) -> client_pb2.UnsubscribeResponse:
+        broker = await self.gate.admit(context)
+        request = await decode(context, client_pb2.UnsubscribeRequest, data, "Broker/Unsubscribe")
+        try:
+            broker.unsubscribe_durable(request.client_id, request.subscription)
+        except BrokerError as exc:
+            await context.abort(status_code(exc.code), exc.message)
+        return client_pb2.UnsubscribeResponse()
+
     async def Consume(
         self,
         request_iterator: AsyncIterator[bytes],
@@ -192,14 +208,11 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         sink = StreamSink()
         prefetch = min(sub.prefetch or 1000, MAX_PREFETCH)
         try:
-            consumer = broker.subscribe(
-                sub.queue, sink, prefetch, sub.priority, sub.name or context.peer()
-            )
+            queue, consumer = _subscribe(broker, sub, sink, prefetch, sub.name or context.peer())
         except BrokerError as exc:
             await context.abort(status_code(exc.code), exc.message)
         # Before the first dispatch, which subscribe only scheduled.
         consumer.max_bytes = MAX_CONSUMER_BYTES
-        queue = sub.queue
 
         def apply(request: client_pb2.ConsumeRequest, consumer: Consumer) -> None:
             if request.HasField("subscribe"):
@@ -224,6 +237,10 @@ class ClientService(client_pb2_grpc.BrokerServicer):
 
         reader = asyncio.create_task(read())
         try:
+            if sub.topic:
+                # An empty response says the subscription is in place: a subscriber that
+                # waits for it knows it sees everything published from then on.
+                yield b""
             while True:
                 await sink.wake.wait()
                 if sink.error is not None:
@@ -237,3 +254,29 @@ class ClientService(client_pb2_grpc.BrokerServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             broker.unsubscribe(queue, consumer)
+
+
+def _subscribe(
+    broker: Broker, sub: client_pb2.Subscribe, sink: StreamSink, prefetch: int, label: str
+) -> tuple[str, Consumer]:
+    """A queue consumer or a topic subscriber, as the Subscribe asks: (queue, consumer)."""
+    if sub.topic:
+        if sub.queue:
+            raise BrokerError(
+                "INVALID_ARGUMENT", "subscribe to a queue or to a topic, not both at once"
+            )
+        durable = None
+        if sub.subscription or sub.client_id:
+            if not sub.subscription:
+                raise BrokerError(
+                    "INVALID_ARGUMENT",
+                    f"client id {sub.client_id!r} given without a subscription name: a "
+                    f"durable subscription needs both",
+                )
+            durable = (sub.client_id, sub.subscription)
+        return broker.subscribe_topic(sub.topic, sink, prefetch, durable=durable, name=label)
+    if sub.client_id or sub.subscription:
+        raise BrokerError(
+            "INVALID_ARGUMENT", "a client id and subscription name are for topic subscriptions"
+        )
+    return sub.queue, broker.subscribe(sub.queue, sink, prefetch, sub.priority, label)

@@ -51,7 +51,7 @@ def free_port() -> int:
         (["send", "--bogus", "q", "x"], "netbroker: send: unrecognized arguments: --bogus"),
         (["frobnicate"], "netbroker: argument COMMAND: invalid choice: 'frobnicate'"),
         ([], "netbroker: the following arguments are required: COMMAND"),
-        (["send"], "netbroker: send: the following arguments are required: QUEUE"),
+        (["send"], "netbroker: send: the following arguments are required: DEST"),
         (["send", "q"], "netbroker: send: give a message BODY or --file F"),
         (["recv", "q", "--count", "0"], "netbroker: recv: argument --count: expected an "
          "integer >= 1, got '0'"),

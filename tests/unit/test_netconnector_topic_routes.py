@@ -1,7 +1,8 @@
 """Topic routes, decided alone: networks of route tables exchange advertisements until
 they settle, then every broker publishes and the messages are carried hop by hop as the
 tables decide. Each broker with a matching subscription gets each message exactly once,
-in a chain, a ring and a full mesh, with wildcards, and after a link drops."""
+in a chain, a ring and a full mesh, with wildcards, and after a link drops; a durable
+subscription's route outlasts its link for persistent messages."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from netconnector.topic_routes import TopicRoutes
 
 
 class Net:
-    """Brokers and links; bridge ids are `"<me>-<peer>"`."""
+    """Brokers and links."""
 
     def __init__(self, links: list[tuple[str, str]], ttl: int = 8) -> None:
         self.ttl = ttl
@@ -23,41 +24,42 @@ class Net:
         for a, b in links:
             self.links |= {(a, b), (b, a)}
 
-    def subscribe(self, broker: str, *patterns: str) -> None:
-        self.routes[broker].set_local(patterns)
+    def subscribe(self, broker: str, *patterns: str, durable: tuple[str, ...] = ()) -> None:
+        self.routes[broker].set_local(patterns, durable)
 
     def drop(self, a: str, b: str) -> None:
         self.links -= {(a, b), (b, a)}
-        self.routes[a].drop_bridge(f"{a}-{b}")
-        self.routes[b].drop_bridge(f"{b}-{a}")
+        self.routes[a].link_down(b)
+        self.routes[b].link_down(a)
 
     def settle(self) -> int:
         """Advertise over every link until nothing changes; returns the rounds taken."""
         for rounds in range(1, 50):
             changed = False
             for a, b in sorted(self.links):
-                ad = self.routes[a].advertisement(f"{a}-{b}", self.ttl)
-                changed |= self.routes[b].set_remote(f"{b}-{a}", a, ad)
+                ad = self.routes[a].advertisement(b, self.ttl)
+                changed |= self.routes[b].set_remote(a, ad)
             if not changed:
                 return rounds
         raise AssertionError("advertisements never settled")
 
-    def publish(self, origin: str, topic: str) -> dict[str, int]:
-        """Carry one message from `origin`; how many copies each broker delivered."""
+    def publish(self, origin: str, topic: str, persistent: bool = True) -> dict[str, int]:
+        """Carry one message from `origin`; how many copies each broker delivered (a
+        copy for a neighbour whose link is down counts as delivered there: it waits,
+        stored, for the link)."""
         got = dict.fromkeys(self.routes, 0)
-        hops: list[tuple[str, tuple[str, ...], frozenset[str] | None]] = [
-            (origin, (origin,), None)
-        ]
+        hops: list[tuple[str, tuple[str, ...], frozenset[str] | None]] = [(origin, (origin,), None)]
         for _ in range(1000):
             if not hops:
                 return got
             broker, path, targets = hops.pop()
-            route = self.routes[broker].route(topic, path, targets)
+            route = self.routes[broker].route(topic, path, targets, persistent)
             got[broker] += route.local
-            for bridge, carried in route.bridges.items():
-                peer = bridge.split("-", 1)[1]
-                assert (broker, peer) in self.links
+            for peer, carried in route.peers.items():
                 assert peer not in path
+                if (broker, peer) not in self.links:
+                    got[peer] += 1  # held for the link to come back
+                    continue
                 hops.append((peer, (*path, peer), carried))
         raise AssertionError("a message went round without end")
 
@@ -117,18 +119,42 @@ def test_a_message_never_goes_back_to_a_broker_it_passed() -> None:
     """While tables disagree (b still thinks d is behind a), the message is not sent
     back to a: d is dropped for this message rather than looped."""
     routes = TopicRoutes("b")
-    routes.set_remote("b-a", "a", {("t", "d"): 1})
+    routes.set_remote("a", {("t", "d"): (1, False)})
     route = routes.route("t", path=("a", "b"), targets=frozenset({"d"}))
-    assert not route.local and dict(route.bridges) == {}
+    assert not route.local and dict(route.peers) == {}
 
 
 def test_advertisements_keep_split_horizon_and_never_echo_a_peer() -> None:
     routes = TopicRoutes("b")
     routes.set_local(["x"])
-    routes.set_remote("b-a", "a", {("t", "a"): 0, ("u", "z"): 1})
-    routes.set_remote("b-c", "c", {("t", "c"): 0})
-    assert routes.advertisement("b-a", ttl=8) == {("x", "b"): 0, ("t", "c"): 1}
-    assert routes.advertisement("b-c", ttl=8) == {("x", "b"): 0, ("t", "a"): 1, ("u", "z"): 2}
-    assert routes.advertisement("b-c", ttl=2) == {("x", "b"): 0, ("t", "a"): 1}
+    routes.set_remote("a", {("t", "a"): (0, False), ("u", "z"): (1, True)})
+    routes.set_remote("c", {("t", "c"): (0, False)})
+    assert routes.advertisement("a", ttl=8) == {("x", "b"): (0, False), ("t", "c"): (1, False)}
+    assert routes.advertisement("c", ttl=8) == {
+        ("x", "b"): (0, False), ("t", "a"): (1, False), ("u", "z"): (2, True)
+    }  # fmt: skip
+    assert routes.advertisement("c", ttl=2) == {("x", "b"): (0, False), ("t", "a"): (1, False)}
     with pytest.raises(ValueError, match="hops must be >= 0"):
-        routes.set_remote("b-a", "a", {("t", "a"): -1})
+        routes.set_remote("a", {("t", "a"): (-1, False)})
+
+
+def test_a_durable_subscription_is_routed_to_while_its_link_is_down() -> None:
+    """Persistent messages for a durable subscription behind a dropped link go to that
+    neighbour's queue, to wait for it; non-durable ones and non-persistent messages do
+    not; a live route elsewhere wins; the link's return replaces the kept entries."""
+    net = Net(CHAIN4)
+    net.subscribe("c", "t", durable=("t",))
+    net.subscribe("d", "t")
+    net.settle()
+    net.drop("b", "c")
+    net.settle()
+    assert net.publish("a", "t") == {"a": 0, "b": 0, "c": 1, "d": 0}
+    assert net.publish("a", "t", persistent=False) == dict.fromkeys("abcd", 0)
+    mesh = Net(MESH4)
+    mesh.subscribe("d", "t", durable=("t",))
+    mesh.settle()
+    mesh.drop("a", "d")
+    mesh.settle()
+    route = mesh.routes["a"].route("t")
+    assert dict(route.peers) in ({"b": {"d"}}, {"c": {"d"}})
+    assert mesh.publish("a", "t") == {"a": 0, "b": 0, "c": 0, "d": 1}

@@ -1,0 +1,189 @@
+"""Topics on real broker processes through the gRPC client: fan-out to N subscribers,
+wildcards, drops, clear refusals, and a durable subscription kept across kill -9.
+
+Every scenario counts what was sent (acknowledged) against what each subscriber got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+
+from broker.client import BrokerError, Client, Consumer, Delivery
+from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
+from tests.support.aio import run
+from tests.support.procs import BrokerProcess
+from tests.support.scenario import check_exactly_once, wait_for
+
+
+async def publish_many(client: Client, topic: str, bodies: list[bytes], **kw: Any) -> list[str]:
+    producer = client.producer()
+    futures = [await producer.publish(topic, body, **kw) for body in bodies]
+    await producer.flush()
+    await producer.close()
+    return [f.result() for f in futures]
+
+
+async def take_all(consumer: Consumer, count: int, timeout: float = 10.0) -> list[Delivery]:
+    """Receive and ack until `count` arrived, then whatever else comes within 0.3 s
+    (a duplicate would be counted by the caller)."""
+    got: list[Delivery] = []
+    while len(got) < count:
+        d = await consumer.receive(timeout=timeout)
+        if d is None:
+            break
+        got.append(d)
+        d.ack()
+    while (d := await consumer.receive(timeout=0.3)) is not None:
+        got.append(d)
+        d.ack()
+    return got
+
+
+async def topics_of(client: Client) -> dict[str, admin_pb2.TopicInfo]:
+    async with grpc.aio.insecure_channel(client.address or "") as channel:
+        answer = await admin_pb2_grpc.AdminStub(channel).ListQueues(admin_pb2.ListQueuesRequest())
+    return {t.name: t for t in answer.topics}
+
+
+def test_fan_out_to_n_subscribers_with_wildcards(broker: BrokerProcess) -> None:
+    async def scenario() -> None:
+        async with await Client.connect(broker.url) as client:
+            patterns = ["prices.eu", "prices.eu", "prices.eu", "prices.*", "prices.>"]
+            subscribers = [await client.subscribe(topic=p, prefetch=200) for p in patterns]
+            other = await client.subscribe(topic="news.*", prefetch=10)
+            # subscribe() returns once the broker has the subscription in place.
+            assert await _subscriptions(client, 3)
+            n = 2_000
+            sent = await publish_many(client, "prices.eu", [f"{i}".encode() for i in range(n)])
+            deep = await publish_many(client, "prices.eu.paris", [b"deep"] * 10, persistent=False)
+            results = await asyncio.gather(*(take_all(s, n) for s in subscribers[:4]))
+            for got in results:
+                check_exactly_once(sent, got)
+                assert [d.body for d in got] == [f"{i}".encode() for i in range(n)]
+                assert all(d.topic == "prices.eu" and d.queue == "prices.eu" for d in got)
+            tail = await take_all(subscribers[4], n + 10)
+            check_exactly_once(sent + deep, tail)
+            assert await other.receive(timeout=0.2) is None
+            info = await topics_of(client)
+            assert info["prices.eu"].subscriptions == 3
+            assert all(s.active and not s.durable for s in info["prices.eu"].subscribers)
+            for s in subscribers:
+                await s.close()
+            # Their subscriptions went with them: a publish now is dropped, yet acked.
+            await wait_for(lambda: _no_topics(client), 10, "the subscriptions to go")
+            await client.publish("prices.eu", b"nobody")
+
+    run(scenario(), timeout=120)
+
+
+async def _subscriptions(client: Client, n: int) -> bool:
+    info = await topics_of(client)
+    return "prices.eu" in info and info["prices.eu"].subscriptions == n and "prices.>" in info
+
+
+async def _no_topics(client: Client) -> bool:
+    return set(await topics_of(client)) == {"news.*"}
+
+
+def test_refusals_are_invalid_argument(broker: BrokerProcess) -> None:
+    async def scenario() -> None:
+        async with await Client.connect(broker.url) as client:
+            with pytest.raises(BrokerError, match="wildcard") as info:
+                await client.publish("prices.*", b"x")
+            assert info.value.code == "INVALID_ARGUMENT"
+            with pytest.raises(BrokerError, match="last segment") as info:
+                await client.subscribe(topic="prices.>.eu")
+            assert info.value.code == "INVALID_ARGUMENT"
+            with pytest.raises(ValueError, match="client_id"):
+                await client.subscribe(topic="prices", subscription="s")
+            # The same on the wire, without the client's own checks.
+            async with grpc.aio.insecure_channel(broker.url) as channel:
+                stub = client_pb2_grpc.BrokerStub(channel)
+                for subscribe, words in [
+                    (client_pb2.Subscribe(topic="a", subscription="s"), "client id"),
+                    (client_pb2.Subscribe(topic="a", client_id="c"), "subscription name"),
+                    (client_pb2.Subscribe(topic="a", queue="q"), "not both"),
+                    (client_pb2.Subscribe(topic="a..b"), "empty segment"),
+                ]:
+                    call = stub.Consume(iter([client_pb2.ConsumeRequest(subscribe=subscribe)]))
+                    with pytest.raises(grpc.aio.AioRpcError) as rpc:
+                        await call.read()
+                    assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert words in (rpc.value.details() or "")
+                with pytest.raises(grpc.aio.AioRpcError) as rpc:
+                    await stub.Unsubscribe(client_pb2.UnsubscribeRequest(client_id="c"))
+                assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            # The broker is unharmed.
+            ok = await client.subscribe(topic="prices")
+            await client.publish("prices", b"fine")
+            got = await ok.receive(timeout=5)
+            assert got is not None and got.body == b"fine"
+
+    run(scenario())
+
+
+def test_durable_subscription_offline_online_across_kill_9(brokers: Any, tmp_path: Any) -> None:
+    proc: BrokerProcess = brokers("a")
+
+    async def scenario() -> None:
+        durable: dict[str, Any] = {
+            "topic": "orders.>",
+            "client_id": "shop",
+            "subscription": "audit",
+        }
+        async with await Client.connect(proc.url) as client:
+            first = await client.subscribe(**durable, prefetch=50)
+            # A second subscriber to the same durable subscription is refused, clearly.
+            with pytest.raises(BrokerError, match="already has an active subscriber") as info:
+                await client.subscribe(**durable)
+            assert info.value.code == "ALREADY_EXISTS"
+            before = await publish_many(client, "orders.eu", [b"b%d" % i for i in range(100)])
+            got = []
+            for _ in range(60):
+                d = await first.receive(timeout=5)
+                assert d is not None
+                got.append(d)
+                d.ack()
+            # Leave holding 40 unacked (delivered, never acked): they come back marked.
+            held = [d for _ in range(40) if (d := await first.receive(timeout=5)) is not None]
+            assert len(held) == 40
+            acked = [d.id for d in got]
+            await first.close()
+            # Offline: these are kept for the subscription.
+            away = await publish_many(client, "orders.us", [b"a%d" % i for i in range(1_000)])
+            info2 = await topics_of(client)
+            sub = info2["orders.>"].subscribers[0]
+            assert sub.durable and not sub.active and sub.client_id == "shop"
+            assert sub.depth == len(before) + len(away) - len(got)
+        proc.kill()  # kill -9 right after the acks of `away`
+        proc.start()
+        async with await Client.connect(proc.url) as client:
+            again = await client.subscribe(**durable, prefetch=200)
+            rest = await take_all(again, len(before) + len(away) - len(acked))
+            everything = before + away
+            remaining = [m for m in everything if m not in set(acked)]
+            check_exactly_once(remaining, rest, marked_ok=True)
+            redelivered = {d.id for d in rest if d.redelivered}
+            assert {d.id for d in held} <= redelivered
+            assert not set(acked) & {d.id for d in rest}
+            print(
+                f"sent {len(everything)}, acked before the kill {len(acked)}, received after "
+                f"{len(rest)}, lost 0, marked {len(redelivered)}"
+            )
+            await again.close()
+            # Unsubscribe by name: the subscription and its messages go.
+            await client.unsubscribe("shop", "audit")
+            with pytest.raises(BrokerError, match="no durable subscription") as info:
+                await client.unsubscribe("shop", "audit")
+            assert info.value.code == "NOT_FOUND"
+            assert await topics_of(client) == {}
+        proc.kill()
+        proc.start()
+        async with await Client.connect(proc.url) as client:
+            assert await topics_of(client) == {}
+
+    run(scenario(), timeout=120)
