@@ -245,3 +245,27 @@ def test_a_durable_topic_subscription_across_a_failover_of_b(
         check_exactly_once(acked, got, marked_ok=True)
 
     run(scenario(), timeout=120)
+
+
+def test_excluded_destinations_apply_to_topics(brokers: Start) -> None:
+    links = {"a": ["b"], "b": []}
+    procs = cluster(brokers, links, duplex="true", excludedDestinations="secret.>")
+
+    async def scenario() -> None:
+        await wait_bridges(procs, links)
+        async with (
+            await Client.connect(procs["a"].url) as ca,
+            await Client.connect(procs["b"].url) as cb,
+        ):
+            remote = await cb.subscribe(topic=">", prefetch=500)
+            local = await ca.subscribe(topic=">", prefetch=500)
+            await routes_ready({"a": ca}, [remote, local], "public.x")
+            public = await publish_many(ca, "public.x", [f"p{i}" for i in range(50)])
+            secret = await publish_many(ca, "secret.x", [f"s{i}" for i in range(50)])
+            got_remote = await drain(remote)
+            got_local = await drain(local)
+        check_exactly_once(public, got_remote)
+        assert {d.id for d in got_remote} == set(public)  # nothing of secret.> crossed
+        check_exactly_once(public + secret, got_local)
+
+    run(scenario())
