@@ -5,11 +5,32 @@
 #     pyproject.toml is newer than the stamp of the last install;
 #   * Debian's zookeeper package and a Java runtime, which master/slave groups run
 #     (embedded ZooKeeper), after `apt-get update`.
-# Everything it prints goes to stderr, so a command's own output stays clean.
+# It prints one line per step it takes (nothing when there is nothing to do), to stderr so
+# that a command's own output stays clean; what the tools print goes to a log file, whose
+# last lines are shown if a step fails.
 
 NETBROKER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NETBROKER_VENV="$NETBROKER_ROOT/.venv"
 NETBROKER_STAMP="$NETBROKER_VENV/.netbroker-installed"
+NETBROKER_SETUP_LOG="$NETBROKER_ROOT/.netbroker-setup.log"
+
+# Run one step: "netbroker setup: WHAT ... done (Ns)", its output appended to the log.
+_netbroker_step() {
+    local what="$1"
+    shift
+    local started=$SECONDS
+    printf 'netbroker setup: %s ... ' "$what" >&2
+    echo "=== $(date -u +%FT%TZ) $what: $*" >>"$NETBROKER_SETUP_LOG"
+    local status=0
+    "$@" >>"$NETBROKER_SETUP_LOG" 2>&1 || status=$?
+    if ((status == 0)); then
+        echo "done ($((SECONDS - started))s)" >&2
+        return 0
+    fi
+    echo "failed (exit $status); the last lines of $NETBROKER_SETUP_LOG:" >&2
+    tail -n 15 "$NETBROKER_SETUP_LOG" >&2
+    return "$status"
+}
 
 _netbroker_as_root() {
     if [[ "$(id -u)" -eq 0 ]]; then
@@ -20,10 +41,14 @@ _netbroker_as_root() {
 }
 
 _netbroker_apt_install() {
-    echo "netbroker setup: installing Debian packages: $*" >&2
-    _netbroker_as_root apt-get update -q >&2
-    _netbroker_as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "$@" >&2
+    # A busy machine (unattended upgrades, another install) holds dpkg's lock: wait for
+    # it, up to ten minutes, rather than fail.
+    local wait=(-o DPkg::Lock::Timeout=600)
+    _netbroker_step "updating the Debian package lists" \
+        _netbroker_as_root apt-get "${wait[@]}" update -q
+    _netbroker_step "installing Debian packages: $*" \
+        _netbroker_as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get "${wait[@]}" install -y -q --no-install-recommends "$@"
 }
 
 _netbroker_venv() {
@@ -37,9 +62,8 @@ _netbroker_venv() {
     if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
         _netbroker_apt_install python3-venv
     fi
-    echo "netbroker setup: creating $NETBROKER_VENV" >&2
     rm -rf "$NETBROKER_VENV"
-    python3 -m venv "$NETBROKER_VENV" >&2
+    _netbroker_step "creating $NETBROKER_VENV" python3 -m venv "$NETBROKER_VENV"
     rm -f "$NETBROKER_STAMP"
 }
 
@@ -47,9 +71,9 @@ netbroker_setup() {
     _netbroker_venv
     if [[ ! -f "$NETBROKER_STAMP" || "$NETBROKER_ROOT/pyproject.toml" -nt "$NETBROKER_STAMP" ]]
     then
-        echo "netbroker setup: installing the project into $NETBROKER_VENV" >&2
-        "$NETBROKER_VENV/bin/python" -m pip install -q --disable-pip-version-check \
-            -e "$NETBROKER_ROOT[test]" >&2
+        _netbroker_step "installing the project and its dependencies into $NETBROKER_VENV" \
+            "$NETBROKER_VENV/bin/python" -m pip install --disable-pip-version-check \
+            -e "$NETBROKER_ROOT[test]"
         touch "$NETBROKER_STAMP"
     fi
     # Master/slave groups elect through Apache ZooKeeper, run from Debian's package (the
