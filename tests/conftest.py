@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -8,6 +9,19 @@ import pytest
 from tests.support.procs import BrokerProcess
 
 pytest_plugins = ["tests.support.zk", "tests.support.uptools"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`up`'s registry of running clusters (broker/cluster/registry.py) in a directory of
+    the test run's own, for the CLI processes the tests start too: never the user's."""
+    before = os.environ.get("NETBROKER_STATE_HOME")
+    os.environ["NETBROKER_STATE_HOME"] = str(tmp_path_factory.mktemp("registry"))
+    yield
+    if before is None:
+        del os.environ["NETBROKER_STATE_HOME"]
+    else:
+        os.environ["NETBROKER_STATE_HOME"] = before
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from broker.cluster import registry
 from broker.cluster.configs import write_configs
 from broker.cluster.embedded import (
     recorded_zookeeper,
@@ -115,7 +116,26 @@ def up(
     """Start a topology: its embedded ZooKeeper if it has one, then its brokers; in the
     foreground, supervise them until told to stop, then stop brokers, then ZooKeeper."""
     spath = state_path(topology, cwd)
-    _refuse_if_running(topology, spath, cwd=cwd, command=command)
+    with registry.up_lock(topology.source, _here(cwd)):
+        _refuse_if_running(topology, spath, cwd=cwd, command=command)
+        return _up(topology, spath, detach, timeout, interval, out, err, command, cwd)
+
+
+def _here(cwd: Path | None) -> Path:
+    return (cwd if cwd is not None else Path.cwd()).absolute()
+
+
+def _up(
+    topology: Topology,
+    spath: Path,
+    detach: bool,
+    timeout: float,
+    interval: float,
+    out: TextIO,
+    err: TextIO,
+    command: Sequence[str] | None,
+    cwd: Path | None,
+) -> int:
     run = _UpRun(topology, spath, detach=detach, timeout=timeout, out=out, err=err,
                  command=command, cwd=cwd)  # fmt: skip
     with _stop_signals(run.stop_requested, run.kill_now):
@@ -137,7 +157,17 @@ def up(
 def _refuse_if_running(
     topology: Topology, spath: Path, *, cwd: Path | None, command: Sequence[str] | None
 ) -> None:
-    """Raise UpError if what an earlier `up` recorded still runs; else drop its stale file."""
+    """Raise UpError if what an earlier `up` recorded still runs (here, or from another
+    directory); else drop its stale file."""
+    elsewhere = registry.lookup(topology.source)
+    if elsewhere is not None and elsewhere.state != spath.absolute():
+        other = read_state(elsewhere.state)
+        if other is not None and _still_running(topology, other, elsewhere.cwd):
+            raise UpError(
+                f"{topology.source}: already running, started from {elsewhere.cwd} (its "
+                f"state is in {elsewhere.state}); see `netbroker status {topology.source}`, "
+                f"stop with `netbroker down {topology.source}`"
+            )
     state = read_state(spath)
     if state is None:
         return
@@ -154,6 +184,25 @@ def _refuse_if_running(
             f"`netbroker down {topology.source}`"
         )
     spath.unlink(missing_ok=True)  # stale: everything it names has gone
+    registry.forget(topology.source, spath.absolute())
+
+
+def _still_running(topology: Topology, state: dict[str, Any], cwd: Path) -> bool:
+    plans = plan(topology, cwd=cwd, pick_port=lambda: 0)
+    return bool(adopted(plans, state) or supervisor_alive(state) or recorded_zookeeper(state))
+
+
+def _locate(topology: Topology, cwd: Path | None, err: TextIO) -> tuple[Path, Path | None]:
+    """The state file of the topology's cluster and the directory it runs from: here,
+    or where the registry says an `up` from another directory keeps it."""
+    spath = state_path(topology, cwd)
+    if spath.exists():
+        return spath, cwd
+    entry = registry.lookup(topology.source)
+    if entry is None or not entry.state.exists():
+        return spath, cwd
+    print_line(err, f"netbroker: {topology.source} was started from {entry.cwd}")
+    return entry.state, entry.cwd
 
 
 class _UpRun:
@@ -246,6 +295,7 @@ class _UpRun:
         write_state(self.spath, self.topology, self.procs, detached=self.detach,
                     zookeeper=zk_state)  # fmt: skip
         self.wrote_state = True
+        registry.record(self.topology.source, self.spath.absolute(), _here(self.cwd))
         print_line(out, cluster_table(self.plans, {p.name: p.pid for p in self.procs}, statuses))
         for line in group_lines(self.plans, statuses):
             print_line(out, line)
@@ -292,6 +342,7 @@ class _UpRun:
             self.ensemble.stop(timeout=2.0 if self.kill_now.is_set() else 5.0)
         if self.wrote_state and not self.detach:
             self.spath.unlink(missing_ok=True)
+            registry.forget(self.topology.source, self.spath.absolute())
 
 
 def status(
@@ -307,7 +358,8 @@ def status(
     group's master and its address, and the embedded ZooKeeper. Exits 1 if a broker does
     not answer, a group has no single master, or a bridge is not up, naming them on
     stderr."""
-    state = read_state(state_path(topology, cwd))
+    spath, cwd = _locate(topology, cwd, err)
+    state = read_state(spath)
     zk_connect = None
     if state and state.get("zookeeper"):
         zk_connect = str(state["zookeeper"].get("connect_string", ""))
@@ -418,7 +470,7 @@ def down(
 ) -> int:
     """Stop what a previous `up` recorded: its brokers, then its embedded ZooKeeper; remove
     its state file."""
-    spath = state_path(topology, cwd)
+    spath, cwd = _locate(topology, cwd, err)
     state = read_state(spath)
     if state is None:
         print_line(
@@ -452,4 +504,5 @@ def down(
     if not procs and sup is None and zk_pid is None:
         print_line(out, "nothing was running")
     spath.unlink(missing_ok=True)
+    registry.forget(topology.source, spath.absolute())
     return 0

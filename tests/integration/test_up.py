@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.cluster import processes
+from broker.cluster import processes, registry
 from broker.cluster.commands import down, status, up
 from broker.cluster.configs import write_configs
 from broker.cluster.errors import UpError
@@ -729,6 +729,45 @@ def test_up_detached_then_status_then_down(
     err = io.StringIO()
     assert status(cluster, out=io.StringIO(), err=err, cwd=tmp_path) == 1
     assert err.getvalue() == "netbroker: 3 of 3 brokers not answering: a, b, c\n"
+
+
+def test_status_and_down_find_a_cluster_started_from_another_directory(
+    cluster: Topology, tmp_path: Path, fake: list[str]
+) -> None:
+    """The data directory is relative to where `up` ran; the registry says where that
+    was, so `status`, `down` and a second `up` from elsewhere find the running cluster."""
+    here, there = tmp_path, tmp_path / "elsewhere"
+    there.mkdir()
+    try:
+        assert up(cluster, detach=True, out=io.StringIO(), err=io.StringIO(), command=fake,
+                  cwd=here) == 0  # fmt: skip
+        state = json.loads((here / "run" / "c" / "netbroker-up.json").read_text())
+        pids = [b["pid"] for b in state["brokers"]]
+        out, err = io.StringIO(), io.StringIO()
+        assert status(cluster, out=out, err=err, cwd=there) == 0
+        assert err.getvalue() == f"netbroker: {cluster.source} was started from {here}\n"
+        assert [line.split()[0] for line in out.getvalue().splitlines()[1:4]] == ["a", "b", "c"]
+        with pytest.raises(UpError, match=f"already running, started from {here}"):
+            up(cluster, out=io.StringIO(), err=io.StringIO(), command=fake, cwd=there)
+        assert not (there / "run").exists()
+    finally:
+        assert down(cluster, out=io.StringIO(), err=io.StringIO(), cwd=there) == 0
+    assert not any(pid_alive(pid) for pid in pids)
+    assert registry.lookup(cluster.source) is None
+
+
+def test_a_second_up_of_one_file_is_refused_at_once_naming_the_first(
+    cluster: Topology, tmp_path: Path, fake: list[str]
+) -> None:
+    """While one `up` starts or supervises the file's cluster (it holds the lock), a
+    second fails at once instead of racing it for the ports and the data."""
+    with registry.up_lock(cluster.source, tmp_path):
+        started = time.monotonic()
+        with pytest.raises(UpError, match=rf"another `netbroker up` of this file is running "
+                           rf"\(pid {os.getpid()}, started from {tmp_path}\)"):  # fmt: skip
+            up(cluster, out=io.StringIO(), err=io.StringIO(), command=fake, cwd=tmp_path / "x")
+        assert time.monotonic() - started < 1.0
+    assert not (tmp_path / "x").exists()
 
 
 def test_up_waits_for_every_bridge_then_shows_them(
