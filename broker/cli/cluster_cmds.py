@@ -82,6 +82,25 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=_cmd_down)
 
 
+    p = sub.add_parser(
+        "restart",
+        help="start one broker of a running cluster again (after a crash)",
+        description="Start BROKER of FILE's running cluster again, with the command "
+        "line 'netbroker up' started it with (after a crash or a kill -9), and wait "
+        "until it is ready; a foreground 'netbroker up' takes it over.",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("broker", metavar="BROKER")
+    p.add_argument(
+        "--timeout",
+        type=positive_float(),
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for it to be ready [%(default)s]",
+    )
+    p.set_defaults(handler=_cmd_restart)
+
+
 def failures() -> tuple[type[Exception], ...]:
     """The cluster operations' own errors: their message is for the operator as it is."""
     from broker.cluster.errors import TopologyError, UpError
@@ -113,3 +132,9 @@ def _cmd_down(args: argparse.Namespace) -> int:
     from broker.cluster import commands
 
     return commands.down(_load_topology(args.file), timeout=args.timeout)
+
+
+def _cmd_restart(args: argparse.Namespace) -> int:
+    from broker.cluster import commands
+
+    return commands.restart(_load_topology(args.file), args.broker, timeout=args.timeout)

@@ -57,7 +57,7 @@ from broker.cluster.model import Topology
 from broker.cluster.paths import display_path
 from broker.cluster.plan import LOG_FILE, BrokerPlan, plan
 from broker.cluster.probe import AdminProbe, BrokerStatus
-from broker.cluster.processes import BrokerProcess, start, stop
+from broker.cluster.processes import BrokerProcess, spawn, start, stop
 from broker.cluster.readiness import (
     DEFAULT_READY_TIMEOUT,
     ProblemKind,
@@ -71,10 +71,19 @@ from broker.cluster.report import (
     cluster_table,
     group_lines,
     print_line,
+    status_line,
     waiting_for,
     zookeeper_line,
 )
-from broker.cluster.state import adopted, read_state, state_path, supervisor_alive, write_state
+from broker.cluster.state import (
+    adopted,
+    read_state,
+    record_restart,
+    recorded,
+    state_path,
+    supervisor_alive,
+    write_state,
+)
 from broker.cluster.supervise import supervise
 from broker.cluster.zookeeper import Ensemble
 
@@ -146,7 +155,10 @@ def _up(
                 run.leave_running()
                 return 0
             print_line(err, "netbroker: running; Ctrl-C stops every broker")
-            return supervise(run.procs, run.stop_requested, run.probe, interval, out, err, statuses)
+            return supervise(
+                run.procs, run.stop_requested, run.probe, interval, out, err, statuses,
+                run.restarted,
+            )  # fmt: skip
         except Interrupted:
             print_line(err, "netbroker: interrupted while starting")
             return 130
@@ -306,6 +318,18 @@ class _UpRun:
         elif external := zookeeper_line(self.topology, None, probe=False):
             print_line(out, external)
 
+    def restarted(self, name: str) -> BrokerProcess | None:
+        """The process `netbroker restart` recorded for broker `name`, if it runs."""
+        try:
+            state = read_state(self.spath)
+        except UpError:
+            return None
+        for b in state["brokers"] if state else ():
+            if b["name"] == name:
+                proc = recorded(self.plans, b)
+                return proc if proc.alive() else None
+        return None
+
     def leave_running(self) -> None:
         """Detached: the brokers and ZooKeeper outlive this command."""
         source = self.topology.source
@@ -458,6 +482,56 @@ def _tell_problems(err: TextIO, plans: Sequence[BrokerPlan], seen: _Seen) -> boo
             " not up: " + "; ".join(bridge_problem(p) for p in bridges_down),
         )
     return bool(missing or problems)
+
+
+def restart(
+    topology: Topology,
+    name: str,
+    *,
+    timeout: float = DEFAULT_READY_TIMEOUT,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    cwd: Path | None = None,
+) -> int:
+    """Start one broker of a running cluster again (after a crash, a `kill -9`), with the
+    command line `up` started it with; a foreground `up` adopts it. Waits until it is
+    ready and prints its status line."""
+    spath, cwd = _locate(topology, cwd, err)
+    state = read_state(spath)
+    if state is None:
+        raise UpError(
+            f"{topology.source}: not running (no {display_path(spath, cwd)}); start it "
+            f"with `netbroker up {topology.source}`"
+        )
+    entries = {b["name"]: b for b in state["brokers"]}
+    if name not in entries:
+        raise UpError(
+            f"{topology.source}: no broker {name!r} was started by `up` (brokers: "
+            f"{', '.join(entries)})"
+        )
+    plans = plan(topology, cwd=cwd, pick_port=lambda: 0)
+    old = recorded(plans, entries[name])
+    if old.alive():
+        raise UpError(
+            f"broker {name} is running (pid {old.pid}); `netbroker status {topology.source}` "
+            f"shows it"
+        )
+    # Detached: it must outlive this command (a foreground `up` adopts it).
+    proc = spawn(old.plan, detach=True)
+    try:
+        wait_ready([proc], timeout=timeout)
+    except BaseException:
+        stop([proc])
+        raise
+    record_restart(spath, name, proc)
+    probe = AdminProbe(timeout=2.0)
+    try:
+        st = probe.status(proc.ready_address() or old.plan.address, expect_up=True)
+    finally:
+        probe.close()
+    print_line(out, f"restarted {name} (pid {proc.pid})")
+    print_line(out, status_line(name, old.plan.group, st))
+    return 0
 
 
 def down(

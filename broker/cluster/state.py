@@ -59,6 +59,10 @@ def write_state(
         ],
         "zookeeper": zookeeper,
     }
+    _write(path, state)
+
+
+def _write(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -92,6 +96,33 @@ def read_state(path: Path) -> dict[str, Any] | None:
     return state
 
 
+def recorded(plans: Sequence[BrokerPlan], b: dict[str, Any]) -> BrokerProcess:
+    """The BrokerProcess a state file's broker entry names (alive or not): its recorded
+    command line, pid and start time, with the topology's plan where it still has one."""
+    by_name = {p.name: p for p in plans}
+    argv = tuple(str(a) for a in b.get("argv") or ())
+    known = by_name.get(b["name"])
+    if known is not None:
+        spec, data_dir, log_path = known.spec, known.data_dir, known.log_path
+    else:
+        _, _, port = str(b.get("address", "")).rpartition(":")
+        spec = BrokerSpec(
+            name=b["name"],
+            group=str(b.get("group", "?")),
+            port=int(port) if port.isdigit() else 0,
+        )
+        log_path = Path(str(b.get("log", LOG_FILE)))
+        data_dir = log_path.parent
+    return BrokerProcess(
+        plan=BrokerPlan(
+            spec, data_dir, log_path, argv or (known.argv if known else ()),
+            election=known.election if known else None,
+        ),
+        process=ManagedProcess(b["pid"], argv or (known.argv if known else ()),
+                               recorded_start(b)),
+    )  # fmt: skip
+
+
 def adopted(plans: Sequence[BrokerPlan], state: dict[str, Any]) -> list[BrokerProcess]:
     """BrokerProcesses for the state file's brokers that are still running.
 
@@ -99,33 +130,19 @@ def adopted(plans: Sequence[BrokerPlan], state: dict[str, Any]) -> list[BrokerPr
     signalled.
     A broker since removed from the topology is still found: what was started is stopped.
     """
-    by_name = {p.name: p for p in plans}
-    out = []
+    return [proc for b in state["brokers"] if (proc := recorded(plans, b)).alive()]
+
+
+def record_restart(path: Path, name: str, proc: BrokerProcess) -> None:
+    """A broker of a running cluster was started again: its new pid in the state file."""
+    state = read_state(path)
+    if state is None:
+        return
     for b in state["brokers"]:
-        argv = tuple(str(a) for a in b.get("argv") or ())
-        known = by_name.get(b["name"])
-        if known is not None:
-            spec, data_dir, log_path = known.spec, known.data_dir, known.log_path
-        else:
-            _, _, port = str(b.get("address", "")).rpartition(":")
-            spec = BrokerSpec(
-                name=b["name"],
-                group=str(b.get("group", "?")),
-                port=int(port) if port.isdigit() else 0,
-            )
-            log_path = Path(str(b.get("log", LOG_FILE)))
-            data_dir = log_path.parent
-        proc = BrokerProcess(
-            plan=BrokerPlan(
-                spec, data_dir, log_path, argv or (known.argv if known else ()),
-                election=known.election if known else None,
-            ),
-            process=ManagedProcess(b["pid"], argv or (known.argv if known else ()),
-                                   recorded_start(b)),
-        )  # fmt: skip
-        if proc.alive():
-            out.append(proc)
-    return out
+        if b["name"] == name:
+            b["pid"] = proc.pid
+            b["create_time"] = proc.process.started
+    _write(path, state)
 
 
 def supervisor_alive(state: dict[str, Any]) -> int | None:

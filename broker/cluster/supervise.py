@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TextIO
 
@@ -19,17 +19,21 @@ ROLE_POLL = 0.5
 
 
 def supervise(
-    procs: Sequence[BrokerProcess],
+    procs: list[BrokerProcess],
     stop_requested: threading.Event,
     probe: AdminProbe,
     interval: float,
     out: TextIO,
     err: TextIO,
     statuses: Mapping[str, BrokerStatus | None] | None = None,
+    restarted: Callable[[str], BrokerProcess | None] | None = None,
 ) -> int:
     """Report every `interval` s, any broker that exits, and at once any role change in a
-    master/slave group (a failover shows as it happens), until a stop is requested."""
-    watch = _Watch(procs, probe, out, err, statuses)
+    master/slave group (a failover shows as it happens), until a stop is requested.
+
+    `restarted(name)`: the process `netbroker restart` started for an exited broker, if
+    any; it takes the exited one's place in `procs` (so the end of the run stops it)."""
+    watch = _Watch(procs, probe, out, err, statuses, restarted)
     next_report = time.monotonic() + interval
     next_roles = time.monotonic() + ROLE_POLL
     try:
@@ -55,13 +59,15 @@ class _Watch:
 
     def __init__(
         self,
-        procs: Sequence[BrokerProcess],
+        procs: list[BrokerProcess],
         probe: AdminProbe,
         out: TextIO,
         err: TextIO,
         statuses: Mapping[str, BrokerStatus | None] | None,
+        restarted: Callable[[str], BrokerProcess | None] | None = None,
     ) -> None:
         self.procs = procs
+        self.restarted = restarted
         self.probe = probe
         self.out = out
         self.err = err
@@ -75,13 +81,21 @@ class _Watch:
         self.quick = AdminProbe(timeout=1.0)
 
     def note_exits(self) -> None:
-        """A line, with the end of its log, for each broker that has exited since."""
-        for p in self.procs:
+        """A line, with the end of its log, for each broker that has exited since; and
+        one for each exited broker that `netbroker restart` brought back."""
+        for i, p in enumerate(self.procs):
             if p.name not in self.exited and not p.alive():
                 self.exited.add(p.name)
                 print_line(
                     self.err, "netbroker: " + with_tail(f"broker {p.name} {p.describe_exit()}", p)
                 )
+            elif p.name in self.exited and self.restarted is not None:
+                back = self.restarted(p.name)
+                if back is not None and back.pid != p.pid and back.alive():
+                    self.procs[i] = back
+                    self.members = [back if m is p else m for m in self.members]
+                    self.exited.discard(p.name)
+                    print_line(self.err, f"netbroker: broker {p.name} restarted (pid {back.pid})")
 
     def note_role_changes(self) -> None:
         """A line for each group member whose role is not the one last seen."""
@@ -90,6 +104,9 @@ class _Watch:
             st = None if p.name in exited else self.quick.status(p.plan.address, queues=False)
             if st is not None and st.name != p.name:
                 st = None
+            if st is None and p.name not in exited and not p.alive():
+                # It died since the last look at exits: an exit, not a silence.
+                self.note_exits()
             role = "exited" if p.name in exited else (
                 st.role if st is not None else "not answering"
             )  # fmt: skip

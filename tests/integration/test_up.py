@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from broker.cluster import processes, registry
-from broker.cluster.commands import down, status, up
+from broker.cluster.commands import down, restart, status, up
 from broker.cluster.configs import write_configs
 from broker.cluster.errors import UpError
 from broker.cluster.loader import parse
@@ -899,6 +899,70 @@ def test_up_foreground_reports_a_broker_that_exits(
     assert rc == 1  # a broker died on its own during the run
     assert "netbroker: broker b was killed by SIGKILL; last lines of" in err.getvalue()
     assert "netbroker: stopping a, c" in err.getvalue()
+
+
+def _pid_of(state_file: Path, name: str) -> int:
+    return int(next(b["pid"] for b in json.loads(state_file.read_text())["brokers"]
+                    if b["name"] == name))  # fmt: skip
+
+
+def test_restart_brings_one_member_back_after_kill_9(
+    cluster: Topology, tmp_path: Path, fake: list[str]
+) -> None:
+    state_file = tmp_path / "run" / "c" / "netbroker-up.json"
+    try:
+        assert up(cluster, detach=True, out=io.StringIO(), err=io.StringIO(), command=fake,
+                  cwd=tmp_path) == 0  # fmt: skip
+        old = _pid_of(state_file, "b")
+        with pytest.raises(UpError, match=rf"broker b is running \(pid {old}\)"):
+            restart(cluster, "b", out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
+        unknown = r"no broker 'x' was started by `up` \(brokers: a, b, c\)"
+        with pytest.raises(UpError, match=unknown):
+            restart(cluster, "x", out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(old) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        out = io.StringIO()
+        assert restart(cluster, "b", out=out, err=io.StringIO(), cwd=tmp_path) == 0
+        new = _pid_of(state_file, "b")
+        assert new != old and pid_alive(new)
+        assert out.getvalue().splitlines()[0] == f"restarted b (pid {new})"
+        assert status(cluster, out=io.StringIO(), err=io.StringIO(), cwd=tmp_path) == 0
+    finally:
+        out = io.StringIO()
+        assert down(cluster, out=out, err=io.StringIO(), cwd=tmp_path) == 0
+    assert f"stopped b (pid {new})" in out.getvalue().splitlines()
+    assert not pid_alive(new)
+
+
+def test_a_foreground_up_adopts_a_restarted_member(
+    cluster: Topology, tmp_path: Path, fake: list[str]
+) -> None:
+    """kill -9 of a member of a foreground `up`, `restart` from elsewhere: the running
+    `up` says so, and its Ctrl-C stops the new process too."""
+    out, err = io.StringIO(), io.StringIO()
+    state_file = tmp_path / "run" / "c" / "netbroker-up.json"
+    pids: list[int] = []
+
+    def kill_b_restart_then_stop() -> None:
+        deadline = time.monotonic() + 60
+        while not state_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(_pid_of(state_file, "b"), signal.SIGKILL)
+        while "broker b was killed" not in err.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        restart(cluster, "b", out=io.StringIO(), err=io.StringIO(), cwd=tmp_path)
+        pids.append(_pid_of(state_file, "b"))
+        while "broker b restarted" not in err.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=kill_b_restart_then_stop, daemon=True).start()
+    rc = up(cluster, interval=0, out=out, err=err, command=fake, cwd=tmp_path)
+    assert f"netbroker: broker b restarted (pid {pids[0]})" in err.getvalue()
+    assert rc == 0  # the member that died is back
+    assert not pid_alive(pids[0])
 
 
 def test_down_ignores_a_reused_pid(cluster: Topology, tmp_path: Path) -> None:
