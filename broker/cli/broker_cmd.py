@@ -15,8 +15,9 @@ from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
+from broker import invocation
 from broker.cli.arguments import int_range, positive_float
-from broker.cli.errors import EXIT_USAGE, PROG, CliError, UsageError
+from broker.cli.errors import EXIT_USAGE, CliError, UsageError
 from broker.config import (
     BrokerConfig,
     ConfigError,
@@ -26,8 +27,6 @@ from broker.config import (
     setting,
     setting_type,
 )
-
-COMMAND = f"{PROG} broker"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,7 +131,7 @@ def config_of(args: argparse.Namespace) -> BrokerConfig:
 
 def _usage(message: str) -> CliError:
     """A usage error found after parsing, said as argparse's are."""
-    return CliError(str(UsageError(COMMAND, message)), code=EXIT_USAGE)
+    return CliError(str(UsageError(invocation.command("broker"), message)), code=EXIT_USAGE)
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:

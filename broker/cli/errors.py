@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from broker import invocation
+
 PROG = "netbroker"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -19,7 +21,7 @@ class UsageError(Exception):
 
     def __init__(self, prog: str, message: str) -> None:
         self.prog = prog
-        sub = prog.removeprefix(PROG).strip()
+        sub = prog.removeprefix(invocation.prog()).strip()
         text = " ".join(message.split())  # argparse messages may wrap; keep one line
         super().__init__(f"{sub + ': ' if sub else ''}{text} (see '{prog} --help')")
 

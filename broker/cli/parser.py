@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
-from broker import __version__
+from broker import __version__, invocation
 from broker.cli import broker_cmd, client_cmds, cluster_cmds
 from broker.cli.errors import PROG, UsageError
 
@@ -19,7 +19,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = Parser(
-        prog=PROG,
+        prog=invocation.prog(),
         description="A clustered message broker: run brokers, send and receive messages, "
         "inspect them, and run whole topologies.",
         epilog="Run 'netbroker COMMAND --help' for a command's options.",
@@ -45,5 +45,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     ):
         args.body, extras = extras[0], []
     if extras:
-        raise UsageError(f"{PROG} {args.command}", f"unrecognized arguments: {' '.join(extras)}")
+        raise UsageError(
+            invocation.command(args.command), f"unrecognized arguments: {' '.join(extras)}"
+        )
     return args

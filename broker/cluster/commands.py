@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from broker import invocation
 from broker.cluster import registry
 from broker.cluster.configs import write_configs
 from broker.cluster.embedded import (
@@ -175,10 +176,10 @@ def _refuse_if_running(
     if elsewhere is not None and elsewhere.state != spath.absolute():
         other = read_state(elsewhere.state)
         if other is not None and _still_running(topology, other, elsewhere.cwd):
+            see, stop = (invocation.command(w, topology.source) for w in ("status", "down"))
             raise UpError(
                 f"{topology.source}: already running, started from {elsewhere.cwd} (its "
-                f"state is in {elsewhere.state}); see `netbroker status {topology.source}`, "
-                f"stop with `netbroker down {topology.source}`"
+                f"state is in {elsewhere.state}); see `{see}`, stop with `{stop}`"
             )
     state = read_state(spath)
     if state is None:
@@ -192,8 +193,8 @@ def _refuse_if_running(
             who = ", ".join(filter(None, [who, f"zookeeper (pid {zk_pid})"]))
         raise UpError(
             f"{topology.source}: already running: {who or f'pid {sup}'}; "
-            f"see `netbroker status {topology.source}`, stop with "
-            f"`netbroker down {topology.source}`"
+            f"see `{invocation.command('status', topology.source)}`, stop with "
+            f"`{invocation.command('down', topology.source)}`"
         )
     spath.unlink(missing_ok=True)  # stale: everything it names has gone
     registry.forget(topology.source, spath.absolute())
@@ -335,8 +336,8 @@ class _UpRun:
         source = self.topology.source
         print_line(
             self.err,
-            f"netbroker: running detached; `netbroker status {source}`"
-            f" shows them, `netbroker down {source}` stops them",
+            f"netbroker: running detached; `{invocation.command('status', source)}`"
+            f" shows them, `{invocation.command('down', source)}` stops them",
         )
         self.procs = []  # leave them running
         if self.ensemble is not None:
@@ -451,7 +452,7 @@ def _health(p: BrokerPlan, st: BrokerStatus | None, running: bool) -> str:
 
 def _started_line(state: dict[str, Any], any_running: bool) -> str:
     """When and how the recorded run was started, and whether any of it still runs."""
-    how = "netbroker up --detach" if state.get("detached") else "netbroker up"
+    how = invocation.command("up", *(["--detach"] if state.get("detached") else []))
     stale = (
         not any_running and supervisor_alive(state) is None and recorded_zookeeper(state) is None
     )
@@ -501,7 +502,7 @@ def restart(
     if state is None:
         raise UpError(
             f"{topology.source}: not running (no {display_path(spath, cwd)}); start it "
-            f"with `netbroker up {topology.source}`"
+            f"with `{invocation.command('up', topology.source)}`"
         )
     entries = {b["name"]: b for b in state["brokers"]}
     if name not in entries:
@@ -512,10 +513,8 @@ def restart(
     plans = plan(topology, cwd=cwd, pick_port=lambda: 0)
     old = recorded(plans, entries[name])
     if old.alive():
-        raise UpError(
-            f"broker {name} is running (pid {old.pid}); `netbroker status {topology.source}` "
-            f"shows it"
-        )
+        see = invocation.command("status", topology.source)
+        raise UpError(f"broker {name} is running (pid {old.pid}); `{see}` shows it")
     # Detached: it must outlive this command (a foreground `up` adopts it).
     proc = spawn(old.plan, detach=True)
     try:
@@ -550,7 +549,7 @@ def down(
         print_line(
             err,
             f"netbroker: nothing to stop: no {display_path(spath, cwd)} "
-            "(brokers started by `netbroker up` are recorded there)",
+            f"(brokers started by `{invocation.command('up')}` are recorded there)",
         )
         return 0
     plans = plan(topology, cwd=cwd, pick_port=lambda: 0)

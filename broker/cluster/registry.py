@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker import invocation
 from broker.cluster.errors import UpError
 
 
@@ -98,7 +99,7 @@ def up_lock(source: str, cwd: Path) -> Iterator[None]:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
             raise UpError(
                 f"{source}: another `netbroker up` of this file is running ({holder}); "
-                f"stop it first, or see `netbroker status {source}`"
+                f"stop it first, or see `{invocation.command('status', source)}`"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, started from {cwd}".encode(), 0)

@@ -70,6 +70,30 @@ def test_usage_errors(args: list[str], expected: str) -> None:
     assert result.stdout == ""
 
 
+def test_hints_name_the_command_as_typed(tmp_path: Path) -> None:
+    """From a checkout, `netbroker` is not on PATH: hints name `scripts/netbroker`."""
+    env = {k: v for k, v in os.environ.items() if k != "NETBROKER_PROG"}
+    result = subprocess.run(
+        ["scripts/netbroker", "send"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "netbroker: send: the following arguments are required: DEST "
+        "(see 'scripts/netbroker send --help')"
+    )
+    (tmp_path / "t.yaml").write_text(
+        f"data: run/t\ngroups: {{A: {{brokers: {{a: {{port: {free_port()}}}}}}}}}\n"
+    )
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "netbroker"), "down", "t.yaml"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert f"(brokers started by `{ROOT}/scripts/netbroker up` are recorded there)" in (
+        result.stderr
+    )
+
+
 def test_help_exits_zero() -> None:
     result = netbroker("--help")
     assert result.returncode == 0
