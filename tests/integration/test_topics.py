@@ -17,6 +17,7 @@ from broker.client import BrokerError, Client, Consumer, Delivery
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 from tests.integration.test_limits import MiB, rss
 from tests.support.aio import run
+from tests.support.faults import LinkProxy
 from tests.support.procs import BrokerProcess
 from tests.support.scenario import check_exactly_once, wait_for
 
@@ -258,3 +259,52 @@ def test_slow_nondurable_subscribers_keep_the_broker_bounded(broker: BrokerProce
 
 async def _gone(client: Client) -> bool:
     return await topics_of(client) == {}
+
+
+def test_durable_resubscribe_waits_for_the_broker_to_let_go_of_the_old_stream(
+    broker: BrokerProcess,
+) -> None:
+    """A failover subscriber whose connection broke resubscribes while the broker still
+    holds its durable subscription for the old stream (the broker has not seen that
+    stream die yet): it asks again instead of failing for good. The old stream is
+    played by a raw Consume call that holds the subscription for 1.5 s."""
+    durable = client_pb2.Subscribe(topic="jobs", client_id="w", subscription="worker")
+
+    async def scenario() -> None:
+        proxy = LinkProxy(broker.url)
+        try:
+            async with await Client.connect(f"failover:({proxy.address})") as client:
+                subscriber = await client.subscribe(
+                    topic="jobs", client_id="w", subscription="worker", prefetch=10
+                )
+                proxy.drop()  # the connection breaks; reconnecting is refused for now
+                async with grpc.aio.insecure_channel(broker.url) as channel:
+                    stub = client_pb2_grpc.BrokerStub(channel)
+
+                    async def hold() -> grpc.aio.StreamStreamCall[Any, Any]:
+                        call = stub.Consume()
+                        await call.write(client_pb2.ConsumeRequest(subscribe=durable))
+                        await call.read()  # in place: the broker let go of the old one
+                        return call
+
+                    stale = await wait_for(lambda: _try(hold), 10, "the old stream to go")
+                    proxy.restore()  # the subscriber reconnects and is refused meanwhile
+                    await asyncio.sleep(1.5)
+                    stale.cancel()
+                async with await Client.connect(broker.url) as publisher:
+                    sent = await publish_many(publisher, "jobs", [b"j%d" % i for i in range(20)])
+                got = await take_all(subscriber, len(sent), timeout=15)
+                check_exactly_once(sent, got)
+                await subscriber.close()
+        finally:
+            proxy.close()
+
+    run(scenario(), timeout=60)
+
+
+async def _try(make: Any) -> Any:
+    try:
+        return await make()
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.ALREADY_EXISTS, exc
+        return None
