@@ -15,7 +15,12 @@ import grpc
 
 from broker.client.errors import ConnectionLost
 from broker.client.futures import _reject, _resolve
-from broker.client.limits import ACK_FLUSH_INTERVAL, CLOSE_GRACE_SECONDS
+from broker.client.limits import (
+    ACK_FLUSH_INTERVAL,
+    CLOSE_GRACE_SECONDS,
+    RESUBSCRIBE_PATIENCE,
+    RESUBSCRIBE_RETRY,
+)
 from broker.client.streams import (
     StreamOwner,
     _run_stream,
@@ -144,6 +149,8 @@ class Consumer:
         self._started: asyncio.Future[None] = self._loop.create_future()
         self._task: asyncio.Task[None] | None = None
         self._streaming = False  # a stream is open and subscribed
+        # Since when resubscribing has found the durable subscription still held.
+        self._busy_since: float | None = None
         self._closing = False
         self._closed = False
 
@@ -285,6 +292,9 @@ class Consumer:
                     self._streaming = False
                     if self._closing:
                         return
+                    if self._held_by_our_old_stream(failure.error):
+                        await asyncio.sleep(RESUBSCRIBE_RETRY)
+                        continue
                     if not failure.failover:
                         self._fail(failure.error)
                         return
@@ -295,6 +305,19 @@ class Consumer:
         except Exception as e:
             log.exception("consumer of %s failed", self.queue)
             self._fail(BrokerError("INTERNAL", f"consumer failed: {e!r}"))
+
+    def _held_by_our_old_stream(self, error: BrokerError) -> bool:
+        """Whether a refusal to resubscribe is a durable subscription still held by this
+        consumer's previous stream, which the broker will soon see gone."""
+        if error.code != "ALREADY_EXISTS" or not self._subscribe.subscription:
+            self._busy_since = None
+            return False
+        if not self._started.done():
+            return False  # the first subscribe: another subscriber holds it
+        now = self._loop.time()
+        if self._busy_since is None:
+            self._busy_since = now
+        return now - self._busy_since < RESUBSCRIBE_PATIENCE
 
     async def _write(self, call: Any) -> None:
         await call.write(client_pb2.ConsumeRequest(subscribe=self._subscribe))
@@ -333,6 +356,7 @@ class Consumer:
                 # A topic subscription is in place once the broker says so (its first,
                 # empty, response): only then does subscribe() return.
                 _resolve(self._started, None)
+                self._busy_since = None
             if self._closing:
                 continue  # given back when the stream ends
             buffer.extend([Delivery(self, generation, d) for d in response.deliveries])

@@ -31,6 +31,12 @@ ELECTING_POLL = 0.1
 STABLE_CONNECTION_SECONDS = 1.0
 #: How long closing a stream waits for the broker to end it before cancelling it.
 CLOSE_GRACE_SECONDS = 5.0
+# A durable topic subscriber resubscribing after a lost stream may find the broker still
+# holding the old stream's subscription (it has not seen that stream die yet): it asks
+# again every RESUBSCRIBE_RETRY seconds for up to RESUBSCRIBE_PATIENCE, well past the
+# broker's keepalive, before giving up with the broker's refusal.
+RESUBSCRIBE_RETRY = 0.2
+RESUBSCRIBE_PATIENCE = 10.0
 #: A produce stream with a batch unanswered this long, and no answer at all meanwhile,
 #: is checked: the broker is asked (Admin.Status) whether it still serves. Keepalive
 #: catches a frozen broker; this catches one whose loop stalled or that stopped serving

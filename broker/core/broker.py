@@ -650,28 +650,22 @@ class Broker:
         self._drop_queue(sub.queue, stored=True, ops=record)
 
     def _drop_queue(self, name: str, *, stored: bool, ops: list[Op] | None = None) -> None:
-        """Delete a subscription's queue and all it holds (it has no consumer left).
-        `stored`: it may hold messages in the store (a durable one): they are deleted
-        in chunks after `ops`, so a deep one is not read whole."""
-        q = self.queues.pop(name, None)
-        self._prefixes.pop(name, None)
+        """Delete a subscription's queue and all it holds (it has no consumer left),
+        after writing `ops`. `stored`: it may hold messages in the store (a durable one):
+        they are deleted as a purge deletes them (in chunks, their ids kept for the
+        duplicate check), and its dispatch marks with them."""
+        if ops:
+            self._submit_logged(ops)
+        q = self.queues.get(name)
         if q is not None:
-            released = sum(e.size for e in q.purge() if not e.persistent)
-            if released:
-                self.memory.release(released)
-        if not stored:
-            if ops:
-                self._submit_logged(ops)
-            return
-        chunk: list[Op] = list(ops or [])
-        chunk.extend((mark_key(name, p), None) for p in PRIORITIES)
-        for key, _ in self.store.queue_items(name):
-            chunk.append((key, None))
-            if len(chunk) >= 10_000:
-                self._submit_logged(chunk)
-                chunk = []
-        if chunk:
-            self._submit_logged(chunk)
+            if stored:
+                self._purge(q)
+            else:
+                self._remove(q.purge(), name)
+        if stored:
+            self._submit_logged([(mark_key(name, p), None) for p in PRIORITIES])
+        self.queues.pop(name, None)
+        self._prefixes.pop(name, None)
 
     def _submit_logged(self, ops: list[Op]) -> None:
         """Write through the committer; nobody waits, a failure is logged."""
@@ -1083,7 +1077,10 @@ class Broker:
 
     def purge(self, name: str) -> int:
         """Remove every pending message of a queue; in-flight ones stay with consumers."""
-        q = self._existing(name)
+        return self._purge(self._existing(name))
+
+    def _purge(self, q: Queue) -> int:
+        name = q.name
         keep = {e.seq for c in q.consumers for e in c.in_flight.values()}
         window = q.purge()
         keep.update(e.seq for e in window)

@@ -7,6 +7,7 @@ Every scenario counts what was sent (acknowledged) against what each subscriber 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import grpc
@@ -14,7 +15,9 @@ import pytest
 
 from broker.client import BrokerError, Client, Consumer, Delivery
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
+from tests.integration.test_limits import MiB, rss
 from tests.support.aio import run
+from tests.support.faults import LinkProxy
 from tests.support.procs import BrokerProcess
 from tests.support.scenario import check_exactly_once, wait_for
 
@@ -187,3 +190,121 @@ def test_durable_subscription_offline_online_across_kill_9(brokers: Any, tmp_pat
             assert await topics_of(client) == {}
 
     run(scenario(), timeout=120)
+
+
+def test_slow_nondurable_subscribers_keep_the_broker_bounded(broker: BrokerProcess) -> None:
+    """Five subscribers that never read, under a flood of persistent publishes: each
+    copy for a non-durable subscription is held in memory, so without a bound five
+    times the flood would be. The memory gate holds the publisher back instead."""
+    body = b"t" * 1024
+    flood = 200_000  # x 5 subscriptions: 1 GB of copies, far past the 256 MiB limit
+
+    async def scenario() -> None:
+        async with grpc.aio.insecure_channel(broker.url) as channel:
+            stub = client_pb2_grpc.BrokerStub(channel)
+            idle = []
+            for _ in range(5):
+                call = stub.Consume()
+                await call.write(
+                    client_pb2.ConsumeRequest(
+                        subscribe=client_pb2.Subscribe(topic="flood", prefetch=2**32 - 1)
+                    )
+                )
+                await call.read()  # the subscription is in place
+                idle.append(call)
+            start = peak = rss(broker)
+            async with await Client.connect(broker.url) as client:
+                producer = client.producer(max_in_flight=4_000)
+                acked = 0
+                last_ack = time.monotonic()
+
+                def done(future: asyncio.Future[str]) -> None:
+                    nonlocal acked, last_ack
+                    if not future.cancelled() and future.exception() is None:
+                        acked += 1
+                        last_ack = time.monotonic()
+
+                async def publish() -> None:
+                    for _ in range(flood):
+                        (await producer.publish("flood", body)).add_done_callback(done)
+
+                sender = asyncio.create_task(publish())
+                while not sender.done():
+                    await asyncio.sleep(0.2)
+                    peak = max(peak, rss(broker))
+                    if time.monotonic() - last_ack > 3.0:
+                        break
+                for _ in range(10):
+                    await asyncio.sleep(0.2)
+                    peak = max(peak, rss(broker))
+                sub = (await topics_of(client))["flood"].subscribers
+                print(
+                    f"acked {acked:,} of {flood:,} persistent 1 KiB publishes to 5 idle "
+                    f"subscribers; depth {[s.depth for s in sub]}; broker RSS "
+                    f"{start / MiB:.0f} MiB at start, peak {peak / MiB:.0f} MiB"
+                )
+                assert acked < flood, "the whole flood fitted: the test proves nothing"
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+            for call in idle:
+                call.cancel()
+        assert peak < 420 * MiB, f"broker RSS peaked at {peak / MiB:.0f} MiB"
+        # Their subscriptions went with them, and the memory they held with them.
+        async with await Client.connect(broker.url) as client:
+            await wait_for(lambda: _gone(client), 20, "the idle subscriptions to go")
+            await asyncio.wait_for(client.publish("flood", b"after"), 10)
+
+    run(scenario(), timeout=240)
+
+
+async def _gone(client: Client) -> bool:
+    return await topics_of(client) == {}
+
+
+def test_durable_resubscribe_waits_for_the_broker_to_let_go_of_the_old_stream(
+    broker: BrokerProcess,
+) -> None:
+    """A failover subscriber whose connection broke resubscribes while the broker still
+    holds its durable subscription for the old stream (the broker has not seen that
+    stream die yet): it asks again instead of failing for good. The old stream is
+    played by a raw Consume call that holds the subscription for 1.5 s."""
+    durable = client_pb2.Subscribe(topic="jobs", client_id="w", subscription="worker")
+
+    async def scenario() -> None:
+        proxy = LinkProxy(broker.url)
+        try:
+            async with await Client.connect(f"failover:({proxy.address})") as client:
+                subscriber = await client.subscribe(
+                    topic="jobs", client_id="w", subscription="worker", prefetch=10
+                )
+                proxy.drop()  # the connection breaks; reconnecting is refused for now
+                async with grpc.aio.insecure_channel(broker.url) as channel:
+                    stub = client_pb2_grpc.BrokerStub(channel)
+
+                    async def hold() -> grpc.aio.StreamStreamCall[Any, Any]:
+                        call = stub.Consume()
+                        await call.write(client_pb2.ConsumeRequest(subscribe=durable))
+                        await call.read()  # in place: the broker let go of the old one
+                        return call
+
+                    stale = await wait_for(lambda: _try(hold), 10, "the old stream to go")
+                    proxy.restore()  # the subscriber reconnects and is refused meanwhile
+                    await asyncio.sleep(1.5)
+                    stale.cancel()
+                async with await Client.connect(broker.url) as publisher:
+                    sent = await publish_many(publisher, "jobs", [b"j%d" % i for i in range(20)])
+                got = await take_all(subscriber, len(sent), timeout=15)
+                check_exactly_once(sent, got)
+                await subscriber.close()
+        finally:
+            proxy.close()
+
+    run(scenario(), timeout=60)
+
+
+async def _try(make: Any) -> Any:
+    try:
+        return await make()
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.ALREADY_EXISTS, exc
+        return None

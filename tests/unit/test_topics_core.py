@@ -11,7 +11,7 @@ import pytest
 
 from broker.config import BrokerConfig, Sync
 from broker.core.broker import Broker
-from broker.core.store import Store
+from broker.core.store import Store, decode_ids
 from broker.core.topics import is_subscription_queue
 from broker.errors import BrokerError, InvalidArgument
 from broker.pb.message_pb2 import Message
@@ -297,6 +297,29 @@ def test_resend_to_nondurable_subscriptions_is_a_duplicate(tmp_path: Path) -> No
         await asyncio.sleep(0.05)
         assert sink.ids == ["once", "np"]
         assert broker.published == 2
+        await _stop(broker)
+
+    run(scenario())
+
+
+def test_removed_durable_subscription_leaves_no_ids_behind(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker = await _broker(tmp_path)
+        queue, consumer = broker.subscribe_topic("t", Collect(), 1, durable=("c", "s"))
+        broker.unsubscribe(queue, consumer)
+        sent = [f"m{i}" for i in range(3000)]
+        for k in range(0, 3000, 500):
+            await broker.send([_pub("t", mid) for mid in sent[k : k + 500]])
+
+        def consumed() -> set[str]:
+            rows = broker.store.scan_all(b"", 1_000_000)
+            return {m.decode() for k, v in rows if k[:1] == b"c" for m in decode_ids(v)}
+
+        assert consumed() == set()
+        broker.unsubscribe_durable("c", "s")
+        # Deleted as consumed messages are: their ids are kept for the duplicate check
+        # and pruned with the rest (not left in the store for good).
+        await _until(lambda: _stored_keys(broker.store) == [] and consumed() == set(sent))
         await _stop(broker)
 
     run(scenario())
