@@ -389,6 +389,11 @@ class Client:
             self._backoff.reset()
         attempts = 0
         failures: deque[str] = deque(maxlen=len(url.addresses))  # the last of each address
+        # What each address last failed with, as told: a new failure is told once (a
+        # failover URL with no live broker must not be silent while it retries).
+        told: dict[str, str] = {}
+        most = url.max_reconnect_attempts
+        limit = None if most is None else len(url.addresses) * (1 + most)
         # Addresses whose last answer was that they do not serve now (a slave, electing).
         # While any does, its group is choosing a master: the pause stays short however
         # the others fail (a dead master's refused port must not stretch the polling of
@@ -411,7 +416,9 @@ class Client:
                     continue
                 if not isinstance(error, _Refused):
                     raise error
-                log.debug("connecting to %s failed: %s", address, error)
+                if told.get(address) != str(error):
+                    told[address] = str(error)
+                    log.warning("cannot connect to %s: %s; trying on", address, error)
                 if error.not_serving:
                     not_serving.add(address)
                 else:
@@ -453,6 +460,8 @@ class Client:
                     conn = await wait(delay, until_answer=False)
                     if conn is not None:
                         return self._accepted(conn)
+                if limit is not None and attempts >= limit:
+                    break
                 attempts += 1
                 address = self._rotation.next()
                 if address not in probes.values():
@@ -472,8 +481,9 @@ class Client:
             for task in probes:
                 if not task.cancelled() and task.exception() is None:
                     await task.result().channel.close()
+        within = f"within {url.timeout:g} s " if url.timeout is not None else ""
         raise ConnectionLost(
-            f"no broker accepted within {url.timeout:g} s after {attempts} attempts "
+            f"no broker accepted {within}after {attempts} attempts "
             f"({'; '.join(failures) or 'no attempt'})"
         )
 

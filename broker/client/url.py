@@ -10,6 +10,7 @@ from broker.address import AddressError, Problem, parse_address
 _OPTION_NAMES = {
     "maxreconnectdelay": "maxReconnectDelay",
     "initialreconnectdelay": "initialReconnectDelay",
+    "maxreconnectattempts": "maxReconnectAttempts",
     "timeout": "timeout",
     "randomize": "randomize",
 }
@@ -31,15 +32,20 @@ class ClientUrl:
     timeout: float | None = None
     #: Try the addresses in random order (``randomize``, default false).
     randomize: bool = False
+    #: Give up after this many further rounds over the addresses once the first round
+    #: failed (``maxReconnectAttempts``; -1, the default, or None here: never).
+    max_reconnect_attempts: int | None = None
 
 
 def parse_url(url: str) -> ClientUrl:
     """Parse a client URL: ``host:port`` or ``failover:(host:port,...)?options``.
 
-    The list may also be written without parentheses (``failover:a:1,b:2``), and an
-    address may carry ActiveMQ's ``tcp://`` prefix. IPv6 hosts go in brackets. Options
-    (names are case-insensitive): ``initialReconnectDelay`` and ``maxReconnectDelay`` in
-    positive milliseconds, ``timeout`` in milliseconds (0 or negative: retry forever),
+    ActiveMQ's spelling ``failover://(tcp://host:port,...)`` is the same URL. The list may
+    also be written without parentheses (``failover:a:1,b:2``), and an address may carry
+    the ``tcp://`` prefix. IPv6 hosts go in brackets. Options (names are
+    case-insensitive): ``initialReconnectDelay`` and ``maxReconnectDelay`` in positive
+    milliseconds, ``timeout`` in milliseconds (0 or negative: retry forever),
+    ``maxReconnectAttempts`` a count of further rounds over the addresses (-1: forever),
     ``randomize`` true or false.
 
     Raises ValueError naming the URL and what is wrong with it.
@@ -55,6 +61,8 @@ def parse_url(url: str) -> ClientUrl:
         return ClientUrl(addresses=(_parse_address(text, url),))
 
     rest = text[len("failover:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]
     if rest.startswith("("):
         close = rest.find(")")
         if close < 0:
@@ -125,10 +133,17 @@ def _parse_options(query: str, url: str) -> dict[str, Any]:
         try:
             millis = int(value)
         except ValueError:
+            unit = "a whole number" if name == "maxReconnectAttempts" else "whole milliseconds"
             raise ValueError(
-                f"bad client URL {url!r}: {name} must be whole milliseconds, not {value!r}"
+                f"bad client URL {url!r}: {name} must be {unit}, not {value!r}"
             ) from None
-        if name == "timeout":
+        if name == "maxReconnectAttempts":
+            if millis < -1:
+                raise ValueError(
+                    f"bad client URL {url!r}: maxReconnectAttempts must be -1 (forever) or more"
+                )
+            options["max_reconnect_attempts"] = None if millis == -1 else millis
+        elif name == "timeout":
             options["timeout"] = millis / 1000 if millis > 0 else None
         elif millis <= 0:
             raise ValueError(f"bad client URL {url!r}: {name} must be positive")

@@ -67,6 +67,17 @@ def test_failover_options() -> None:
     )
 
 
+def test_activemq_spelling_and_reconnect_attempts() -> None:
+    url = parse_url("failover://(tcp://a:1,tcp://b:2)?maxReconnectAttempts=3")
+    assert url == ClientUrl(addresses=("a:1", "b:2"), failover=True, max_reconnect_attempts=3)
+    assert parse_url("failover:(a:1)?maxReconnectAttempts=-1").max_reconnect_attempts is None
+    assert parse_url("failover:(a:1)?maxReconnectAttempts=0").max_reconnect_attempts == 0
+    with pytest.raises(ValueError, match="maxReconnectAttempts must be -1 \\(forever\\) or more"):
+        parse_url("failover:(a:1)?maxReconnectAttempts=-2")
+    with pytest.raises(ValueError, match="maxReconnectAttempts must be a whole number, not 'x'"):
+        parse_url("failover:(a:1)?maxReconnectAttempts=x")
+
+
 def test_failover_single_address_and_no_parentheses() -> None:
     assert parse_url("failover:(a:1)").addresses == ("a:1",)
     url = parse_url("failover:a:1,tcp://b:2?timeout=100")
@@ -131,7 +142,7 @@ def test_client_url_is_frozen() -> None:
         ("failover:(a:1,b)", "no port"),
         ("failover:(a:1)?timeout", "name=value"),
         ("failover:(a:1)?=5", "name=value"),
-        ("failover:(a:1)?maxReconnectAttempts=3", "unknown option"),
+        ("failover:(a:1)?backup=true", "unknown option"),
         ("failover:(a:1)?timeout=1&timeout=2", "given twice"),
         ("failover:(a:1)?timeout=1.5", "whole milliseconds"),
         ("failover:(a:1)?maxReconnectDelay=", "whole milliseconds"),
@@ -154,7 +165,9 @@ def test_non_string_url() -> None:
 
 
 def test_unknown_option_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="initialReconnectDelay, maxReconnectDelay"):
+    with pytest.raises(
+        ValueError, match="initialReconnectDelay, maxReconnectAttempts, maxReconnectDelay"
+    ):
         parse_url("failover:(a:1)?backup=true")
 
 
