@@ -210,8 +210,7 @@ async def _connect(args: argparse.Namespace) -> Any:
     except ValueError as e:  # a malformed URL
         raise CliError(f"--url: {e}", code=EXIT_USAGE) from None
     except ConnectionLost as e:
-        if "Connection refused" in e.message and not args.url.startswith("failover:"):
-            # gRPC's wording is a paragraph; the operator needs one fact.
+        if "connection refused" in e.message.lower() and not args.url.startswith("failover:"):
             raise CliError(
                 f"cannot connect to {args.url}: connection refused (is a broker running there?)"
             ) from None

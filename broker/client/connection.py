@@ -63,6 +63,18 @@ class _Refused(Exception):
         self.not_serving = not_serving
 
 
+def _why(error: grpc.aio.AioRpcError) -> str:
+    """A failed probe in few words: gRPC's text for a refused or unreachable address is
+    three nested messages long; the last says what happened."""
+    details = error.details() or ""
+    if error.code() == grpc.StatusCode.UNAVAILABLE and "last error:" in details:
+        last = details.rsplit(":", 1)[-1].strip()
+        return last[0].lower() + last[1:] if last else "unavailable"
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "no answer in time"
+    return f"{error.code().name}: {details}"
+
+
 class Client:
     """An async connection to a broker (or, with a failover URL, to whichever of several
     brokers accepts). Create with :meth:`connect`; use from one event loop."""
@@ -416,7 +428,7 @@ class Client:
                     continue
                 if not isinstance(error, _Refused):
                     raise error
-                if told.get(address) != str(error):
+                if url.failover and told.get(address) != str(error):
                     told[address] = str(error)
                     log.warning("cannot connect to %s: %s; trying on", address, error)
                 if error.not_serving:
@@ -508,7 +520,7 @@ class Client:
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 await channel.close()
-                raise _Refused(f"{e.code().name}: {e.details()}") from None
+                raise _Refused(_why(e)) from None
         except BaseException:
             await channel.close()
             raise
