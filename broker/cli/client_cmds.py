@@ -317,6 +317,7 @@ async def _send_many(
     producer = client.producer()
     kind, name = args.queue
     send = producer.publish if kind == "topic" else producer.send
+    interrupted = False
     try:
         for _ in range(args.count):
             if failures:
@@ -332,11 +333,21 @@ async def _send_many(
         except BrokerError as e:
             if not failures:
                 failures.append(e)
+    except asyncio.CancelledError:  # Ctrl-C
+        interrupted = True
+        raise
     finally:
         try:
+            # Also after Ctrl-C: what is on its way gets its answer, so the count below
+            # is what the broker holds (a second Ctrl-C stops at once).
             await producer.close()
         finally:
             progress.close()
+            if interrupted:
+                say(
+                    f"interrupted: {acked:,} of {_messages(args.count)} sent (acknowledged) "
+                    f"to {_label(args.queue)}"
+                )
     if failures:
         raise CliError(
             f"sent {acked:,} of {_messages(args.count)} to {_label(args.queue)}, then: "
@@ -368,6 +379,7 @@ async def _recv(args: argparse.Namespace) -> int:
     progress = Progress(args.count, "received") if args.count > 1 else None
     received = 0
     started = time.monotonic()
+    interrupted = False
     try:
         client = await _connect(args)
         try:
@@ -395,11 +407,19 @@ async def _recv(args: argparse.Namespace) -> int:
                 await consumer.close()
         finally:
             await client.close()
+    except asyncio.CancelledError:  # Ctrl-C
+        interrupted = True
+        raise
     finally:
         if progress:
             progress.close()
         if sink is not None:
             sink.close()
+        if interrupted:
+            say(
+                f"interrupted: {received:,} of {_messages(args.count)} received (acknowledged) "
+                f"from {_label(args.queue)}"
+            )
     elapsed = time.monotonic() - started
     if received < args.count:
         say(

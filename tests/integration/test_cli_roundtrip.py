@@ -260,3 +260,57 @@ def test_single_yaml_plans_one_broker_on_61616() -> None:
     plans = plan(load(ROOT / "topologies" / "single.yaml", parse_connector), cwd=ROOT)
     assert [(p.name, p.address) for p in plans] == [("a", "127.0.0.1:61616")]
     assert plans[0].log_path == ROOT / "run" / "single" / "a" / "broker.log"
+
+
+def _depth(url: str, queue: str) -> int:
+    import asyncio
+
+    from broker.client import Client
+
+    async def depth() -> int:
+        async with await Client.connect(url) as client:
+            return sum(q.depth for q in await client.queues() if q.name == queue)
+
+    return asyncio.run(depth())
+
+
+def test_ctrl_c_in_send_and_recv_says_how_many(broker: BrokerProcess) -> None:
+    """Ctrl-C during a long send or recv exits 130 saying how many messages were sent
+    (acknowledged: the queue holds at least that many) or received."""
+    send = subprocess.Popen(
+        [sys.executable, "-m", "broker", "send", "--url", broker.url, "--count", "1000000",
+         "flood", "x"],
+        cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _depth(broker.url, "flood") >= 2000, 60, "2,000 messages sent")
+        send.send_signal(signal.SIGINT)
+        _, err = send.communicate(timeout=30)
+    finally:
+        send.kill()
+    assert send.returncode == 130, err
+    match = re.search(rb"interrupted: ([\d,]+) of 1,000,000 messages sent \(acknowledged\) "
+                      rb"to flood\n$", err)  # fmt: skip
+    assert match, err
+    acked = int(match[1].replace(b",", b""))
+    depth = _depth(broker.url, "flood")
+    assert 2000 <= acked <= depth
+
+    recv = subprocess.Popen(
+        [sys.executable, "-m", "broker", "recv", "--url", broker.url, "--count", "1000000",
+         "--timeout", "60", "--output", os.devnull, "flood"],
+        cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _depth(broker.url, "flood") == 0, 60, "every message received")
+        recv.send_signal(signal.SIGINT)
+        _, err = recv.communicate(timeout=30)
+    finally:
+        recv.kill()
+    assert recv.returncode == 130, err
+    assert err.endswith(
+        f"interrupted: {depth:,} of 1,000,000 messages received (acknowledged) from flood\n"
+        .encode()
+    ), err
