@@ -19,6 +19,7 @@ from typing import Any
 from broker.cli.arguments import destination, header, int_range, positive_float
 from broker.cli.errors import EXIT_USAGE, CliError, reason, say
 from broker.cli.progress import Progress
+from broker.cli.render import as_json, header_block
 
 DEFAULT_URL = "127.0.0.1:61616"
 
@@ -143,6 +144,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="K",
         help="deliveries the broker may push ahead of acks [min(N, 1000)]",
     )
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--show-headers",
+        action="store_true",
+        help="print each message's id, priority, redelivered flag and headers before its body",
+    )
+    shown.add_argument(
+        "--json",
+        action="store_true",
+        help="print each message as one JSON object (every field; a body that is not "
+        "UTF-8 as body_base64)",
+    )
     p.set_defaults(handler=_cmd_recv)
 
     p = sub.add_parser(
@@ -170,22 +183,22 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    return _run_client(args, _send(args))
+    return run_client(args, _send(args))
 
 
 def _cmd_recv(args: argparse.Namespace) -> int:
-    return _run_client(args, _recv(args))
+    return run_client(args, _recv(args))
 
 
 def _cmd_unsubscribe(args: argparse.Namespace) -> int:
-    return _run_client(args, _unsubscribe(args))
+    return run_client(args, _unsubscribe(args))
 
 
 def _cmd_stat(args: argparse.Namespace) -> int:
-    return _run_client(args, _stat(args))
+    return run_client(args, _stat(args))
 
 
-def _run_client(args: argparse.Namespace, coro: Awaitable[int]) -> int:
+def run_client(args: argparse.Namespace, coro: Awaitable[int]) -> int:
     from broker.client import BrokerError, ConnectionLost
 
     try:
@@ -198,7 +211,7 @@ def _run_client(args: argparse.Namespace, coro: Awaitable[int]) -> int:
         raise CliError(str(e), code=EXIT_USAGE) from None
 
 
-async def _connect(args: argparse.Namespace) -> Any:
+async def connect(args: argparse.Namespace) -> Any:
     from broker.client import Client, ConnectionLost
 
     try:
@@ -268,7 +281,7 @@ async def _send(args: argparse.Namespace) -> int:
     if args.ttl is not None:
         options["ttl"] = args.ttl
 
-    client = await _connect(args)
+    client = await connect(args)
     try:
         started = time.monotonic()
         message_id = None
@@ -365,6 +378,11 @@ async def _recv(args: argparse.Namespace) -> int:
         raise CliError("recv: --durable needs --client-id", code=EXIT_USAGE)
     if args.client_id and not args.durable:
         raise CliError("recv: --client-id needs --durable NAME", code=EXIT_USAGE)
+    if args.output and (args.json or args.show_headers):
+        raise CliError(
+            "recv: --output writes bodies only; --json and --show-headers print to stdout",
+            code=EXIT_USAGE,
+        )
     target: dict[str, Any] = {"queue": name}
     if kind == "topic":
         target = {"topic": name, "subscription": args.durable, "client_id": args.client_id}
@@ -381,7 +399,7 @@ async def _recv(args: argparse.Namespace) -> int:
     started = time.monotonic()
     interrupted = False
     try:
-        client = await _connect(args)
+        client = await connect(args)
         try:
             consumer = await client.subscribe(**target, prefetch=prefetch, auto_ack=False)
             try:
@@ -395,6 +413,18 @@ async def _recv(args: argparse.Namespace) -> int:
                     if sink is not None:
                         sink.write(body)
                         sink.flush()
+                    elif args.json:
+                        line = as_json(delivery.message, delivery.redelivered) + "\n"
+                        sys.stdout.buffer.write(line.encode())
+                        sys.stdout.buffer.flush()
+                    elif args.show_headers:
+                        block = header_block(delivery.message, delivery.redelivered)
+                        text = "\n".join(block) + "\n\n"
+                        out = sys.stdout.buffer
+                        out.write(text.encode())
+                        out.write(body if body.endswith(b"\n") else body + b"\n")
+                        out.write(b"\n")
+                        out.flush()
                     else:
                         out = sys.stdout.buffer
                         out.write(body if body.endswith(b"\n") else body + b"\n")
@@ -438,7 +468,7 @@ async def _recv(args: argparse.Namespace) -> int:
 
 
 async def _unsubscribe(args: argparse.Namespace) -> int:
-    client = await _connect(args)
+    client = await connect(args)
     try:
         await client.unsubscribe(args.client_id, args.name)
     finally:
@@ -464,7 +494,7 @@ def _uptime(started_ms: int) -> str:
 async def _stat(args: argparse.Namespace) -> int:
     from broker.cluster.report import format_table
 
-    client = await _connect(args)
+    client = await connect(args)
     try:
         st = await client.status()
         queues = await client.queues()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from broker import __version__, invocation
-from broker.cli import broker_cmd, client_cmds, cluster_cmds
+from broker.cli import broker_cmd, client_cmds, cluster_cmds, queue_cmds
 from broker.cli.errors import PROG, UsageError
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker_cmd.add_parser(sub)
     client_cmds.add_parsers(sub)
+    queue_cmds.add_parsers(sub)
     cluster_cmds.add_parsers(sub)
     return parser
 

@@ -314,3 +314,53 @@ def test_ctrl_c_in_send_and_recv_says_how_many(broker: BrokerProcess) -> None:
         f"interrupted: {depth:,} of 1,000,000 messages received (acknowledged) from flood\n"
         .encode()
     ), err
+
+
+def test_browse_shows_pending_messages_in_delivery_order_and_takes_none(
+    broker: BrokerProcess,
+) -> None:
+    ok(netbroker("send", "--url", broker.url, "--header", "kind=low", "orders", "first"))
+    ok(netbroker("send", "--url", broker.url, "--priority", "9", "orders", "urgent"))
+    ok(netbroker("send", "--url", broker.url, "orders", "--file", "-", input=b"\x00\xffbin"))
+    table = ok(netbroker("browse", "--url", broker.url, "orders")).stdout.decode().splitlines()
+    assert table[0].split() == ["id", "priority", "redelivered", "persistent", "headers", "body"]
+    rows = [line.split() for line in table[1:]]
+    assert [r[1:5] for r in rows] == [
+        ["9", "0", "yes", "-"], ["4", "0", "yes", "kind=low"], ["4", "0", "yes", "-"]
+    ]  # fmt: skip
+    assert [r[5] for r in rows] == ["urgent", "first", "\\x00\\xffbin"]
+    lines = ok(netbroker("browse", "--url", broker.url, "orders", "--json", "--limit", "2"))
+    objects = [json.loads(line) for line in lines.stdout.decode().splitlines()]
+    assert [(o["body"], o["priority"], o["headers"]) for o in objects] == [
+        ("urgent", 9, {}), ("first", 4, {"kind": "low"})
+    ]  # fmt: skip
+    # Nothing was taken: all three are still there, in the same order.
+    got = ok(netbroker("recv", "--url", broker.url, "orders", "--count", "3", "--json"))
+    received = [json.loads(line) for line in got.stdout.decode().splitlines()]
+    bodies = [o.get("body", o.get("body_base64")) for o in received]
+    assert bodies == ["urgent", "first", "AP9iaW4="]
+    assert all(o["redelivered"] is False for o in received)
+    missing = netbroker("browse", "--url", broker.url, "nosuch")
+    assert missing.returncode == 1
+    assert missing.stderr.decode().strip().endswith("no queue named 'nosuch'")
+
+
+def test_recv_show_headers(broker: BrokerProcess) -> None:
+    ok(netbroker("send", "--url", broker.url, "--header", "k=v", "--priority", "7", "q", "hi"))
+    out = ok(netbroker("recv", "--url", broker.url, "q", "--show-headers")).stdout.decode()
+    head, body = out.split("\n\n", 1)
+    fields = dict(line.split(": ", 1) for line in head.splitlines())
+    assert fields["priority"] == "7" and fields["k"] == "v" and fields["redelivered"] == "false"
+    assert fields["destination"] == "q" and fields["persistent"] == "true" and fields["id"]
+    assert body == "hi\n\n"
+    both = netbroker("recv", "--url", broker.url, "q", "--json", "--output", "x")
+    assert both.returncode == 2
+
+
+def test_purge_empties_a_queue_and_says_how_many(broker: BrokerProcess) -> None:
+    ok(netbroker("send", "--url", broker.url, "--count", "250", "junk", "x"))
+    out = ok(netbroker("purge", "--url", broker.url, "junk")).stdout
+    assert out == b"purged 250 messages from junk\n"
+    assert _depth(broker.url, "junk") == 0
+    empty = ok(netbroker("browse", "--url", broker.url, "junk")).stdout
+    assert empty == b"junk: no pending messages\n"
