@@ -25,6 +25,7 @@ from broker.core.store import Store, StoreDamaged
 from broker.errors import StartupError
 from broker.server.gate import ServiceGate
 from broker.server.listen import build_server
+from broker.server.metrics import MetricsEndpoint, serve_metrics
 from broker.server.status import Role
 from masterslave.election import min_insync_default
 from masterslave.group import GroupConfig, GroupMember
@@ -154,6 +155,7 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     member: GroupMember | LockfileMember | None = None
     replication: grpc.aio.Server | None = None
     broker: Broker | None = None
+    metrics: MetricsEndpoint | None = None
     try:
         if config.election is Election.LOCKFILE:
             member = LockfileMember(config, config.shared_dir or config.data_dir, gate, network)
@@ -165,6 +167,10 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             else:
                 broker = Broker(config, store)
                 await broker.start()
+        if config.metrics_port:
+            store_dir = (config.shared_dir or config.data_dir) / "store"
+            metrics = serve_metrics(config.name, gate, store_dir, config.host, config.metrics_port)
+            log.info("metrics at http://%s:%d/metrics", config.host, metrics.port)
         await server.start()
         if replication is not None:
             await replication.start()
@@ -197,6 +203,8 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             if broker is not None:
                 await broker.stop()
     finally:
+        if metrics is not None:
+            metrics.close()
         # Zeroconf's thread and sockets (records were withdrawn by detach).
         await network.close()
         if store is not None:

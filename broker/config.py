@@ -199,6 +199,14 @@ class BrokerConfig:
     host: str = field(
         default="127.0.0.1", metadata=_meta("--host", "address to listen on", shown=None)
     )
+    # Prometheus metrics over HTTP on this port, at /metrics (on `host`); 0: none.
+    metrics_port: int = field(
+        default=0,
+        metadata=_meta(
+            "--metrics-port", "serve Prometheus metrics at http://HOST:PORT/metrics",
+            metavar="PORT", low=1, high=65535, unset=0, shown="off",
+        ),
+    )  # fmt: skip
     # Largest message a broker accepts, whole as serialized (body, headers, id, queue
     # name and the rest); gRPC's own limits are raised to match.
     max_message_bytes: int = field(

@@ -23,6 +23,7 @@ from typing import Protocol
 from broker.config import BrokerConfig
 from broker.core.commit import GroupCommitter
 from broker.core.copies import TopicCopy
+from broker.core.histogram import SECONDS, Histogram
 from broker.core.memory import MemoryGate
 from broker.core.names import check_queue_name, dead_letter_queue
 from broker.core.queue import PRIORITIES, Consumer, ConsumerSink, Entry, Queue
@@ -143,6 +144,8 @@ class Broker:
         # Topic subscriptions, each backed by a queue of its own in `queues`.
         self.topics = SubscriptionTable()
         # Topic messages published, and those no subscription took (since the start).
+        # From a producer batch's arrival to its answer, as the adapters measure it.
+        self.send_seconds = Histogram(SECONDS)
         self.published = 0
         self.dropped = 0
         self.demand_listeners: list[DemandListener] = []

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from broker.core.histogram import OPS, SECONDS, Histogram
 from broker.core.store import META_EPOCH, META_POS, Op, Store
 from broker.errors import Unavailable
 
@@ -69,6 +70,9 @@ class GroupCommitter:
         self._unsynced: list[tuple[int, list[asyncio.Future[None]]]] = []
         self._syncing: asyncio.Task[None] | None = None
         self._sync_thread = concurrent.futures.ThreadPoolExecutor(1, "fsync")
+        # For the metrics: how long each fsync took, and how many operations each write had.
+        self.fsync_seconds = Histogram(SECONDS)
+        self.batch_ops = Histogram(OPS)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -170,6 +174,7 @@ class GroupCommitter:
             _fail(waiters, Unavailable(f"store write failed: {exc}"))
             return False
         self.position = position
+        self.batch_ops.observe(len(ops))
         pending = self.replicator.on_write(position, self.epoch, ops) if self.replicator else None
         if sync and self._syncing is None and self._sparse(len(ops)):
             self._sync_inline(position, [] if pending is not None else waiters)
@@ -210,6 +215,7 @@ class GroupCommitter:
     def _synced_in(self, started: float) -> None:
         self._fsync_ended = time.monotonic()
         self._fsync_took = self._fsync_ended - started
+        self.fsync_seconds.observe(self._fsync_took)
 
     def _sync_inline(self, position: int, waiters: list[asyncio.Future[None]]) -> None:
         started = time.monotonic()

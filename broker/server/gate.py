@@ -77,6 +77,11 @@ class ServiceGate:
     def _forget(self, task: asyncio.Task[object]) -> None:
         self._calls.pop(task, None)
 
+    @property
+    def open_calls(self) -> int:
+        """Calls admitted to the serving core and still open (streams, for the most)."""
+        return len(self._calls)
+
     def reports(self) -> list[Report]:
         return [report for source in self.sources for report in source()]
 

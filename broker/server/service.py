@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -112,8 +113,10 @@ class ClientService(client_pb2_grpc.BrokerServicer):
     async def _send(
         self, broker: Broker, request: client_pb2.ProduceRequest
     ) -> client_pb2.ProduceResponse:
+        started = time.monotonic()
         try:
             sent = await broker.send(list(request.messages))
+            broker.send_seconds.observe(time.monotonic() - started)
         except BrokerError as exc:
             return client_pb2.ProduceResponse(
                 batch_id=request.batch_id, ok=False, code=exc.code, error=exc.message
