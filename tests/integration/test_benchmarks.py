@@ -35,6 +35,10 @@ SHORT = {
         ["--rounds", "2", "--load-seconds", "2", "--count", "300"],
         ["round 2:", "2 kills: median", "master changed", "quorum_mem is"],
     ),
+    "bench_metrics.py": (
+        ["--count", "3000", "--repeats", "1"],
+        ["scraped every 1 s: produce", "median produce:"],
+    ),
     "bench_backlog.py": (
         ["--count", "500", "--take", "200"],
         ["kill -9 and restart", "consumed 200 from the backlog",
