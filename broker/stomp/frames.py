@@ -145,86 +145,102 @@ class FrameParser:
         self._partial: tuple[Frame, int, int] | None = None
         # Where the search for the NUL of a body without content-length goes on.
         self._scanned = 0
+        # Where the unread part of the buffer starts.
+        self._pos = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def feed(self, data: bytes) -> list[Frame]:
-        """The frames completed by `data`; raises ProtocolError at the first bad one
-        (the frames before it in `data` are lost with it: the connection ends)."""
-        buf = self._buf
-        buf += data
+        """The frames completed by `data`; raises ProtocolError at the first bad one."""
+        self.append(data)
         frames: list[Frame] = []
-        pos = 0
+        while (frame := self.next()) is not None:
+            frames.append(frame)
+        return frames
+
+    def append(self, data: bytes) -> None:
+        self._buf += data
+
+    def next(self) -> Frame | None:
+        """The next complete frame, or None until more bytes come. One at a time, so
+        that the escaping may change after CONNECT for the frames behind it."""
+        buf = self._buf
         end = len(buf)
+        pos = self._pos
         limits = self.limits
-        while pos < end:
-            partial = self._partial
-            if partial is None:
-                # Heart-beats and the EOLs that may follow a frame's NUL.
-                while pos < end and buf[pos] in (10, 13):
-                    if buf[pos] == 13 and (pos + 1 >= end or buf[pos + 1] != 10):
-                        if pos + 1 >= end:
-                            break  # a CR whose LF has not come yet
-                        raise ProtocolError("a carriage return not followed by a line feed")
-                    pos += 1
-                if pos >= end or (buf[pos] == 13 and pos + 1 >= end):
-                    break
-                stop = buf.find(b"\n\n", pos)
-                crlf = buf.find(b"\n\r\n", pos)
-                if crlf != -1 and (stop == -1 or crlf < stop):
-                    head_end, body_start = crlf, crlf + 3
-                else:
-                    head_end, body_start = stop, stop + 2
-                if stop == -1 and crlf == -1:
-                    if end - pos > limits.max_header_block:
-                        raise ProtocolError(f"frame headers over {limits.max_header_block} bytes")
-                    break
-                if head_end - pos > limits.max_header_block:
+        partial = self._partial
+        if partial is None:
+            # Heart-beats and the EOLs that may follow a frame's NUL.
+            while pos < end and buf[pos] in (10, 13):
+                if buf[pos] == 13 and (pos + 1 >= end or buf[pos + 1] != 10):
+                    if pos + 1 >= end:
+                        break  # a CR whose LF has not come yet
+                    raise ProtocolError("a carriage return not followed by a line feed")
+                pos += 1
+            self._pos = pos
+            if pos >= end or (buf[pos] == 13 and pos + 1 >= end):
+                self._compact()
+                return None
+            stop = buf.find(b"\n\n", pos)
+            crlf = buf.find(b"\n\r\n", pos)
+            if crlf != -1 and (stop == -1 or crlf < stop):
+                head_end, body_start = crlf, crlf + 3
+            else:
+                head_end, body_start = stop, stop + 2
+            if stop == -1 and crlf == -1:
+                if end - pos > limits.max_header_block:
                     raise ProtocolError(f"frame headers over {limits.max_header_block} bytes")
-                frame, length = self._head(bytes(buf[pos:head_end]))
-                partial = (frame, body_start, length)
-                self._scanned = body_start
-            frame, body_start, length = partial
-            if length >= 0:
-                if end < body_start + length + 1:
-                    self._partial = partial
-                    break
-                if buf[body_start + length] != 0:
+                self._compact()
+                return None
+            if head_end - pos > limits.max_header_block:
+                raise ProtocolError(f"frame headers over {limits.max_header_block} bytes")
+            frame, length = self._head(bytes(buf[pos:head_end]))
+            partial = self._partial = (frame, body_start, length)
+            self._scanned = body_start
+        frame, body_start, length = partial
+        if length >= 0:
+            if end < body_start + length + 1:
+                self._compact()
+                return None
+            if buf[body_start + length] != 0:
+                raise ProtocolError(
+                    f"{frame.command} frame: no NUL after its content-length of {length} bytes",
+                    frame.headers.get("receipt"),
+                )
+            body_end = body_start + length
+        else:
+            body_end = buf.find(b"\0", self._scanned)
+            if body_end == -1:
+                if end - body_start > limits.max_body:
                     raise ProtocolError(
-                        f"{frame.command} frame: no NUL after its content-length of {length} bytes",
+                        f"{frame.command} frame: body over the limit of {limits.max_body} bytes",
                         frame.headers.get("receipt"),
                     )
-                body_end = body_start + length
-            else:
-                body_end = buf.find(b"\0", self._scanned)
-                if body_end == -1:
-                    if end - body_start > limits.max_body:
-                        raise ProtocolError(
-                            f"{frame.command} frame: body over the limit of "
-                            f"{limits.max_body} bytes",
-                            frame.headers.get("receipt"),
-                        )
-                    self._scanned = end
-                    self._partial = partial
-                    break
-            if body_end > body_start:
-                if frame.command not in WITH_BODY:
-                    raise ProtocolError(
-                        f"{frame.command} frame must not have a body", frame.headers.get("receipt")
-                    )
-                frame.body = bytes(buf[body_start:body_end])
-            self._partial = None
-            frames.append(frame)
-            pos = body_end + 1
+                self._scanned = end
+                self._compact()
+                return None
+        if body_end > body_start:
+            if frame.command not in WITH_BODY:
+                raise ProtocolError(
+                    f"{frame.command} frame must not have a body", frame.headers.get("receipt")
+                )
+            frame.body = bytes(buf[body_start:body_end])
+        self._partial = None
+        self._pos = body_end + 1
+        return frame
+
+    def _compact(self) -> None:
+        """Drop what was consumed (once per batch of input, not per frame)."""
+        pos = self._pos
         if pos:
-            del buf[:pos]
+            del self._buf[:pos]
+            self._pos = 0
             if self._partial is not None:
                 frame, body_start, length = self._partial
                 self._partial = (frame, body_start - pos, length)
-                self._scanned -= pos
-        return frames
+            self._scanned = max(0, self._scanned - pos)
 
     def _head(self, block: bytes) -> tuple[Frame, int]:
         limits = self.limits

@@ -167,7 +167,7 @@ class StompSession:
         session_id: str,
         now: float,
         limits: Limits | None = None,
-        heartbeat_ms: int = 10_000,
+        heartbeat_ms: int = 1_000,
         topics: bool = False,
     ) -> None:
         self.session_id = session_id
@@ -209,11 +209,10 @@ class StompSession:
         self._last_read = now
         actions: list[Action] = []
         try:
-            frames = self.parser.feed(data)
-            for frame in frames:
+            parser = self.parser
+            parser.append(data)
+            while not self.closed and (frame := parser.next()) is not None:
                 self._frame(frame, actions, now)
-                if self.closed:
-                    break
         except ProtocolError as exc:
             self._error(actions, exc.message, exc.receipt, now)
         except BrokerError as exc:

@@ -335,7 +335,7 @@ class StompServer:
         *,
         name: str = "netbroker",
         limits: Limits | None = None,
-        heartbeat_ms: int = 10_000,
+        heartbeat_ms: int = 1_000,
     ) -> None:
         self.gate = gate
         self.host = host

@@ -43,10 +43,10 @@ def test_sends_and_acks_are_one_write(tmp_path: Path) -> None:
         sink = Collect()
         consumer = broker.subscribe("in", sink, prefetch=10)
         await _got(sink, 3)
-        writes: list[list[object]] = []
+        writes: list[list[tuple[bytes, bytes | None]]] = []
         submit = broker.committer.submit
 
-        def spy(ops, **kw):  # type: ignore[no-untyped-def]
+        def spy(ops, **kw):
             writes.append(list(ops))
             return submit(ops, **kw)
 
@@ -107,7 +107,7 @@ def test_a_failed_write_leaves_the_acked_deliveries_in_flight(tmp_path: Path) ->
         tag = sink.got[0][0]
         submit = broker.committer.submit
 
-        def failing(ops, **kw):  # type: ignore[no-untyped-def]
+        def failing(ops, **kw):
             future = submit(ops, **kw)
             failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             future.add_done_callback(

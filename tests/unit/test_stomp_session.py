@@ -478,4 +478,4 @@ def test_10_output_is_not_escaped() -> None:
     raw = c.session.deliver(1, [(1, Entry(_msg("m", headers={"k": "a:b"}), 1, 1))], c.now)
     data = b"".join(a.data for a in raw if isinstance(a, s.Write))
     assert b"k:a:b\n" in data
-    assert Escaping.NONE == c.session.parser.escaping
+    assert c.session.parser.escaping == Escaping.NONE
