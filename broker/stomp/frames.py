@@ -183,8 +183,11 @@ class FrameParser:
             if pos >= end or (buf[pos] == 13 and pos + 1 >= end):
                 self._compact()
                 return None
-            stop = buf.find(b"\n\n", pos)
-            crlf = buf.find(b"\n\r\n", pos)
+            # Searched no further than a header block may reach (the buffer may hold many
+            # frames behind this one), and the CRLF form only before the LF form's end.
+            reach = min(end, pos + limits.max_header_block + 3)
+            stop = buf.find(b"\n\n", pos, reach)
+            crlf = buf.find(b"\n\r\n", pos, reach if stop == -1 else stop + 1)
             if crlf != -1 and (stop == -1 or crlf < stop):
                 head_end, body_start = crlf, crlf + 3
             else:

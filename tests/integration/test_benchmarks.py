@@ -40,6 +40,13 @@ SHORT = {
         ["kill -9 and restart", "consumed 200 from the backlog",
          "next delivered: yes, yes"],
     ),
+    "bench_stomp.py": (
+        ["--count", "300", "--repeats", "1", "--seconds", "1"],
+        ["persistent produce (300 SENDs", "persistent consume ack:auto",
+         "persistent consume ack:client-individual", "non-persistent produce",
+         "non-persistent consume ack:auto", "latency persistent at 1,000 msg/s",
+         "latency non-persistent at 1,000 msg/s"],
+    ),
 }  # fmt: skip
 
 
