@@ -6,6 +6,7 @@ repeat is marked redelivered. The slave's STOMP port refuses work with an ERROR.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import threading
@@ -70,6 +71,10 @@ def depths(t: Relocated) -> dict[str, object]:
             await client.close()
 
     return {name: asyncio.run(asyncio.wait_for(one(name), 10)) for name in ("a", "c")}
+
+
+def more(listener: Collector, than: int) -> bool:
+    return len(listener.messages) > than
 
 
 def connect_when_serving(port: int, timeout: float = 30.0) -> tuple[Any, Collector]:
@@ -162,7 +167,7 @@ def test_stomp_producer_on_a_consumer_on_b_through_a_failover(
             f"{len(receipted - set(seen) - {bytes(f.body) for f in clist.messages})} missing"
         )
         try:
-            clist.wait(lambda n=done: len(clist.messages) > n, 90, "more messages from c")
+            clist.wait(functools.partial(more, clist, done), 90, "more messages from c")
         except AssertionError:
             got = set(seen) | {bytes(f.body) for f in clist.messages}
             missing = sorted(receipted - got, key=lambda b: int(b[1:]))
