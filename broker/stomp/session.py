@@ -26,6 +26,7 @@ from broker.stomp.frames import (
     Limits,
     ProtocolError,
     encode,
+    escape,
 )
 
 VERSIONS = ("1.0", "1.1", "1.2")
@@ -194,6 +195,8 @@ class StompSession:
         self._last_read = now
         self._last_write = now
         self._escaping = Escaping.NONE
+        # Destinations already checked, and the queue each names.
+        self._queues: dict[str, str] = {}
 
     # -- events ------------------------------------------------------------------------
 
@@ -254,24 +257,39 @@ class StompSession:
         escaping = self._escaping
         outstanding = subscription.outstanding
         out: list[bytes] = []
-        base = [("subscription", subscription.id), ("destination", subscription.destination)]
+        # The frame's text is built in one f-string per message: the headers every
+        # MESSAGE of the subscription shares are escaped once.
+        head = (
+            f"MESSAGE\nsubscription:{escape(subscription.id, escaping)}\n"
+            f"destination:{escape(subscription.destination, escaping)}\n"
+        )
         for tag, entry in deliveries:
             message = entry.message
-            headers = [*base, ("message-id", message.id)]
+            mid = message.id
+            ack = ""
             if not auto:
-                outstanding[tag] = message.id
+                outstanding[tag] = mid
                 if v12:
-                    headers.append(("ack", f"{sub}-{tag}"))
-            headers.append(("redelivered", "true" if message.redelivery_count else "false"))
-            headers.append(("priority", str(message.priority)))
+                    ack = f"ack:{sub}-{tag}\n"
+            extra = ""
             if message.persistent:
-                headers.append(("persistent", "true"))
+                extra = "persistent:true\n"
             if message.expiration_ms:
-                headers.append(("expires", str(message.expiration_ms)))
-            headers.append(("timestamp", str(message.timestamp_ms)))
+                extra += f"expires:{message.expiration_ms}\n"
             if message.headers:
-                headers.extend(message.headers.items())
-            out.append(encode("MESSAGE", headers, message.body, escaping))
+                extra += "".join(
+                    f"{escape(k, escaping)}:{escape(v, escaping)}\n"
+                    for k, v in message.headers.items()
+                )
+            body = message.body
+            out.append(
+                f"{head}message-id:{escape(mid, escaping)}\n{ack}"
+                f"redelivered:{'true' if message.redelivery_count else 'false'}\n"
+                f"priority:{message.priority}\n{extra}timestamp:{message.timestamp_ms}\n"
+                f"content-length:{len(body)}\n\n".encode()
+            )
+            out.append(body)
+            out.append(b"\0")
         self._write(actions, b"".join(out), now)
         if auto:
             tags = [tag for tag, _ in deliveries]
@@ -420,6 +438,14 @@ class StompSession:
         return message
 
     def _queue(self, destination: str, receipt: str | None) -> str:
+        queue = self._queues.get(destination)
+        if queue is None:
+            queue = self._check_destination(destination, receipt)
+            if len(self._queues) < 1024:  # a connection names few; the check is per frame
+                self._queues[destination] = queue
+        return queue
+
+    def _check_destination(self, destination: str, receipt: str | None) -> str:
         if destination.startswith(TOPIC_PREFIX):
             raise ProtocolError(
                 f"destination {destination[:80]!r}: topics are not available on this broker yet",

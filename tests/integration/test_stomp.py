@@ -310,3 +310,18 @@ def test_a_receipt_for_subscribe_and_disconnect(sb: BrokerProcess) -> None:
     assert b"receipt-id:b" in raw.read_frame()
     raw.read_until_closed()
     raw.close()
+
+
+def test_a_stopping_broker_ends_its_stomp_connections_with_an_error(
+    stomp_brokers: Callable[..., BrokerProcess],
+) -> None:
+    broker = stomp_brokers("s")
+    raw = RawStomp(_port(broker))
+    raw.write(b"CONNECT\naccept-version:1.2\nhost:x\n\n\0")
+    assert raw.read_frame().startswith(b"CONNECTED")
+    assert broker.proc is not None
+    broker.proc.terminate()  # SIGTERM: the gate closes, open connections are told
+    out = raw.read_until_closed()
+    assert out.startswith(b"ERROR") and b"message:broker s is shutting down" in out, out
+    raw.close()
+    assert broker.proc.wait(10) == 0
