@@ -236,7 +236,8 @@ class StompConnection(asyncio.Protocol):
         try:
             broker.check(action.message)
         except BrokerError as exc:
-            self._fail(exc.message)
+            if self.session is not None:  # the ERROR names the SEND's receipt
+                self._run(self.session.sent(action.token, exc.message, time.monotonic()))
             return
         self._batch.append(action.message)
         self._tokens.append(action.token)

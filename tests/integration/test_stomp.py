@@ -325,3 +325,21 @@ def test_a_stopping_broker_ends_its_stomp_connections_with_an_error(
     assert out.startswith(b"ERROR") and b"message:broker s is shutting down" in out, out
     raw.close()
     assert broker.proc.wait(10) == 0
+
+
+def test_a_send_the_core_refuses_is_an_error_naming_its_receipt(
+    stomp_brokers: Callable[..., BrokerProcess],
+) -> None:
+    broker = stomp_brokers("m", "--max-message-bytes", "1000")
+    raw = RawStomp(_port(broker))
+    raw.write(b"CONNECT\naccept-version:1.2\nhost:x\n\n\0")
+    assert raw.read_frame().startswith(b"CONNECTED")
+    # The body passes the frame's bound; with its header the message is over the core's.
+    raw.write(
+        b"SEND\ndestination:big\nreceipt:r-big\nx-pad:" + b"p" * 300
+        + b"\ncontent-length:900\n\n" + b"x" * 900 + b"\0"
+    )  # fmt: skip
+    out = raw.read_until_closed()
+    assert out.startswith(b"ERROR") and b"receipt-id:r-big" in out, out
+    assert b"over the broker's limit of 1000 bytes" in out, out
+    raw.close()
