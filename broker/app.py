@@ -174,14 +174,16 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             else:
                 broker = Broker(config, store)
                 await broker.start()
-        await server.start()
-        if replication is not None:
-            await replication.start()
         if stomp is not None:
+            # Bound first: a port in use stops the start before anything serves (until
+            # the gate opens its connections are refused with "broker is starting").
             try:
                 await stomp.start()
             except OSError as exc:
                 raise StartupError(str(exc)) from exc
+        await server.start()
+        if replication is not None:
+            await replication.start()
         if member is not None:
             await member.start()
         elif broker is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import socket
@@ -357,9 +358,8 @@ class StompServer:
                 lambda: StompConnection(self), self.host, self.port, reuse_address=True
             )
         except OSError as exc:
-            raise OSError(
-                f"cannot listen for STOMP on {self.host}:{self.port}: {exc.strerror}"
-            ) from exc
+            why = "port in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise OSError(f"cannot listen for STOMP on {self.host}:{self.port}: {why}") from exc
         self.port = self._server.sockets[0].getsockname()[1]
         self._watch = loop.create_task(self._watch_gate())
         return self.port

@@ -5,6 +5,9 @@ socket (ERROR, then close, and the broker serves others)."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import BrokerProcess
+from tests.support.procs import ROOT, BrokerProcess
 from tests.support.stomp_peer import Collector, RawStomp, connect, stomp_broker
 
 
@@ -343,3 +346,17 @@ def test_a_send_the_core_refuses_is_an_error_naming_its_receipt(
     assert out.startswith(b"ERROR") and b"receipt-id:r-big" in out, out
     assert b"over the broker's limit of 1000 bytes" in out, out
     raw.close()
+
+
+def test_a_stomp_port_in_use_stops_the_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "broker", "broker", "--name", "x", "--port", "0",
+             "--stomp-port", str(port), "--data", str(tmp_path / "x")],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert f"cannot listen for STOMP on 127.0.0.1:{port}: port in use" in result.stderr
