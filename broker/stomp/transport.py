@@ -172,28 +172,45 @@ class StompConnection(asyncio.Protocol):
 
     def _run(self, actions: list[s.Action]) -> None:
         transport = self.transport
+        # Acks and credit of one batch of actions go to the core together, per
+        # subscription (a read may hold hundreds of ACK frames): one core call, one
+        # store write, one dispatch for them all. Any other action comes after them.
+        acks: dict[int, list[int]] = {}
+        credits: dict[int, int] = {}
         for action in actions:
             if isinstance(action, s.Write):
                 if transport is not None and not transport.is_closing():
                     transport.write(action.data)
-            elif isinstance(action, s.Send):
-                self._send(action)
             elif isinstance(action, s.Ack):
-                self._core(lambda b, q, c, a=action: b.ack(q, c, a.tags), action.sub)
+                acks.setdefault(action.sub, []).extend(action.tags)
             elif isinstance(action, s.Credit):
-                self._credit(action.sub, action.count)
-            elif isinstance(action, s.Nack):
-                self._core(lambda b, q, c, a=action: b.nack(q, c, a.tags), action.sub)
-            elif isinstance(action, s.Subscribe):
-                self._subscribe(action)
-            elif isinstance(action, s.Unsubscribe):
-                held = self.consumers.pop(action.sub, None)
-                if held is not None and self.broker is not None:
-                    self.broker.unsubscribe(held[0], held[1])
-            elif isinstance(action, s.Commit):
-                self._commit(action)
-            elif isinstance(action, s.Close):
-                self._close()
+                credits[action.sub] = credits.get(action.sub, 0) + action.count
+            else:
+                if acks or credits:
+                    self._settle(acks, credits)
+                    acks, credits = {}, {}
+                if isinstance(action, s.Send):
+                    self._send(action)
+                elif isinstance(action, s.Nack):
+                    self._core(lambda b, q, c, a=action: b.nack(q, c, a.tags), action.sub)
+                elif isinstance(action, s.Subscribe):
+                    self._subscribe(action)
+                elif isinstance(action, s.Unsubscribe):
+                    held = self.consumers.pop(action.sub, None)
+                    if held is not None and self.broker is not None:
+                        self.broker.unsubscribe(held[0], held[1])
+                elif isinstance(action, s.Commit):
+                    self._commit(action)
+                elif isinstance(action, s.Close):
+                    self._close()
+        if acks or credits:
+            self._settle(acks, credits)
+
+    def _settle(self, acks: dict[int, list[int]], credits: dict[int, int]) -> None:
+        for sub, tags in acks.items():
+            self._core(lambda b, q, c, t=tags: b.ack(q, c, t), sub)
+        for sub, count in credits.items():
+            self._credit(sub, count)
 
     def _fail(self, message: str) -> None:
         if self.session is not None:
