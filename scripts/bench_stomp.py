@@ -89,12 +89,15 @@ class Bench:
             kind = "persistent" if persistent else "non-persistent"
             produced: list[float] = []
             consumed: dict[str, list[float]] = {ack: [] for ack in acks}
+            consumed_cpu: dict[str, list[float]] = {ack: [] for ack in acks}
             cpu: list[float] = []
             for _ in range(a.repeats):
                 for ack in acks:
                     p, c = self.produce_then_consume(persistent, ack)
                     produced.append(p["rate"])
                     consumed[ack].append(c["rate"])
+                    if c["broker_cpu_s"] is not None:
+                        consumed_cpu[ack].append(c["broker_cpu_s"] * 1e6 / a.count)
                     if p["broker_cpu_s"] is not None:
                         cpu.append(p["broker_cpu_s"] * 1e6 / a.count)
             print(f"  {kind} produce ({a.count} SENDs, receipt on the last)  "
@@ -105,6 +108,11 @@ class Bench:
             if cpu:
                 print(f"  broker CPU per message, {kind} produce: "
                       f"{each_and_median(cpu, '{:.1f}')} µs", flush=True)  # fmt: skip
+            for ack in acks:
+                if consumed_cpu[ack]:
+                    print(f"  broker CPU per message, {kind} consume ack:{ack}: "
+                          f"{each_and_median(consumed_cpu[ack], '{:.1f}')} µs",
+                          flush=True)  # fmt: skip
 
     def latency(self) -> None:
         a = self.args
