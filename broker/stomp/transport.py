@@ -8,7 +8,8 @@ UNAVAILABLE. Consecutive SENDs of one connection are stored as one core batch (a
 without a receipt need not wait for the one before), a few batches in flight at a time;
 past a bound of messages waiting the connection stops reading, so one fast producer
 cannot make the broker buffer without limit. Deliveries stop (credit is withheld) while
-the socket's write buffer is full.
+the socket's write buffer is full; acks and credit go to the core in batches, not one
+ACK frame at a time.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ WRITE_HIGH = 4 * 1024 * 1024
 # How long a closing connection may take to flush its last frames to a client that
 # does not read.
 CLOSE_GRACE = 5.0
+# Acks held to go to the core together: at most this long, or this many.
+ACK_DELAY = 0.002
+MAX_ACKS_HELD = 1024
 # How often connections check that the core they serve still serves.
 GATE_CHECK = 0.25
 
@@ -76,6 +80,9 @@ class StompConnection(asyncio.Protocol):
         self._writing_paused = False
         self._withheld: dict[int, int] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._acks: dict[int, list[int]] = {}
+        self._acks_held = 0
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.peer = ""
@@ -118,6 +125,7 @@ class StompConnection(asyncio.Protocol):
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
+        self._flush_acks()  # acked before the connection went: not returned with the rest
         if self.session is not None:
             self._run(self.session.lost())
 
@@ -126,9 +134,8 @@ class StompConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        withheld, self._withheld = self._withheld, {}
-        for sub, count in withheld.items():
-            self._credit(sub, count)
+        for sub in list(self._withheld):
+            self._credit(sub, 0, now=True)
 
     # -- events from the core and the clock --------------------------------------------
 
@@ -172,23 +179,17 @@ class StompConnection(asyncio.Protocol):
 
     def _run(self, actions: list[s.Action]) -> None:
         transport = self.transport
-        # Acks and credit of one batch of actions go to the core together, per
-        # subscription (a read may hold hundreds of ACK frames): one core call, one
-        # store write, one dispatch for them all. Any other action comes after them.
-        acks: dict[int, list[int]] = {}
-        credits: dict[int, int] = {}
         for action in actions:
             if isinstance(action, s.Write):
                 if transport is not None and not transport.is_closing():
                     transport.write(action.data)
             elif isinstance(action, s.Ack):
-                acks.setdefault(action.sub, []).extend(action.tags)
+                self._ack(action)
             elif isinstance(action, s.Credit):
-                credits[action.sub] = credits.get(action.sub, 0) + action.count
+                self._credit(action.sub, action.count)
             else:
-                if acks or credits:
-                    self._settle(acks, credits)
-                    acks, credits = {}, {}
+                # Whatever else comes after the acks before it.
+                self._flush_acks()
                 if isinstance(action, s.Send):
                     self._send(action)
                 elif isinstance(action, s.Nack):
@@ -203,14 +204,29 @@ class StompConnection(asyncio.Protocol):
                     self._commit(action)
                 elif isinstance(action, s.Close):
                     self._close()
-        if acks or credits:
-            self._settle(acks, credits)
 
-    def _settle(self, acks: dict[int, list[int]], credits: dict[int, int]) -> None:
+    def _ack(self, action: s.Ack) -> None:
+        """Acks go to the core together, per subscription, within ACK_DELAY: a client
+        ACKing one MESSAGE at a time (client-individual) would otherwise make a core
+        call, a store write and a dispatch pass per message. An ack is never durable
+        when its frame is read (it is written behind), so the delay changes no promise;
+        anything that ends a subscription takes the acks before it first."""
+        self._acks.setdefault(action.sub, []).extend(action.tags)
+        self._acks_held += len(action.tags)
+        if self._acks_held >= MAX_ACKS_HELD:
+            self._flush_acks()
+        elif self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if not self._acks:
+            return
+        acks, self._acks, self._acks_held = self._acks, {}, 0
         for sub, tags in acks.items():
             self._core(lambda b, q, c, t=tags: b.ack(q, c, t), sub)
-        for sub, count in credits.items():
-            self._credit(sub, count)
 
     def _fail(self, message: str) -> None:
         if self.session is not None:
@@ -225,13 +241,20 @@ class StompConnection(asyncio.Protocol):
         except BrokerError as exc:
             self._fail(exc.message)
 
-    def _credit(self, sub: int, count: int) -> None:
-        if self._writing_paused:
-            self._withheld[sub] = self._withheld.get(sub, 0) + count
-            return
+    def _credit(self, sub: int, count: int, *, now: bool = False) -> None:
         held = self.consumers.get(sub)
-        if held is not None and self.broker is not None:
-            self.broker.credit(held[0], held[1], count)
+        if held is None or self.broker is None:
+            return
+        total = self._withheld.get(sub, 0) + count
+        # Credit goes back in chunks of a quarter of the prefetch: one ACK at a time
+        # (client-individual) would otherwise make a dispatch pass and a socket write
+        # per message. The consumer keeps at least three quarters of its window, and
+        # never less than one message, so nothing waits on what is withheld.
+        if self._writing_paused or (not now and total < max(1, held[1].prefetch // 4)):
+            self._withheld[sub] = total
+            return
+        self._withheld.pop(sub, None)
+        self.broker.credit(held[0], held[1], total)
 
     def _subscribe(self, action: s.Subscribe) -> None:
         if self.broker is None:
