@@ -130,12 +130,32 @@ class StompConnection(asyncio.Protocol):
             self._run(self.session.lost())
 
     def pause_writing(self) -> None:
+        # A client that does not read what it is sent is not read from either: its
+        # frames' answers (receipts, errors) would pile up here without bound.
         self._writing_paused = True
+        self._reading()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._reading()
         for sub in list(self._withheld):
             self._credit(sub, 0, now=True)
+
+    def _reading(self) -> None:
+        """Read while neither the sends waiting for the store nor the socket's write
+        buffer are over their bounds."""
+        pause = (
+            self._writing_paused
+            or self._waiting >= MAX_WAITING
+            or (self._reading_paused and self._waiting >= MAX_WAITING // 2)
+        )
+        if self.transport is None or self._closing or pause == self._reading_paused:
+            return
+        self._reading_paused = pause
+        if pause:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     # -- events from the core and the clock --------------------------------------------
 
@@ -283,9 +303,8 @@ class StompConnection(asyncio.Protocol):
         self._batch.append(action.message)
         self._tokens.append(action.token)
         self._waiting += 1
-        if self._waiting >= MAX_WAITING and not self._reading_paused and self.transport:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        if self._waiting >= MAX_WAITING:
+            self._reading()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -315,10 +334,8 @@ class StompConnection(asyncio.Protocol):
                 self._run(self.session.sent(token, error, now))
                 if error is not None:
                     break
-        if self._reading_paused and self._waiting < MAX_WAITING // 2 and self.transport:
-            self._reading_paused = False
-            if not self._closing:
-                self.transport.resume_reading()
+        if self._reading_paused:
+            self._reading()
         self._flush()
 
     def _commit(self, action: s.Commit) -> None:

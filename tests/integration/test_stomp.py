@@ -237,8 +237,10 @@ def test_missed_heartbeats_close_the_connection(sb: BrokerProcess) -> None:
 
 
 def test_heartbeats_keep_a_quiet_connection_open(sb: BrokerProcess) -> None:
+    # stomp.py gives up on a broker silent for 1.5 times the negotiated 1 s: only the
+    # broker's heart-beats keep the connection through 3 s of quiet.
     conn, listener = connect(_port(sb), heartbeats=(100, 100))
-    time.sleep(1.5)
+    time.sleep(3.0)
     assert conn.is_connected() and not listener.errors
     conn.send("/queue/hb", b"still here", headers={"receipt": "r"})
     listener.wait_receipt("r")
@@ -360,3 +362,33 @@ def test_a_stomp_port_in_use_stops_the_start(tmp_path: Path) -> None:
         )  # fmt: skip
     assert result.returncode != 0
     assert f"cannot listen for STOMP on 127.0.0.1:{port}: port in use" in result.stderr
+
+
+def test_a_client_that_does_not_read_is_not_read_from(sb: BrokerProcess) -> None:
+    port = _port(sb)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"CONNECT\naccept-version:1.2\nhost:x\n\n\0")
+    assert sock.recv(4096).startswith(b"CONNECTED")
+    # Each pair of frames asks for two receipts of about 1 KiB: answers that pile up at
+    # the broker while this client reads nothing.
+    pad = b"r" * 1000
+    pair = (
+        b"SUBSCRIBE\nid:1\ndestination:q\nreceipt:" + pad + b"\n\n\0"
+        b"UNSUBSCRIBE\nid:1\nreceipt:" + pad + b"\n\n\0"
+    )
+    chunk = pair * 64
+    sock.settimeout(5)
+    sent = 0
+    with pytest.raises(TimeoutError):
+        while sent < 512 * 1024 * 1024:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    # The broker stopped reading once its write buffer (4 MiB) was full, not after 512.
+    assert sent < 64 * 1024 * 1024, sent
+    sock.close()
+    conn, listener = connect(port)
+    conn.send("/queue/still-served", b"x", headers={"receipt": "ok"})
+    listener.wait_receipt("ok")
+    conn.disconnect()
