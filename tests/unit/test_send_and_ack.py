@@ -130,3 +130,21 @@ def test_a_failed_write_leaves_the_acked_deliveries_in_flight(tmp_path: Path) ->
         broker.store.close()
 
     run(scenario())
+
+
+def test_a_topic_message_in_a_transaction_reaches_its_subscribers(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker = await _broker(tmp_path / "a")
+        sinks = [Collect(), Collect()]
+        for sink in sinks:
+            broker.subscribe_topic("news.*", sink, prefetch=10)
+        await broker.send_and_ack(
+            [Message(destination="news.eu", body=b"t", topic=True, persistent=True)], []
+        )
+        for sink in sinks:
+            await _got(sink, 1)
+            assert [e.message.body for _, e in sink.got] == [b"t"]
+        await broker.stop()
+        broker.store.close()
+
+    run(scenario())
