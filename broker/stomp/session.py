@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from broker.core.names import check_queue_name
 from broker.core.queue import Entry
+from broker.core.topics import check_durable, check_topic_name, check_topic_pattern
 from broker.errors import BrokerError
 from broker.pb.message_pb2 import Message
 from broker.stomp.frames import (
@@ -89,14 +90,23 @@ class Send:
 
 @dataclass(slots=True)
 class Subscribe:
+    """Subscribe to queue `queue`, or with `topic` to the topics the pattern `queue`
+    matches (`durable`: the durable subscription's client id and name)."""
+
     sub: int
     queue: str
     prefetch: int
+    topic: bool = False
+    durable: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
 class Unsubscribe:
+    """End subscription `sub`; with `durable`, also remove that durable subscription
+    and what it holds."""
+
     sub: int
+    durable: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -140,6 +150,9 @@ class Subscription:
     destination: str
     queue: str
     mode: str
+    # A topic subscription: each MESSAGE names the topic it was published to.
+    topic: bool = False
+    durable: tuple[str, str] | None = None
     # Deliveries not yet acknowledged (client modes): tag -> message id, in delivery order.
     outstanding: dict[int, str] = field(default_factory=dict)
 
@@ -169,7 +182,7 @@ class StompSession:
         now: float,
         limits: Limits | None = None,
         heartbeat_ms: int = 1_000,
-        topics: bool = False,
+        topics: bool = True,
     ) -> None:
         self.session_id = session_id
         self.limits = limits or Limits()
@@ -259,12 +272,16 @@ class StompSession:
         out: list[bytes] = []
         # The frame's text is built in one f-string per message: the headers every
         # MESSAGE of the subscription shares are escaped once.
-        head = (
-            f"MESSAGE\nsubscription:{escape(subscription.id, escaping)}\n"
-            f"destination:{escape(subscription.destination, escaping)}\n"
-        )
+        head = f"MESSAGE\nsubscription:{escape(subscription.id, escaping)}\n"
+        if not subscription.topic:
+            head += f"destination:{escape(subscription.destination, escaping)}\n"
         for tag, entry in deliveries:
             message = entry.message
+            if subscription.topic:
+                # The topic it was published to, not the pattern subscribed with.
+                where = f"destination:{escape(TOPIC_PREFIX + message.destination, escaping)}\n"
+            else:
+                where = ""
             mid = message.id
             ack = ""
             if not auto:
@@ -283,7 +300,7 @@ class StompSession:
                 )
             body = message.body
             out.append(
-                f"{head}message-id:{escape(mid, escaping)}\n{ack}"
+                f"{head}{where}message-id:{escape(mid, escaping)}\n{ack}"
                 f"redelivered:{'true' if message.redelivery_count else 'false'}\n"
                 f"priority:{message.priority}\n{extra}timestamp:{message.timestamp_ms}\n"
                 f"content-length:{len(body)}\n\n".encode()
@@ -415,8 +432,8 @@ class StompSession:
         destination = headers.get("destination")
         if destination is None:
             raise ProtocolError("SEND frame has no destination header", receipt)
-        queue = self._queue(destination, receipt)
-        message = Message(destination=queue, body=frame.body, priority=4)
+        name, topic = self._destination(destination, receipt, publish=True)
+        message = Message(destination=name, body=frame.body, priority=4, topic=topic)
         for name, value in headers.items():
             if name not in _RESERVED:
                 message.headers[name] = value
@@ -437,20 +454,32 @@ class StompSession:
             message.expiration_ms = int(expires)
         return message
 
-    def _queue(self, destination: str, receipt: str | None) -> str:
+    def _destination(
+        self, destination: str, receipt: str | None, *, publish: bool
+    ) -> tuple[str, bool]:
+        """The queue or topic (pattern, to subscribe) a destination names, and whether
+        it is a topic."""
+        if destination.startswith(TOPIC_PREFIX):
+            if not self.topics:
+                raise ProtocolError(
+                    f"destination {destination[:80]!r}: topics are not available here",
+                    receipt,
+                )
+            name = destination[len(TOPIC_PREFIX) :]
+            try:
+                return (check_topic_name(name) if publish else check_topic_pattern(name)), True
+            except BrokerError as exc:
+                raise ProtocolError(
+                    f"destination {destination[:80]!r}: {exc.message}", receipt
+                ) from None
         queue = self._queues.get(destination)
         if queue is None:
-            queue = self._check_destination(destination, receipt)
+            queue = self._check_queue(destination, receipt)
             if len(self._queues) < 1024:  # a connection names few; the check is per frame
                 self._queues[destination] = queue
-        return queue
+        return queue, False
 
-    def _check_destination(self, destination: str, receipt: str | None) -> str:
-        if destination.startswith(TOPIC_PREFIX):
-            raise ProtocolError(
-                f"destination {destination[:80]!r}: topics are not available on this broker yet",
-                receipt,
-            )
+    def _check_queue(self, destination: str, receipt: str | None) -> str:
         if destination.startswith(QUEUE_PREFIX):
             name = destination[len(QUEUE_PREFIX) :]
         elif destination.startswith("/"):
@@ -498,14 +527,28 @@ class StompSession:
                     f"activemq.prefetchSize {raw[:20]!r} is not a positive number", receipt
                 )
             prefetch = min(int(raw), MAX_PREFETCH)
-        queue = self._queue(destination, receipt)
+        name, topic = self._destination(destination, receipt, publish=False)
+        durable = self._durable(headers, receipt) if topic else None
         number = self._next_sub
         self._next_sub += 1
-        shown = destination if destination.startswith("/") else QUEUE_PREFIX + queue
-        self.subscriptions[number] = Subscription(number, sub_id, shown, queue, mode)
+        shown = destination if destination.startswith("/") else QUEUE_PREFIX + name
+        self.subscriptions[number] = Subscription(
+            number, sub_id, shown, name, mode, topic=topic, durable=durable
+        )
         self._by_id[sub_id] = number
-        actions.append(Subscribe(number, queue, prefetch))
+        actions.append(Subscribe(number, name, prefetch, topic=topic, durable=durable))
         self._receipt(actions, receipt, now)
+
+    def _durable(self, headers: dict[str, str], receipt: str | None) -> tuple[str, str] | None:
+        """A durable topic subscription's key: ActiveMQ's `activemq.subscriptionName` (or
+        `durable-subscription-name`) with the `client-id` given on CONNECT."""
+        name = headers.get("activemq.subscriptionName") or headers.get("durable-subscription-name")
+        if name is None:
+            return None
+        try:
+            return check_durable(self.client_id, name)
+        except BrokerError as exc:
+            raise ProtocolError(f"{exc.message}: give client-id on CONNECT", receipt) from None
 
     def _unsubscribe(self, frame: Frame, actions: list[Action], now: float) -> None:
         headers = frame.headers
@@ -518,8 +561,17 @@ class StompSession:
         number = self._by_id.pop(sub_id, None)
         if number is None:
             raise ProtocolError(f"no subscription with id {sub_id[:80]!r}", receipt)
-        del self.subscriptions[number]
-        actions.append(Unsubscribe(number))
+        subscription = self.subscriptions.pop(number)
+        # ActiveMQ's way to end a durable subscription for good: UNSUBSCRIBE naming it;
+        # without the name the subscriber only leaves and the subscription keeps messages.
+        name = headers.get("activemq.subscriptionName") or headers.get("durable-subscription-name")
+        durable = subscription.durable if name is not None else None
+        if name is not None and (durable is None or durable[1] != name):
+            raise ProtocolError(
+                f"subscription {sub_id[:80]!r} is not the durable subscription {name[:80]!r}",
+                receipt,
+            )
+        actions.append(Unsubscribe(number, durable))
         self._receipt(actions, receipt, now)
 
     def _ack(self, frame: Frame, actions: list[Action], now: float) -> None:

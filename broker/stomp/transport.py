@@ -217,9 +217,7 @@ class StompConnection(asyncio.Protocol):
                 elif isinstance(action, s.Subscribe):
                     self._subscribe(action)
                 elif isinstance(action, s.Unsubscribe):
-                    held = self.consumers.pop(action.sub, None)
-                    if held is not None and self.broker is not None:
-                        self.broker.unsubscribe(held[0], held[1])
+                    self._unsubscribe(action)
                 elif isinstance(action, s.Commit):
                     self._commit(action)
                 elif isinstance(action, s.Close):
@@ -280,15 +278,31 @@ class StompConnection(asyncio.Protocol):
         if self.broker is None:
             return
         name = f"stomp {self.peer} #{action.sub}"
+        sink = _Sink(self, action.sub)
         try:
-            consumer = self.broker.subscribe(
-                action.queue, _Sink(self, action.sub), action.prefetch, name=name
-            )
+            if action.topic:
+                queue, consumer = self.broker.subscribe_topic(
+                    action.queue, sink, action.prefetch, durable=action.durable, name=name
+                )
+            else:
+                queue = action.queue
+                consumer = self.broker.subscribe(queue, sink, action.prefetch, name=name)
         except BrokerError as exc:
             self._fail(exc.message)
             return
         consumer.max_bytes = MAX_CONSUMER_BYTES
-        self.consumers[action.sub] = (action.queue, consumer)
+        self.consumers[action.sub] = (queue, consumer)
+
+    def _unsubscribe(self, action: s.Unsubscribe) -> None:
+        held = self.consumers.pop(action.sub, None)
+        if held is None or self.broker is None:
+            return
+        self.broker.unsubscribe(held[0], held[1])
+        if action.durable is not None:
+            try:
+                self.broker.unsubscribe_durable(*action.durable)
+            except BrokerError as exc:
+                self._fail(exc.message)
 
     def _send(self, action: s.Send) -> None:
         broker = self.broker

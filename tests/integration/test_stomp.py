@@ -272,7 +272,7 @@ MALFORMED = [
     (b"CONNECT\naccept-version:1.2\n\n\0SEND\ncontent-length:3\ndestination:a\n\nabcd\0", b"NUL"),
     (b"CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:1\ndestination:a\n\nbody\0", b"body"),
     (b"CONNECT\naccept-version:1.2\n\n\0ACK\nid:7-7\nreceipt:r1\n\n\0", b"receipt-id:r1"),
-    (b"CONNECT\naccept-version:1.2\n\n\0SEND\ndestination:/topic/t\n\nx\0", b"topics are not"),
+    (b"CONNECT\naccept-version:1.2\n\n\0SEND\ndestination:/topic/a.*\n\nx\0", b"wildcard"),
     (b"CONNECT\naccept-version:1.2\n\n\0" + b"SEND\n" + b"h:v\n" * 5000 + b"\n\0", b"over"),
     (
         b"CONNECT\naccept-version:1.2\n\n\0SEND\ndestination:a\nx:" + b"y" * 20000 + b"\n\n\0",
@@ -391,4 +391,67 @@ def test_a_client_that_does_not_read_is_not_read_from(sb: BrokerProcess) -> None
     conn, listener = connect(port)
     conn.send("/queue/still-served", b"x", headers={"receipt": "ok"})
     listener.wait_receipt("ok")
+    conn.disconnect()
+
+
+def test_topics_fan_out_to_every_subscriber_and_wildcard(sb: BrokerProcess) -> None:
+    port = _port(sb)
+    subs = [connect(port) for _ in range(3)]
+    patterns = ["/topic/orders.eu", "/topic/orders.*", "/topic/orders.>"]
+    for (conn, listener), pattern in zip(subs, patterns, strict=True):
+        conn.subscribe(pattern, id="t", ack="client-individual", headers={"receipt": "in"})
+        listener.wait_receipt("in")
+    producer, plist = connect(port)
+    producer.send("/topic/orders.eu", b"eu", headers={"persistent": "true"})
+    producer.send("/topic/orders.eu.fr", b"fr", headers={"receipt": "sent"})
+    plist.wait_receipt("sent")
+    expected = [[b"eu"], [b"eu"], [b"eu", b"fr"]]
+    for (conn, listener), want in zip(subs, expected, strict=True):
+        frames = listener.wait_messages(len(want))
+        assert [f.body for f in frames] == want
+        assert frames[0].headers["destination"] == "/topic/orders.eu"
+        for frame in frames:
+            conn.ack(frame.headers["ack"])
+        assert listener.quiet(0.3) == 0
+        conn.disconnect()
+    producer.disconnect()
+
+
+def test_a_durable_topic_subscription_keeps_messages_while_away_and_over_a_restart(
+    stomp_brokers: Callable[..., BrokerProcess],
+) -> None:
+    broker = stomp_brokers("d")
+    port = _port(broker)
+    who = {"client-id": "app-1"}
+    durable = {"activemq.subscriptionName": "news-feed", "receipt": "in"}
+    conn, listener = connect(port, headers=who)
+    conn.subscribe("/topic/news", id="d", ack="client-individual", headers=durable)
+    listener.wait_receipt("in")
+    conn.disconnect()  # away: the subscription keeps what is published
+    producer, plist = connect(port)
+    for i in range(5):
+        producer.send("/topic/news", f"n{i}".encode(), headers={"persistent": "true"})
+    producer.send("/topic/news", b"last", headers={"persistent": "true", "receipt": "r"})
+    plist.wait_receipt("r")
+    producer.disconnect()
+    broker.stop()
+    broker.start()
+    conn, listener = connect(port, headers=who)
+    conn.subscribe("/topic/news", id="d", ack="client-individual", headers=durable)
+    frames = listener.wait_messages(6)
+    assert [f.body for f in frames] == [b"n0", b"n1", b"n2", b"n3", b"n4", b"last"]
+    for frame in frames:
+        conn.ack(frame.headers["ack"])
+    # UNSUBSCRIBE naming it removes it: what is published next is kept for nobody.
+    conn.unsubscribe("d", headers={"activemq.subscriptionName": "news-feed", "receipt": "gone"})
+    listener.wait_receipt("gone")
+    conn.disconnect()
+    producer, plist = connect(port)
+    producer.send("/topic/news", b"after", headers={"persistent": "true", "receipt": "r2"})
+    plist.wait_receipt("r2")
+    producer.disconnect()
+    conn, listener = connect(port, headers=who)
+    conn.subscribe("/topic/news", id="d", ack="auto", headers=durable)
+    listener.wait_receipt("in")
+    assert listener.quiet(0.5) == 0
     conn.disconnect()

@@ -190,7 +190,8 @@ def test_send_defaults_bare_names_and_refusals() -> None:
     ("headers", "error"),
     [
         ([], "no destination"),
-        ([("destination", "/topic/news")], "topics are not available"),
+        ([("destination", "/topic/news.*")], "has a wildcard"),
+        ([("destination", "/topic/")], "topic name"),
         ([("destination", "/temp-queue/x")], "use /queue/NAME"),
         ([("destination", "/queue/")], "queue name is empty"),
         ([("destination", "a"), ("priority", "10")], "priority '10' is not 0-9"),
@@ -479,3 +480,57 @@ def test_10_output_is_not_escaped() -> None:
     data = b"".join(a.data for a in raw if isinstance(a, s.Write))
     assert b"k:a:b\n" in data
     assert c.session.parser.escaping == Escaping.NONE
+
+
+# -- topics ------------------------------------------------------------------------------
+
+
+def test_send_to_a_topic_publishes() -> None:
+    c = Client()
+    c.frame("SEND", [("destination", "/topic/orders.eu"), ("persistent", "true")], b"x")
+    (send,) = c.of(s.Send)
+    assert isinstance(send, s.Send)
+    assert (send.message.destination, send.message.topic) == ("orders.eu", True)
+
+
+def test_topic_subscription_and_the_published_topic_on_each_message() -> None:
+    c = Client()
+    c.frame("SUBSCRIBE", [("id", "t"), ("destination", "/topic/orders.>")])
+    assert c.of(s.Subscribe) == [s.Subscribe(1, "orders.>", s.DEFAULT_PREFETCH, topic=True)]
+    frames = c.deliver(1, Message(id="m1", destination="orders.eu.fr", topic=True, body=b"a"))
+    assert frames[0].headers["destination"] == "/topic/orders.eu.fr"
+    assert frames[0].headers["subscription"] == "t"
+
+
+def test_durable_topic_subscriptions_need_a_client_id() -> None:
+    c = Client("")
+    c.send(b"CONNECT\naccept-version:1.2\nclient-id:app-1\n\n\0")
+    c.parser.escaping = Escaping.V12
+    c.frame(
+        "SUBSCRIBE",
+        [("id", "d"), ("destination", "/topic/news"), ("activemq.subscriptionName", "mine")],
+    )
+    (sub,) = c.of(s.Subscribe)
+    assert sub == s.Subscribe(1, "news", s.DEFAULT_PREFETCH, topic=True, durable=("app-1", "mine"))
+    # Leaving keeps it; UNSUBSCRIBE naming it removes it.
+    c.frame("UNSUBSCRIBE", [("id", "d"), ("activemq.subscriptionName", "mine")])
+    assert c.of(s.Unsubscribe) == [s.Unsubscribe(1, ("app-1", "mine"))]
+    c = Client()
+    frames = c.frame(
+        "SUBSCRIBE",
+        [("id", "d"), ("destination", "/topic/news"), ("activemq.subscriptionName", "mine")],
+    )
+    _closed_with_error(c, frames, "needs a client id")
+
+
+def test_unsubscribe_naming_another_durable_subscription() -> None:
+    c = Client()
+    c.frame("SUBSCRIBE", [("id", "t"), ("destination", "/topic/x")])
+    frames = c.frame("UNSUBSCRIBE", [("id", "t"), ("activemq.subscriptionName", "other")])
+    _closed_with_error(c, frames, "is not the durable subscription 'other'")
+
+
+def test_topics_can_be_off() -> None:
+    c = Client(topics=False)
+    frames = c.frame("SEND", [("destination", "/topic/news")], b"x")
+    _closed_with_error(c, frames, "topics are not available here")
