@@ -9,6 +9,8 @@ The cases, as ActiveMQ's STOMP figures are usually measured:
   them with `ack:auto`, and in a run of its own with `ack:client-individual` (an ACK
   for each MESSAGE);
 * non-persistent produce and consume (`ack:auto`);
+* topic fan-out: one publisher, `--subscribers` subscribers (`ack:auto`), the
+  deliveries a second from the first SEND to the last arrival;
 * latency at `--rate` msg/s, persistent and not: a consumer subscribed first, a
   producer sending on a fixed schedule; each body carries time.perf_counter_ns()
   (CLOCK_MONOTONIC, one clock for every process of the machine).
@@ -114,6 +116,36 @@ class Bench:
                           f"{each_and_median(consumed_cpu[ack], '{:.1f}')} µs",
                           flush=True)  # fmt: skip
 
+    def fan_out(self) -> None:
+        """One publisher, `--subscribers` subscribers of one topic: deliveries a second,
+        from the first SEND to the last arrival at any subscriber."""
+        a = self.args
+        n = a.fan_count
+        rates: list[float] = []
+        for _ in range(a.repeats):
+            broker, port = self.broker()
+            try:
+                consumers = [
+                    self.worker("consume", port, "fan", "--topic", "--count", str(n)).ready()
+                    for _ in range(a.subscribers)
+                ]
+                sent = self.worker(
+                    "produce", port, "fan", "--topic", "--count", str(n), "--transient"
+                ).result()
+                got = [c.result() for c in consumers]
+            finally:
+                broker.stop()
+            for result in got:
+                tally = Tally()
+                tally.add_producer(sent)
+                tally.add_consumer(result)
+                self.ledger.record(f"topic fan-out to {a.subscribers}, one subscriber", tally)
+            # The clocks of one machine's processes agree (CLOCK_MONOTONIC).
+            took = max(r["last_s"] for r in got) - sent["start_s"]
+            rates.append(sum(r["deliveries"] for r in got) / took if took > 0 else 0.0)
+        print(f"  topic fan-out, 1 publisher -> {a.subscribers} subscribers ({n} non-persistent "
+              f"messages): {each_and_median(rates)} deliveries/s", flush=True)  # fmt: skip
+
     def latency(self) -> None:
         a = self.args
         count = max(1, int(a.rate * a.seconds))
@@ -153,6 +185,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rate", type=int, default=1_000, help="msg/s of the latency runs")
     parser.add_argument("--seconds", type=float, default=10.0, help="of each latency run")
+    parser.add_argument("--subscribers", type=int, default=10, help="of the topic fan-out")
+    parser.add_argument("--fan-count", type=int, default=5_000, help="messages published")
     args = parser.parse_args()
     print(
         f"netbroker STOMP bench: stomp.py, {args.size}-byte bodies, {args.repeats} repeats, "
@@ -163,6 +197,7 @@ def main() -> int:
         bench = Bench(args, Path(tmp))
         try:
             bench.rates()
+            bench.fan_out()
             bench.latency()
         finally:
             stop_workers()

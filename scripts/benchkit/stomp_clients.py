@@ -67,6 +67,10 @@ def _connect(port: int) -> Any:
     return stomp.Connection12([("127.0.0.1", port)], auto_decode=False)
 
 
+def _destination(args: argparse.Namespace) -> str:
+    return f"/topic/{args.queue}" if args.topic else f"/queue/{args.queue}"
+
+
 def _nodelay(conn: Any) -> None:
     """TCP_NODELAY on the client's socket too (stomp.py leaves Nagle on): a small SEND
     or ACK then waits for no delayed ACK of the one before it."""
@@ -85,7 +89,7 @@ def produce(args: argparse.Namespace) -> dict[str, Any]:
     cpu.start()
     headers = {"persistent": "true" if args.persistent else "false"}
     last = {**headers, "receipt": "last"}
-    destination = f"/queue/{args.queue}"
+    destination = _destination(args)
     start = time.perf_counter()
     for i in range(args.count):
         if args.rate:
@@ -105,7 +109,7 @@ def produce(args: argparse.Namespace) -> dict[str, Any]:
     )
     return {
         "sent": args.count, "acked": to_ranges(acked), "failed": args.count - len(acked),
-        "errors": listener.errors, "seconds": seconds,
+        "errors": listener.errors, "seconds": seconds, "start_s": start,
         "rate": args.count / seconds if seconds else 0.0, "broker_cpu_s": cpu.seconds,
     }  # fmt: skip
 
@@ -150,7 +154,7 @@ def consume(args: argparse.Namespace) -> dict[str, Any]:
     cpu.start()
     subscribed = time.perf_counter()
     conn.subscribe(
-        f"/queue/{args.queue}", id="bench", ack=args.ack,
+        _destination(args), id="bench", ack=args.ack,
         headers={"activemq.prefetchSize": str(args.prefetch)},
     )  # fmt: skip
     emit({"ready": True})
@@ -167,6 +171,7 @@ def consume(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": last - subscribed if last else 0.0,
             "rate": len(seen) / (last - subscribed) if last else 0.0,
             "rate_from_first": (len(seen) - 1) / (last - first) if last > first else 0.0,
+            "first_s": first, "last_s": last,
             "latency_ms": summary(counter.latencies), "broker_cpu_s": cpu.seconds,
         }  # fmt: skip
 
@@ -178,7 +183,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("role", choices=sorted(ROLES))
     parser.add_argument("--port", type=int, required=True, help="the broker's STOMP port")
-    parser.add_argument("--queue", required=True)
+    parser.add_argument("--queue", required=True, help="the queue (with --topic: the topic)")
+    parser.add_argument("--topic", action="store_true", help="publish to / subscribe to a topic")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--first-seq", type=int, default=0)
     parser.add_argument("--size", type=int, default=1024)

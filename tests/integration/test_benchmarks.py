@@ -41,8 +41,10 @@ SHORT = {
          "next delivered: yes, yes"],
     ),
     "bench_stomp.py": (
-        ["--count", "300", "--repeats", "1", "--seconds", "1"],
-        ["persistent produce (300 SENDs", "persistent consume ack:auto",
+        ["--count", "300", "--repeats", "1", "--seconds", "1", "--subscribers", "3",
+         "--fan-count", "300"],
+        ["persistent produce (300 SENDs", "topic fan-out, 1 publisher -> 3 subscribers",
+         "persistent consume ack:auto",
          "persistent consume ack:client-individual", "non-persistent produce",
          "non-persistent consume ack:auto", "latency persistent at 1,000 msg/s",
          "latency non-persistent at 1,000 msg/s"],
