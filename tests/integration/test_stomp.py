@@ -1,7 +1,8 @@
 """STOMP against real broker processes with the real stomp.py client: every ack mode and
 version, NACK to redelivery to DLQ, transactions, receipts after durability (kill -9),
-heart-beat timeouts, binary bodies, header escaping, and malformed frames over a raw
-socket (ERROR, then close, and the broker serves others)."""
+heart-beat timeouts, binary bodies, header escaping, topics (fan-out, wildcards,
+durable), and malformed frames over a raw socket (ERROR, then close, and the broker
+serves others)."""
 
 from __future__ import annotations
 
