@@ -27,6 +27,8 @@ from broker.server.gate import ServiceGate
 from broker.server.listen import build_server
 from broker.server.metrics import MetricsEndpoint, serve_metrics
 from broker.server.status import Role
+from broker.stomp.frames import Limits
+from broker.stomp.transport import StompServer
 from masterslave.election import min_insync_default
 from masterslave.group import GroupConfig, GroupMember
 from masterslave.lockfile import LockfileMember
@@ -156,6 +158,13 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     replication: grpc.aio.Server | None = None
     broker: Broker | None = None
     metrics: MetricsEndpoint | None = None
+    stomp: StompServer | None = None
+    if config.stomp_port:
+        # It answers only while the gate serves (a slave's STOMP clients get an ERROR).
+        stomp = StompServer(
+            gate, config.host, config.stomp_port, name=config.name,
+            limits=Limits(max_body=config.max_message_bytes),
+        )  # fmt: skip
     try:
         if config.election is Election.LOCKFILE:
             member = LockfileMember(config, config.shared_dir or config.data_dir, gate, network)
@@ -171,6 +180,13 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             store_dir = (config.shared_dir or config.data_dir) / "store"
             metrics = serve_metrics(config.name, gate, store_dir, config.host, config.metrics_port)
             log.info("metrics at http://%s:%d/metrics", config.host, metrics.port)
+        if stomp is not None:
+            # Bound first: a port in use stops the start before anything serves (until
+            # the gate opens its connections are refused with "broker is starting").
+            try:
+                await stomp.start()
+            except OSError as exc:
+                raise StartupError(str(exc)) from exc
         await server.start()
         if replication is not None:
             await replication.start()
@@ -185,6 +201,8 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             config.client_address,
             config.data_dir,
         )
+        if stomp is not None:
+            log.info("broker %s: STOMP on %s:%d", config.name, config.host, stomp.port)
         print(f"netbroker: broker {config.name} listening on {config.client_address}", flush=True)
         if store is not None:
             store.on_damaged = damaged
@@ -197,6 +215,8 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
             else:
                 gate.close(Role.STOPPED, f"broker {config.name} is shutting down")
                 await network.detach()
+            if stomp is not None:
+                await stomp.stop(f"broker {config.name} is shutting down")
             await server.stop(grace=1.0)
             if replication is not None:
                 await replication.stop(grace=0.5)

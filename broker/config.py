@@ -207,6 +207,14 @@ class BrokerConfig:
             metavar="PORT", low=1, high=65535, unset=0, shown="off",
         ),
     )  # fmt: skip
+    # STOMP 1.0-1.2 for existing clients, on the same host (ActiveMQ's port is 61613).
+    stomp_port: int = field(
+        default=0,
+        metadata=_meta(
+            "--stomp-port", "STOMP port (ActiveMQ's is 61613); 0: no STOMP", metavar="PORT",
+            low=1, high=65535, unset=0,
+        ),
+    )  # fmt: skip
     # Largest message a broker accepts, whole as serialized (body, headers, id, queue
     # name and the rest); gRPC's own limits are raised to match.
     max_message_bytes: int = field(

@@ -205,7 +205,12 @@ class Link:
             finally:
                 outbox.close()
                 writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                # A write to a call the peer already ended raises InvalidStateError ("RPC
+                # already finished"): escaping here, it skipped close_session, and the
+                # dead session's consumers kept their in-flight messages for ever.
+                with contextlib.suppress(
+                    asyncio.CancelledError, asyncio.InvalidStateError, grpc.aio.AioRpcError
+                ):
                     await writer
                 network.close_session(self.session)
                 self.session = None

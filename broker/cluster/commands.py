@@ -312,6 +312,13 @@ class _UpRun:
         print_line(out, cluster_table(self.plans, {p.name: p.pid for p in self.procs}, statuses))
         for line in group_lines(self.plans, statuses):
             print_line(out, line)
+        stomp = [
+            f"{p.spec.name} at {p.spec.host}:{p.spec.stomp_port}"
+            for p in self.plans
+            if p.spec.stomp_port
+        ]
+        if stomp:
+            print_line(out, f"stomp: {', '.join(stomp)}")
         if ensemble is not None and zk_state is not None:
             print_line(
                 out, f"zookeeper: embedded at {ensemble.connect_string}, pid {zk_state['pid']}"

@@ -29,7 +29,10 @@ def start_zookeeper(
         die_with_parent=not detach,
         # ZooKeeper starts before the brokers: it must not take a port one of them needs.
         avoid_ports={
-            port for b in topology.brokers for port in (b.port, b.replication_port) if port
+            port
+            for b in topology.brokers
+            for port in (b.port, b.replication_port, b.stomp_port)
+            if port
         },
     )
     try:

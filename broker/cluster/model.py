@@ -90,6 +90,8 @@ class BrokerSpec:
     port: int
     host: str = DEFAULT_HOST
     replication_port: int | None = None
+    # STOMP clients' port (None: no STOMP).
+    stomp_port: int | None = None
     max_message_bytes: int | None = None
     sync: str | None = None
     weight: int | None = None

@@ -188,6 +188,8 @@ def broker_config(
     }
     if broker.max_message_bytes is not None:
         settings["max_message_bytes"] = broker.max_message_bytes
+    if broker.stomp_port is not None:
+        settings["stomp_port"] = broker.stomp_port
     if group.security_token:
         settings["token"] = group.security_token
     sync = group.effective_sync(broker)

@@ -1117,3 +1117,117 @@ class Broker:
                 if len(messages) >= limit:
                     break
         return messages
+
+    # -- transactions: sends and acknowledgements in one write ---------------------
+
+    async def send_and_ack(
+        self, messages: list[Message], acks: list[tuple[str, Consumer, list[int]]]
+    ) -> Sent:
+        """Store `messages` and acknowledge the deliveries `acks` names (queue, consumer,
+        tags) in one group-commit write, so that after a crash either all of it took
+        effect or none (a STOMP transaction's COMMIT). Raises, changing nothing, if a
+        message is refused or a tag is not in flight to its consumer. A topic message
+        goes to the subscriptions it matches when the write is built, as `send` does.
+
+        The messages are new (a transaction's sends are no resends): each gets a fresh
+        id, and no duplicate check applies. A delivery acknowledged here that went back
+        to its queue meanwhile (its consumer left) is deleted all the same and may be
+        delivered once more, marked redelivered."""
+        for message in messages:
+            self._check(message)
+        stamp = now_ms()
+        me = self.config.path_name
+        ops: list[Op] = []
+        accepted: list[Entry] = []
+        fanned: list[tuple[str, Entry]] = []
+        ids_only: list[str] = []
+        ids: list[str] = []
+        nonpersistent_bytes = 0
+        for message in messages:
+            message.id = uuid.uuid4().hex
+            ids.append(message.id)
+            if not message.timestamp_ms:
+                message.timestamp_ms = stamp
+            message.broker_path.append(me)
+            if message.topic:
+                nonpersistent_bytes += self._fan_out(message, 1, ops, fanned, ids_only)[0]
+                continue
+            seq = self._next_seq()
+            if message.persistent:
+                data = message.SerializeToString()
+                key = self._key(message.destination, message.priority, seq)
+                ops.append((key, data))
+                ops.append((id_key(message.id), (1).to_bytes(2, "big")))
+                accepted.append(Entry(message, seq, len(data), key, data))
+            else:
+                size = message.ByteSize()
+                nonpersistent_bytes += size
+                accepted.append(Entry(message, seq, size))
+        if ops:
+            ops.append((META_SEQ, self._seq.to_bytes(8, "big")))
+        if nonpersistent_bytes:
+            await self.memory.reserve(nonpersistent_bytes)
+        # From here on nothing awaits until the write is submitted: the tags checked are
+        # the tags written.
+        taken: list[tuple[Queue, Consumer, list[int], list[Entry]]] = []
+        for queue, consumer, tags in acks:
+            q = self.queues.get(queue)
+            found = [consumer.in_flight.get(tag) for tag in tags]
+            entries = [e for e in found if e is not None]
+            if q is None or len(entries) < len(found):
+                if nonpersistent_bytes:
+                    self.memory.release(nonpersistent_bytes)
+                raise InvalidArgument(
+                    f"a delivery to acknowledge is not in flight to this consumer of "
+                    f"queue {queue}"
+                )
+            taken.append((q, consumer, tags, entries))
+        consumed: list[bytes] = []
+        restore: list[Op] = []
+        for q, _c, _t, entries in taken:
+            for entry in entries:
+                if entry.persistent:
+                    key = entry.key or self._key(q.name, entry.priority, entry.seq)
+                    ops.append((key, None))
+                    restore.append((key, entry.data))
+                    consumed.append(entry.message.id.encode())
+        if consumed:
+            ops.append((consumed_key(self._acks + 1), encode_ids(consumed)))
+            self._acks += len(consumed)
+            ops.append((META_ACK, self._acks.to_bytes(8, "big")))
+        settled: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        enqueue = functools.partial(
+            self._written, accepted, fanned, [], (settled, answer), nonpersistent_bytes, {},
+            ids_only,
+        )  # fmt: skip
+
+        def done(written: asyncio.Future[None]) -> None:
+            failed = written.cancelled() or written.exception() is not None
+            if failed:
+                # The deletions may have reached the store: write the messages back,
+                # still in flight as they were.
+                if restore:
+                    self._write_behind(restore)
+            else:
+                for q, consumer, tags, entries in taken:
+                    live = [t for t, e in zip(tags, entries, strict=True)
+                            if consumer.in_flight.get(t) is e]  # fmt: skip
+                    if live:
+                        self._removed(q.ack(consumer, live))
+                    released = sum(e.size for e in entries if not e.persistent)
+                    if released:
+                        self.memory.release(released)
+                    self._mark(q.name)
+            enqueue(written)
+
+        if ops:
+            self.committer.submit(ops).add_done_callback(done)
+        else:
+            nothing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            nothing.set_result(None)
+            done(nothing)
+        error = await answer
+        if error is not None:
+            raise error
+        return Sent(ids, [])

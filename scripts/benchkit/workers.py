@@ -37,10 +37,13 @@ class WorkerFailed(RuntimeError):
 class Worker:
     """One client process of a benchmark, by role (see scripts/benchkit/clients.py)."""
 
-    def __init__(self, role: str, *args: str, log_dir: Path, name: str | None = None) -> None:
+    def __init__(
+        self, role: str, *args: str, log_dir: Path, name: str | None = None,
+        module: str = "scripts.benchkit.clients",
+    ) -> None:  # fmt: skip
         self.name = name or role
         self.log_path = log_dir / f"worker-{self.name}-{time.monotonic_ns()}.log"
-        cmd = [sys.executable, "-m", "scripts.benchkit.clients", role, *args]
+        cmd = [sys.executable, "-m", module, role, *args]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,

@@ -44,6 +44,15 @@ SHORT = {
         ["kill -9 and restart", "consumed 200 from the backlog",
          "next delivered: yes, yes"],
     ),
+    "bench_stomp.py": (
+        ["--count", "300", "--repeats", "1", "--seconds", "1", "--subscribers", "3",
+         "--fan-count", "300"],
+        ["persistent produce (300 SENDs", "topic fan-out, 1 publisher -> 3 subscribers",
+         "persistent consume ack:auto",
+         "persistent consume ack:client-individual", "non-persistent produce",
+         "non-persistent consume ack:auto", "latency persistent at 1,000 msg/s",
+         "latency non-persistent at 1,000 msg/s"],
+    ),
 }  # fmt: skip
 
 

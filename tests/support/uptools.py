@@ -56,7 +56,10 @@ def relocate(source: Path, into: Path, overrides: dict[str, Any] | None = None) 
         for name, spec in g["brokers"].items()
     ]
     keys = [
-        (spec, key) for _, _, spec in brokers for key in ("port", "replication_port") if key in spec
+        (spec, key)
+        for _, _, spec in brokers
+        for key in ("port", "replication_port", "stomp_port")
+        if key in spec
     ]
     keys += [(raw, "zookeeper_port")] if "zookeeper_port" in raw else []
     fresh = free_ports(len(keys))

@@ -1,0 +1,41 @@
+"""`stomp_port` in topology files: parsed, checked like every port, handed to the broker's
+config, and shipped in topologies/ab_c.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.cluster.loader import load
+from broker.cluster.plan import broker_config
+from netconnector.uri import parse_connector
+from tests.unit.test_topology import ROOT, check, error
+
+
+def test_stomp_port_is_parsed_and_reaches_the_config(tmp_path: Path) -> None:
+    t = check(
+        "groups: {A: {brokers: {a: {port: 1, stomp_port: 61613}}}, X: {brokers: {x: {port: 2}}}}"
+    )
+    (a,), (x,) = (g.brokers for g in t.groups)
+    assert (a.stomp_port, x.stomp_port) == (61613, None)
+    assert broker_config(t.groups[0], a, tmp_path).stomp_port == 61613
+    assert broker_config(t.groups[1], x, tmp_path).stomp_port == 0  # no STOMP
+
+
+def test_stomp_port_is_checked_like_every_port() -> None:
+    assert error("groups: {A: {brokers: {a: {port: 1, stomp_port: 1}}}}").endswith(
+        "groups.A.brokers.a.stomp_port: port 1 is already used by groups.A.brokers.a.port"
+    )
+    assert "groups.A.brokers.a.stomp_port: expected an integer 1-65535, got 0" in error(
+        "groups: {A: {brokers: {a: {port: 1, stomp_port: 0}}}}"
+    )
+    assert (
+        "groups.B.brokers.b.port: port 5 is already used by groups.A.brokers.a.stomp_port"
+        in error(
+            "groups: {A: {brokers: {a: {port: 1, stomp_port: 5}}}, B: {brokers: {b: {port: 5}}}}"
+        )
+    )
+
+
+def test_ab_c_yaml_has_stomp_on_every_broker() -> None:
+    t = load(ROOT / "topologies" / "ab_c.yaml", parse_connector)
+    assert {b.name: b.stomp_port for b in t.brokers} == {"a": 61613, "b": 61614, "c": 61615}
