@@ -319,6 +319,13 @@ class _UpRun:
         ]
         if stomp:
             print_line(out, f"stomp: {', '.join(stomp)}")
+        metrics = [
+            f"http://{p.spec.host}:{p.spec.metrics_port}/metrics ({p.spec.name})"
+            for p in self.plans
+            if p.spec.metrics_port
+        ]
+        if metrics:
+            print_line(out, f"metrics: {', '.join(metrics)}")
         if ensemble is not None and zk_state is not None:
             print_line(
                 out, f"zookeeper: embedded at {ensemble.connect_string}, pid {zk_state['pid']}"

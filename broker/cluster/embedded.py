@@ -31,7 +31,7 @@ def start_zookeeper(
         avoid_ports={
             port
             for b in topology.brokers
-            for port in (b.port, b.replication_port, b.stomp_port)
+            for port in (b.port, b.replication_port, b.stomp_port, b.metrics_port)
             if port
         },
     )

@@ -92,6 +92,8 @@ class BrokerSpec:
     replication_port: int | None = None
     # STOMP clients' port (None: no STOMP).
     stomp_port: int | None = None
+    # Prometheus metrics over HTTP (None: none).
+    metrics_port: int | None = None
     max_message_bytes: int | None = None
     sync: str | None = None
     weight: int | None = None

@@ -190,6 +190,8 @@ def broker_config(
         settings["max_message_bytes"] = broker.max_message_bytes
     if broker.stomp_port is not None:
         settings["stomp_port"] = broker.stomp_port
+    if broker.metrics_port is not None:
+        settings["metrics_port"] = broker.metrics_port
     if group.security_token:
         settings["token"] = group.security_token
     sync = group.effective_sync(broker)

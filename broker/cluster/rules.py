@@ -158,7 +158,7 @@ def no_duplicates(groups: list[GroupSpec], zookeeper: ZooKeeper | None) -> None:
                     path,
                 )
             names[b.name] = g.name
-            for key in ("port", "replication_port", "stomp_port"):
+            for key in ("port", "replication_port", "stomp_port", "metrics_port"):
                 port = getattr(b, key)
                 if port is None:
                     continue

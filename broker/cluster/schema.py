@@ -19,8 +19,8 @@ The shape (see docs/topology.md):
     groups:
       A:
         brokers:
-          a: {port: 61616}       # host, replication_port, stomp_port, max_message_bytes,
-                                 # sync, weight
+          a: {port: 61616}       # host, replication_port, stomp_port, metrics_port,
+                                 # max_message_bytes, sync, weight
         connectors:
           - uri: "masterslave:(b,c)"
       B:
@@ -304,6 +304,7 @@ class BrokerFile(_Section):
     host: Host = DEFAULT_HOST
     replication_port: MaybePort = None
     stomp_port: MaybePort = None
+    metrics_port: MaybePort = None
     max_message_bytes: MaybePositiveInt = None
     sync: MaybeSync = None
     weight: MaybeWeight = None
@@ -316,6 +317,7 @@ class BrokerFile(_Section):
             host=self.host,
             replication_port=self.replication_port,
             stomp_port=self.stomp_port,
+            metrics_port=self.metrics_port,
             max_message_bytes=self.max_message_bytes,
             sync=self.sync,
             weight=self.weight,

@@ -1,5 +1,5 @@
-"""`stomp_port` in topology files: parsed, checked like every port, handed to the broker's
-config, and shipped in topologies/ab_c.yaml."""
+"""`stomp_port` and `metrics_port` in topology files: parsed, checked like every port,
+handed to the broker's config, and shipped in topologies/ab_c.yaml."""
 
 from __future__ import annotations
 
@@ -39,3 +39,14 @@ def test_stomp_port_is_checked_like_every_port() -> None:
 def test_ab_c_yaml_has_stomp_on_every_broker() -> None:
     t = load(ROOT / "topologies" / "ab_c.yaml", parse_connector)
     assert {b.name: b.stomp_port for b in t.brokers} == {"a": 61613, "b": 61614, "c": 61615}
+
+
+def test_metrics_port_is_parsed_checked_and_shipped(tmp_path: Path) -> None:
+    t = check("groups: {A: {brokers: {a: {port: 1, metrics_port: 9404}}}}")
+    (a,) = t.groups[0].brokers
+    assert broker_config(t.groups[0], a, tmp_path).metrics_port == 9404
+    assert error("groups: {A: {brokers: {a: {port: 1, stomp_port: 7, metrics_port: 7}}}}").endswith(
+        "groups.A.brokers.a.metrics_port: port 7 is already used by groups.A.brokers.a.stomp_port"
+    )
+    shipped = load(ROOT / "topologies" / "ab_c.yaml", parse_connector)
+    assert {b.name: b.metrics_port for b in shipped.brokers} == {"a": 9404, "b": 9405, "c": 9406}
