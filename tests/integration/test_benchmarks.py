@@ -96,3 +96,13 @@ def test_sigterm_stops_every_process_the_benchmark_started() -> None:
         bench.wait()
         assert bench.stdout is not None
         bench.stdout.close()
+
+
+def test_the_stomp_client_floor_prints_what_stomp_py_can_do() -> None:
+    """scripts/stomp_floor.py runs the benchmark's stomp.py clients against a server that
+    does nothing (no broker, so nothing to count as lost): each figure is printed."""
+    result = run("stomp_floor.py", "--count", "600", "--repeats", "1", "--subscribers", "3")
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    for figure in ("produce:", "consume ack:auto:", "consume ack:client-individual:",
+                   "3 consumers at once:"):  # fmt: skip
+        assert figure in result.stdout, result.stdout
