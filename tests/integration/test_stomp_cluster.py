@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,11 @@ import yaml
 from stomp.exception import StompException
 
 from broker.client import Client
-from broker.cluster.processes import cmdline
 from tests.integration.test_up_groups import pid_of, roles
 from tests.support.stomp_peer import Collector, RawStomp, connect
 from tests.support.uptools import (
-    TOPOLOGIES,
     Relocated,
-    broker_pids,
     netbroker,
-    relocate,
     wait_until,
 )
 
@@ -37,15 +33,9 @@ N = 600
 
 
 @pytest.fixture
-def ab_c(tmp_path: Path) -> Iterator[Relocated]:
-    t = relocate(TOPOLOGIES / "ab_c.yaml", tmp_path)
-    yield t
-    netbroker("down", str(t.path), "--timeout", "5", cwd=tmp_path)
-    leftovers = []
-    for pid in broker_pids(t.data):
-        leftovers.append((pid, cmdline(pid)))
-        os.kill(pid, signal.SIGKILL)
-    assert not leftovers, f"processes left running after `netbroker down`: {leftovers}"
+def ab_c(relocated: Callable[..., Relocated]) -> Relocated:
+    """ab_c.yaml relocated into tmp_path; everything it started is gone afterwards."""
+    return relocated("ab_c.yaml")
 
 
 def stomp_ports(t: Relocated) -> dict[str, int]:

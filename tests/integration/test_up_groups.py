@@ -28,12 +28,10 @@ from broker.cluster.report import GROUP_TABLE_HEADERS
 from broker.cluster.state import STATE_FILE
 from tests.support.uptools import (
     ROOT,
-    TOPOLOGIES,
     Lines,
     Relocated,
     broker_pids,
     netbroker,
-    relocate,
     wait_until,
 )
 
@@ -42,16 +40,9 @@ N = 300
 
 
 @pytest.fixture
-def ab_c(tmp_path: Path) -> Iterator[Relocated]:
+def ab_c(relocated: Callable[..., Relocated]) -> Relocated:
     """ab_c.yaml relocated into tmp_path; everything it started is gone afterwards."""
-    t = relocate(TOPOLOGIES / "ab_c.yaml", tmp_path)
-    yield t
-    netbroker("down", str(t.path), "--timeout", "5", cwd=tmp_path)
-    leftovers = []
-    for pid in broker_pids(t.data):
-        leftovers.append((pid, cmdline(pid)))
-        os.kill(pid, signal.SIGKILL)
-    assert not leftovers, f"processes left running after `netbroker down`: {leftovers}"
+    return relocated("ab_c.yaml")
 
 
 def rows(table: str) -> dict[str, list[str]]:
