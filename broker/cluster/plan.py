@@ -7,7 +7,6 @@ A broker gets its settings as a config file in its data directory (`CONFIG_FILE`
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from urllib.parse import quote, unquote
 from broker.cluster.errors import UpError
 from broker.cluster.model import BrokerSpec, Connector, GroupSpec, Topology
 from broker.config import BrokerConfig, ConfigError, Election, Sync
+from broker.ports import listen_port
 
 LOG_FILE = "broker.log"
 CONFIG_FILE = "broker.json"
@@ -271,9 +271,8 @@ def plan(
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    # Below the ephemeral range: the broker binds it only once it has started.
+    return listen_port()
 
 
 def groups_of(plans: Sequence[BrokerPlan]) -> list[tuple[str, list[BrokerPlan]]]:

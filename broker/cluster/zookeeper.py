@@ -35,7 +35,6 @@ that lives as long as they should.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import errno
 import json
 import shutil
@@ -49,6 +48,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from broker.cluster.managed import ManagedProcess, cmdline, stop_all
+from broker.ports import listen_ports
 
 JAVA_DIR = Path("/usr/share/java")
 # zookeeper.jar's manifest Class-Path names its whole runtime (jute, netty, jackson, jetty,
@@ -139,20 +139,13 @@ def four_letter(port: int, command: str, host: str = "127.0.0.1", timeout: float
 
 
 def free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
-    """`count` distinct ports free on 127.0.0.1 now (held together, so never the same one),
-    none of them in `avoid` (ports others mean to bind soon, such as a topology's)."""
-    with contextlib.ExitStack() as stack:
-        picked: list[int] = []
-        # Sockets stay bound until the end, so a port set aside is not offered again.
-        for _ in range(count + len(avoid) + 16):
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            if port not in avoid:
-                picked.append(port)
-                if len(picked) == count:
-                    return picked
-        raise ZooKeeperError(f"found no {count} free ports outside {sorted(avoid)}")
+    """`count` distinct ports free on 127.0.0.1 now, none of them in `avoid` (ports others
+    mean to bind soon, such as a topology's); below the ephemeral range, so that no
+    outgoing connection takes one before its server binds it (broker/ports.py)."""
+    try:
+        return listen_ports(count, avoid)
+    except OSError as exc:
+        raise ZooKeeperError(str(exc)) from None
 
 
 def check_port_free(port: int) -> None:

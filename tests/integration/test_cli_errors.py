@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from broker.ports import listen_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,10 +41,8 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def free_port() -> int:
-    """A port nothing listens on (bound and released: nothing else takes it this fast)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now (below the ephemeral range: broker/ports.py)."""
+    return listen_port()
 
 
 @pytest.mark.parametrize(

@@ -96,9 +96,8 @@ class BrokerProcess:
 
 
 def free_port() -> int:
-    """A port nothing listens on now, for brokers that must know each other's ports."""
-    import socket
+    """A port nothing listens on now, for brokers that must know each other's ports: below
+    the ephemeral range, so no outgoing connection takes it before the broker binds it."""
+    from broker.ports import listen_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return listen_port()
