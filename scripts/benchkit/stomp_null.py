@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import time
 
+from broker.stomp.frames import FrameParser, Limits, ProtocolError
 from scripts.benchkit.marks import Bodies
 
 
@@ -40,47 +41,26 @@ def messages(count: int, size: int, subscription: bytes, destination: bytes) -> 
     return chunks
 
 
-def frames(buffer: bytearray) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """Take the complete frames (command, headers) off the front of `buffer`."""
-    out: list[tuple[bytes, dict[bytes, bytes]]] = []
-    while True:
-        while bytes(buffer[:1]) in (b"\n", b"\r"):  # heart-beats
-            del buffer[:1]
-        end = buffer.find(b"\n\n")
-        if end < 0:
-            return out
-        lines = bytes(buffer[:end]).replace(b"\r", b"").split(b"\n")
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            key, _, value = line.partition(b":")
-            headers.setdefault(key, value)
-        start = end + 2
-        length = headers.get(b"content-length")
-        stop = start + int(length) if length is not None else buffer.find(b"\x00", start)
-        if stop < 0 or len(buffer) <= stop:
-            return out
-        del buffer[: stop + 1]
-        out.append((lines[0], headers))
-
-
 async def serve(args: argparse.Namespace) -> None:
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        buffer = bytearray()
+        # The broker's own codec: the cost of parsing is the same on both ends.
+        parser = FrameParser(Limits(max_body=64 * 1024 * 1024))
         try:
             while data := await reader.read(1 << 20):
-                buffer += data
-                for command, headers in frames(buffer):
-                    if command in (b"CONNECT", b"STOMP"):
+                for frame in parser.feed(data):
+                    if frame.command in ("CONNECT", "STOMP"):
                         writer.write(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\x00")
-                    if b"receipt" in headers:
-                        writer.write(b"RECEIPT\nreceipt-id:" + headers[b"receipt"] + b"\n\n\x00")
-                    if command == b"SUBSCRIBE":
-                        sub, dest = headers.get(b"id", b"0"), headers.get(b"destination", b"")
+                    receipt = frame.headers.get("receipt")
+                    if receipt is not None:
+                        writer.write(f"RECEIPT\nreceipt-id:{receipt}\n\n\x00".encode())
+                    if frame.command == "SUBSCRIBE":
+                        sub = frame.headers.get("id", "0").encode()
+                        dest = frame.headers.get("destination", "").encode()
                         for chunk in messages(args.push, args.size, sub, dest):
                             writer.write(chunk)
                             await writer.drain()
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ProtocolError):
             pass
         finally:
             writer.close()
