@@ -175,12 +175,10 @@ class Network:
     def route(self, message: Message) -> tuple[bool, list[tuple[str, list[str]]]]:
         """The broker's `TopicRouter`: whether this broker's subscriptions take a topic
         message, and which bridges' topic queues carry it on, for which brokers."""
-        path = message.broker_path
-        # Published here (the path holds only this broker): every subscribed broker;
-        # whatever targets a client wrote into it are not its to choose.
-        targets = list(message.topic_targets) if len(path) > 1 else None
         topic = message.destination
-        route = self.topics.route(topic, path, targets, message.persistent)
+        route = self.topics.route(
+            topic, message.broker_path, message.topic_targets, message.persistent
+        )
         out: list[tuple[str, list[str]]] = []
         for peer, carried in route.peers.items():
             # excludedDestinations and friends apply to topics too (the link's, or the

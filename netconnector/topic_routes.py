@@ -65,7 +65,6 @@ class TopicRoutes:
         self._remote: dict[str, TopicAdvertisement] = {}
         # Neighbours with no link up: only their durable entries are kept.
         self._down: set[str] = set()
-        self.version = 0
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -76,7 +75,6 @@ class TopicRoutes:
         if new == self._local:
             return False
         self._local = new
-        self.version += 1
         return True
 
     def set_remote(self, peer: str, entries: Mapping[tuple[str, str], tuple[int, bool]]) -> bool:
@@ -89,7 +87,6 @@ class TopicRoutes:
             return False
         self._remote[peer] = new
         self._down.discard(peer)
-        self.version += 1
         return True
 
     def link_down(self, peer: str) -> bool:
@@ -104,7 +101,6 @@ class TopicRoutes:
             self._down.add(peer)
         else:
             del self._remote[peer]
-        self.version += 1
         return True
 
     def restore(self, peer: str, entries: Mapping[tuple[str, str], tuple[int, bool]]) -> None:
@@ -114,7 +110,6 @@ class TopicRoutes:
         if kept and peer not in self._remote:
             self._remote[peer] = kept
             self._down.add(peer)
-            self.version += 1
 
     # ---- queries ------------------------------------------------------------------------
 
@@ -173,10 +168,14 @@ class TopicRoutes:
     ) -> Route:
         """Where a message of `topic` goes from here.
 
-        `targets`: the brokers a forwarded message was sent on for (None: published here,
-        so every broker with a matching subscription). `path`: the brokers it already
-        passed, which it never reaches again. A neighbour whose link is down is routed to
-        only for its durable subscriptions, and only persistent messages."""
+        `targets`: the brokers a forwarded message was sent on for (None, or a message
+        published here, its path holding this broker alone: every broker with a matching
+        subscription; whatever targets a client wrote are not its to choose). `path`: the
+        brokers it already passed, which it never reaches again. A neighbour whose link is
+        down is routed to only for its durable subscriptions, and only persistent
+        messages."""
+        if len(path) <= 1:
+            targets = None
         local = any(matches(p, topic) for p in self._local)
         # Per target broker, its nearest route among its matching patterns, through
         # neighbours the message has not passed (so it never goes back: at most one hop

@@ -158,3 +158,11 @@ def test_a_durable_subscription_is_routed_to_while_its_link_is_down() -> None:
     route = mesh.routes["a"].route("t")
     assert dict(route.peers) in ({"b": {"d"}}, {"c": {"d"}})
     assert mesh.publish("a", "t") == {"a": 0, "b": 0, "c": 0, "d": 1}
+
+
+def test_targets_a_client_wrote_are_ignored_where_the_message_is_published() -> None:
+    routes = TopicRoutes("a")
+    routes.set_local(["t"])
+    routes.set_remote("b", {("t", "b"): (0, False)})
+    route = routes.route("t", path=("a",), targets=["nobody"])
+    assert route.local and dict(route.peers) == {"b": {"b"}}
