@@ -14,6 +14,7 @@ lost / repeats / unmarked; the last line is `lost L unmarked U` and the exit sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import threading
@@ -75,18 +76,15 @@ def main() -> int:
                 scraped = run % 2 == 1
                 port = free_port()
                 where = Path(tmp) / f"run{run}"
-                with fresh_broker(where, "bench", args=("--metrics-port", str(port))) as broker:
-                    scraper = Scraper(port) if scraped else None
-                    if scraper is not None:
-                        scraper.__enter__()
-                    try:
-                        produced, _, tally = produce_then_consume(
-                            broker.url, f"bench.metrics.{run}", args.count,
-                            cpu=broker_pid(broker), log_dir=where,
-                        )  # fmt: skip
-                    finally:
-                        if scraper is not None:
-                            scraper.__exit__()
+                scraper = Scraper(port) if scraped else None
+                with (
+                    fresh_broker(where, "bench", args=("--metrics-port", str(port))) as broker,
+                    scraper or contextlib.nullcontext(),
+                ):
+                    produced, _, tally = produce_then_consume(
+                        broker.url, f"bench.metrics.{run}", args.count,
+                        cpu=broker_pid(broker), log_dir=where,
+                    )  # fmt: skip
                 rates[scraped].append(produced["rate"])
                 line = f"  {'scraped every 1 s' if scraped else 'not scraped      '}: "
                 line += f"produce {produced['rate']:,.0f} msg/s"
