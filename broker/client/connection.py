@@ -135,6 +135,12 @@ class Client:
         self._producers.add(producer)
         return producer
 
+    def _shared(self) -> Producer:
+        """The producer that `send` and `publish` share (batched together)."""
+        if self._shared_producer is None:
+            self._shared_producer = self.producer()
+        return self._shared_producer
+
     async def send(
         self,
         queue: str,
@@ -151,9 +157,7 @@ class Client:
         Concurrent calls share one stream and are batched together. Raises BrokerError
         when the broker rejects the message, ConnectionLost when no broker can be reached.
         """
-        if self._shared_producer is None:
-            self._shared_producer = self.producer()
-        future = await self._shared_producer.send(
+        future = await self._shared().send(
             queue,
             body,
             headers=headers,
@@ -179,9 +183,7 @@ class Client:
         Every subscription to the topic when it arrives gets a copy; with none, the
         broker drops it (and still acknowledges it). A persistent message is
         acknowledged once every durable subscription's copy is durable."""
-        if self._shared_producer is None:
-            self._shared_producer = self.producer()
-        future = await self._shared_producer.publish(
+        future = await self._shared().publish(
             topic,
             body,
             headers=headers,
