@@ -237,23 +237,33 @@ class StompSession:
 
     def sent(self, token: int, error: str | None, now: float) -> list[Action]:
         """A Send or Commit is done: stored (error None) or refused."""
+        return self.sent_all((token,), error, now)
+
+    def sent_all(self, tokens: Sequence[int], error: str | None, now: float) -> list[Action]:
+        """Sends or Commits done together (one store write): each as `sent` says; an
+        error ends the connection at the first of them."""
         actions: list[Action] = []
-        pending = self._pending.pop(token, None)
-        if pending is None or self.closed:
-            return actions
-        if error is not None:
-            self._error(actions, error, pending.receipt, now)
-            return actions
-        for sub, count in pending.credits:
-            if sub in self.subscriptions:
-                actions.append(Credit(sub, count))
-        for sub, tags in pending.nacks:
-            if sub in self.subscriptions:
-                actions.append(Nack(sub, tags))
-                actions.append(Credit(sub, len(tags)))
-        if pending.receipt is not None:
-            self._write(actions, encode("RECEIPT", [("receipt-id", pending.receipt)]), now)
-        self._maybe_disconnect(actions, now)
+        pop = self._pending.pop
+        for token in tokens:
+            pending = pop(token, None)
+            if pending is None or self.closed:
+                continue
+            if error is not None:
+                self._error(actions, error, pending.receipt, now)
+                return actions
+            if pending.receipt is None and not pending.credits and not pending.nacks:
+                continue  # most SENDs: nothing follows their store
+            for sub, count in pending.credits:
+                if sub in self.subscriptions:
+                    actions.append(Credit(sub, count))
+            for sub, tags in pending.nacks:
+                if sub in self.subscriptions:
+                    actions.append(Nack(sub, tags))
+                    actions.append(Credit(sub, len(tags)))
+            if pending.receipt is not None:
+                self._write(actions, encode("RECEIPT", [("receipt-id", pending.receipt)]), now)
+        if not self.closed:
+            self._maybe_disconnect(actions, now)
         return actions
 
     def deliver(
@@ -606,8 +616,23 @@ class StompSession:
             return
         for t in tags:
             del outstanding[t]
-        actions.append(Nack(sub, tags) if nack else Ack(sub, tags))
-        actions.append(Credit(sub, len(tags)))
+        if nack:
+            actions.append(Nack(sub, tags))
+            actions.append(Credit(sub, len(tags)))
+        elif (
+            len(actions) >= 2
+            and isinstance(credit := actions[-1], Credit)
+            and credit.sub == sub
+            and isinstance(last := actions[-2], Ack)
+            and last.sub == sub
+        ):
+            # The ACKs of one read go to the transport as one: the client-individual
+            # client ACKs each MESSAGE, so a read often holds many.
+            last.tags.extend(tags)
+            credit.count += len(tags)
+        else:
+            actions.append(Ack(sub, tags))
+            actions.append(Credit(sub, len(tags)))
         self._receipt(actions, receipt, now)
 
     def _find(self, headers: dict[str, str], receipt: str | None, command: str) -> tuple[int, int]:

@@ -343,11 +343,7 @@ class StompConnection(asyncio.Protocol):
             self._in_flight -= 1
             self._waiting -= len(messages)
         if self.session is not None:
-            now = time.monotonic()
-            for token in tokens:
-                self._run(self.session.sent(token, error, now))
-                if error is not None:
-                    break
+            self._run(self.session.sent_all(tokens, error, time.monotonic()))
         if self._reading_paused:
             self._reading()
         self._flush()
