@@ -149,3 +149,55 @@ def test_secret_files(tmp_path: Path) -> None:
     assert read_secret(path) == "s3cret"
     with pytest.raises(SecretFileError, match="cannot read"):
         read_secret(tmp_path / "missing")
+
+
+def _topology(raw: dict[str, object]) -> object:
+    from broker.cluster.schema import validate
+    from netconnector.uri import parse_connector
+
+    return validate(raw, "t.yaml", parse_connector)
+
+
+def test_topology_security_keys_reach_each_broker(tmp_path: Path) -> None:
+    from broker.cluster.configs import write_configs
+    from broker.cluster.model import Topology
+    from broker.cluster.plan import plan
+
+    users = [{"name": "alice", "hash": HASH, "groups": ["p"]}]
+    topology = _topology(
+        {
+            "users": users,
+            "authorization": [{"queue": ">", "write": ["p"]}],
+            "brokerCredential": "cred",
+            "groups": {
+                "A": {"brokers": {"a": {"port": 61616}}},
+                "B": {"brokers": {"b": {"port": 61617, "anonymous": True}}},
+            },
+        }
+    )
+    assert isinstance(topology, Topology)
+    plans = plan(topology, cwd=tmp_path, configs=True)
+    write_configs(plans, tmp_path)
+    for p in plans:
+        assert p.config is not None and p.config.users_file is not None
+        assert p.config.broker_credential_file == Path.cwd() / "cred"
+        assert (p.config.users_file.stat().st_mode & 0o077) == 0
+        settings = load_settings(p.config.users_file)
+        assert [u.name for u in settings.users] == ["alice"]
+        assert settings.anonymous is (p.name == "b")  # the broker's own key over the file's
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"users": [{"name": "a", "hash": "pw"}]}, "t.yaml: users[0].hash: not an argon2 hash"),
+        ({"anonymous": "yes"}, "t.yaml: anonymous: expected true or false"),
+        ({"authorization": [{"queue": "a.>.b"}]}, "t.yaml: authorization[0].queue: destination"),
+    ],
+)
+def test_topology_security_keys_refused(raw: dict[str, object], expected: str) -> None:
+    from broker.cluster.errors import TopologyError
+
+    with pytest.raises(TopologyError) as info:
+        _topology({**raw, "groups": {"A": {"brokers": {"a": {"port": 61616}}}}})
+    assert expected in str(info.value)
