@@ -243,3 +243,19 @@ def test_ps_shows_no_secret(secure: BrokerProcess, tmp_path: Path) -> None:
     for secret in (*PASSWORDS.values(), "$argon2"):
         assert secret not in cmdline
     assert all(p not in text for p in PASSWORDS.values())  # only hashes on disk
+
+
+def test_passwd_writes_a_users_file_the_broker_accepts(
+    brokers: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    users = tmp_path / "made.yaml"
+    made = subprocess.run(
+        [sys.executable, "-m", "broker", "passwd", "--users", str(users), "--user", "carol",
+         "--groups", "x"],
+        cwd=ROOT, input="carol-pw\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert users.stat().st_mode & 0o077 == 0 and "carol-pw" not in users.read_text()
+    proc = brokers("p", "--users", str(users))
+    run(_send(proc.url, "q", "carol", "carol-pw"), timeout=30)
+    assert code_of(_send(proc.url, "q", "carol", "other"))[0] == "UNAUTHENTICATED"
