@@ -137,7 +137,18 @@ class Commit:
     token: int
 
 
-Action = Write | Close | Send | Subscribe | Unsubscribe | Ack | Nack | Credit | Commit
+@dataclass(slots=True)
+class Authenticate:
+    """Check CONNECT's `login` and `passcode`; answer with `authenticated(error)`. The
+    frames after the CONNECT wait in the parser until then."""
+
+    login: str
+    passcode: str = field(repr=False)
+
+
+Action = (
+    Write | Close | Send | Subscribe | Unsubscribe | Ack | Nack | Credit | Commit | Authenticate
+)
 
 
 # -- state -----------------------------------------------------------------------------
@@ -183,8 +194,12 @@ class StompSession:
         limits: Limits | None = None,
         heartbeat_ms: int = 1_000,
         topics: bool = True,
+        authenticate: bool = False,
     ) -> None:
         self.session_id = session_id
+        # Whether CONNECT's credentials are checked (`Authenticate`) before CONNECTED.
+        self.authenticate = authenticate
+        self._connected_reply: list[tuple[str, str]] | None = None
         self.limits = limits or Limits()
         self.parser = FrameParser(self.limits)
         # What this broker offers: heart-beats every `heartbeat_ms` both ways at most.
@@ -227,13 +242,30 @@ class StompSession:
         try:
             parser = self.parser
             parser.append(data)
-            while not self.closed and (frame := parser.next()) is not None:
+            while (
+                not self.closed
+                and self._connected_reply is None
+                and (frame := parser.next()) is not None
+            ):
                 self._frame(frame, actions, now)
         except ProtocolError as exc:
             self._error(actions, exc.message, exc.receipt, now)
         except BrokerError as exc:
             self._error(actions, exc.message, None, now)
         return actions
+
+    def authenticated(self, error: str | None, now: float) -> list[Action]:
+        """CONNECT's credentials were checked: accepted (error None) or refused."""
+        reply, self._connected_reply = self._connected_reply, None
+        if self.closed or reply is None:
+            return []
+        actions: list[Action] = []
+        if error is not None:
+            self._error(actions, error, None, now)
+            return actions
+        self.connected = True
+        self._write(actions, encode("CONNECTED", reply), now)
+        return actions + self.receive(b"", now)  # the frames that waited
 
     def sent(self, token: int, error: str | None, now: float) -> list[Action]:
         """A Send or Commit is done: stored (error None) or refused."""
@@ -420,6 +452,10 @@ class StompSession:
             self.send_every = max(mine, cy) / 1000 if cy else 0.0
             self.expect_every = max(mine, cx) / 1000 if cx else 0.0
             reply.append(("heart-beat", f"{mine},{mine}"))
+        if self.authenticate:
+            self._connected_reply = reply
+            actions.append(Authenticate(headers.get("login", ""), headers.get("passcode", "")))
+            return
         self.connected = True
         self._write(actions, encode("CONNECTED", reply), now)
 
