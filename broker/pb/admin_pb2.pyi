@@ -87,7 +87,7 @@ class GroupStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., in_sync: _Optional[_Iterable[str]] = ..., master: _Optional[str] = ..., master_address: _Optional[str] = ..., waiting: _Optional[str] = ..., replication_error: _Optional[str] = ..., lock: _Optional[str] = ...) -> None: ...
 
 class BridgeStatus(_message.Message):
-    __slots__ = ("label", "state", "peer", "address", "forwarded", "last_error", "inbound", "received")
+    __slots__ = ("label", "state", "peer", "address", "forwarded", "last_error", "inbound", "received", "unacknowledged", "last_error_at")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PEER_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,8 @@ class BridgeStatus(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     INBOUND_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    UNACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_AT_FIELD_NUMBER: _ClassVar[int]
     label: str
     state: LinkState
     peer: str
@@ -104,7 +106,9 @@ class BridgeStatus(_message.Message):
     last_error: str
     inbound: bool
     received: int
-    def __init__(self, label: _Optional[str] = ..., state: _Optional[_Union[LinkState, str]] = ..., peer: _Optional[str] = ..., address: _Optional[str] = ..., forwarded: _Optional[int] = ..., last_error: _Optional[str] = ..., inbound: _Optional[bool] = ..., received: _Optional[int] = ...) -> None: ...
+    unacknowledged: int
+    last_error_at: float
+    def __init__(self, label: _Optional[str] = ..., state: _Optional[_Union[LinkState, str]] = ..., peer: _Optional[str] = ..., address: _Optional[str] = ..., forwarded: _Optional[int] = ..., last_error: _Optional[str] = ..., inbound: _Optional[bool] = ..., received: _Optional[int] = ..., unacknowledged: _Optional[int] = ..., last_error_at: _Optional[float] = ...) -> None: ...
 
 class Component(_message.Message):
     __slots__ = ("kind", "name", "state", "detail")

@@ -159,4 +159,6 @@ def bridge_pb(bridge: BridgeStatus) -> admin_pb2.BridgeStatus:
         last_error=bridge.last_error,
         inbound=bridge.inbound,
         received=bridge.received,
+        unacknowledged=bridge.unacknowledged,
+        last_error_at=bridge.last_error_at,
     )

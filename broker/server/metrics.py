@@ -196,14 +196,27 @@ def families(snap: Snapshot, store_bytes: int | None) -> Iterator[Metric]:
         "netbroker_bridge_received_messages", "Messages received (this session).",
         labels=b_labels,
     )  # fmt: skip
+    b_unacked = GaugeMetricFamily(
+        "netbroker_bridge_unacknowledged_messages",
+        "Messages sent to the peer and not yet answered by it (while linked).",
+        labels=b_labels,
+    )
+    b_error = GaugeMetricFamily(
+        "netbroker_bridge_last_error_timestamp_seconds",
+        "When the link last failed or dropped, Unix seconds (0: never).",
+        labels=b_labels,
+    )
     for b in snap.bridges:
         row = [b.label, b.peer, "inbound" if b.inbound else "outbound"]
         b_up.add_metric(row, 1.0 if b.state is LinkState.UP else 0.0)
         if not b.inbound:
             b_fwd.add_metric(row, b.forwarded or 0)
+            b_error.add_metric(row, b.last_error_at)
         else:
             b_recv.add_metric(row, b.received)
-    yield from (b_up, b_fwd, b_recv)
+        if b.unacknowledged is not None:
+            b_unacked.add_metric(row, b.unacknowledged)
+    yield from (b_up, b_fwd, b_recv, b_unacked, b_error)
 
     g_role = GaugeMetricFamily(
         "netbroker_group_role", "This member's role in its group (1 for the current one).",

@@ -88,7 +88,9 @@ class BridgeStatus:
 
     `peer` is the broker at the other end once it has linked (it stays after the link
     drops); `forwarded` counts over the current session (None without one); `last_error`
-    says why the link is not up.
+    says why the link is not up. `unacknowledged`: messages sent to the peer that it has
+    not answered yet (None without a session); `last_error_at`: when the link last failed
+    or dropped, in Unix seconds (0 if it never has); it stays after the link is back.
     """
 
     label: str
@@ -99,6 +101,8 @@ class BridgeStatus:
     last_error: str = ""
     inbound: bool = False
     received: int = 0
+    unacknowledged: int | None = None
+    last_error_at: float = 0.0
 
     def component(self) -> ComponentStatus:
         return ComponentStatus("bridge", self.label, self.state.value, self.detail())
