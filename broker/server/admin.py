@@ -146,6 +146,12 @@ def group_pb(group: GroupStatus) -> admin_pb2.GroupStatus:
         waiting=group.waiting,
         replication_error=group.replication_error,
         lock=group.lock,
+        lags=[
+            admin_pb2.ReplicaLag(follower=lag.follower, entries=lag.entries, seconds=lag.seconds)
+            for lag in group.lags
+        ],
+        elections=group.elections,
+        became_master=group.became_master,
     )
 
 

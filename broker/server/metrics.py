@@ -231,6 +231,28 @@ def families(snap: Snapshot, store_bytes: int | None) -> Iterator[Metric]:
     g_isr = GaugeMetricFamily(
         "netbroker_group_in_sync_members", "The master's in-sync set's size.", labels=["group"]
     )
+    lag_labels = ["group", "follower"]
+    g_lag = GaugeMetricFamily(
+        "netbroker_group_replication_lag_entries",
+        "On the master: log entries a follower lacks (the master's position minus its ack).",
+        labels=lag_labels,
+    )
+    g_lag_s = GaugeMetricFamily(
+        "netbroker_group_replication_lag_seconds",
+        "On the master: how long the oldest entry a follower lacks has waited for it "
+        "(0 caught up, +Inf unknown).",
+        labels=lag_labels,
+    )
+    g_elections = CounterMetricFamily(
+        "netbroker_group_elections",
+        "Elections this member saw end (each new epoch it entered, as master or slave).",
+        labels=["group"],
+    )
+    g_won = CounterMetricFamily(
+        "netbroker_group_became_master",
+        "Elections this member won (times it became master).",
+        labels=["group"],
+    )
     for g in snap.groups:
         for role in (Role.MASTER, Role.SLAVE, Role.ELECTING, Role.STOPPED):
             g_role.add_metric([g.name, role.value], 1.0 if g.role is role else 0.0)
@@ -240,7 +262,13 @@ def families(snap: Snapshot, store_bytes: int | None) -> Iterator[Metric]:
             g_pos.add_metric([g.name], g.position)
         if g.role is Role.MASTER:
             g_isr.add_metric([g.name], len(g.in_sync))
-    yield from (g_role, g_epoch, g_pos, g_isr)
+        for lag in g.lags:
+            g_lag.add_metric([g.name, lag.follower], lag.entries)
+            g_lag_s.add_metric([g.name, lag.follower], lag.seconds)
+        if not g.lock:  # a lock-file member holds no elections
+            g_elections.add_metric([g.name], g.elections)
+            g_won.add_metric([g.name], g.became_master)
+    yield from (g_role, g_epoch, g_pos, g_isr, g_lag, g_lag_s, g_elections, g_won)
 
     yield from _histogram(
         "netbroker_store_fsync_seconds", "Time one fsync of the store's log took.", snap.fsync
