@@ -9,6 +9,9 @@ the loop one short callback.
 Names follow Prometheus conventions: a `netbroker_` prefix, base units (`_seconds`,
 `_bytes`), `_total` for counters, labels for queues, topics, bridges and groups. The
 process's RSS, CPU and open files come from prometheus_client's process collector.
+Everything here only reads what the layers report (`GroupStatus`, `BridgeStatus`): a
+group's replication lag is computed by masterslave.lag on the master, per follower; its
+elections are counted by the member's role machine.
 """
 
 from __future__ import annotations
