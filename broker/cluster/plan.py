@@ -8,7 +8,7 @@ A broker gets its settings as a config file in its data directory (`CONFIG_FILE`
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 from broker.cluster.errors import UpError
 from broker.cluster.model import AUTO_PORT, BrokerSpec, Connector, GroupSpec, Topology
 from broker.config import BrokerConfig, ConfigError, Election, Sync
-from broker.ports import listen_port, listen_ports
+from broker.ports import listen_ports
 
 LOG_FILE = "broker.log"
 CONFIG_FILE = "broker.json"
@@ -263,7 +263,9 @@ def plan(
             if configs:
                 replication_port = None
                 if group.election == Election.ZOOKEEPER and spec.replication_port is None:
-                    replication_port = (pick_port or _free_port)()
+                    replication_port = (
+                        pick_port() if pick_port else _free_port(metrics_ports.values())
+                    )
                 lockfile = group.election == Election.LOCKFILE
                 config = broker_config(
                     group, spec, data_dir, zookeeper=zookeeper,
@@ -285,9 +287,7 @@ def plan(
     return plans
 
 
-def _auto_metrics_ports(
-    topology: Topology, pick_port: Callable[[], int] | None
-) -> dict[str, int]:
+def _auto_metrics_ports(topology: Topology, pick_port: Callable[[], int] | None) -> dict[str, int]:
     """A free port for each broker with `metrics_port: auto`, by name: distinct, and
     none the file names (those brokers bind theirs only later)."""
     auto = [b.name for b in topology.brokers if b.metrics_port == AUTO_PORT]
@@ -309,9 +309,10 @@ def _auto_metrics_ports(
         raise UpError(f"{topology.source}: no free ports for metrics_port: auto: {e}") from None
 
 
-def _free_port() -> int:
-    # Below the ephemeral range: the broker binds it only once it has started.
-    return listen_port()
+def _free_port(avoid: Collection[int] = ()) -> int:
+    # Below the ephemeral range: the broker binds it only once it has started; `avoid`
+    # are ports picked for others, not bound yet either.
+    return listen_ports(1, avoid=avoid)[0]
 
 
 def groups_of(plans: Sequence[BrokerPlan]) -> list[tuple[str, list[BrokerPlan]]]:
