@@ -19,7 +19,8 @@ The shape (see docs/topology.md):
     groups:
       A:
         brokers:
-          a: {port: 61616}       # host, replication_port, stomp_port, metrics_port,
+          a: {port: 61616}       # host, replication_port, stomp_port, metrics_port
+                                 # (a port, or auto: `up` picks a free one),
                                  # max_message_bytes, sync, weight
         connectors:
           - uri: "masterslave:(b,c)"
@@ -60,7 +61,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import PurePath
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -82,6 +83,7 @@ from broker import config
 from broker.address import AddressError, parse_address
 from broker.cluster import rules
 from broker.cluster.model import (
+    AUTO_PORT,
     DEFAULT_HOST,
     ELECTIONS,
     NAME_RE,
@@ -180,6 +182,7 @@ def _finite(value: float) -> float:
 
 
 _PORT = "expected an integer 1-65535, got {got}"
+_METRICS_PORT = "expected an integer 1-65535, or auto (`up` picks a free port), got {got}"
 _POSITIVE = "expected an integer >= 1, got {got}"
 _WEIGHT = "expected an integer >= 0, got {got}"
 _SYNC = f"expected one of {', '.join(SYNC_POLICIES)}; got {{got}}"
@@ -197,6 +200,8 @@ _URI = "expected a connector URI string, got {got}"
 # worded the same (None is its absence: null itself is refused).
 Port = Annotated[int, Field(strict=True, ge=1, le=65535), _worded(_PORT)]
 MaybePort = Annotated[Port | None, _worded(_PORT)]
+_BarePort = Annotated[int, Field(strict=True, ge=1, le=65535)]
+MaybeMetricsPort = Annotated[_BarePort | Literal["auto"] | None, _worded(_METRICS_PORT)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1), _worded(_POSITIVE)]
 MaybePositiveInt = Annotated[PositiveInt | None, _worded(_POSITIVE)]
 Weight = Annotated[int, Field(strict=True, ge=0), _worded(_WEIGHT)]
@@ -350,7 +355,7 @@ class BrokerFile(_Secured):
     host: Host = DEFAULT_HOST
     replication_port: MaybePort = None
     stomp_port: MaybePort = None
-    metrics_port: MaybePort = None
+    metrics_port: MaybeMetricsPort = None
     max_message_bytes: MaybePositiveInt = None
     sync: MaybeSync = None
     weight: MaybeWeight = None
@@ -363,7 +368,7 @@ class BrokerFile(_Secured):
             host=self.host,
             replication_port=self.replication_port,
             stomp_port=self.stomp_port,
-            metrics_port=self.metrics_port,
+            metrics_port=AUTO_PORT if self.metrics_port == "auto" else self.metrics_port,
             max_message_bytes=self.max_message_bytes,
             sync=self.sync,
             weight=self.weight,
