@@ -50,6 +50,8 @@ class _StreamFailure(Exception):
 # The details grpc.aio gives a call whose write failed inside gRPC Core (the transport
 # went away under it); the status code it sets, INTERNAL, would hide a broker's loss.
 _CORE_SEND_FAILURE = "Internal error from Core"
+# How long a failed write waits for the stream's own status (the broker's refusal).
+_STATUS_WAIT = 0.5
 
 
 class _StreamEnded(Exception):
@@ -62,8 +64,13 @@ async def _failure_of(call: Any, exc: BaseException | None) -> _StreamFailure:
         if exc.code() == grpc.StatusCode.INTERNAL and exc.details() == _CORE_SEND_FAILURE:
             # grpc.aio's verdict when a write fails below it: the stream is broken, or
             # the broker ended it first (refused credentials): then its status says why.
-            if call.done() and not call.cancelled():
-                code = await call.code()
+            # The write may fail before that status has arrived: wait for it, briefly
+            # (a broken stream ends soon too).
+            if not call.cancelled():
+                try:
+                    code = await asyncio.wait_for(call.code(), _STATUS_WAIT)
+                except (TimeoutError, grpc.aio.AioRpcError):
+                    code = grpc.StatusCode.INTERNAL
                 if code not in (grpc.StatusCode.OK, grpc.StatusCode.INTERNAL):
                     return _StreamFailure(BrokerError(code.name, await call.details() or ""))
             return _StreamFailure(BrokerError("UNAVAILABLE", "the stream broke while writing"))
