@@ -177,13 +177,18 @@ class Transaction:
     bytes: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     """A core call under way: its RECEIPT, and what follows its success."""
 
     receipt: str | None
-    credits: list[tuple[int, int]] = field(default_factory=list)
-    nacks: list[tuple[int, list[int]]] = field(default_factory=list)
+    credits: Sequence[tuple[int, int]] = ()
+    nacks: Sequence[tuple[int, list[int]]] = ()
+
+
+# What most SENDs wait with: no receipt, nothing to follow. One shared instance, never
+# changed, so that a SEND allocates nothing for it.
+_PLAIN = _Pending(None)
 
 
 class StompSession:
@@ -283,8 +288,8 @@ class StompSession:
             if error is not None:
                 self._error(actions, error, pending.receipt, now)
                 return actions
-            if pending.receipt is None and not pending.credits and not pending.nacks:
-                continue  # most SENDs: nothing follows their store
+            if pending is _PLAIN:
+                continue
             for sub, count in pending.credits:
                 if sub in self.subscriptions:
                     actions.append(Credit(sub, count))
@@ -470,7 +475,7 @@ class StompSession:
             tx.messages.append(message)
             self._receipt(actions, receipt, now)
             return
-        token = self._token(_Pending(receipt))
+        token = self._token(_PLAIN if receipt is None else _Pending(receipt))
         actions.append(Send(message, token))
 
     def _message(self, frame: Frame, receipt: str | None) -> Message:
@@ -479,12 +484,17 @@ class StompSession:
         if destination is None:
             raise ProtocolError("SEND frame has no destination header", receipt)
         name, topic = self._destination(destination, receipt, publish=True)
-        message = Message(destination=name, body=frame.body, priority=4, topic=topic)
-        for name, value in headers.items():
-            if name not in _RESERVED:
-                message.headers[name] = value
-        if headers.get("persistent", "false").lower() == "true":
-            message.persistent = True
+        message = Message(
+            destination=name,
+            body=frame.body,
+            priority=4,
+            topic=topic,
+            persistent=headers.get("persistent", "false").lower() == "true",
+        )
+        if not headers.keys() <= _RESERVED:
+            for name, value in headers.items():
+                if name not in _RESERVED:
+                    message.headers[name] = value
         priority = headers.get("priority")
         if priority is not None:
             if not (priority.isdigit() and int(priority) <= 9):
