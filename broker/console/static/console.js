@@ -80,30 +80,42 @@ function renderArrows() {
     const node = document.querySelector(`.broker[data-broker="${CSS.escape(name)}"]`);
     return node ? node.getBoundingClientRect() : null;
   };
+  const groupBox = name => {
+    const node = document.querySelector(`.group[data-group="${CSS.escape(name)}"]`);
+    return node.getBoundingClientRect();
+  };
   const lines = [];
   for (const b of Object.values(state.brokers)) {
     for (const br of b.bridges || []) {
       if (br.inbound || !br.target) continue;
       const from = box(b.name), to = box(br.target);
       if (!from || !to) continue;
-      // From the right or left edge facing the target, a little up or down so that the
-      // two directions between a pair do not overlap.
-      const rightward = to.left > from.left;
-      const dy = rightward ? -10 : 10;
-      const x1 = (rightward ? from.right : from.left) - origin.left;
-      const x2 = (rightward ? to.left : to.right) - origin.left;
-      const y1 = from.top + from.height / 2 + dy - origin.top;
-      const y2 = to.top + to.height / 2 + dy - origin.top;
+      // An arc over the boxes for a bridge to the right, under them for one to the
+      // left: the two directions between a pair stay apart, and neither crosses the
+      // brokers in between.
+      const rightward = to.left + to.width / 2 >= from.left + from.width / 2;
+      const x1 = from.left + from.width / 2 - origin.left + (rightward ? 8 : -8);
+      const x2 = to.left + to.width / 2 - origin.left + (rightward ? -8 : 8);
+      const y1 = (rightward ? from.top : from.bottom) - origin.top;
+      const y2 = (rightward ? to.top : to.bottom) - origin.top;
+      // The apex clears both brokers' group boxes.
+      const fromGroup = groupBox(b.group), toGroup = groupBox(br.target_group);
+      const apex = rightward
+        ? Math.min(fromGroup.top, toGroup.top) - origin.top - 18
+        : Math.max(fromGroup.bottom, toGroup.bottom) - origin.top + 18;
+      // A quadratic curve's apex lies halfway between its ends' middle and its control point.
+      const cy = 2 * apex - (y1 + y2) / 2;
       const up = br.state === "up";
-      const line = document.createElementNS(svgns, "line");
-      Object.entries({ x1, y1, x2, y2, class: up ? "up" : "down",
+      const line = document.createElementNS(svgns, "path");
+      Object.entries({ d: `M ${x1} ${y1} Q ${(x1 + x2) / 2} ${cy} ${x2} ${y2}`, class: up ? "up" : "down",
                        "marker-end": `url(#head-${up ? "up" : "down"})` })
         .forEach(([k, v]) => line.setAttribute(k, v));
       line.setAttribute("data-bridge", `${b.name}->${br.target}`);
       line.setAttribute("data-state", br.state);
       const label = document.createElementNS(svgns, "text");
       label.setAttribute("x", (x1 + x2) / 2);
-      label.setAttribute("y", (y1 + y2) / 2 + (rightward ? -6 : 16));
+      // The apex of a quadratic curve is halfway between its ends and its control point.
+      label.setAttribute("y", apex + (rightward ? -5 : 13));
       label.setAttribute("text-anchor", "middle");
       label.textContent = `${b.name}→${br.target} ${br.state}` + (br.rate !== null ? " " + rate(br.rate) : "");
       const title = document.createElementNS(svgns, "title");
@@ -165,13 +177,13 @@ function renderDetail() {
         b.topics.map(t => el("tr", { "data-topic": t.name },
           el("td", { class: "mono" }, t.name), el("td", { class: "num" }, num(t.subscriptions)),
           el("td", { class: "num" }, num(t.active)), el("td", { class: "num" }, num(t.depth)),
-          el("td", { class: "num" }, num(t.in_flight)), el("td", { class: "num" }, rate(t.in_rate))))),
+          el("td", { class: "num" }, num(t.in_flight)), el("td", { class: "num" }, rate(t.in_rate)))),
         [1, 2, 3, 4, 5]));
   }
   if (b.bridges.length) {
     parts.push(el("h3", {}, "bridges"),
       table(["bridge", "to", "state", "forwarded", "rate", "error"], b.bridges.map(br => el("tr", { "data-bridge": br.label },
-        el("td", { class: "mono" }, (br.inbound ? "from " : "") + br.label),
+        el("td", { class: "mono" }, br.label),
         el("td", {}, br.peer || br.target || "-"),
         el("td", {}, br.state),
         el("td", { class: "num" }, num(br.inbound ? br.received : br.forwarded)),
@@ -247,7 +259,7 @@ function logLine(e) {
   const text = e.kind === "role"
     ? `${e.broker} (${e.group}): ${e.from} → ${e.to}` + (e.detail ? ", " + e.detail : "")
     : `${e.broker} (${e.group}): bridge ${e.bridge} ${e.state}: ${e.error}`;
-  return el("li", { class: e.kind }, `[${clock(e.time)}] ${text}`);
+  return el("li", { class: "log-" + e.kind }, `[${clock(e.time)}] ${text}`);
 }
 
 function renderLog() {
