@@ -102,7 +102,7 @@ class ConsoleServer:
             self._requests += 1
             try:
                 req, body = await asyncio.wait_for(self._read(reader), REQUEST_TIMEOUT)
-                await self._answer(req, body, writer)
+                await self._answer(req, body, reader, writer)
             finally:
                 self._requests -= 1
         except HttpError as e:
@@ -135,14 +135,20 @@ class ConsoleServer:
             writer.write(data)
             await writer.drain()
 
-    async def _answer(self, req: Request, body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _answer(
+        self,
+        req: Request,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         r = http.route(req)
         if isinstance(r, http.Static):
             await self._write(writer, http.response(200, self.files[r.file], r.content_type))
         elif isinstance(r, http.State):
             await self._write(writer, http.json_response(200, self.view.state()))
         elif isinstance(r, http.Events):
-            await self._watch(writer)
+            await self._watch(reader, writer)
         elif isinstance(r, http.Browse):
             messages = await self._admin(self.poller.browse(r.broker, r.queue, r.limit))
             data = {"broker": r.broker, "queue": r.queue,
@@ -162,23 +168,32 @@ class ConsoleServer:
         except CallFailed as e:
             raise HttpError(_CALL_STATUS.get(e.code, 502), e.details) from None
 
-    async def _watch(self, writer: asyncio.StreamWriter) -> None:
+    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._watchers) >= MAX_WATCHERS:
             raise HttpError(503, f"{MAX_WATCHERS} pages are watching already")
         q: asyncio.Queue[bytes | None] = asyncio.Queue(WATCHER_QUEUE)
         self._watchers.add(q)
+        # A page sends nothing more on its event stream: the end of its input is its
+        # leaving, which frees its place at once rather than at the next write.
+        gone = asyncio.ensure_future(reader.read(1))
         try:
             # The whole state first, then changes; `retry`: reconnect within a second.
             writer.write(http.SSE_HEAD + b"retry: 1000\n\n" + http.sse("state", self.view.state()))
             await writer.drain()
             while True:
-                try:
-                    frames = await asyncio.wait_for(q.get(), KEEPALIVE)
-                except TimeoutError:
-                    frames = b": keepalive\n\n"
+                get = asyncio.ensure_future(q.get())
+                done, _ = await asyncio.wait(
+                    {get, gone}, timeout=KEEPALIVE, return_when=asyncio.FIRST_COMPLETED
+                )
+                if get not in done:
+                    get.cancel()
+                if gone in done:
+                    return
+                frames = get.result() if get in done else b": keepalive\n\n"
                 if frames is None:
                     return
                 writer.write(frames)
                 await writer.drain()
         finally:
+            gone.cancel()
             self._watchers.discard(q)
