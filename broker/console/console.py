@@ -46,7 +46,7 @@ class Console:
         console = cls(topology, port, host)
         bound: concurrent.futures.Future[int] = concurrent.futures.Future()
         console._thread = threading.Thread(
-            target=lambda: asyncio.run(console._main(bound)), name="console", daemon=True
+            target=console._run, args=(bound,), name="console", daemon=True
         )
         console._thread.start()
         try:
@@ -58,7 +58,18 @@ class Console:
             ) from None
         except concurrent.futures.TimeoutError:
             raise ConsoleError(f"the web console did not start within {START_TIMEOUT} s") from None
+        except Exception as e:
+            raise ConsoleError(f"the web console could not start: {e}") from None
         return console
+
+    def _run(self, bound: concurrent.futures.Future[int]) -> None:
+        try:
+            asyncio.run(self._main(bound))
+        except BaseException as e:
+            # Failed before it could say it had bound: the start says why at once.
+            if not bound.done():
+                bound.set_exception(e)
+            raise
 
     async def _main(self, bound: concurrent.futures.Future[int]) -> None:
         self._loop = asyncio.get_running_loop()

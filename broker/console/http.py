@@ -182,6 +182,15 @@ def _limit(req: Request) -> int:
     return int(text)
 
 
+def check_host(req: Request, port: int) -> None:
+    """Refuse a Host other than this machine's loopback names: a page of another site
+    whose name was re-pointed at 127.0.0.1 (DNS rebinding) would otherwise count as this
+    console's own origin and read it."""
+    host = req.headers.get("host")
+    if host is not None and host not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        raise HttpError(403, f"Host {host!r} is not this console (127.0.0.1:{port})")
+
+
 def check_purge(req: Request, body: bytes, origin: str) -> str:
     """The queue a purge names, once the request has shown it comes from this console's
     own page: the guard header, and an Origin (when the browser sends one) that is

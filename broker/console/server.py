@@ -142,6 +142,7 @@ class ConsoleServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
+        http.check_host(req, self.port)
         r = http.route(req)
         if isinstance(r, http.Static):
             await self._write(writer, http.response(200, self.files[r.file], r.content_type))

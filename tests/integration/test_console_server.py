@@ -64,7 +64,7 @@ def events(sock: socket.socket, until: bytes, timeout: float = 5.0) -> bytes:
 
 def watch(c: Console) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", c.port), timeout=5)
-    s.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{c.port}\r\n\r\n".encode())
     return s
 
 
@@ -122,6 +122,9 @@ def test_oversized_slow_and_malformed_requests(
     big = raw(console, b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n")
     assert big.startswith(b"HTTP/1.1 431 ")
     assert raw(console, b"BREW / HTCPCP/1.0\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    # A name re-pointed at 127.0.0.1 (DNS rebinding) is not this console.
+    rebound = raw(console, b"GET /api/state HTTP/1.1\r\nHost: evil.example:8161\r\n\r\n")
+    assert rebound.startswith(b"HTTP/1.1 403 ") and b"is not this console" in rebound
     body = b"x" * 5000
     too_big = raw(console, b"POST /api/brokers/a/purge HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"
                   + body)  # fmt: skip

@@ -141,6 +141,16 @@ def test_purge_refusals(headers: tuple[str, ...], body: bytes, status: int, word
     assert info.value.status == status and words in info.value.reason
 
 
+def test_only_this_machines_names_for_the_console_are_served() -> None:
+    for host in ("127.0.0.1:8161", "localhost:8161"):
+        http.check_host(http.parse_head(head("GET / HTTP/1.1", f"Host: {host}")), 8161)
+    http.check_host(http.parse_head(b"GET / HTTP/1.0"), 8161)  # no Host: an old client
+    for host in ("evil.example:8161", "127.0.0.1:8162", "127.0.0.1"):
+        with pytest.raises(HttpError) as info:
+            http.check_host(http.parse_head(head("GET / HTTP/1.1", f"Host: {host}")), 8161)
+        assert info.value.status == 403 and "is not this console" in info.value.reason
+
+
 def test_responses() -> None:
     data = http.json_response(200, {"a": 1})
     head_part, body = data.split(b"\r\n\r\n", 1)
