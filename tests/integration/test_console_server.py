@@ -13,6 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from broker.cli.cluster_cmds import _console
+from broker.cluster import model
+from broker.cluster.errors import UpError
 from broker.cluster.zookeeper import free_ports
 from broker.console import server
 from broker.console.console import Console, ConsoleError
@@ -151,3 +154,23 @@ def test_close_stops_serving(console: Console) -> None:
     console.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_up_without_a_console_when_the_default_port_is_taken(
+    console: Console, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another cluster's console on the default port: this `up` runs without one and
+    says so; a port the file or the command line asked for stops `up` instead."""
+    monkeypatch.setattr(model, "DEFAULT_CONSOLE_PORT", console.port)
+    t = check("groups: {A: {brokers: {a: {port: 1}}}}")
+    start = _console(t, None)
+    assert start is not None and start(t) is None
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{console.port}" in err
+    assert "running without it (--console-port)" in err
+    for asked in (_console(t, console.port), _console(
+        check(f"console_port: {console.port}\ngroups: {{A: {{brokers: {{a: {{port: 1}}}}}}}}"), None
+    )):  # fmt: skip
+        assert asked is not None
+        with pytest.raises(UpError, match="choose another with --console-port"):
+            asked(t)
