@@ -23,7 +23,12 @@ from broker.config import BrokerConfig, Election
 from broker.core.broker import Broker
 from broker.core.store import Store, StoreDamaged
 from broker.errors import StartupError
+from broker.security.authenticator import Authenticator
+from broker.security.errors import SecurityError
+from broker.security.secrets import SecretFileError, read_secret
+from broker.security.settings import load_settings
 from broker.server.gate import ServiceGate
+from broker.server.guard import CallGuard
 from broker.server.listen import build_server
 from broker.server.metrics import MetricsEndpoint, serve_metrics
 from broker.server.status import Role
@@ -131,6 +136,36 @@ def _aside_name(path: Path, now: float) -> Path:
     return candidate
 
 
+def _authenticator(config: BrokerConfig) -> Authenticator | None:
+    """The users file's authenticator; None when there is none (every client is let in)."""
+    if config.users_file is None:
+        return None
+    try:
+        settings = load_settings(config.users_file)
+    except SecurityError as exc:
+        raise StartupError(str(exc)) from None
+    log.info(
+        "%d users from %s; anonymous clients %s, %s",
+        len(settings.users),
+        config.users_file,
+        "let in" if settings.anonymous_allowed else "refused",
+        "authorization map" if settings.authorization else "no authorization map",
+    )
+    return Authenticator(settings)
+
+
+def _with_broker_credential(config: BrokerConfig) -> BrokerConfig:
+    """The config with the broker credential file's secret as its token: what bridges
+    and replication present and require."""
+    if config.broker_credential_file is None:
+        return config
+    try:
+        secret = read_secret(config.broker_credential_file, "broker credential")
+    except SecretFileError as exc:
+        raise StartupError(str(exc)) from None
+    return dataclasses.replace(config, token=secret)
+
+
 async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     for uri in config.connectors:
         try:
@@ -138,9 +173,13 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
         except ConnectorError as exc:
             raise StartupError(f"connector {exc}") from exc
     _check_data_dir(config)
+    config = _with_broker_credential(config)
+    authenticator = _authenticator(config)
     gate = ServiceGate()
     network = Network(config, gate)
-    server, port = build_server(config, gate, extra=[network.install])
+    server, port = build_server(
+        config, gate, extra=[network.install], guard=CallGuard(authenticator)
+    )
     config = dataclasses.replace(config, port=port)
     gate.client_address = config.client_address
     store: Store | None = None
@@ -163,7 +202,7 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
         # It answers only while the gate serves (a slave's STOMP clients get an ERROR).
         stomp = StompServer(
             gate, config.host, config.stomp_port, name=config.name,
-            limits=Limits(max_body=config.max_message_bytes),
+            limits=Limits(max_body=config.max_message_bytes), authenticator=authenticator,
         )  # fmt: skip
     try:
         if config.election is Election.LOCKFILE:

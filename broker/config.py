@@ -289,6 +289,25 @@ class BrokerConfig:
             metavar="SECRET",
         ),
     )
+    # The users file: users with argon2 hashes and groups, whether anonymous clients are
+    # let in, the authorization map (docs/security.md). None: every client is let in.
+    users_file: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "--users", "users file: clients must authenticate (docs/security.md)",
+            metavar="FILE", shown="none: open",
+        ),
+    )  # fmt: skip
+    # A file (mode 0600) holding the credential brokers present to each other on
+    # bridges and replication; it takes the place of the securityToken.
+    broker_credential_file: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "--broker-credential",
+            "file (mode 0600) with the credential bridges and replication present and require",
+            metavar="FILE",
+        ),
+    )  # fmt: skip
     # multicast:// connectors: the addresses of the interfaces zeroconf advertises and
     # browses on (always explicit: zeroconf alone would use every interface), and a token
     # whose digest goes in the record so that other clusters' brokers are ignored.

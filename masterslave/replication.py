@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -331,7 +332,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
             raise
         if first is None:
             return
-        if self.token and first.token != self.token:
+        if self.token and not hmac.compare_digest(first.token.encode(), self.token.encode()):
             log.warning(
                 "refused replication from %s (%s): wrong securityToken",
                 first.member or "?",

@@ -7,6 +7,7 @@ works under are decided here.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from broker.pb import bridge_pb2
@@ -82,8 +83,9 @@ def refusal(hello: bridge_pb2.BridgeHello, me: str, expected_token: str) -> str 
         )
     if hello.broker == me:
         return f"broker {me!r} cannot bridge to itself"
-    if expected_token and hello.token != expected_token:
-        return f"wrong securityToken from broker {hello.broker!r}"
+    # Constant-time: the token is the broker principal's credential.
+    if expected_token and not hmac.compare_digest(hello.token.encode(), expected_token.encode()):
+        return f"wrong securityToken (broker credential) from broker {hello.broker!r}"
     return None
 
 

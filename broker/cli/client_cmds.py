@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
 import sys
 import time
 from collections.abc import Awaitable
@@ -29,7 +30,22 @@ def client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--url",
         default=DEFAULT_URL,
-        help="broker address, host:port or failover:(a,b) [%(default)s]",
+        help="broker address, host:port or failover:(a,b), optionally after user:password@ "
+        "(visible in ps: prefer --user with NETBROKER_PASSWORD or --password-file) "
+        "[%(default)s]",
+    )
+    p.add_argument(
+        "--user",
+        default=None,
+        help="user to authenticate as (or NETBROKER_USER); the password comes from "
+        "NETBROKER_PASSWORD or --password-file, never the command line",
+    )
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="file holding the password (mode 0600)",
     )
     p.add_argument(
         "--connect-timeout",
@@ -211,11 +227,44 @@ def run_client(args: argparse.Namespace, coro: Awaitable[int]) -> int:
         raise CliError(str(e), code=EXIT_USAGE) from None
 
 
+def credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The user and password the options and environment give (None: the URL's)."""
+    from broker.client.credentials import PASSWORD_ENV, USER_ENV
+    from broker.security.secrets import SecretFileError, read_secret
+
+    user = args.user or os.environ.get(USER_ENV) or None
+    password = os.environ.get(PASSWORD_ENV) or None
+    if args.password_file is not None:
+        try:
+            password = read_secret(args.password_file, "password")
+        except SecretFileError as e:
+            raise CliError(f"--password-file: {e}", code=EXIT_USAGE) from None
+    if password is not None and user is None and "@" not in args.url:
+        raise CliError(
+            "a password was given (NETBROKER_PASSWORD or --password-file) but no user: "
+            "give --user or NETBROKER_USER",
+            code=EXIT_USAGE,
+        )
+    return user, password
+
+
+def masked(url: str) -> str:
+    """The URL as messages show it: a password in it replaced by ***."""
+    if "@" not in url:
+        return url
+    userinfo, _, rest = url.rpartition("@")
+    return f"{userinfo.partition(':')[0]}:***@{rest}"
+
+
 async def connect(args: argparse.Namespace) -> Any:
     from broker.client import Client, ConnectionLost
 
+    user, password = credentials(args)
+    url, args.url = args.url, masked(args.url)
     try:
-        return await asyncio.wait_for(Client.connect(args.url), args.connect_timeout)
+        return await asyncio.wait_for(
+            Client.connect(url, user=user, password=password), args.connect_timeout
+        )
     except TimeoutError:
         raise CliError(
             f"cannot connect to {args.url}: no broker answered within {args.connect_timeout:g} s"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from broker import __version__, invocation
-from broker.cli import broker_cmd, client_cmds, cluster_cmds, queue_cmds
+from broker.cli import broker_cmd, client_cmds, cluster_cmds, queue_cmds, security_cmds
 from broker.cli.errors import PROG, UsageError
 
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_cmds.add_parsers(sub)
     queue_cmds.add_parsers(sub)
     cluster_cmds.add_parsers(sub)
+    security_cmds.add_parsers(sub)
     return parser
 
 

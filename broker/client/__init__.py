@@ -47,10 +47,10 @@ from broker.client.blocking import BlockingClient, BlockingConsumer, BlockingPro
 from broker.client.connection import Client
 from broker.client.consumer import Consumer, Delivery
 from broker.client.errors import ConnectionLost, is_failover_code
-from broker.client.ids import new_message_id
 from broker.client.producer import Producer
 from broker.client.url import ClientUrl, parse_url
 from broker.errors import BrokerError
+from broker.ids import new_message_id
 from broker.reconnect import AddressRotation, Backoff
 
 __all__ = [

@@ -35,13 +35,17 @@ class BlockingClient:
         self._thread = thread
 
     @classmethod
-    def connect(cls, url: str | ClientUrl) -> BlockingClient:
+    def connect(
+        cls, url: str | ClientUrl, *, user: str | None = None, password: str | None = None
+    ) -> BlockingClient:
         """Connect as :meth:`Client.connect` does, blocking until connected."""
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="netbroker-client", daemon=True)
         thread.start()
         try:
-            client = asyncio.run_coroutine_threadsafe(Client.connect(url), loop).result()
+            client = asyncio.run_coroutine_threadsafe(
+                Client.connect(url, user=user, password=password), loop
+            ).result()
         except BaseException:
             _stop_loop(loop, thread)
             raise

@@ -28,3 +28,5 @@ class _Connection:
     channel: grpc.aio.Channel
     broker: client_pb2_grpc.BrokerStub
     admin: admin_pb2_grpc.AdminStub
+    # Sent with every call: the client's credentials, if it has any.
+    metadata: tuple[tuple[str, str], ...] = ()

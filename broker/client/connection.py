@@ -15,6 +15,7 @@ import grpc
 
 from broker.client.channel import _Connection, _refusal
 from broker.client.consumer import Consumer
+from broker.client.credentials import credentials_metadata
 from broker.client.errors import ConnectionLost, is_failover_code
 from broker.client.limits import (
     ELECTING_POLL,
@@ -79,9 +80,12 @@ class Client:
     """An async connection to a broker (or, with a failover URL, to whichever of several
     brokers accepts). Create with :meth:`connect`; use from one event loop."""
 
-    def __init__(self, url: ClientUrl) -> None:
+    def __init__(
+        self, url: ClientUrl, user: str | None = None, password: str | None = None
+    ) -> None:
         """Use :meth:`Client.connect`, which also connects."""
         self.url = url
+        self._metadata = credentials_metadata(user or url.user, password or url.password)
         self._loop = asyncio.get_running_loop()
         self._rotation = AddressRotation(url.addresses, url.randomize)
         self._backoff = Backoff(url.initial_reconnect_delay, url.max_reconnect_delay)
@@ -96,13 +100,17 @@ class Client:
         self._shared_producer: Producer | None = None
 
     @classmethod
-    async def connect(cls, url: str | ClientUrl) -> Client:
+    async def connect(
+        cls, url: str | ClientUrl, *, user: str | None = None, password: str | None = None
+    ) -> Client:
         """Connect to the first address that accepts, trying the URL's addresses in turn
         with backoff (a failover URL tries until its ``timeout``; a plain one tries once).
+        ``user`` and ``password`` (else the URL's ``user:password@``) go with every call
+        to a broker that has users.
 
         Raises ValueError for a malformed URL and ConnectionLost when no broker accepts.
         """
-        client = cls(parse_url(url) if isinstance(url, str) else url)
+        client = cls(parse_url(url) if isinstance(url, str) else url, user, password)
         async with client._lock:
             client._conn = await client._establish(after_loss=False)
         return client
@@ -259,7 +267,7 @@ class Client:
         message kept for it. Raises BrokerError NOT_FOUND if there is none, and
         ALREADY_EXISTS while a subscriber holds it."""
         request = client_pb2.UnsubscribeRequest(client_id=client_id, subscription=subscription)
-        await self._call(lambda conn: conn.broker.Unsubscribe(request))
+        await self._call(lambda conn: conn.broker.Unsubscribe(request, metadata=conn.metadata))
 
     # ---------------------------------------------------------------- admin
 
@@ -290,7 +298,9 @@ class Client:
 
     async def _admin(self, method: str, request: Any) -> Any:
         """A unary Admin call; a failover client retries it on the next broker."""
-        return await self._call(lambda conn: getattr(conn.admin, method)(request))
+        return await self._call(
+            lambda conn: getattr(conn.admin, method)(request, metadata=conn.metadata)
+        )
 
     async def _call(self, call: Any) -> Any:
         """A unary call made by ``call(connection)``; a failover client retries it on the
@@ -530,4 +540,6 @@ class Client:
             if (refused := _refusal(status)) is not None:
                 await channel.close()
                 raise _Refused(refused, True)
-        return _Connection(address, channel, client_pb2_grpc.BrokerStub(channel), admin)
+        return _Connection(
+            address, channel, client_pb2_grpc.BrokerStub(channel), admin, self._metadata
+        )

@@ -284,7 +284,7 @@ class Consumer:
                 self._acks = []
                 self._nacks = []
                 self._cancel_flush_timer()
-                call = conn.broker.Consume()
+                call = conn.broker.Consume(metadata=conn.metadata)
                 try:
                     await _run_stream(call, self._read(call), self._write(call))
                     return

@@ -7,9 +7,9 @@ import time
 from collections.abc import Mapping
 from typing import TypeAlias
 
-from broker.client.ids import new_message_id
 from broker.client.limits import MAX_MESSAGE_BYTES
 from broker.errors import BrokerError
+from broker.ids import new_message_id
 
 # One message waiting for a batch: (id, queue or topic, body, headers or None,
 # persistent, priority, expiration_ms, to a topic, future resolved at the ack).

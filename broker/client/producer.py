@@ -279,7 +279,7 @@ class Producer:
                     await self._wakeup.wait()
                     continue
                 conn = await self._client._connection()
-                call = conn.broker.Produce()
+                call = conn.broker.Produce(metadata=conn.metadata)
                 try:
                     await _run_stream(call, self._read(call), self._write_watched(conn, call))
                     return

@@ -60,7 +60,12 @@ async def _failure_of(call: Any, exc: BaseException | None) -> _StreamFailure:
     """Describe why a stream's reader or writer stopped."""
     if isinstance(exc, grpc.aio.AioRpcError):
         if exc.code() == grpc.StatusCode.INTERNAL and exc.details() == _CORE_SEND_FAILURE:
-            # grpc.aio's verdict when a write fails below it: the stream is broken.
+            # grpc.aio's verdict when a write fails below it: the stream is broken, or
+            # the broker ended it first (refused credentials): then its status says why.
+            if call.done() and not call.cancelled():
+                code = await call.code()
+                if code not in (grpc.StatusCode.OK, grpc.StatusCode.INTERNAL):
+                    return _StreamFailure(BrokerError(code.name, await call.details() or ""))
             return _StreamFailure(BrokerError("UNAVAILABLE", "the stream broke while writing"))
         return _StreamFailure(BrokerError(exc.code().name, exc.details() or "no details"))
     if isinstance(exc, _StreamFailure):

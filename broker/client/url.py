@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import unquote
 
 from broker.address import AddressError, Problem, parse_address
 
@@ -35,6 +36,10 @@ class ClientUrl:
     #: Give up after this many further rounds over the addresses once the first round
     #: failed (``maxReconnectAttempts``; -1, the default, or None here: never).
     max_reconnect_attempts: int | None = None
+    #: Credentials from a ``user:password@`` prefix ("" for none). The URL shows in
+    #: ``ps`` when given on a command line: there, prefer NETBROKER_PASSWORD or a file.
+    user: str = ""
+    password: str = field(default="", repr=False)
 
 
 def parse_url(url: str) -> ClientUrl:
@@ -46,15 +51,32 @@ def parse_url(url: str) -> ClientUrl:
     case-insensitive): ``initialReconnectDelay`` and ``maxReconnectDelay`` in positive
     milliseconds, ``timeout`` in milliseconds (0 or negative: retry forever),
     ``maxReconnectAttempts`` a count of further rounds over the addresses (-1: forever),
-    ``randomize`` true or false.
+    ``randomize`` true or false. Credentials may prefix either form, percent-encoded:
+    ``user:password@host:port`` or ``user:password@failover:(...)``.
 
     Raises ValueError naming the URL and what is wrong with it.
     """
     if not isinstance(url, str):
         raise ValueError(f"bad client URL {url!r}: not a string")
     text = url.strip()
+    user = password = ""
+    if "@" in text:
+        # Addresses never hold an '@': the last one ends the credentials.
+        userinfo, _, text = text.rpartition("@")
+        name, sep, secret = userinfo.partition(":")
+        user, password = unquote(name), unquote(secret)
+        url = f"{name}{':***' if sep else ''}@{text}"  # errors never show the password
+        if not user:
+            raise ValueError(f"bad client URL {url!r}: no user before '@'")
     if not text:
         raise ValueError(f"bad client URL {url!r}: empty")
+    if user:
+        parsed = _parse_url(text, url)
+        return replace(parsed, user=user, password=password)
+    return _parse_url(text, url)
+
+
+def _parse_url(text: str, url: str) -> ClientUrl:
     if not text.lower().startswith("failover:"):
         if "?" in text:
             raise ValueError(f"bad client URL {url!r}: options need a failover:(...) URL")

@@ -8,12 +8,24 @@ is never started without its file.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from broker.cluster.errors import UpError
 from broker.cluster.paths import display_path
-from broker.cluster.plan import BrokerPlan
+from broker.cluster.plan import BrokerPlan, security_file
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` readable by its owner only (a users file holds password hashes)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def write_configs(plans: Sequence[BrokerPlan], cwd: Path | None = None) -> None:
@@ -24,6 +36,9 @@ def write_configs(plans: Sequence[BrokerPlan], cwd: Path | None = None) -> None:
         try:
             p.data_dir.mkdir(parents=True, exist_ok=True)
             p.config.to_file(p.config_path)
+            security = security_file(p.spec, cwd)
+            if security is not None and p.config.users_file is not None:
+                _write_private(p.config.users_file, json.dumps(security, indent=2) + "\n")
         except OSError as e:
             raise UpError(
                 f"broker {p.name}: cannot write {display_path(p.config_path, cwd)}: "

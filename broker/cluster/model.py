@@ -99,6 +99,11 @@ class BrokerSpec:
     max_message_bytes: int | None = None
     sync: str | None = None
     weight: int | None = None
+    # The broker's users, anonymous and authorization settings as a users file holds
+    # them (its own keys over the file's; None: no users, every client let in), and the
+    # file with the credential brokers present to each other.
+    security: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    broker_credential: str | None = None
 
     @property
     def client_address(self) -> str:

@@ -21,6 +21,8 @@ from broker.ports import listen_port
 
 LOG_FILE = "broker.log"
 CONFIG_FILE = "broker.json"
+# The broker's users file, from the topology's security keys (readable by its owner only).
+SECURITY_FILE = "users.json"
 # Characters left readable when option values are folded into a query string: the
 # destination wildcards and list commas operators write. '&', '=', '%', '?', '#' and
 # spaces are escaped; the broker's parser unescapes them.
@@ -59,6 +61,18 @@ class BrokerPlan:
     @property
     def config_path(self) -> Path:
         return self.data_dir / CONFIG_FILE
+
+
+def security_file(spec: BrokerSpec, cwd: Path | None = None) -> dict[str, Any] | None:
+    """The users file `up` writes for a broker: its security keys, a users file path made
+    absolute (relative paths are relative to where netbroker runs, like `data:`)."""
+    if not spec.security:
+        return None
+    doc = dict(spec.security)
+    users = doc.get("users")
+    if isinstance(users, str):
+        doc["users"] = str((cwd or Path.cwd()) / users)
+    return doc
 
 
 def broker_command() -> list[str]:
@@ -194,6 +208,11 @@ def broker_config(
         settings["metrics_port"] = broker.metrics_port
     if group.security_token:
         settings["token"] = group.security_token
+    if broker.security:
+        # `up` writes the broker's users file there (`security_file`).
+        settings["users_file"] = data_dir / SECURITY_FILE
+    if broker.broker_credential:
+        settings["broker_credential_file"] = Path(broker.broker_credential).absolute()
     sync = group.effective_sync(broker)
     if sync:
         settings["sync"] = Sync(sync)

@@ -96,6 +96,10 @@ from broker.cluster.model import (
     ZooKeeper,
 )
 from broker.cluster.refusal import GROUP, describe, refuse, topology_error
+from broker.security.authorization import parse_authorization
+from broker.security.errors import SecurityError
+from broker.security.settings import KEYS as SECURITY_KEYS
+from broker.security.users import parse_users
 
 
 def check_name(name: object) -> str | None:
@@ -273,6 +277,33 @@ def _zookeeper(value: Any) -> ZooKeeper:
     return ZooKeeper(embedded=False, servers=tuple(servers))
 
 
+def _security(key: str) -> BeforeValidator:
+    """A users-file key (users, anonymous, authorization), checked as the broker will."""
+
+    def check(value: Any) -> Any:
+        try:
+            if key == "users" and not isinstance(value, str):
+                parse_users(value, "")
+            elif key == "authorization":
+                parse_authorization(value, "")
+            elif key == "anonymous" and not isinstance(value, bool):
+                raise SecurityError("", "expected true or false")
+            elif key == "users" and not value.strip():
+                raise SecurityError("", "expected a users file path or a list of users")
+        except SecurityError as e:
+            at = tuple(int(p) if p.isdigit() else p for p in e.key.split(".") if p)
+            raise refuse(e.reason, at) from None
+        return value
+
+    return BeforeValidator(check)
+
+
+MaybeUsers = Annotated[Any, _security("users")]
+MaybeAnonymous = Annotated[Any, _security("anonymous")]
+MaybeAuthorization = Annotated[Any, _security("authorization")]
+MaybeCredential = Annotated[Data | None, _worded("expected the path of a file, got {got}")]
+
+
 BrokerName = Annotated[str, _name("broker")]
 GroupName = Annotated[str, _name("group")]
 
@@ -301,7 +332,22 @@ class _Section(BaseModel):
         return {fields[name].alias or name for name in self.model_fields_set}
 
 
-class BrokerFile(_Section):
+class _Secured(_Section):
+    """The security keys a topology gives at the top level or per broker."""
+
+    users: MaybeUsers = None
+    anonymous: MaybeAnonymous = None
+    authorization: MaybeAuthorization = None
+    broker_credential: MaybeCredential = Field(default=None, alias="brokerCredential")
+
+    def security(self, outer: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """These keys over `outer`'s, as a users file holds them (None: none given)."""
+        own = {k: getattr(self, k) for k in SECURITY_KEYS if getattr(self, k) is not None}
+        merged = {**(outer or {}), **own}
+        return merged or None
+
+
+class BrokerFile(_Secured):
     shape = "a mapping with 'port'"
 
     port: Port
@@ -325,6 +371,8 @@ class BrokerFile(_Section):
             max_message_bytes=self.max_message_bytes,
             sync=self.sync,
             weight=self.weight,
+            security=self.security(),
+            broker_credential=self.broker_credential,
         )
 
 
@@ -391,7 +439,7 @@ class GroupFile(_Section):
         )
 
 
-class TopologyFile(_Section):
+class TopologyFile(_Secured):
     shape = "a mapping with 'groups' at the top level"
 
     zookeeper: Annotated[InstanceOf[ZooKeeper] | None, BeforeValidator(_zookeeper)] = None
@@ -446,6 +494,18 @@ class TopologyFile(_Section):
             else PurePath("run") / PurePath(source).stem
         )
         groups = [g.named(name, token) for name, g in self.groups.items()]
+        # A broker's own security keys over the file's.
+        outer = self.security()
+        groups = [
+            replace(g, brokers=tuple(
+                replace(
+                    b, security={**(outer or {}), **b.security} if b.security else outer,
+                    broker_credential=b.broker_credential or self.broker_credential,
+                )
+                for b in g.brokers
+            ))
+            for g in groups
+        ]  # fmt: skip
         rules.no_duplicates(groups, zookeeper, self.console_port)
         # Connectors last: they may name brokers of any group, also ones further down.
         groups = [rules.resolve_connectors(g, groups, context["parse_connector"]) for g in groups]

@@ -51,6 +51,7 @@ from broker.core.topics import (
     is_subscription_queue,
 )
 from broker.errors import BrokerError, InvalidArgument, Unavailable
+from broker.ids import new_message_id
 from broker.pb.message_pb2 import Message
 
 log = logging.getLogger("netbroker.broker")
@@ -323,7 +324,7 @@ class Broker:
         for position, message in enumerate(messages):
             mid = message.id
             if not mid:
-                mid = message.id = uuid.uuid4().hex
+                mid = message.id = new_message_id()
                 assigned = True
             ids.append(mid)
             # Which visit to this broker this is: a message that left over a bridge may
@@ -1144,7 +1145,7 @@ class Broker:
         ids: list[str] = []
         nonpersistent_bytes = 0
         for message in messages:
-            message.id = uuid.uuid4().hex
+            message.id = new_message_id()
             ids.append(message.id)
             if not message.timestamp_ms:
                 message.timestamp_ms = stamp

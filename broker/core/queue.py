@@ -137,6 +137,10 @@ class Queue:
         self.window = window
         self.max_redeliveries = max_redeliveries
         self._heap: list[tuple[int, int, Entry]] = []
+        # Whether the window may hold a message with an expiration: the expiry pass then
+        # looks at each; most queues have none, and a pass over a deep window of
+        # non-persistent messages every interval would cost as much as delivering them.
+        self._may_expire = False
         # How many persistent messages the window holds: the window bounds those (the
         # non-persistent ones are bounded in bytes, by the broker's memory gate).
         self._resident = 0
@@ -223,6 +227,8 @@ class Queue:
 
     def _push(self, entry: Entry) -> None:
         heapq.heappush(self._heap, (-entry.priority, entry.seq, entry))
+        if entry.message.expiration_ms:
+            self._may_expire = True
         if entry.persistent:
             self._resident += 1
             self._resident_by[entry.priority] += 1
@@ -524,6 +530,8 @@ class Queue:
 
     def expire(self, now_ms: int) -> list[Entry]:
         """Remove expired pending messages from the window; the caller dead-letters them."""
+        if not self._may_expire:
+            return []
         expired = [item[2] for item in self._heap if item[2].expired(now_ms)]
         if expired:
             self._heap = [item for item in self._heap if not item[2].expired(now_ms)]
@@ -535,12 +543,14 @@ class Queue:
                     self._resident_by[entry.priority] -= 1
             self.stats.expired += len(expired)
             self.stats.dead_lettered += len(expired)
+        self._may_expire = any(item[2].message.expiration_ms for item in self._heap)
         return expired
 
     def purge(self) -> list[Entry]:
         """Drop the pending window; the caller deletes those and the paged-out messages."""
         dropped = [item[2] for item in self._heap]
         self._heap = []
+        self._may_expire = False
         self._resident = 0
         self._resident_by = [0] * 10
         self.paged_out_by = [0] * 10

@@ -9,8 +9,10 @@ from broker import __version__
 from broker.config import BrokerConfig
 from broker.errors import BrokerError
 from broker.pb import admin_pb2, admin_pb2_grpc
+from broker.security.authorization import Operation
 from broker.server.codes import status_code
 from broker.server.gate import ServiceGate
+from broker.server.guard import CallGuard
 from broker.server.status import BridgeStatus, GroupStatus, LinkState, Role
 
 # The wire's spelling of each role and bridge state (every one has one: a unit test checks).
@@ -41,10 +43,36 @@ def link_state_of(state: admin_pb2.LinkState) -> LinkState | None:
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, config: BrokerConfig, gate: ServiceGate, started_ms: int) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        gate: ServiceGate,
+        started_ms: int,
+        guard: CallGuard | None = None,
+    ) -> None:
         self.config = config
         self.gate = gate
         self.started_ms = started_ms
+        self.guard = guard or CallGuard()
+
+    async def _admin(
+        self, context: grpc.aio.ServicerContext, queue: str | None, what: str
+    ) -> None:
+        """Abort unless the caller may administer `queue` (None: the whole broker).
+        Status stays open: clients probe it before they present anything, and `netbroker
+        up` and `status` watch brokers with it."""
+        principal = await self.guard.principal(context)
+        if principal is None:
+            return
+        if queue is None:
+            if not principal.may_administer():
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"permission denied: {what} needs admin on queue '>' "
+                    f"(user {principal.name!r})",
+                )
+        else:
+            await self.guard.require(context, principal, Operation.ADMIN, False, queue)
 
     async def Status(
         self, request: admin_pb2.StatusRequest, context: grpc.aio.ServicerContext
@@ -72,6 +100,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def ListQueues(
         self, request: admin_pb2.ListQueuesRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListQueuesResponse:
+        await self._admin(context, None, "listing queues")
         broker = await self.gate.admit(context)
         return admin_pb2.ListQueuesResponse(
             queues=[
@@ -117,6 +146,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def Purge(
         self, request: admin_pb2.PurgeRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.PurgeResponse:
+        await self._admin(context, request.queue, "purge")
         broker = await self.gate.admit(context)
         try:
             return admin_pb2.PurgeResponse(purged=broker.purge(request.queue))
@@ -126,6 +156,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def Browse(
         self, request: admin_pb2.BrowseRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.BrowseResponse:
+        await self._admin(context, request.queue, "browse")
         broker = await self.gate.admit(context)
         try:
             messages = broker.browse(request.queue, request.limit or 100)

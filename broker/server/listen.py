@@ -13,6 +13,7 @@ from broker.pb import admin_pb2
 from broker.server.admin import AdminService
 from broker.server.decode import unary_handlers
 from broker.server.gate import ServiceGate
+from broker.server.guard import CallGuard
 from broker.server.service import install_client_service
 
 # The shortest interval between a peer's pings that the server accepts (below the
@@ -27,6 +28,7 @@ def build_server(
     config: BrokerConfig,
     gate: ServiceGate,
     extra: Sequence[ServiceInstaller] = (),
+    guard: CallGuard | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A ready-to-start server with the client, admin and `extra` services, and its port."""
     options = [
@@ -45,11 +47,11 @@ def build_server(
         ("grpc.http2.max_ping_strikes", 0),
     ]
     server = grpc.aio.server(options=options)
-    install_client_service(server, gate)
+    install_client_service(server, gate, guard)
     # Decoded in the handlers, so that an undecodable request gets INVALID_ARGUMENT.
     admin = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
     server.add_generic_rpc_handlers(
-        (unary_handlers(admin, AdminService(config, gate, now_ms()), admin_pb2),)
+        (unary_handlers(admin, AdminService(config, gate, now_ms(), guard), admin_pb2),)
     )
     for install in extra:
         install(server)

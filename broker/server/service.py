@@ -16,9 +16,12 @@ from broker.core.broker import Broker
 from broker.core.queue import Consumer, Entry
 from broker.errors import BrokerError
 from broker.pb import client_pb2, client_pb2_grpc
+from broker.security.authorization import Operation
+from broker.security.principal import Principal, denial
 from broker.server.codes import status_code
 from broker.server.decode import RAW, decode, decoded, decoded_sized
 from broker.server.gate import ServiceGate
+from broker.server.guard import CallGuard
 
 log = logging.getLogger("netbroker.service")
 
@@ -80,11 +83,13 @@ class StreamSink:
         return wire.consume_response(out)
 
 
-def install_client_service(server: grpc.aio.Server, gate: ServiceGate) -> None:
+def install_client_service(
+    server: grpc.aio.Server, gate: ServiceGate, guard: CallGuard | None = None
+) -> None:
     """Serve the Broker service. Registered by hand rather than through the generated
     helper because requests are decoded in the handlers (an undecodable one gets
     INVALID_ARGUMENT) and Consume writes ConsumeResponses it has already serialized."""
-    service = ClientService(gate)
+    service = ClientService(gate, guard or CallGuard())
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Produce": grpc.stream_stream_rpc_method_handler(
             service.Produce,
@@ -107,12 +112,20 @@ def install_client_service(server: grpc.aio.Server, gate: ServiceGate) -> None:
 
 
 class ClientService(client_pb2_grpc.BrokerServicer):
-    def __init__(self, gate: ServiceGate) -> None:
+    def __init__(self, gate: ServiceGate, guard: CallGuard) -> None:
         self.gate = gate
+        self.guard = guard
 
     async def _send(
-        self, broker: Broker, request: client_pb2.ProduceRequest
+        self, broker: Broker, request: client_pb2.ProduceRequest, principal: Principal | None
     ) -> client_pb2.ProduceResponse:
+        if principal is not None and principal.authorization is not None:
+            for m in request.messages:
+                if not principal.may(Operation.WRITE, m.topic, m.destination):
+                    return client_pb2.ProduceResponse(
+                        batch_id=request.batch_id, ok=False, code="PERMISSION_DENIED",
+                        error=denial(Operation.WRITE, m.topic, m.destination, principal),
+                    )  # fmt: skip
         started = time.monotonic()
         try:
             sent = await broker.send(list(request.messages))
@@ -130,6 +143,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         request_iterator: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[client_pb2.ProduceResponse]:
+        principal = await self.guard.principal(context)
         broker = await self.gate.admit(context)
         requests = decoded_sized(request_iterator, client_pb2.ProduceRequest, "Broker/Produce")
         # Batches are stored concurrently (so one stream fills a group commit) and
@@ -151,7 +165,8 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                         room.clear()
                         await room.wait()
                     held += size
-                    answers.put_nowait((asyncio.ensure_future(self._send(broker, request)), size))
+                    answer = asyncio.ensure_future(self._send(broker, request, principal))
+                    answers.put_nowait((answer, size))
             except BrokerError as exc:
                 failed.append(exc)  # answered after the batches before it
             finally:
@@ -181,6 +196,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
     async def Unsubscribe(
         self, data: bytes, context: grpc.aio.ServicerContext
     ) -> client_pb2.UnsubscribeResponse:
+        await self.guard.principal(context)
         broker = await self.gate.admit(context)
         request = await decode(context, client_pb2.UnsubscribeRequest, data, "Broker/Unsubscribe")
         try:
@@ -195,6 +211,7 @@ class ClientService(client_pb2_grpc.BrokerServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[bytes]:
         """Responses are ConsumeResponses serialized here (see `install_client_service`)."""
+        principal = await self.guard.principal(context)
         broker = await self.gate.admit(context)
         requests = decoded(request_iterator, client_pb2.ConsumeRequest, "Broker/Consume")
         try:
@@ -208,6 +225,10 @@ class ClientService(client_pb2_grpc.BrokerServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "the first consume request must subscribe"
             )
         sub = first.subscribe
+        topic = bool(sub.topic)
+        await self.guard.require(
+            context, principal, Operation.READ, topic, sub.topic if topic else sub.queue
+        )
         sink = StreamSink()
         prefetch = min(sub.prefetch or 1000, MAX_PREFETCH)
         try:

@@ -169,40 +169,71 @@ class FrameParser:
         buf = self._buf
         end = len(buf)
         pos = self._pos
-        limits = self.limits
         partial = self._partial
         if partial is None:
-            # Heart-beats and the EOLs that may follow a frame's NUL.
-            while pos < end and buf[pos] in (10, 13):
-                if buf[pos] == 13 and (pos + 1 >= end or buf[pos + 1] != 10):
-                    if pos + 1 >= end:
-                        break  # a CR whose LF has not come yet
-                    raise ProtocolError("a carriage return not followed by a line feed")
-                pos += 1
-            self._pos = pos
-            if pos >= end or (buf[pos] == 13 and pos + 1 >= end):
+            if pos >= end:
                 self._compact()
                 return None
+            if buf[pos] in (10, 13):
+                # Heart-beats and the EOLs that may follow a frame's NUL.
+                while pos < end and buf[pos] in (10, 13):
+                    if buf[pos] == 13 and (pos + 1 >= end or buf[pos + 1] != 10):
+                        if pos + 1 >= end:
+                            break  # a CR whose LF has not come yet
+                        raise ProtocolError("a carriage return not followed by a line feed")
+                    pos += 1
+                self._pos = pos
+                if pos >= end or (buf[pos] == 13 and pos + 1 >= end):
+                    self._compact()
+                    return None
+            limit = self.limits.max_header_block
             # Searched no further than a header block may reach (the buffer may hold many
             # frames behind this one), and the CRLF form only before the LF form's end.
-            reach = min(end, pos + limits.max_header_block + 3)
+            reach = pos + limit + 3
+            if reach > end:
+                reach = end
             stop = buf.find(b"\n\n", pos, reach)
-            crlf = buf.find(b"\n\r\n", pos, reach if stop == -1 else stop + 1)
-            if crlf != -1 and (stop == -1 or crlf < stop):
-                head_end, body_start = crlf, crlf + 3
-            else:
+            if stop != -1 and buf.find(b"\r", pos, stop) == -1:
                 head_end, body_start = stop, stop + 2
-            if stop == -1 and crlf == -1:
-                if end - pos > limits.max_header_block:
-                    raise ProtocolError(f"frame headers over {limits.max_header_block} bytes")
-                self._compact()
-                return None
-            if head_end - pos > limits.max_header_block:
-                raise ProtocolError(f"frame headers over {limits.max_header_block} bytes")
+            else:
+                crlf = buf.find(b"\n\r\n", pos, reach if stop == -1 else stop + 1)
+                if crlf != -1 and (stop == -1 or crlf < stop):
+                    head_end, body_start = crlf, crlf + 3
+                elif stop != -1:
+                    head_end, body_start = stop, stop + 2
+                else:
+                    if end - pos > limit:
+                        raise ProtocolError(f"frame headers over {limit} bytes")
+                    self._pos = pos
+                    self._compact()
+                    return None
+            if head_end - pos > limit:
+                raise ProtocolError(f"frame headers over {limit} bytes")
             frame, length = self._head(bytes(buf[pos:head_end]))
+            if length >= 0:
+                # The common case, the whole frame here: no partial state kept.
+                body_end = body_start + length
+                if end > body_end:
+                    if buf[body_end] != 0:
+                        raise ProtocolError(
+                            f"{frame.command} frame: no NUL after its content-length of "
+                            f"{length} bytes",
+                            frame.headers.get("receipt"),
+                        )
+                    if length:
+                        if frame.command not in WITH_BODY:
+                            raise ProtocolError(
+                                f"{frame.command} frame must not have a body",
+                                frame.headers.get("receipt"),
+                            )
+                        frame.body = bytes(buf[body_start:body_end])
+                    self._pos = body_end + 1
+                    return frame
             partial = self._partial = (frame, body_start, length)
             self._scanned = body_start
+            self._pos = pos
         frame, body_start, length = partial
+        limits = self.limits
         if length >= 0:
             if end < body_start + length + 1:
                 self._compact()
@@ -252,6 +283,47 @@ class FrameParser:
         except UnicodeDecodeError:
             raise ProtocolError("frame headers are not valid UTF-8") from None
         lines = text.split("\n")
+        command = lines[0]
+        headers: dict[str, str] | None = None
+        # Most frames have no CR, no escape, no line over the limit and no repeated or
+        # malformed header: those take one C-level pass. Anything else takes the
+        # general path, which gives the same frame or names what is wrong.
+        if (
+            command in self.commands
+            and len(block) <= limits.max_header_length
+            and len(lines) - 1 <= limits.max_headers
+            and "\r" not in text
+            and ("\\" not in text or command in UNESCAPED or not self.escaping)
+        ):
+            try:
+                pairs = [line.split(":", 1) for line in lines[1:]]
+                fast = dict(pairs)  # pairs of two, else ValueError
+            except ValueError:
+                pass
+            else:
+                if len(fast) == len(pairs) and "" not in fast:
+                    headers = fast
+        if headers is None:
+            command, headers = self._head_general(lines)
+        length = -1
+        raw = headers.get("content-length")
+        if raw is not None:
+            receipt = headers.get("receipt")
+            if not raw.isdigit() or not raw.isascii() or len(raw) > 12:
+                raise ProtocolError(
+                    f"{command} frame: content-length {raw[:20]!r} is not a number", receipt
+                )
+            length = int(raw)
+            if length > limits.max_body:
+                raise ProtocolError(
+                    f"{command} frame: content-length {length} over the limit of "
+                    f"{limits.max_body} bytes",
+                    receipt,
+                )
+        return Frame(command, headers), length
+
+    def _head_general(self, lines: list[str]) -> tuple[str, dict[str, str]]:
+        limits = self.limits
         command = lines[0].removesuffix("\r")
         if command not in self.commands:
             shown = command if len(command) <= 40 else command[:40] + "..."
@@ -288,21 +360,6 @@ class FrameParser:
                     continue
             if name not in headers:
                 headers[name] = value
-        receipt = headers.get("receipt")
         if errors:
-            raise ProtocolError(f"{command} frame: {errors[0]}", receipt)
-        length = -1
-        raw = headers.get("content-length")
-        if raw is not None:
-            if not raw.isdigit() or not raw.isascii() or len(raw) > 12:
-                raise ProtocolError(
-                    f"{command} frame: content-length {raw[:20]!r} is not a number", receipt
-                )
-            length = int(raw)
-            if length > limits.max_body:
-                raise ProtocolError(
-                    f"{command} frame: content-length {length} over the limit of "
-                    f"{limits.max_body} bytes",
-                    receipt,
-                )
-        return Frame(command, headers), length
+            raise ProtocolError(f"{command} frame: {errors[0]}", headers.get("receipt"))
+        return command, headers

@@ -137,7 +137,18 @@ class Commit:
     token: int
 
 
-Action = Write | Close | Send | Subscribe | Unsubscribe | Ack | Nack | Credit | Commit
+@dataclass(slots=True)
+class Authenticate:
+    """Check CONNECT's `login` and `passcode`; answer with `authenticated(error)`. The
+    frames after the CONNECT wait in the parser until then."""
+
+    login: str
+    passcode: str = field(repr=False)
+
+
+Action = (
+    Write | Close | Send | Subscribe | Unsubscribe | Ack | Nack | Credit | Commit | Authenticate
+)
 
 
 # -- state -----------------------------------------------------------------------------
@@ -183,8 +194,12 @@ class StompSession:
         limits: Limits | None = None,
         heartbeat_ms: int = 1_000,
         topics: bool = True,
+        authenticate: bool = False,
     ) -> None:
         self.session_id = session_id
+        # Whether CONNECT's credentials are checked (`Authenticate`) before CONNECTED.
+        self.authenticate = authenticate
+        self._connected_reply: list[tuple[str, str]] | None = None
         self.limits = limits or Limits()
         self.parser = FrameParser(self.limits)
         # What this broker offers: heart-beats every `heartbeat_ms` both ways at most.
@@ -227,7 +242,11 @@ class StompSession:
         try:
             parser = self.parser
             parser.append(data)
-            while not self.closed and (frame := parser.next()) is not None:
+            while (
+                not self.closed
+                and self._connected_reply is None
+                and (frame := parser.next()) is not None
+            ):
                 self._frame(frame, actions, now)
         except ProtocolError as exc:
             self._error(actions, exc.message, exc.receipt, now)
@@ -235,25 +254,48 @@ class StompSession:
             self._error(actions, exc.message, None, now)
         return actions
 
+    def authenticated(self, error: str | None, now: float) -> list[Action]:
+        """CONNECT's credentials were checked: accepted (error None) or refused."""
+        reply, self._connected_reply = self._connected_reply, None
+        if self.closed or reply is None:
+            return []
+        actions: list[Action] = []
+        if error is not None:
+            self._error(actions, error, None, now)
+            return actions
+        self.connected = True
+        self._write(actions, encode("CONNECTED", reply), now)
+        return actions + self.receive(b"", now)  # the frames that waited
+
     def sent(self, token: int, error: str | None, now: float) -> list[Action]:
         """A Send or Commit is done: stored (error None) or refused."""
+        return self.sent_all((token,), error, now)
+
+    def sent_all(self, tokens: Sequence[int], error: str | None, now: float) -> list[Action]:
+        """Sends or Commits done together (one store write): each as `sent` says; an
+        error ends the connection at the first of them."""
         actions: list[Action] = []
-        pending = self._pending.pop(token, None)
-        if pending is None or self.closed:
-            return actions
-        if error is not None:
-            self._error(actions, error, pending.receipt, now)
-            return actions
-        for sub, count in pending.credits:
-            if sub in self.subscriptions:
-                actions.append(Credit(sub, count))
-        for sub, tags in pending.nacks:
-            if sub in self.subscriptions:
-                actions.append(Nack(sub, tags))
-                actions.append(Credit(sub, len(tags)))
-        if pending.receipt is not None:
-            self._write(actions, encode("RECEIPT", [("receipt-id", pending.receipt)]), now)
-        self._maybe_disconnect(actions, now)
+        pop = self._pending.pop
+        for token in tokens:
+            pending = pop(token, None)
+            if pending is None or self.closed:
+                continue
+            if error is not None:
+                self._error(actions, error, pending.receipt, now)
+                return actions
+            if pending.receipt is None and not pending.credits and not pending.nacks:
+                continue  # most SENDs: nothing follows their store
+            for sub, count in pending.credits:
+                if sub in self.subscriptions:
+                    actions.append(Credit(sub, count))
+            for sub, tags in pending.nacks:
+                if sub in self.subscriptions:
+                    actions.append(Nack(sub, tags))
+                    actions.append(Credit(sub, len(tags)))
+            if pending.receipt is not None:
+                self._write(actions, encode("RECEIPT", [("receipt-id", pending.receipt)]), now)
+        if not self.closed:
+            self._maybe_disconnect(actions, now)
         return actions
 
     def deliver(
@@ -410,6 +452,10 @@ class StompSession:
             self.send_every = max(mine, cy) / 1000 if cy else 0.0
             self.expect_every = max(mine, cx) / 1000 if cx else 0.0
             reply.append(("heart-beat", f"{mine},{mine}"))
+        if self.authenticate:
+            self._connected_reply = reply
+            actions.append(Authenticate(headers.get("login", ""), headers.get("passcode", "")))
+            return
         self.connected = True
         self._write(actions, encode("CONNECTED", reply), now)
 
@@ -606,8 +652,23 @@ class StompSession:
             return
         for t in tags:
             del outstanding[t]
-        actions.append(Nack(sub, tags) if nack else Ack(sub, tags))
-        actions.append(Credit(sub, len(tags)))
+        if nack:
+            actions.append(Nack(sub, tags))
+            actions.append(Credit(sub, len(tags)))
+        elif (
+            len(actions) >= 2
+            and isinstance(credit := actions[-1], Credit)
+            and credit.sub == sub
+            and isinstance(last := actions[-2], Ack)
+            and last.sub == sub
+        ):
+            # The ACKs of one read go to the transport as one: the client-individual
+            # client ACKs each MESSAGE, so a read often holds many.
+            last.tags.extend(tags)
+            credit.count += len(tags)
+        else:
+            actions.append(Ack(sub, tags))
+            actions.append(Credit(sub, len(tags)))
         self._receipt(actions, receipt, now)
 
     def _find(self, headers: dict[str, str], receipt: str | None, command: str) -> tuple[int, int]:

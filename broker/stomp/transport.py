@@ -27,6 +27,9 @@ from broker.core.broker import Broker
 from broker.core.queue import Consumer, Entry
 from broker.errors import BrokerError
 from broker.pb.message_pb2 import Message
+from broker.security.authenticator import AuthenticationError, Authenticator
+from broker.security.authorization import Operation
+from broker.security.principal import Principal, denial
 from broker.server.gate import ServiceGate
 from broker.stomp import session as s
 from broker.stomp.frames import Limits
@@ -86,6 +89,8 @@ class StompConnection(asyncio.Protocol):
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.peer = ""
+        # Who CONNECT authenticated as (None: no users file, or not yet).
+        self.principal: Principal | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -103,8 +108,9 @@ class StompConnection(asyncio.Protocol):
         server.connections.add(self)
         now = time.monotonic()
         self.session = s.StompSession(
-            f"{server.name}-{next(server.ids)}", now, server.limits, server.heartbeat_ms
-        )
+            f"{server.name}-{next(server.ids)}", now, server.limits, server.heartbeat_ms,
+            authenticate=server.authenticator is not None,
+        )  # fmt: skip
         self.broker = server.gate.broker
         if self.broker is None:
             self._run(self.session.shutdown(server.gate.refusal, now))
@@ -220,8 +226,40 @@ class StompConnection(asyncio.Protocol):
                     self._unsubscribe(action)
                 elif isinstance(action, s.Commit):
                     self._commit(action)
+                elif isinstance(action, s.Authenticate):
+                    self._authenticate(action)
                 elif isinstance(action, s.Close):
                     self._close()
+
+    def _authenticate(self, action: s.Authenticate) -> None:
+        authenticator = self.server.authenticator
+        assert authenticator is not None
+        host = self.peer.rsplit(":", 1)[0]
+
+        async def check() -> None:
+            error: str | None = None
+            try:
+                self.principal = await authenticator.authenticate(
+                    action.login, action.passcode, host
+                )
+            except AuthenticationError as exc:
+                error = exc.message
+            session = self.session
+            if session is not None and not self._closing:
+                self._run(session.authenticated(error, time.monotonic()))
+                if session.connected:
+                    self._arm()
+
+        self._spawn(check())
+
+    def _refused(self, op: Operation, topic: bool, destination: str) -> str | None:
+        """Why the principal may not do `op` on `destination`, or None when it may."""
+        principal = self.principal
+        if principal is None or principal.authorization is None:
+            return None
+        if principal.may(op, topic, destination):
+            return None
+        return denial(op, topic, destination, principal)
 
     def _ack(self, action: s.Ack) -> None:
         """Acks go to the core together, per subscription, within ACK_DELAY: a client
@@ -277,6 +315,10 @@ class StompConnection(asyncio.Protocol):
     def _subscribe(self, action: s.Subscribe) -> None:
         if self.broker is None:
             return
+        refused = self._refused(Operation.READ, action.topic, action.queue)
+        if refused is not None:
+            self._fail(refused)
+            return
         name = f"stomp {self.peer} #{action.sub}"
         sink = _Sink(self, action.sub)
         try:
@@ -308,8 +350,12 @@ class StompConnection(asyncio.Protocol):
         broker = self.broker
         if broker is None:
             return
+        message = action.message
         try:
-            broker.check(action.message)
+            refused = self._refused(Operation.WRITE, message.topic, message.destination)
+            if refused is not None:
+                raise BrokerError("PERMISSION_DENIED", refused)
+            broker.check(message)
         except BrokerError as exc:
             if self.session is not None:  # the ERROR names the SEND's receipt
                 self._run(self.session.sent(action.token, exc.message, time.monotonic()))
@@ -343,11 +389,7 @@ class StompConnection(asyncio.Protocol):
             self._in_flight -= 1
             self._waiting -= len(messages)
         if self.session is not None:
-            now = time.monotonic()
-            for token in tokens:
-                self._run(self.session.sent(token, error, now))
-                if error is not None:
-                    break
+            self._run(self.session.sent_all(tokens, error, time.monotonic()))
         if self._reading_paused:
             self._reading()
         self._flush()
@@ -356,6 +398,11 @@ class StompConnection(asyncio.Protocol):
         broker = self.broker
         if broker is None:
             return
+        for message in action.messages:
+            refused = self._refused(Operation.WRITE, message.topic, message.destination)
+            if refused is not None and self.session is not None:
+                self._run(self.session.sent(action.token, refused, time.monotonic()))
+                return
         # What was sent before the COMMIT goes to the store before it.
         self._flush_now()
         acks = [
@@ -409,8 +456,11 @@ class StompServer:
         name: str = "netbroker",
         limits: Limits | None = None,
         heartbeat_ms: int = 1_000,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.gate = gate
+        # CONNECT must present credentials it accepts (None: every client is let in).
+        self.authenticator = authenticator
         self.host = host
         self.port = port
         self.name = name

@@ -157,6 +157,25 @@ def test_expiry_sweep_without_consumers() -> None:
     assert q.pending == 1
 
 
+def test_expiry_sweeps_find_what_arrives_between_them() -> None:
+    # The sweep skips a window with no expiring message, and must notice one that
+    # arrives (or comes back undelivered) after a sweep that found none.
+    q = Queue("q", window=100, max_redeliveries=6)
+    q.enqueue(entry("forever"))
+    assert q.expire(now_ms=1_000) == []
+    q.enqueue(entry("later", expiration_ms=2_000))
+    assert q.expire(now_ms=1_500) == []  # not yet due: still watched
+    assert [e.message.id for e in q.expire(now_ms=2_500)] == ["later"]
+    c = consumer(q, prefetch=1)
+    q.enqueue(entry("returned", priority=9, expiration_ms=4_000))
+    deliver(q)
+    assert [e.message.id for _, e in got(c)] == ["returned"]
+    assert q.expire(now_ms=5_000) == []  # in flight, not in the window
+    q.remove_consumer(c)
+    assert [e.message.id for e in q.expire(now_ms=5_000)] == ["returned"]
+    assert [e.message.id for e in q.purge()] == ["forever"]
+
+
 def test_bad_acks_and_credit_are_refused_without_effect() -> None:
     q = Queue("q", window=100, max_redeliveries=6)
     for i in range(3):
