@@ -11,7 +11,7 @@ import time
 
 from broker.cluster.model import Topology
 from broker.console.layout import Layout
-from broker.console.poller import Poller
+from broker.console.poller import Metadata, Poller
 from broker.console.server import ConsoleServer
 from broker.console.snapshot import BrokerSnapshot
 from broker.console.view import ClusterView
@@ -29,8 +29,11 @@ class ConsoleError(Exception):
 class Console:
     """A running console; `start` binds its port or raises ConsoleError."""
 
-    def __init__(self, topology: Topology, port: int, host: str = HOST) -> None:
+    def __init__(
+        self, topology: Topology, port: int, host: str = HOST, metadata: Metadata = ()
+    ) -> None:
         self.layout = Layout.of(topology)
+        self.metadata = metadata
         self.host = host
         self.port = port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -42,8 +45,12 @@ class Console:
         return f"http://{self.host}:{self.port}/"
 
     @classmethod
-    def start(cls, topology: Topology, port: int, host: str = HOST) -> Console:
-        console = cls(topology, port, host)
+    def start(
+        cls, topology: Topology, port: int, host: str = HOST, metadata: Metadata = ()
+    ) -> Console:
+        """Serve on `host:port` (0: a free port); `metadata`: credentials for the Admin
+        calls of brokers with users."""
+        console = cls(topology, port, host, metadata)
         bound: concurrent.futures.Future[int] = concurrent.futures.Future()
         console._thread = threading.Thread(
             target=console._run, args=(bound,), name="console", daemon=True
@@ -82,7 +89,7 @@ class Console:
             if server is not None:
                 server.publish(events)
 
-        poller = Poller(self.layout, observe)
+        poller = Poller(self.layout, observe, metadata=self.metadata)
         server = ConsoleServer(view, poller, self.host, self.port)
         try:
             await server.start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -15,6 +16,9 @@ from broker.client.limits import MAX_GRPC_MESSAGE_BYTES
 from broker.console.layout import Layout
 from broker.console.snapshot import BrokerSnapshot, read_status, with_queues
 from broker.pb import admin_pb2, admin_pb2_grpc, message_pb2
+
+# gRPC call metadata: the console's credentials, if any.
+Metadata = tuple[tuple[str, str], ...]
 
 # Between the starts of two polls of one broker: a change shows within about this plus
 # one call's time.
@@ -53,8 +57,11 @@ class Poller:
         on_snapshot: OnSnapshot,
         interval: float = POLL_INTERVAL,
         timeout: float = CALL_TIMEOUT,
+        metadata: Metadata = (),
     ) -> None:
         self.layout = layout
+        # Credentials for brokers with users (Status is open; the rest needs them).
+        self.metadata = metadata
         self.on_snapshot = on_snapshot
         self.interval = interval
         self.timeout = timeout
@@ -87,9 +94,13 @@ class Poller:
         if not snap.serving or snap.refusal:
             return snap
         try:
-            lq = await stub.ListQueues(admin_pb2.ListQueuesRequest(), timeout=self.timeout)
-        except grpc.aio.AioRpcError:
-            return snap  # e.g. it just stepped down: the role still says what it is
+            lq = await stub.ListQueues(
+                admin_pb2.ListQueuesRequest(), timeout=self.timeout, metadata=self.metadata
+            )
+        except grpc.aio.AioRpcError as e:
+            # E.g. it just stepped down, or the console's user may not list queues: the
+            # role still says what it is.
+            return replace(snap, queues_error=f"{e.code().name}: {e.details() or 'no details'}")
         return with_queues(snap, lq)
 
     async def browse(self, broker: str, queue: str, limit: int) -> list[message_pb2.Message]:
@@ -106,7 +117,8 @@ class Poller:
         if stub is None:
             raise CallFailed("NOT_FOUND", f"no broker {broker!r} in this cluster")
         try:
-            return await getattr(stub, method)(request, timeout=5 * self.timeout)
+            call = getattr(stub, method)
+            return await call(request, timeout=5 * self.timeout, metadata=self.metadata)
         except grpc.aio.AioRpcError as e:
             raise CallFailed(e.code().name, e.details() or "no details") from None
 

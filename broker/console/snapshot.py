@@ -79,6 +79,8 @@ class BrokerSnapshot:
     queues: tuple[QueueSnap, ...] | None = None
     topics: tuple[TopicSnap, ...] | None = None
     refusal: str = ""
+    # Why a serving broker did not list its queues (e.g. the console's user may not).
+    queues_error: str = ""
 
     @property
     def serving(self) -> bool:

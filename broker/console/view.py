@@ -186,9 +186,11 @@ class ClusterView:
             "bridges": [],
             "queues": None,
             "topics": None,
+            "queues_error": "",
         }
         if snap is None:
             return out
+        out["queues_error"] = snap.queues_error
         if snap.group is not None:
             out["group_status"] = _group_snap_json(snap.group)
         live = set()

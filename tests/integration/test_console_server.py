@@ -10,6 +10,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +176,57 @@ def test_up_without_a_console_when_the_default_port_is_taken(
         assert asked is not None
         with pytest.raises(UpError, match="choose another with --console-port"):
             asked(t)
+
+
+def test_a_broker_with_users_answers_the_console_as_its_user_may(tmp_path: Path) -> None:
+    """Status is open; listing, browsing and purging need a user with admin rights,
+    whose credentials `up` hands the console (NETBROKER_USER, NETBROKER_PASSWORD)."""
+    from broker.client import Client
+    from broker.client.credentials import credentials_metadata
+    from tests.integration.test_security_auth import PASSWORDS, write_users
+    from tests.support.aio import run
+    from tests.support.procs import BrokerProcess
+
+    users = write_users(tmp_path / "users.yaml")
+    broker = BrokerProcess("a", tmp_path / "a", args=("--users", str(users))).start()
+    try:
+        t = check(f"groups: {{A: {{brokers: {{a: {{port: {broker.port}}}}}}}}}")
+
+        async def fill() -> None:
+            url = broker.url
+            async with await Client.connect(url, user="alice", password=PASSWORDS["alice"]) as c:
+                await c.send("orders.eu", b"one")
+
+        run(fill(), timeout=30)
+
+        def a_as(c: Console) -> dict[str, Any]:
+            deadline = time.monotonic() + 5
+            while True:
+                a = json.loads(get(c, "/api/state")[2])["brokers"]["a"]
+                if a["role"] == "standalone" and (a["queues"] is not None or a["queues_error"]):
+                    return a
+                assert time.monotonic() < deadline, a
+                time.sleep(0.05)
+
+        bob = Console.start(t, 0, metadata=credentials_metadata("bob", PASSWORDS["bob"]))
+        try:
+            a = a_as(bob)
+            assert a["queues"] is None
+            assert str(a["queues_error"]).startswith("PERMISSION_DENIED: "), a
+        finally:
+            bob.close()
+        root = Console.start(t, 0, metadata=credentials_metadata("root", PASSWORDS["root"]))
+        try:
+            a = a_as(root)
+            assert [q["name"] for q in a["queues"]] == ["orders.eu"]
+            request = urllib.request.Request(
+                root.url + "api/brokers/a/purge",
+                data=b'{"queue": "orders.eu"}',
+                headers={"Content-Type": "application/json", "X-Netbroker-Console": "1"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as r:
+                assert json.loads(r.read())["purged"] == 1
+        finally:
+            root.close()
+    finally:
+        broker.stop()

@@ -106,6 +106,14 @@ def test_nothing_changed_pushes_nothing() -> None:
     assert view.observe("a", standalone_a(), 2.0) == []
 
 
+def test_a_broker_that_would_not_list_its_queues_says_why() -> None:
+    view = started()
+    why = "PERMISSION_DENIED: admin on queue '>' for user 'eve'"
+    denied = replace(master("b", 1, ("b", "c")), queues=None, topics=None, queues_error=why)
+    b = next(e.data for e in view.observe("b", denied, 1.0) if e.kind == "broker")
+    assert (b["queues"], b["queues_error"]) == (None, denied.queues_error)
+
+
 def test_a_port_answering_as_another_broker_is_down() -> None:
     view = started()
     events = view.observe("c", replace(slave("c", "b"), name="x"), 1.0)

@@ -154,7 +154,9 @@ function renderDetail() {
         el("td", { class: "num" }, num(m.position)))), [3]));
   }
   if (b.queues === null) {
-    parts.push(el("p", { class: "hint" }, b.role === "down" ? "Not answering." : "A " + b.role + " holds no queues for clients."));
+    parts.push(b.queues_error
+      ? el("p", { class: "error" }, "queues not listed: " + b.queues_error)
+      : el("p", { class: "hint" }, b.role === "down" ? "Not answering." : "A " + b.role + " holds no queues for clients."));
   } else {
     parts.push(el("h3", {}, "queues"));
     parts.push(b.queues.length === 0 ? el("p", { class: "hint" }, "no queues") :
