@@ -117,8 +117,12 @@ class Poller:
         if stub is None:
             raise CallFailed("NOT_FOUND", f"no broker {broker!r} in this cluster")
         try:
+            # The view says the broker answers: wait out a reconnect backoff left from
+            # when it did not, rather than fail at once.
             call = getattr(stub, method)
-            return await call(request, timeout=5 * self.timeout, metadata=self.metadata)
+            return await call(
+                request, timeout=5 * self.timeout, metadata=self.metadata, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as e:
             raise CallFailed(e.code().name, e.details() or "no details") from None
 

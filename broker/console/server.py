@@ -151,16 +151,23 @@ class ConsoleServer:
         elif isinstance(r, http.Events):
             await self._watch(reader, writer)
         elif isinstance(r, http.Browse):
+            self._reachable(r.broker)
             messages = await self._admin(self.poller.browse(r.broker, r.queue, r.limit))
             data = {"broker": r.broker, "queue": r.queue,
                     "messages": [message_json(m) for m in messages]}  # fmt: skip
             await self._write(writer, http.json_response(200, data))
         elif isinstance(r, http.Purge):
             queue = http.check_purge(req, body, self.origin)
+            self._reachable(r.broker)
             purged = await self._admin(self.poller.purge(r.broker, queue))
             log.info("console: purged %d from %s on %s", purged, queue, r.broker)
             done = {"broker": r.broker, "queue": queue, "purged": purged}
             await self._write(writer, http.json_response(200, done))
+
+    def _reachable(self, broker: str) -> None:
+        why = self.view.unreachable(broker)
+        if why is not None:
+            raise HttpError(*why)
 
     @staticmethod
     async def _admin(call: Awaitable[T]) -> T:

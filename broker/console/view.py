@@ -112,6 +112,16 @@ class ClusterView:
     def role(self, name: str) -> str:
         return self._brokers[name].role
 
+    def unreachable(self, name: str) -> tuple[int, str] | None:
+        """Why a call the page asks of broker `name` (browse, purge) is not worth making,
+        as an HTTP status and words; None when it answers."""
+        b = self._brokers.get(name)
+        if b is None:
+            return 404, f"no broker {name!r} in this cluster"
+        if b.role in (DOWN, UNKNOWN):
+            return 503, f"broker {name} is down ({b.detail or 'not answering yet'})"
+        return None
+
     # ------------------------------------------------------------------ rules
 
     @staticmethod

@@ -114,6 +114,16 @@ def test_a_broker_that_would_not_list_its_queues_says_why() -> None:
     assert (b["queues"], b["queues_error"]) == (None, denied.queues_error)
 
 
+def test_browse_and_purge_only_of_a_broker_that_answers() -> None:
+    view = ClusterView(layout())
+    assert view.unreachable("a") == (503, "broker a is down (not answering yet)")
+    view.observe("a", standalone_a(), 0.0)
+    assert view.unreachable("a") is None
+    view.observe("a", None, 1.0)
+    assert view.unreachable("a") == (503, "broker a is down (not answering)")
+    assert view.unreachable("zz") == (404, "no broker 'zz' in this cluster")
+
+
 def test_a_port_answering_as_another_broker_is_down() -> None:
     view = started()
     events = view.observe("c", replace(slave("c", "b"), name="x"), 1.0)
