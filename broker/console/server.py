@@ -57,6 +57,7 @@ class ConsoleServer:
         self.files = _static()
         self._watchers: set[asyncio.Queue[bytes | None]] = set()
         self._requests = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     @property
@@ -85,17 +86,37 @@ class ConsoleServer:
                     q.put_nowait(None)
 
     async def close(self) -> None:
+        """Stop listening, end every event stream, and give open requests a moment."""
+        if self._server is not None:
+            self._server.close()
         for q in list(self._watchers):
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait(None)
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2.0)
+        for task in list(self._tasks):
+            task.cancel()
 
     # ------------------------------------------------------------- connections
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await self._request(reader, writer)
+        except asyncio.CancelledError:
+            # The console stops with this connection open. Ending normally: Python 3.11's
+            # stream server logs a handler that ends cancelled as an error.
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             if self._requests >= MAX_REQUESTS:
                 raise HttpError(503, "too many requests at once; try again")
@@ -114,10 +135,6 @@ class ConsoleServer:
         except Exception:
             log.exception("console request failed")
             await self._write(writer, http.error_response(HttpError(500, "internal error")))
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     async def _read(self, reader: asyncio.StreamReader) -> tuple[Request, bytes]:
         try:

@@ -152,9 +152,18 @@ def test_a_taken_port_is_a_clear_error(console: Console) -> None:
         Console.start(check("groups: {A: {brokers: {a: {port: 1}}}}"), console.port)
 
 
-def test_close_stops_serving(console: Console) -> None:
+def test_close_stops_serving(console: Console, caplog: pytest.LogCaptureFixture) -> None:
     port = console.port
-    console.close()
+    with watch(console) as s:  # a page still watching when `up` stops
+        events(s, b"event: state\n")
+        started = time.monotonic()
+        console.close()
+        assert time.monotonic() - started < 3
+        s.settimeout(2)
+        while s.recv(65536):  # its stream ends
+            pass
+    # No handler ended with an error (Python 3.11 logs a cancelled one as one).
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
