@@ -14,6 +14,8 @@ Pure logic:
   when it is too far behind or its log diverges after a failover).
 * `masterslave.acks`: `AckTracker`, which turns followers' acknowledgements into the
   committed position under the `sync` mode and `min_insync`, and finds lagging followers.
+* `masterslave.lag`: `replica_lags`, each follower's lag (entries, seconds) as the
+  master's tracker sees it, for the status and the metrics.
 * `masterslave.isr`: `new_epoch` for a newly elected master, and `IsrPolicy`, which
   shrinks and expands the in-sync set in an order that keeps its promise (every
   member holds every acknowledged write) at every moment.

@@ -32,6 +32,7 @@ from broker.server.gate import ServiceGate
 from broker.server.status import GroupStatus, Role
 from masterslave.election import IsrState, Member
 from masterslave.isr import new_epoch
+from masterslave.lag import replica_lags
 from masterslave.liveness import gone
 from masterslave.replication import (
     Follower,
@@ -514,14 +515,19 @@ class GroupMember:
 
     def status(self) -> list[GroupStatus]:
         name = self.group.name
+        elections, won = self.machine.elections, self.machine.became_master
         if self.role == Role.MASTER and self.leader is not None:
+            head = self._position()
             return [
                 GroupStatus(
                     name,
                     Role.MASTER,
                     epoch=self.epoch,
-                    position=self._position(),
+                    position=head,
                     in_sync=tuple(sorted(self.leader.isr.isr)),
+                    lags=replica_lags(self.leader.tracker, time.monotonic(), head),
+                    elections=elections,
+                    became_master=won,
                 )
             ]
         if self.role == Role.SLAVE and self.master is not None:
@@ -533,9 +539,19 @@ class GroupMember:
                     master=self.master.id,
                     master_address=self.master.client,
                     replication_error=self.replication_error,
+                    elections=elections,
+                    became_master=won,
                 )
             ]
-        return [GroupStatus(name, Role.ELECTING, waiting=self.machine.waiting_reason)]
+        return [
+            GroupStatus(
+                name,
+                Role.ELECTING,
+                waiting=self.machine.waiting_reason,
+                elections=elections,
+                became_master=won,
+            )
+        ]
 
 
 class AttachHooks(Protocol):

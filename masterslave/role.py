@@ -271,6 +271,11 @@ class MemberRole:
         # dropped once the node is (its session expired).
         self.dead: set[int] = set()
         self._refused: tuple[Role, str] | None = None
+        # Elections this member saw end: each new epoch it entered, as master or slave
+        # (its first at start included); and how many of them it won.
+        self.elections = 0
+        self.became_master = 0
+        self._counted_epoch = 0
 
     # -- what the adapter shows ---------------------------------------------------------
 
@@ -392,10 +397,18 @@ class MemberRole:
         self.dead.add(seq)
         return [ReadGroup()]
 
+    def _entered(self, epoch: int) -> None:
+        """Count an election that ended at `epoch` (once, however it was learnt)."""
+        if epoch > self._counted_epoch:
+            self._counted_epoch = epoch
+            self.elections += 1
+
     def _took_over(self, epoch: int) -> list[Action]:
         self.taking_over = False
         self.role = Role.MASTER
         self.epoch = epoch
+        self._entered(epoch)
+        self.became_master += 1
         self.master = None
         self._refused = None
         actions: list[Action] = [Serve(epoch), UpdateNode()]
@@ -458,6 +471,7 @@ class MemberRole:
         ):
             return actions
         self.role, self.master, self.epoch = Role.SLAVE, master, epoch
+        self._entered(epoch)
         return [*actions, Follow(master, epoch), *self._refuse()]
 
     def _wait(self) -> list[Action]:

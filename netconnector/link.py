@@ -54,6 +54,8 @@ class Link:
         self.session: BridgeSession | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected_at = 0.0
+        # When the link last failed or dropped (Unix seconds, for metrics); 0: never.
+        self.error_at = 0.0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.label)
@@ -65,13 +67,16 @@ class Link:
                 await self._task
 
     def status(self) -> BridgeStatus:
+        session = self.session
         return BridgeStatus(
             self.label,
             self.state,
             peer=self.peer,
             address=self.address,
-            forwarded=self.session.forwarded if self.session is not None else None,
+            forwarded=session.forwarded if session is not None else None,
             last_error=self.detail,
+            unacknowledged=session.unacknowledged if session is not None else None,
+            last_error_at=self.error_at,
         )
 
     async def _run(self) -> None:
@@ -107,6 +112,7 @@ class Link:
             except Exception as exc:  # a bridge must never die silently
                 log.exception("link %s to %s failed", self.label, self.address)
                 self.detail = f"{type(exc).__name__}: {exc}"
+            self.error_at = time.time()
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 # Stopped while grpc.aio turned the cancel into an error of the call

@@ -284,7 +284,12 @@ class Network:
         outbound = {id(s) for c in self.connectors for s in c.sessions}
         out.extend(
             BridgeStatus(
-                f"from {s.peer}", LinkState.UP, peer=s.peer, inbound=True, received=s.received
+                f"from {s.peer}",
+                LinkState.UP,
+                peer=s.peer,
+                inbound=True,
+                received=s.received,
+                unacknowledged=s.unacknowledged if s.terms.forwards else None,
             )
             for s in self.sessions
             if id(s) not in outbound

@@ -119,6 +119,11 @@ class BridgeSession:
     def received(self) -> int:
         return self.state.received
 
+    @property
+    def unacknowledged(self) -> int:
+        """Messages sent to the peer that it has not answered yet."""
+        return self.state.unacked
+
     # -- demand --------------------------------------------------------------------
 
     def advertise(self) -> None:

@@ -45,7 +45,7 @@ from typing import Any, Protocol, TextIO
 
 from broker import invocation
 from broker.cluster import registry
-from broker.cluster.configs import write_configs
+from broker.cluster.configs import metrics_port, write_configs
 from broker.cluster.embedded import (
     recorded_zookeeper,
     start_zookeeper,
@@ -71,6 +71,7 @@ from broker.cluster.report import (
     bridge_problem,
     cluster_table,
     group_lines,
+    metrics_line,
     print_line,
     status_line,
     waiting_for,
@@ -342,13 +343,9 @@ class _UpRun:
         ]
         if stomp:
             print_line(out, f"stomp: {', '.join(stomp)}")
-        metrics = [
-            f"http://{p.spec.host}:{p.spec.metrics_port}/metrics ({p.spec.name})"
-            for p in self.plans
-            if p.spec.metrics_port
-        ]
+        metrics = metrics_line(self.plans, {p.name: p.metrics_port for p in self.plans})
         if metrics:
-            print_line(out, f"metrics: {', '.join(metrics)}")
+            print_line(out, metrics)
         if self.sidecar is not None:
             print_line(out, f"console: {self.sidecar.url}")
         if ensemble is not None and zk_state is not None:
@@ -435,6 +432,9 @@ def status(
     print_line(out, cluster_table(plans, seen.pids, seen.statuses, seen.health))
     for line in group_lines(plans, seen.statuses):
         print_line(out, line)
+    metrics = metrics_line(plans, {p.name: metrics_port(p) for p in plans})
+    if metrics:
+        print_line(out, metrics)
     zk_line = zookeeper_line(topology, state, probe=True)
     if zk_line:
         print_line(out, zk_line)

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from broker.cluster.errors import UpError
+from broker.cluster.model import AUTO_PORT
 from broker.cluster.paths import display_path
 from broker.cluster.plan import BrokerPlan, security_file
+from broker.config import BrokerConfig, ConfigError
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -44,3 +46,14 @@ def write_configs(plans: Sequence[BrokerPlan], cwd: Path | None = None) -> None:
                 f"broker {p.name}: cannot write {display_path(p.config_path, cwd)}: "
                 f"{e.strerror or e}"
             ) from None
+
+
+def metrics_port(p: BrokerPlan) -> int | None:
+    """Where broker `p` serves /metrics: the file's port, or for `metrics_port: auto` the
+    one `up` picked, read back from the config file it wrote (None if unreadable)."""
+    if p.config is not None or p.spec.metrics_port != AUTO_PORT:
+        return p.metrics_port
+    try:
+        return BrokerConfig.from_file(p.config_path).metrics_port or None
+    except ConfigError:
+        return None

@@ -39,6 +39,8 @@ ConnectorParser = Callable[[str, Mapping[str, Any]], ParsedConnector]
 SYNC_POLICIES = tuple(s.value for s in Sync)
 ELECTIONS = tuple(e.value for e in Election if e is not Election.NONE)
 DEFAULT_HOST = "127.0.0.1"
+# A port the file leaves to `up` (`metrics_port: auto`): a free one, picked at start.
+AUTO_PORT = 0
 # Hosts that bind every interface, so their ports clash with any other host's.
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
@@ -94,7 +96,7 @@ class BrokerSpec:
     replication_port: int | None = None
     # STOMP clients' port (None: no STOMP).
     stomp_port: int | None = None
-    # Prometheus metrics over HTTP (None: none).
+    # Prometheus metrics over HTTP (None: none; AUTO_PORT: a free one `up` picks).
     metrics_port: int | None = None
     max_message_bytes: int | None = None
     sync: str | None = None

@@ -8,16 +8,16 @@ A broker gets its settings as a config file in its data directory (`CONFIG_FILE`
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 from broker.cluster.errors import UpError
-from broker.cluster.model import BrokerSpec, Connector, GroupSpec, Topology
+from broker.cluster.model import AUTO_PORT, BrokerSpec, Connector, GroupSpec, Topology
 from broker.config import BrokerConfig, ConfigError, Election, Sync
-from broker.ports import listen_port
+from broker.ports import listen_ports
 
 LOG_FILE = "broker.log"
 CONFIG_FILE = "broker.json"
@@ -61,6 +61,14 @@ class BrokerPlan:
     @property
     def config_path(self) -> Path:
         return self.data_dir / CONFIG_FILE
+
+    @property
+    def metrics_port(self) -> int | None:
+        """Where the broker serves /metrics: the file's port, or the one picked for
+        `metrics_port: auto` (known from the config); None if nowhere (or not known)."""
+        if self.config is not None:
+            return self.config.metrics_port or None
+        return self.spec.metrics_port or None
 
 
 def security_file(spec: BrokerSpec, cwd: Path | None = None) -> dict[str, Any] | None:
@@ -184,11 +192,13 @@ def broker_config(
     zookeeper: str = "",
     replication_port: int | None = None,
     shared_dir: Path | None = None,
+    metrics_port: int | None = None,
 ) -> BrokerConfig:
     """The broker's settings: its own, then its group's.
 
     `zookeeper` is the ensemble's connect string (a ZooKeeper group's members need it);
     `replication_port` stands in for a member without one in the file (a group of one);
+    `metrics_port` for a `metrics_port: auto` (without it, no metrics);
     `shared_dir` is a lock-file group's store. What the topology leaves out is left to
     the config's defaults (and the config's rules check the result).
     """
@@ -204,7 +214,9 @@ def broker_config(
         settings["max_message_bytes"] = broker.max_message_bytes
     if broker.stomp_port is not None:
         settings["stomp_port"] = broker.stomp_port
-    if broker.metrics_port is not None:
+    if broker.metrics_port == AUTO_PORT:
+        settings["metrics_port"] = metrics_port or 0
+    elif broker.metrics_port is not None:
         settings["metrics_port"] = broker.metrics_port
     if group.security_token:
         settings["token"] = group.security_token
@@ -254,12 +266,14 @@ def plan(
     finding it running (status, down) needs only its command line. `zookeeper`: the
     connect string ZooKeeper groups get (default: the file's external ensemble, or an
     embedded one's fixed port). `pick_port` gives a replication port to a ZooKeeper
-    member the file gives none (a group of one); by default a free port.
+    member the file gives none (a group of one), and a `metrics_port: auto` its port; by
+    default a free port (for metrics, none of the file's).
     """
     root = topology.data_root(cwd).absolute()
     cmd = list(command) if command is not None else broker_command()
     if zookeeper is None:
         zookeeper = topology.zookeeper.connect_string if topology.zookeeper else ""
+    metrics_ports = _auto_metrics_ports(topology, pick_port) if configs else {}
     plans = []
     for group in topology.groups:
         for spec in group.brokers:
@@ -268,12 +282,15 @@ def plan(
             if configs:
                 replication_port = None
                 if group.election == Election.ZOOKEEPER and spec.replication_port is None:
-                    replication_port = (pick_port or _free_port)()
+                    replication_port = (
+                        pick_port() if pick_port else _free_port(metrics_ports.values())
+                    )
                 lockfile = group.election == Election.LOCKFILE
                 config = broker_config(
                     group, spec, data_dir, zookeeper=zookeeper,
                     replication_port=replication_port,
                     shared_dir=shared_store_dir(root, group) if lockfile else None,
+                    metrics_port=metrics_ports.get(spec.name),
                 )  # fmt: skip
             plans.append(
                 BrokerPlan(
@@ -289,9 +306,32 @@ def plan(
     return plans
 
 
-def _free_port() -> int:
-    # Below the ephemeral range: the broker binds it only once it has started.
-    return listen_port()
+def _auto_metrics_ports(topology: Topology, pick_port: Callable[[], int] | None) -> dict[str, int]:
+    """A free port for each broker with `metrics_port: auto`, by name: distinct, and
+    none the file names (those brokers bind theirs only later)."""
+    auto = [b.name for b in topology.brokers if b.metrics_port == AUTO_PORT]
+    if not auto:
+        return {}
+    if pick_port is not None:
+        return {name: pick_port() for name in auto}
+    taken = {
+        port
+        for b in topology.brokers
+        for port in (b.port, b.replication_port, b.stomp_port, b.metrics_port)
+        if port
+    }
+    if topology.zookeeper is not None and topology.zookeeper.port:
+        taken.add(topology.zookeeper.port)
+    try:
+        return dict(zip(auto, listen_ports(len(auto), avoid=taken), strict=True))
+    except OSError as e:
+        raise UpError(f"{topology.source}: no free ports for metrics_port: auto: {e}") from None
+
+
+def _free_port(avoid: Collection[int] = ()) -> int:
+    # Below the ephemeral range: the broker binds it only once it has started; `avoid`
+    # are ports picked for others, not bound yet either.
+    return listen_ports(1, avoid=avoid)[0]
 
 
 def groups_of(plans: Sequence[BrokerPlan]) -> list[tuple[str, list[BrokerPlan]]]:

@@ -242,6 +242,16 @@ def bridge_problem(p: Problem) -> str:
     return f"{p.broker}: {p.subject} {p.state}" + (f" ({p.detail})" if p.detail else "")
 
 
+def metrics_line(plans: Sequence[BrokerPlan], ports: Mapping[str, int | None]) -> str | None:
+    """`metrics: http://127.0.0.1:9404/metrics (a), ...` for the brokers that serve it."""
+    urls = [
+        f"http://{p.spec.host}:{port}/metrics ({p.name})"
+        for p in plans
+        if (port := ports.get(p.name))
+    ]
+    return f"metrics: {', '.join(urls)}" if urls else None
+
+
 def print_line(stream: TextIO, text: str) -> None:
     """One line to the operator, at once (the output may be a pipe)."""
     stream.write(text + "\n")

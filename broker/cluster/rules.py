@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from broker.cluster.errors import key_path
 from broker.cluster.model import (
+    AUTO_PORT,
     EMBEDDED_ZK_DIR,
     LOCAL_SYNC,
     NAME_RE,
@@ -164,7 +165,7 @@ def no_duplicates(
             names[b.name] = g.name
             for key in ("port", "replication_port", "stomp_port", "metrics_port"):
                 port = getattr(b, key)
-                if port is None:
+                if port is None or port == AUTO_PORT:
                     continue
                 for (host, used), first in ports.items():
                     clash = used == port and (host == b.host or {host, b.host} & WILDCARD_HOSTS)

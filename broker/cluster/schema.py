@@ -20,7 +20,8 @@ The shape (see docs/topology.md):
     groups:
       A:
         brokers:
-          a: {port: 61616}       # host, replication_port, stomp_port, metrics_port,
+          a: {port: 61616}       # host, replication_port, stomp_port, metrics_port
+                                 # (a port, or auto: `up` picks a free one),
                                  # max_message_bytes, sync, weight
         connectors:
           - uri: "masterslave:(b,c)"
@@ -61,7 +62,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import PurePath
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -83,6 +84,7 @@ from broker import config
 from broker.address import AddressError, parse_address
 from broker.cluster import rules
 from broker.cluster.model import (
+    AUTO_PORT,
     DEFAULT_HOST,
     ELECTIONS,
     NAME_RE,
@@ -182,6 +184,7 @@ def _finite(value: float) -> float:
 
 _PORT = "expected an integer 1-65535, got {got}"
 _CONSOLE_PORT = "expected an integer 0-65535 (0: no console), got {got}"
+_METRICS_PORT = "expected an integer 1-65535, or auto (`up` picks a free port), got {got}"
 _POSITIVE = "expected an integer >= 1, got {got}"
 _WEIGHT = "expected an integer >= 0, got {got}"
 _SYNC = f"expected one of {', '.join(SYNC_POLICIES)}; got {{got}}"
@@ -201,6 +204,8 @@ Port = Annotated[int, Field(strict=True, ge=1, le=65535), _worded(_PORT)]
 MaybePort = Annotated[Port | None, _worded(_PORT)]
 ConsolePort = Annotated[int, Field(strict=True, ge=0, le=65535), _worded(_CONSOLE_PORT)]
 MaybeConsolePort = Annotated[ConsolePort | None, _worded(_CONSOLE_PORT)]
+_BarePort = Annotated[int, Field(strict=True, ge=1, le=65535)]
+MaybeMetricsPort = Annotated[_BarePort | Literal["auto"] | None, _worded(_METRICS_PORT)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1), _worded(_POSITIVE)]
 MaybePositiveInt = Annotated[PositiveInt | None, _worded(_POSITIVE)]
 Weight = Annotated[int, Field(strict=True, ge=0), _worded(_WEIGHT)]
@@ -354,7 +359,7 @@ class BrokerFile(_Secured):
     host: Host = DEFAULT_HOST
     replication_port: MaybePort = None
     stomp_port: MaybePort = None
-    metrics_port: MaybePort = None
+    metrics_port: MaybeMetricsPort = None
     max_message_bytes: MaybePositiveInt = None
     sync: MaybeSync = None
     weight: MaybeWeight = None
@@ -367,7 +372,7 @@ class BrokerFile(_Secured):
             host=self.host,
             replication_port=self.replication_port,
             stomp_port=self.stomp_port,
-            metrics_port=self.metrics_port,
+            metrics_port=AUTO_PORT if self.metrics_port == "auto" else self.metrics_port,
             max_message_bytes=self.max_message_bytes,
             sync=self.sync,
             weight=self.weight,

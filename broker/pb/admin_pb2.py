@@ -25,45 +25,47 @@ _sym_db = _symbol_database.Default()
 from broker.pb import message_pb2 as broker_dot_pb_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62roker/pb/admin.proto\x12\tnetbroker\x1a\x17\x62roker/pb/message.proto\"\x0f\n\rStatusRequest\"\x99\x02\n\x0eStatusResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12(\n\ncomponents\x18\x05 \x03(\x0b\x32\x14.netbroker.Component\x12\x12\n\nstarted_ms\x18\x06 \x01(\x03\x12\x0f\n\x07refusal\x18\x07 \x01(\t\x12\"\n\trole_kind\x18\x08 \x01(\x0e\x32\x0f.netbroker.Role\x12%\n\x05group\x18\t \x01(\x0b\x32\x16.netbroker.GroupStatus\x12(\n\x07\x62ridges\x18\n \x03(\x0b\x32\x17.netbroker.BridgeStatus\"\xef\x01\n\x0bGroupStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.netbroker.Role\x12\x12\n\x05\x65poch\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x15\n\x08position\x18\x04 \x01(\x04H\x01\x88\x01\x01\x12\x0f\n\x07in_sync\x18\x05 \x03(\t\x12\x0e\n\x06master\x18\x06 \x01(\t\x12\x16\n\x0emaster_address\x18\x07 \x01(\t\x12\x0f\n\x07waiting\x18\x08 \x01(\t\x12\x19\n\x11replication_error\x18\t \x01(\t\x12\x0c\n\x04lock\x18\n \x01(\tB\x08\n\x06_epochB\x0b\n\t_position\"\xbe\x01\n\x0c\x42ridgeStatus\x12\r\n\x05label\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.netbroker.LinkState\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x16\n\tforwarded\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x0f\n\x07inbound\x18\x07 \x01(\x08\x12\x10\n\x08received\x18\x08 \x01(\x04\x42\x0c\n\n_forwarded\"F\n\tComponent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\xab\x01\n\tQueueInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x11\n\tin_flight\x18\x04 \x01(\x04\x12\x10\n\x08\x65nqueued\x18\x05 \x01(\x04\x12\x10\n\x08\x64\x65queued\x18\x06 \x01(\x04\x12\x11\n\tconsumers\x18\x07 \x01(\r\x12\x0f\n\x07\x65xpired\x18\x08 \x01(\x04\x12\x15\n\rdead_lettered\x18\t \x01(\x04\"\x13\n\x11ListQueuesRequest\"\x84\x01\n\x12ListQueuesResponse\x12$\n\x06queues\x18\x01 \x03(\x0b\x32\x14.netbroker.QueueInfo\x12$\n\x06topics\x18\x02 \x03(\x0b\x32\x14.netbroker.TopicInfo\x12\x11\n\tpublished\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x04\"b\n\tTopicInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rsubscriptions\x18\x02 \x01(\r\x12\x30\n\x0bsubscribers\x18\x03 \x03(\x0b\x32\x1b.netbroker.SubscriptionInfo\"\xc2\x01\n\x10SubscriptionInfo\x12\x0f\n\x07\x64urable\x18\x01 \x01(\x08\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0csubscription\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\x04\x12\x0f\n\x07pending\x18\x06 \x01(\x04\x12\x11\n\tin_flight\x18\x07 \x01(\x04\x12\x10\n\x08\x65nqueued\x18\x08 \x01(\x04\x12\x10\n\x08\x64\x65queued\x18\t \x01(\x04\x12\r\n\x05label\x18\n \x01(\t\"\x1d\n\x0cPurgeRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"\x1f\n\rPurgeResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\"-\n\rBrowseRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"6\n\x0e\x42rowseResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.netbroker.Message*s\n\x04Role\x12\x10\n\x0cROLE_UNKNOWN\x10\x00\x12\x13\n\x0fROLE_STANDALONE\x10\x01\x12\x0f\n\x0bROLE_MASTER\x10\x02\x12\x0e\n\nROLE_SLAVE\x10\x03\x12\x11\n\rROLE_ELECTING\x10\x04\x12\x10\n\x0cROLE_STOPPED\x10\x05*W\n\tLinkState\x12\x16\n\x12LINK_STATE_UNKNOWN\x10\x00\x12\x13\n\x0fLINK_CONNECTING\x10\x01\x12\x0b\n\x07LINK_UP\x10\x02\x12\x10\n\x0cLINK_BACKOFF\x10\x03\x32\x8c\x02\n\x05\x41\x64min\x12=\n\x06Status\x12\x18.netbroker.StatusRequest\x1a\x19.netbroker.StatusResponse\x12I\n\nListQueues\x12\x1c.netbroker.ListQueuesRequest\x1a\x1d.netbroker.ListQueuesResponse\x12:\n\x05Purge\x12\x17.netbroker.PurgeRequest\x1a\x18.netbroker.PurgeResponse\x12=\n\x06\x42rowse\x12\x18.netbroker.BrowseRequest\x1a\x19.netbroker.BrowseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62roker/pb/admin.proto\x12\tnetbroker\x1a\x17\x62roker/pb/message.proto\"\x0f\n\rStatusRequest\"\x99\x02\n\x0eStatusResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12(\n\ncomponents\x18\x05 \x03(\x0b\x32\x14.netbroker.Component\x12\x12\n\nstarted_ms\x18\x06 \x01(\x03\x12\x0f\n\x07refusal\x18\x07 \x01(\t\x12\"\n\trole_kind\x18\x08 \x01(\x0e\x32\x0f.netbroker.Role\x12%\n\x05group\x18\t \x01(\x0b\x32\x16.netbroker.GroupStatus\x12(\n\x07\x62ridges\x18\n \x03(\x0b\x32\x17.netbroker.BridgeStatus\"\xbe\x02\n\x0bGroupStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.netbroker.Role\x12\x12\n\x05\x65poch\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x15\n\x08position\x18\x04 \x01(\x04H\x01\x88\x01\x01\x12\x0f\n\x07in_sync\x18\x05 \x03(\t\x12\x0e\n\x06master\x18\x06 \x01(\t\x12\x16\n\x0emaster_address\x18\x07 \x01(\t\x12\x0f\n\x07waiting\x18\x08 \x01(\t\x12\x19\n\x11replication_error\x18\t \x01(\t\x12\x0c\n\x04lock\x18\n \x01(\t\x12#\n\x04lags\x18\x0b \x03(\x0b\x32\x15.netbroker.ReplicaLag\x12\x11\n\telections\x18\x0c \x01(\x04\x12\x15\n\rbecame_master\x18\r \x01(\x04\x42\x08\n\x06_epochB\x0b\n\t_position\"@\n\nReplicaLag\x12\x10\n\x08\x66ollower\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"\x85\x02\n\x0c\x42ridgeStatus\x12\r\n\x05label\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.netbroker.LinkState\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x16\n\tforwarded\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x0f\n\x07inbound\x18\x07 \x01(\x08\x12\x10\n\x08received\x18\x08 \x01(\x04\x12\x1b\n\x0eunacknowledged\x18\t \x01(\x04H\x01\x88\x01\x01\x12\x15\n\rlast_error_at\x18\n \x01(\x01\x42\x0c\n\n_forwardedB\x11\n\x0f_unacknowledged\"F\n\tComponent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\xab\x01\n\tQueueInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x11\n\tin_flight\x18\x04 \x01(\x04\x12\x10\n\x08\x65nqueued\x18\x05 \x01(\x04\x12\x10\n\x08\x64\x65queued\x18\x06 \x01(\x04\x12\x11\n\tconsumers\x18\x07 \x01(\r\x12\x0f\n\x07\x65xpired\x18\x08 \x01(\x04\x12\x15\n\rdead_lettered\x18\t \x01(\x04\"\x13\n\x11ListQueuesRequest\"\x84\x01\n\x12ListQueuesResponse\x12$\n\x06queues\x18\x01 \x03(\x0b\x32\x14.netbroker.QueueInfo\x12$\n\x06topics\x18\x02 \x03(\x0b\x32\x14.netbroker.TopicInfo\x12\x11\n\tpublished\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x04\"b\n\tTopicInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rsubscriptions\x18\x02 \x01(\r\x12\x30\n\x0bsubscribers\x18\x03 \x03(\x0b\x32\x1b.netbroker.SubscriptionInfo\"\xc2\x01\n\x10SubscriptionInfo\x12\x0f\n\x07\x64urable\x18\x01 \x01(\x08\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0csubscription\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\x04\x12\x0f\n\x07pending\x18\x06 \x01(\x04\x12\x11\n\tin_flight\x18\x07 \x01(\x04\x12\x10\n\x08\x65nqueued\x18\x08 \x01(\x04\x12\x10\n\x08\x64\x65queued\x18\t \x01(\x04\x12\r\n\x05label\x18\n \x01(\t\"\x1d\n\x0cPurgeRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"\x1f\n\rPurgeResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\"-\n\rBrowseRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"6\n\x0e\x42rowseResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.netbroker.Message*s\n\x04Role\x12\x10\n\x0cROLE_UNKNOWN\x10\x00\x12\x13\n\x0fROLE_STANDALONE\x10\x01\x12\x0f\n\x0bROLE_MASTER\x10\x02\x12\x0e\n\nROLE_SLAVE\x10\x03\x12\x11\n\rROLE_ELECTING\x10\x04\x12\x10\n\x0cROLE_STOPPED\x10\x05*W\n\tLinkState\x12\x16\n\x12LINK_STATE_UNKNOWN\x10\x00\x12\x13\n\x0fLINK_CONNECTING\x10\x01\x12\x0b\n\x07LINK_UP\x10\x02\x12\x10\n\x0cLINK_BACKOFF\x10\x03\x32\x8c\x02\n\x05\x41\x64min\x12=\n\x06Status\x12\x18.netbroker.StatusRequest\x1a\x19.netbroker.StatusResponse\x12I\n\nListQueues\x12\x1c.netbroker.ListQueuesRequest\x1a\x1d.netbroker.ListQueuesResponse\x12:\n\x05Purge\x12\x17.netbroker.PurgeRequest\x1a\x18.netbroker.PurgeResponse\x12=\n\x06\x42rowse\x12\x18.netbroker.BrowseRequest\x1a\x19.netbroker.BrowseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.pb.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1663
-  _globals['_ROLE']._serialized_end=1778
-  _globals['_LINKSTATE']._serialized_start=1780
-  _globals['_LINKSTATE']._serialized_end=1867
+  _globals['_ROLE']._serialized_start=1879
+  _globals['_ROLE']._serialized_end=1994
+  _globals['_LINKSTATE']._serialized_start=1996
+  _globals['_LINKSTATE']._serialized_end=2083
   _globals['_STATUSREQUEST']._serialized_start=61
   _globals['_STATUSREQUEST']._serialized_end=76
   _globals['_STATUSRESPONSE']._serialized_start=79
   _globals['_STATUSRESPONSE']._serialized_end=360
   _globals['_GROUPSTATUS']._serialized_start=363
-  _globals['_GROUPSTATUS']._serialized_end=602
-  _globals['_BRIDGESTATUS']._serialized_start=605
-  _globals['_BRIDGESTATUS']._serialized_end=795
-  _globals['_COMPONENT']._serialized_start=797
-  _globals['_COMPONENT']._serialized_end=867
-  _globals['_QUEUEINFO']._serialized_start=870
-  _globals['_QUEUEINFO']._serialized_end=1041
-  _globals['_LISTQUEUESREQUEST']._serialized_start=1043
-  _globals['_LISTQUEUESREQUEST']._serialized_end=1062
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=1065
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=1197
-  _globals['_TOPICINFO']._serialized_start=1199
-  _globals['_TOPICINFO']._serialized_end=1297
-  _globals['_SUBSCRIPTIONINFO']._serialized_start=1300
-  _globals['_SUBSCRIPTIONINFO']._serialized_end=1494
-  _globals['_PURGEREQUEST']._serialized_start=1496
-  _globals['_PURGEREQUEST']._serialized_end=1525
-  _globals['_PURGERESPONSE']._serialized_start=1527
-  _globals['_PURGERESPONSE']._serialized_end=1558
-  _globals['_BROWSEREQUEST']._serialized_start=1560
-  _globals['_BROWSEREQUEST']._serialized_end=1605
-  _globals['_BROWSERESPONSE']._serialized_start=1607
-  _globals['_BROWSERESPONSE']._serialized_end=1661
-  _globals['_ADMIN']._serialized_start=1870
-  _globals['_ADMIN']._serialized_end=2138
+  _globals['_GROUPSTATUS']._serialized_end=681
+  _globals['_REPLICALAG']._serialized_start=683
+  _globals['_REPLICALAG']._serialized_end=747
+  _globals['_BRIDGESTATUS']._serialized_start=750
+  _globals['_BRIDGESTATUS']._serialized_end=1011
+  _globals['_COMPONENT']._serialized_start=1013
+  _globals['_COMPONENT']._serialized_end=1083
+  _globals['_QUEUEINFO']._serialized_start=1086
+  _globals['_QUEUEINFO']._serialized_end=1257
+  _globals['_LISTQUEUESREQUEST']._serialized_start=1259
+  _globals['_LISTQUEUESREQUEST']._serialized_end=1278
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=1281
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=1413
+  _globals['_TOPICINFO']._serialized_start=1415
+  _globals['_TOPICINFO']._serialized_end=1513
+  _globals['_SUBSCRIPTIONINFO']._serialized_start=1516
+  _globals['_SUBSCRIPTIONINFO']._serialized_end=1710
+  _globals['_PURGEREQUEST']._serialized_start=1712
+  _globals['_PURGEREQUEST']._serialized_end=1741
+  _globals['_PURGERESPONSE']._serialized_start=1743
+  _globals['_PURGERESPONSE']._serialized_end=1774
+  _globals['_BROWSEREQUEST']._serialized_start=1776
+  _globals['_BROWSEREQUEST']._serialized_end=1821
+  _globals['_BROWSERESPONSE']._serialized_start=1823
+  _globals['_BROWSERESPONSE']._serialized_end=1877
+  _globals['_ADMIN']._serialized_start=2086
+  _globals['_ADMIN']._serialized_end=2354
 # @@protoc_insertion_point(module_scope)

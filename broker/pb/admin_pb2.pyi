@@ -63,7 +63,7 @@ class StatusResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., client_address: _Optional[str] = ..., version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., started_ms: _Optional[int] = ..., refusal: _Optional[str] = ..., role_kind: _Optional[_Union[Role, str]] = ..., group: _Optional[_Union[GroupStatus, _Mapping]] = ..., bridges: _Optional[_Iterable[_Union[BridgeStatus, _Mapping]]] = ...) -> None: ...
 
 class GroupStatus(_message.Message):
-    __slots__ = ("name", "role", "epoch", "position", "in_sync", "master", "master_address", "waiting", "replication_error", "lock")
+    __slots__ = ("name", "role", "epoch", "position", "in_sync", "master", "master_address", "waiting", "replication_error", "lock", "lags", "elections", "became_master")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,9 @@ class GroupStatus(_message.Message):
     WAITING_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_ERROR_FIELD_NUMBER: _ClassVar[int]
     LOCK_FIELD_NUMBER: _ClassVar[int]
+    LAGS_FIELD_NUMBER: _ClassVar[int]
+    ELECTIONS_FIELD_NUMBER: _ClassVar[int]
+    BECAME_MASTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: Role
     epoch: int
@@ -84,10 +87,23 @@ class GroupStatus(_message.Message):
     waiting: str
     replication_error: str
     lock: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., in_sync: _Optional[_Iterable[str]] = ..., master: _Optional[str] = ..., master_address: _Optional[str] = ..., waiting: _Optional[str] = ..., replication_error: _Optional[str] = ..., lock: _Optional[str] = ...) -> None: ...
+    lags: _containers.RepeatedCompositeFieldContainer[ReplicaLag]
+    elections: int
+    became_master: int
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., in_sync: _Optional[_Iterable[str]] = ..., master: _Optional[str] = ..., master_address: _Optional[str] = ..., waiting: _Optional[str] = ..., replication_error: _Optional[str] = ..., lock: _Optional[str] = ..., lags: _Optional[_Iterable[_Union[ReplicaLag, _Mapping]]] = ..., elections: _Optional[int] = ..., became_master: _Optional[int] = ...) -> None: ...
+
+class ReplicaLag(_message.Message):
+    __slots__ = ("follower", "entries", "seconds")
+    FOLLOWER_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    follower: str
+    entries: int
+    seconds: float
+    def __init__(self, follower: _Optional[str] = ..., entries: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class BridgeStatus(_message.Message):
-    __slots__ = ("label", "state", "peer", "address", "forwarded", "last_error", "inbound", "received")
+    __slots__ = ("label", "state", "peer", "address", "forwarded", "last_error", "inbound", "received", "unacknowledged", "last_error_at")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PEER_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +112,8 @@ class BridgeStatus(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     INBOUND_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    UNACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_AT_FIELD_NUMBER: _ClassVar[int]
     label: str
     state: LinkState
     peer: str
@@ -104,7 +122,9 @@ class BridgeStatus(_message.Message):
     last_error: str
     inbound: bool
     received: int
-    def __init__(self, label: _Optional[str] = ..., state: _Optional[_Union[LinkState, str]] = ..., peer: _Optional[str] = ..., address: _Optional[str] = ..., forwarded: _Optional[int] = ..., last_error: _Optional[str] = ..., inbound: _Optional[bool] = ..., received: _Optional[int] = ...) -> None: ...
+    unacknowledged: int
+    last_error_at: float
+    def __init__(self, label: _Optional[str] = ..., state: _Optional[_Union[LinkState, str]] = ..., peer: _Optional[str] = ..., address: _Optional[str] = ..., forwarded: _Optional[int] = ..., last_error: _Optional[str] = ..., inbound: _Optional[bool] = ..., received: _Optional[int] = ..., unacknowledged: _Optional[int] = ..., last_error_at: _Optional[float] = ...) -> None: ...
 
 class Component(_message.Message):
     __slots__ = ("kind", "name", "state", "detail")

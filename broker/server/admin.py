@@ -177,6 +177,12 @@ def group_pb(group: GroupStatus) -> admin_pb2.GroupStatus:
         waiting=group.waiting,
         replication_error=group.replication_error,
         lock=group.lock,
+        lags=[
+            admin_pb2.ReplicaLag(follower=lag.follower, entries=lag.entries, seconds=lag.seconds)
+            for lag in group.lags
+        ],
+        elections=group.elections,
+        became_master=group.became_master,
     )
 
 
@@ -190,4 +196,6 @@ def bridge_pb(bridge: BridgeStatus) -> admin_pb2.BridgeStatus:
         last_error=bridge.last_error,
         inbound=bridge.inbound,
         received=bridge.received,
+        unacknowledged=bridge.unacknowledged,
+        last_error_at=bridge.last_error_at,
     )

@@ -9,6 +9,9 @@ the loop one short callback.
 Names follow Prometheus conventions: a `netbroker_` prefix, base units (`_seconds`,
 `_bytes`), `_total` for counters, labels for queues, topics, bridges and groups. The
 process's RSS, CPU and open files come from prometheus_client's process collector.
+Everything here only reads what the layers report (`GroupStatus`, `BridgeStatus`): a
+group's replication lag is computed by masterslave.lag on the master, per follower; its
+elections are counted by the member's role machine.
 """
 
 from __future__ import annotations
@@ -196,14 +199,27 @@ def families(snap: Snapshot, store_bytes: int | None) -> Iterator[Metric]:
         "netbroker_bridge_received_messages", "Messages received (this session).",
         labels=b_labels,
     )  # fmt: skip
+    b_unacked = GaugeMetricFamily(
+        "netbroker_bridge_unacknowledged_messages",
+        "Messages sent to the peer and not yet answered by it (while linked).",
+        labels=b_labels,
+    )
+    b_error = GaugeMetricFamily(
+        "netbroker_bridge_last_error_timestamp_seconds",
+        "When the link last failed or dropped, Unix seconds (0: never).",
+        labels=b_labels,
+    )
     for b in snap.bridges:
         row = [b.label, b.peer, "inbound" if b.inbound else "outbound"]
         b_up.add_metric(row, 1.0 if b.state is LinkState.UP else 0.0)
         if not b.inbound:
             b_fwd.add_metric(row, b.forwarded or 0)
+            b_error.add_metric(row, b.last_error_at)
         else:
             b_recv.add_metric(row, b.received)
-    yield from (b_up, b_fwd, b_recv)
+        if b.unacknowledged is not None:
+            b_unacked.add_metric(row, b.unacknowledged)
+    yield from (b_up, b_fwd, b_recv, b_unacked, b_error)
 
     g_role = GaugeMetricFamily(
         "netbroker_group_role", "This member's role in its group (1 for the current one).",
@@ -218,6 +234,28 @@ def families(snap: Snapshot, store_bytes: int | None) -> Iterator[Metric]:
     g_isr = GaugeMetricFamily(
         "netbroker_group_in_sync_members", "The master's in-sync set's size.", labels=["group"]
     )
+    lag_labels = ["group", "follower"]
+    g_lag = GaugeMetricFamily(
+        "netbroker_group_replication_lag_entries",
+        "On the master: log entries a follower lacks (the master's position minus its ack).",
+        labels=lag_labels,
+    )
+    g_lag_s = GaugeMetricFamily(
+        "netbroker_group_replication_lag_seconds",
+        "On the master: how long the oldest entry a follower lacks has waited for it "
+        "(0 caught up, +Inf unknown).",
+        labels=lag_labels,
+    )
+    g_elections = CounterMetricFamily(
+        "netbroker_group_elections",
+        "Elections this member saw end (each new epoch it entered, as master or slave).",
+        labels=["group"],
+    )
+    g_won = CounterMetricFamily(
+        "netbroker_group_became_master",
+        "Elections this member won (times it became master).",
+        labels=["group"],
+    )
     for g in snap.groups:
         for role in (Role.MASTER, Role.SLAVE, Role.ELECTING, Role.STOPPED):
             g_role.add_metric([g.name, role.value], 1.0 if g.role is role else 0.0)
@@ -227,7 +265,13 @@ def families(snap: Snapshot, store_bytes: int | None) -> Iterator[Metric]:
             g_pos.add_metric([g.name], g.position)
         if g.role is Role.MASTER:
             g_isr.add_metric([g.name], len(g.in_sync))
-    yield from (g_role, g_epoch, g_pos, g_isr)
+        for lag in g.lags:
+            g_lag.add_metric([g.name, lag.follower], lag.entries)
+            g_lag_s.add_metric([g.name, lag.follower], lag.seconds)
+        if not g.lock:  # a lock-file member holds no elections
+            g_elections.add_metric([g.name], g.elections)
+            g_won.add_metric([g.name], g.became_master)
+    yield from (g_role, g_epoch, g_pos, g_isr, g_lag, g_lag_s, g_elections, g_won)
 
     yield from _histogram(
         "netbroker_store_fsync_seconds", "Time one fsync of the store's log took.", snap.fsync

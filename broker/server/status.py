@@ -45,12 +45,29 @@ class ComponentStatus:
 
 
 @dataclass(frozen=True)
+class ReplicaLag:
+    """How far one follower is behind its master, as the master sees it.
+
+    `entries`: the master's log position minus the follower's acknowledged one (the one
+    commits wait for); `seconds`: how long the oldest entry the follower lacks has waited
+    for it (0 when it holds everything, infinite when unknown: it never acknowledged in
+    this epoch, its stream ended, or it lacks entries older than the master remembers).
+    """
+
+    follower: str
+    entries: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class GroupStatus:
     """A group member's view of its group.
 
-    A master reports its epoch, position and in-sync set; a slave its master, where that
-    takes clients, its position and last replication error; an electing member why it
-    waits. A lock-file member reports its lock file instead.
+    A master reports its epoch, position, in-sync set and each follower's lag; a slave
+    its master, where that takes clients, its position and last replication error; an
+    electing member why it waits. A lock-file member reports its lock file instead.
+    Every member counts the elections it saw end (`elections`: each new epoch it
+    entered, as master or slave) and how many of them it won (`became_master`).
     """
 
     name: str
@@ -63,6 +80,9 @@ class GroupStatus:
     waiting: str = ""
     replication_error: str = ""
     lock: str = ""
+    lags: tuple[ReplicaLag, ...] = ()
+    elections: int = 0
+    became_master: int = 0
 
     def component(self) -> ComponentStatus:
         return ComponentStatus("group", self.name, self.role.value, self.detail())
@@ -88,7 +108,9 @@ class BridgeStatus:
 
     `peer` is the broker at the other end once it has linked (it stays after the link
     drops); `forwarded` counts over the current session (None without one); `last_error`
-    says why the link is not up.
+    says why the link is not up. `unacknowledged`: messages sent to the peer that it has
+    not answered yet (None without a session); `last_error_at`: when the link last failed
+    or dropped, in Unix seconds (0 if it never has); it stays after the link is back.
     """
 
     label: str
@@ -99,6 +121,8 @@ class BridgeStatus:
     last_error: str = ""
     inbound: bool = False
     received: int = 0
+    unacknowledged: int | None = None
+    last_error_at: float = 0.0
 
     def component(self) -> ComponentStatus:
         return ComponentStatus("bridge", self.label, self.state.value, self.detail())

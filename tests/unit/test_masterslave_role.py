@@ -304,3 +304,32 @@ def test_group_of_three_waits_for_the_better_member_to_take_over() -> None:
     new = IsrState(3, "b", frozenset({"b"}), ((2, 0), (3, 40)))
     actions = m.handle(view(a, b, c, state=new))
     assert actions[0] == Follow(b, 3) and m.master == b
+
+
+def test_elections_count_each_new_epoch_entered_and_the_ones_won() -> None:
+    m = slave_c()
+    assert (m.elections, m.became_master) == (1, 0)  # joined b's epoch 2
+    # The same master again after a stream blip is no new election.
+    m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c")))
+    assert (m.elections, m.became_master) == (1, 0)
+    m.handle(MasterGone(1))
+    m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c")))
+    m.handle(Alive(0.5))
+    m.handle(TookOver(3))
+    assert (m.elections, m.became_master) == (2, 1)
+    # Fenced by a newer master, c follows it: one more, not won.
+    m.handle(view(member("b", 3, 4), member("c", 2, 3), state=isr("b", 4, "c")))
+    assert m.role == Role.SLAVE
+    assert (m.elections, m.became_master) == (3, 1)
+
+
+def test_a_master_re_elected_counts_each_win() -> None:
+    m = master_b(epoch=2)
+    assert (m.elections, m.became_master) == (1, 1)
+    m.handle(Suspended(10.3))
+    m.handle(Tick(10.8))
+    m.handle(Connected(11.0))
+    m.handle(view(member("b", 1, 2), member("c", 2), state=isr("b", 2, "c")))
+    m.handle(Alive(11.1))
+    m.handle(TookOver(3))
+    assert (m.elections, m.became_master) == (2, 2)

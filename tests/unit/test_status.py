@@ -6,6 +6,7 @@ existed: `netbroker up/status` and operators still read them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import cast
 
@@ -28,6 +29,7 @@ from broker.server.status import (
     ComponentStatus,
     GroupStatus,
     LinkState,
+    ReplicaLag,
     Report,
     Role,
 )
@@ -136,6 +138,19 @@ def test_optional_numbers_are_absent_when_not_reported() -> None:
     assert master.HasField("position")  # position 0 is a position
     assert not bridge_pb(BridgeStatus("static:h:1", LinkState.CONNECTING)).HasField("forwarded")
     assert bridge_pb(BridgeStatus("x", LinkState.UP, forwarded=0)).HasField("forwarded")
+    idle = bridge_pb(BridgeStatus("x", LinkState.UP, forwarded=0, unacknowledged=0))
+    assert idle.HasField("unacknowledged") and idle.last_error_at == 0
+    assert not bridge_pb(BridgeStatus("x", LinkState.BACKOFF)).HasField("unacknowledged")
+
+
+def test_lags_and_elections_reach_the_wire() -> None:
+    lags = (ReplicaLag("c", 5, 0.25), ReplicaLag("d", 9, math.inf))
+    g = group_pb(GroupStatus("B", Role.MASTER, epoch=2, lags=lags, elections=3, became_master=2))
+    assert [(x.follower, x.entries, x.seconds) for x in g.lags] == [
+        ("c", 5, 0.25),
+        ("d", 9, math.inf),
+    ]
+    assert (g.elections, g.became_master) == (3, 2)
 
 
 def test_status_carries_words_and_fields() -> None:
