@@ -4,7 +4,9 @@
 #   * .venv with the project installed editable, with its test extras; reinstalled when
 #     pyproject.toml is newer than the stamp of the last install;
 #   * Debian's zookeeper package and a Java runtime, which master/slave groups run
-#     (embedded ZooKeeper), after `apt-get update`.
+#     (embedded ZooKeeper), after `apt-get update`;
+#   * for the test suite only (netbroker_test_setup, called by scripts/test and .ci/run):
+#     Debian's chromium and chromium-driver, which the web console's browser test drives.
 # It prints one line per step it takes (nothing when there is nothing to do), to stderr so
 # that a command's own output stays clean; what the tools print goes to a log file, whose
 # last lines are shown if a step fails.
@@ -112,6 +114,22 @@ netbroker_setup() {
     # The multicast tests build real network namespaces with `ip netns` and veth pairs.
     if ! command -v ip >/dev/null 2>&1; then
         packages+=(iproute2)
+    fi
+    if ((${#packages[@]})); then
+        _netbroker_apt_install "${packages[@]}"
+    fi
+}
+
+# What only the test suite needs, beyond netbroker_setup: Debian's Chromium and its
+# WebDriver, which tests/integration/test_console.py drives headless (through selenium,
+# from the test extras). Running brokers needs no browser, so scripts/netbroker skips it.
+netbroker_test_setup() {
+    local packages=()
+    if [[ ! -x /usr/bin/chromium ]]; then
+        packages+=(chromium)
+    fi
+    if [[ ! -x /usr/bin/chromedriver ]]; then
+        packages+=(chromium-driver)
     fi
     if ((${#packages[@]})); then
         _netbroker_apt_install "${packages[@]}"

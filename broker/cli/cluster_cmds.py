@@ -7,11 +7,14 @@ it is used: the other commands need none of it.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import TYPE_CHECKING
 
-from broker.cli.arguments import positive_float
+from broker.cli.arguments import int_range, positive_float
 
 if TYPE_CHECKING:
+    from broker.cluster.commands import Sidecar, SidecarStarter
     from broker.cluster.model import Topology
 
 
@@ -50,6 +53,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=5.0,
         metavar="SECONDS",
         help="seconds between status lines; 0 for none [%(default)s]",
+    )
+    p.add_argument(
+        "--console-port",
+        type=int_range(0, 65535),
+        default=None,
+        metavar="PORT",
+        help="serve the web console on 127.0.0.1:PORT while in the foreground, 0 for none "
+        "[the file's console_port, else 8161]",
     )
     p.set_defaults(handler=_cmd_up)
 
@@ -119,7 +130,63 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from broker.cluster import commands
 
     topology = _load_topology(args.file)
-    return commands.up(topology, detach=args.detach, timeout=args.timeout, interval=args.interval)
+    return commands.up(
+        topology,
+        detach=args.detach,
+        timeout=args.timeout,
+        interval=args.interval,
+        sidecar=_console(topology, args.console_port),
+    )
+
+
+def _console(topology: Topology, override: int | None) -> SidecarStarter | None:
+    """How `up` starts the web console: on --console-port, else the file's console_port,
+    else the default port; none on 0. A port that was asked for and is taken stops `up`;
+    the default one taken (another cluster's console) only costs this run its console."""
+    from broker.cluster.errors import UpError
+    from broker.cluster.model import DEFAULT_CONSOLE_PORT
+    from broker.cluster.report import print_line
+
+    asked = override if override is not None else topology.console_port
+    port = DEFAULT_CONSOLE_PORT if asked is None else asked
+    if port == 0:
+        return None
+    if override is not None:
+        _check_console_port(topology, port)
+
+    def start(t: Topology) -> Sidecar | None:
+        from broker.client.credentials import PASSWORD_ENV, USER_ENV, credentials_metadata
+        from broker.console.console import Console, ConsoleError
+
+        # Brokers with users answer the console's queue listing, browse and purge only
+        # for a user with admin rights: `up`'s environment names one, as for the CLI.
+        user = os.environ.get(USER_ENV, "")
+        metadata = credentials_metadata(user, os.environ.get(PASSWORD_ENV, ""))
+        try:
+            return Console.start(t, port, metadata=metadata)
+        except ConsoleError as e:
+            if asked is not None:
+                raise UpError(f"{e}; choose another with --console-port (0: none)") from None
+            print_line(sys.stderr, f"netbroker: {e}; running without it (--console-port)")
+            return None
+
+    return start
+
+
+def _check_console_port(topology: Topology, port: int) -> None:
+    """--console-port clashing with a port the file gives a broker (or ZooKeeper)."""
+    from broker.cli.errors import CliError
+    from broker.cluster.model import WILDCARD_HOSTS
+
+    zk = topology.zookeeper
+    if zk is not None and zk.embedded and zk.port == port:
+        raise CliError(f"--console-port {port} is the file's zookeeper_port")
+    for b in topology.brokers:
+        if b.host not in ("127.0.0.1", *WILDCARD_HOSTS):
+            continue
+        for key in ("port", "replication_port", "stomp_port", "metrics_port"):
+            if getattr(b, key) == port:
+                raise CliError(f"--console-port {port} is broker {b.name}'s {key} in the file")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -38,10 +38,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from broker import invocation
 from broker.cluster import registry
@@ -92,6 +92,20 @@ from broker.cluster.zookeeper import Ensemble
 DEFAULT_INTERVAL = 5.0
 
 
+class Sidecar(Protocol):
+    """Something a foreground `up` runs beside its brokers (the web console): started
+    before anything else, so a port it cannot have stops `up` early; closed first."""
+
+    @property
+    def url(self) -> str: ...
+    def close(self) -> None: ...
+
+
+# Starts a sidecar for the topology, or returns None when there is none to run. Passed in
+# by the CLI: cluster operations do not import what the sidecar is made of (the client).
+SidecarStarter = Callable[[Topology], Sidecar | None]
+
+
 @contextlib.contextmanager
 def _stop_signals(stop_requested: threading.Event, kill_now: threading.Event) -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP ask for an orderly stop; a second one for a kill."""
@@ -123,13 +137,15 @@ def up(
     err: TextIO = sys.stderr,
     command: Sequence[str] | None = None,
     cwd: Path | None = None,
+    sidecar: SidecarStarter | None = None,
 ) -> int:
     """Start a topology: its embedded ZooKeeper if it has one, then its brokers; in the
-    foreground, supervise them until told to stop, then stop brokers, then ZooKeeper."""
+    foreground, supervise them until told to stop, then stop brokers, then ZooKeeper.
+    `sidecar` (the web console) runs beside a foreground run."""
     spath = state_path(topology, cwd)
     with registry.up_lock(topology.source, _here(cwd)):
         _refuse_if_running(topology, spath, cwd=cwd, command=command)
-        return _up(topology, spath, detach, timeout, interval, out, err, command, cwd)
+        return _up(topology, spath, detach, timeout, interval, out, err, command, cwd, sidecar)
 
 
 def _here(cwd: Path | None) -> Path:
@@ -146,9 +162,10 @@ def _up(
     err: TextIO,
     command: Sequence[str] | None,
     cwd: Path | None,
+    sidecar: SidecarStarter | None = None,
 ) -> int:
     run = _UpRun(topology, spath, detach=detach, timeout=timeout, out=out, err=err,
-                 command=command, cwd=cwd)  # fmt: skip
+                 command=command, cwd=cwd, sidecar=sidecar)  # fmt: skip
     with _stop_signals(run.stop_requested, run.kill_now):
         try:
             statuses = run.start()
@@ -234,8 +251,11 @@ class _UpRun:
         err: TextIO,
         command: Sequence[str] | None,
         cwd: Path | None,
+        sidecar: SidecarStarter | None = None,
     ) -> None:
         self.topology = topology
+        self.start_sidecar = None if detach else sidecar
+        self.sidecar: Sidecar | None = None
         self.spath = spath
         self.detach = detach
         self.timeout = timeout
@@ -252,7 +272,10 @@ class _UpRun:
         self.wrote_state = False
 
     def start(self) -> dict[str, BrokerStatus | None]:
-        """ZooKeeper, then the brokers, then the wait for the cluster; every status."""
+        """The sidecar, ZooKeeper, then the brokers, then the wait for the cluster; every
+        status."""
+        if self.start_sidecar is not None:
+            self.sidecar = self.start_sidecar(self.topology)
         zk_connect = self.start_zookeeper()
         # One deadline for the brokers' start: ready, groups elected, every bridge up.
         deadline = time.monotonic() + self.timeout
@@ -323,6 +346,8 @@ class _UpRun:
         metrics = metrics_line(self.plans, {p.name: p.metrics_port for p in self.plans})
         if metrics:
             print_line(out, metrics)
+        if self.sidecar is not None:
+            print_line(out, f"console: {self.sidecar.url}")
         if ensemble is not None and zk_state is not None:
             print_line(
                 out, f"zookeeper: embedded at {ensemble.connect_string}, pid {zk_state['pid']}"
@@ -359,6 +384,9 @@ class _UpRun:
     def close(self) -> None:
         """Stop the brokers still ours, then ZooKeeper; a foreground run's state file goes."""
         err = self.err
+        if self.sidecar is not None:
+            self.sidecar.close()
+            self.sidecar = None
         self.probe.close()
         if self.procs:
             live = [p for p in self.procs if p.alive()]

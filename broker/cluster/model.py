@@ -48,6 +48,8 @@ QUORUM_SYNC = tuple(s.value for s in Sync if s.quorum)
 LOCAL_SYNC = tuple(s.value for s in Sync if not s.quorum)
 # The embedded ZooKeeper keeps its data in DATA/zookeeper, beside DATA/<broker>.
 EMBEDDED_ZK_DIR = "zookeeper"
+# The web console `up` serves when the file names no `console_port` (ActiveMQ's).
+DEFAULT_CONSOLE_PORT = 8161
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,9 @@ class Topology:
     groups: tuple[GroupSpec, ...]
     zookeeper: ZooKeeper | None = None
     security_token: str | None = field(default=None, repr=False)
+    # The web console's port on 127.0.0.1 as the file gives it (0: none); None when the
+    # file does not say, and `up` tries DEFAULT_CONSOLE_PORT.
+    console_port: int | None = None
 
     @property
     def brokers(self) -> tuple[BrokerSpec, ...]:

@@ -137,14 +137,18 @@ def _zookeeper_group(group: GroupSpec, zookeeper: ZooKeeper | None) -> int:
     return replicas
 
 
-def no_duplicates(groups: list[GroupSpec], zookeeper: ZooKeeper | None) -> None:
+def no_duplicates(
+    groups: list[GroupSpec], zookeeper: ZooKeeper | None, console_port: int | None = None
+) -> None:
     """Broker names once across the file; every port (client, replication, an embedded
-    ZooKeeper's) once per host."""
+    ZooKeeper's, the web console's) once per host."""
     names: dict[str, str] = {}
     # (host, port) -> the key path that claimed it first
     ports: dict[tuple[str, int], str] = {}
     if zookeeper is not None and zookeeper.port is not None:
         ports[("127.0.0.1", zookeeper.port)] = "zookeeper_port"
+    if console_port:
+        ports[("127.0.0.1", console_port)] = "console_port"
     for g in groups:
         for b in g.brokers:
             path = ("groups", g.name, "brokers", b.name)

@@ -14,6 +14,7 @@ The shape (see docs/topology.md):
     zookeeper: embedded          # or "host:port,host:port" (or a list); required when a
                                  # group elects through ZooKeeper
     zookeeper_port: 2181         # optional, embedded only: fixed client port (default free)
+    console_port: 8161           # optional: the web console of `up` (default 8161; 0: none)
     securityToken: s3cret        # optional; a group's own securityToken overrides it
     data: run/ab_c               # optional; default run/<file name without .yaml>
     groups:
@@ -182,6 +183,7 @@ def _finite(value: float) -> float:
 
 
 _PORT = "expected an integer 1-65535, got {got}"
+_CONSOLE_PORT = "expected an integer 0-65535 (0: no console), got {got}"
 _METRICS_PORT = "expected an integer 1-65535, or auto (`up` picks a free port), got {got}"
 _POSITIVE = "expected an integer >= 1, got {got}"
 _WEIGHT = "expected an integer >= 0, got {got}"
@@ -200,6 +202,8 @@ _URI = "expected a connector URI string, got {got}"
 # worded the same (None is its absence: null itself is refused).
 Port = Annotated[int, Field(strict=True, ge=1, le=65535), _worded(_PORT)]
 MaybePort = Annotated[Port | None, _worded(_PORT)]
+ConsolePort = Annotated[int, Field(strict=True, ge=0, le=65535), _worded(_CONSOLE_PORT)]
+MaybeConsolePort = Annotated[ConsolePort | None, _worded(_CONSOLE_PORT)]
 _BarePort = Annotated[int, Field(strict=True, ge=1, le=65535)]
 MaybeMetricsPort = Annotated[_BarePort | Literal["auto"] | None, _worded(_METRICS_PORT)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1), _worded(_POSITIVE)]
@@ -445,6 +449,7 @@ class TopologyFile(_Secured):
 
     zookeeper: Annotated[InstanceOf[ZooKeeper] | None, BeforeValidator(_zookeeper)] = None
     zookeeper_port: MaybePort = None
+    console_port: MaybeConsolePort = None
     security_token: MaybeToken = Field(default=None, alias="securityToken")
     data: MaybeData = None
     groups: Annotated[
@@ -506,12 +511,12 @@ class TopologyFile(_Secured):
             ))
             for g in groups
         ]  # fmt: skip
-        rules.no_duplicates(groups, zookeeper)
+        rules.no_duplicates(groups, zookeeper, self.console_port)
         # Connectors last: they may name brokers of any group, also ones further down.
         groups = [rules.resolve_connectors(g, groups, context["parse_connector"]) for g in groups]
         self._topology = Topology(
             source=source, data=data, groups=tuple(groups), zookeeper=zookeeper,
-            security_token=token,
+            security_token=token, console_port=self.console_port,
         )  # fmt: skip
         return self
 

@@ -78,6 +78,9 @@ def relocate(source: Path, into: Path, overrides: dict[str, Any] | None = None) 
             c["uri"] = rewrite(c["uri"])
     data = into / "run" / source.stem
     raw["data"] = str(data)
+    # No web console unless a test asks for one (--console-port): a test's `up` never
+    # takes the default port 8161 of an operator's console.
+    raw.setdefault("console_port", 0)
     path = into / source.name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return Relocated(path, data, {name: spec["port"] for _, name, spec in brokers})
