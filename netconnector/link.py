@@ -18,7 +18,9 @@ import grpc
 
 from broker.pb import bridge_pb2
 from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
+from broker.security.tls import tls_failure
 from broker.server.status import BridgeStatus, LinkState
+from broker.server.tls import peer_channel_credentials
 from netconnector.hello import opener_terms, path_name_of, refusal
 from netconnector.host import LinkHost
 from netconnector.outbox import LINK_METHOD, Frame, Outbox, serialize_frame
@@ -71,8 +73,14 @@ class Link:
             peer=self.peer,
             address=self.address,
             forwarded=self.session.forwarded if self.session is not None else None,
-            last_error=self.detail,
+            last_error=self.detail or self._refusals(),
         )
+
+    def _refusals(self) -> str:
+        session = self.session
+        if session is None or not session.unauthorized:
+            return ""
+        return f"refused {session.unauthorized} forwarded messages; last: {session.last_refusal}"
 
     async def _run(self) -> None:
         spec = self.spec
@@ -99,6 +107,8 @@ class Link:
                 self.detail = str(exc)
             except grpc.aio.AioRpcError as exc:
                 self.detail = f"{exc.code().name}: {exc.details()}"
+                if (cause := tls_failure(exc.details() or "")) is not None:
+                    self.detail = f"{cause} ({self.detail})"
                 # gRPC's own words for "nothing listens there"; anything else with
                 # UNAVAILABLE is a broker that answered and refused.
                 electing |= exc.code() == grpc.StatusCode.UNAVAILABLE and not (
@@ -161,7 +171,13 @@ class Link:
             ("grpc.min_reconnect_backoff_ms", 1000),
             ("grpc.use_local_subchannel_pool", 1),
         ]
-        async with grpc.aio.insecure_channel(address, options=options) as channel:
+        tls = network.tls
+        channel = (
+            grpc.aio.insecure_channel(address, options=options)
+            if tls is None
+            else grpc.aio.secure_channel(address, peer_channel_credentials(tls), options=options)
+        )
+        async with channel:
             call: grpc.aio.StreamStreamCall[Frame, bridge_pb2.BridgeFrame]
             call = channel.stream_stream(
                 LINK_METHOD,

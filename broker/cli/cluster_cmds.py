@@ -108,6 +108,11 @@ def failures() -> tuple[type[Exception], ...]:
     return (TopologyError, UpError)
 
 
+def load_topology(path: str) -> Topology:
+    """The topology file, loaded and checked (CliError naming the problem)."""
+    return _load_topology(path)
+
+
 def _load_topology(path: str) -> Topology:
     from broker.cluster import loader
     from netconnector.uri import parse_connector
