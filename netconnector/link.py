@@ -107,7 +107,8 @@ class Link:
                 self.detail = str(exc)
             except grpc.aio.AioRpcError as exc:
                 self.detail = f"{exc.code().name}: {exc.details()}"
-                if (cause := tls_failure(exc.details() or "")) is not None:
+                cause = tls_failure(exc.details() or "") if self.network.tls else None
+                if cause is not None:
                     self.detail = f"{cause} ({self.detail})"
                 # gRPC's own words for "nothing listens there"; anything else with
                 # UNAVAILABLE is a broker that answered and refused.

@@ -100,9 +100,14 @@ def certificate_refusal(
 
 
 def tls_failure(details: str) -> str | None:
-    """A TLS cause in gRPC's words for a failed connection, said plainly; None when the
-    failure is not about TLS."""
+    """A TLS cause in gRPC's words for a failed TLS connection, said plainly; None when
+    the failure is not about TLS."""
     text = details.lower()
+    if text.rstrip().endswith("socket closed"):
+        return (
+            "TLS: the peer closed the connection during the handshake (it refused this "
+            "side's certificate, or its port is not TLS)"
+        )
     if "handshake" in text or "ssl" in text or "certificate" in text:
         return (
             "TLS handshake failed: the broker's certificate is not signed by the CA given "
