@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -27,11 +28,13 @@ from broker.security.authenticator import Authenticator
 from broker.security.errors import SecurityError
 from broker.security.secrets import SecretFileError, read_secret
 from broker.security.settings import load_settings
+from broker.security.tls import TlsError, TlsMaterial, load_material, server_ssl_context
 from broker.server.gate import ServiceGate
 from broker.server.guard import CallGuard
 from broker.server.listen import build_server
 from broker.server.metrics import MetricsEndpoint, serve_metrics
 from broker.server.status import Role
+from broker.server.tls import server_credentials
 from broker.stomp.frames import Limits
 from broker.stomp.transport import StompServer
 from masterslave.election import min_insync_default
@@ -53,7 +56,7 @@ def _check_data_dir(config: BrokerConfig) -> None:
         raise StartupError(f"data directory {path} is not readable and writable")
 
 
-def _group_config(config: BrokerConfig) -> GroupConfig:
+def _group_config(config: BrokerConfig, tls: TlsMaterial | None) -> GroupConfig:
     # The config's own rules made sure a ZooKeeper member has an ensemble and a port.
     return GroupConfig(
         name=config.group,
@@ -69,10 +72,14 @@ def _group_config(config: BrokerConfig) -> GroupConfig:
         lag_timeout=config.lag_timeout,
         commit_timeout=config.commit_timeout,
         token=config.token,
+        tls=tls,
+        members=config.group_members,
     )
 
 
-def _replication_server(config: BrokerConfig, member: GroupMember) -> grpc.aio.Server:
+def _replication_server(
+    config: BrokerConfig, member: GroupMember, tls: TlsMaterial | None
+) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", 256 * 1024 * 1024),
@@ -85,7 +92,12 @@ def _replication_server(config: BrokerConfig, member: GroupMember) -> grpc.aio.S
     member.install(server)
     address = f"{config.host}:{config.replication_port}"
     try:
-        bound = server.add_insecure_port(address)
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            # Mutual TLS: only a certificate the CA signed gets a connection; which member
+            # it names is checked per stream (masterslave.replication).
+            bound = server.add_secure_port(address, server_credentials(tls, peers=True))
     except RuntimeError:
         bound = 0
     if not bound:
@@ -154,6 +166,25 @@ def _authenticator(config: BrokerConfig) -> Authenticator | None:
     return Authenticator(settings)
 
 
+def _stomp_ssl(tls: TlsMaterial) -> ssl.SSLContext:
+    try:
+        return server_ssl_context(tls)
+    except TlsError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _tls(config: BrokerConfig) -> TlsMaterial | None:
+    """The broker's certificate, key and CA, read once at start (None: plaintext)."""
+    if config.tls_cert is None or config.tls_key is None or config.tls_ca is None:
+        return None
+    try:
+        material = load_material(config.tls_cert, config.tls_key, config.tls_ca)
+    except TlsError as exc:
+        raise StartupError(str(exc)) from None
+    log.info("TLS on every port: certificate %s, CA %s", config.tls_cert, config.tls_ca)
+    return material
+
+
 def _with_broker_credential(config: BrokerConfig) -> BrokerConfig:
     """The config with the broker credential file's secret as its token: what bridges
     and replication present and require."""
@@ -175,10 +206,13 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
     _check_data_dir(config)
     config = _with_broker_credential(config)
     authenticator = _authenticator(config)
+    tls = _tls(config)
     gate = ServiceGate()
-    network = Network(config, gate)
+    network = Network(config, gate, tls)
+    if authenticator is not None:
+        network.authorization = authenticator.settings.authorization
     server, port = build_server(
-        config, gate, extra=[network.install], guard=CallGuard(authenticator)
+        config, gate, extra=[network.install], guard=CallGuard(authenticator), tls=tls
     )
     config = dataclasses.replace(config, port=port)
     gate.client_address = config.client_address
@@ -203,6 +237,7 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
         stomp = StompServer(
             gate, config.host, config.stomp_port, name=config.name,
             limits=Limits(max_body=config.max_message_bytes), authenticator=authenticator,
+            ssl=None if tls is None else _stomp_ssl(tls),
         )  # fmt: skip
     try:
         if config.election is Election.LOCKFILE:
@@ -210,8 +245,8 @@ async def serve(config: BrokerConfig, stop: asyncio.Event) -> None:
         else:
             store = _open_store(config)
             if config.election is Election.ZOOKEEPER:
-                member = GroupMember(config, _group_config(config), store, gate, network)
-                replication = _replication_server(config, member)
+                member = GroupMember(config, _group_config(config, tls), store, gate, network)
+                replication = _replication_server(config, member, tls)
             else:
                 broker = Broker(config, store)
                 await broker.start()

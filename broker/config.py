@@ -181,6 +181,7 @@ _BY_ELECTION = cast(Sync, "by election")
 
 _GROUP = "master/slave group"
 _DISCOVERY = "discovery (multicast:// connectors)"
+_TLS = "TLS (docs/security.md)"
 
 
 @dataclass(frozen=True)
@@ -283,11 +284,9 @@ class BrokerConfig:
     token: str = field(
         default="",
         repr=False,  # kept out of logs and tracebacks
-        metadata=_meta(
-            "--token",
-            "securityToken that links and replication connections must present",
-            metavar="SECRET",
-        ),
+        # No flag: a secret on the command line shows in `ps`. `up` writes it into the
+        # 0600 config file; by hand, use --broker-credential FILE.
+        metadata=_meta(),
     )
     # The users file: users with argon2 hashes and groups, whether anonymous clients are
     # let in, the authorization map (docs/security.md). None: every client is let in.
@@ -306,6 +305,55 @@ class BrokerConfig:
             "--broker-credential",
             "file (mode 0600) with the credential bridges and replication present and require",
             metavar="FILE",
+        ),
+    )  # fmt: skip
+    # TLS on every port (docs/security.md): the certificate chain and key this broker
+    # presents (the key file mode 0600), and the CA that bridges, followers and the
+    # brokers it dials are checked against. All three, or none: plaintext.
+    tls_cert: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "--tls-cert", "certificate (PEM) the broker presents: TLS on every port",
+            metavar="FILE", section=_TLS, shown="none: plaintext",
+        ),
+    )  # fmt: skip
+    tls_key: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "--tls-key", "its private key (PEM, mode 0600)", metavar="FILE", section=_TLS,
+        ),
+    )  # fmt: skip
+    tls_ca: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "--tls-ca", "CA (PEM) that peer brokers' certificates are checked against",
+            metavar="FILE", section=_TLS,
+        ),
+    )  # fmt: skip
+    # Bridges connect here under TLS, presenting their broker certificate (gRPC's
+    # client port cannot ask clients for one without requiring it of all); 0: bridges use
+    # the client port (plaintext only).
+    bridge_port: int = field(
+        default=0,
+        metadata=_meta(
+            "--bridge-port", "port other brokers' bridges connect to (mutual TLS)",
+            metavar="PORT", section=_TLS, low=1, high=65535, unset=0,
+        ),
+    )  # fmt: skip
+    # The brokers whose certificates the bridge port accepts, and the members whose
+    # certificates the replication port accepts as followers (empty: any the CA signed).
+    tls_peers: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "--tls-peer", "broker a bridge certificate may name (repeatable; none: any)",
+            metavar="NAME", section=_TLS,
+        ),
+    )  # fmt: skip
+    group_members: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "--group-member", "member a follower's certificate may name (repeatable; none: any)",
+            metavar="NAME", section=_TLS,
         ),
     )  # fmt: skip
     # multicast:// connectors: the addresses of the interfaces zeroconf advertises and
@@ -436,6 +484,11 @@ class BrokerConfig:
                 "needs members that replicate ({election} zookeeper); use local_disk or local_mem",
                 value=self.sync,
             )
+        tls = (self.tls_cert, self.tls_key, self.tls_ca)
+        if any(p is not None for p in tls) and any(p is None for p in tls):
+            raise ConfigError("tls_cert", "{tls_cert}, {tls_key} and {tls_ca} go together")
+        if self.bridge_port and self.tls_cert is None:
+            raise ConfigError("bridge_port", "needs {tls_cert}: without TLS bridges use {port}")
         if self.min_insync > self.replicas:
             raise ConfigError(
                 "min_insync",
@@ -454,6 +507,10 @@ class BrokerConfig:
     @property
     def client_address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     def grpc_options(self) -> list[tuple[str, int]]:
         # Headroom over the body limit for headers, ids and the batch envelope.

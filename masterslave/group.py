@@ -28,8 +28,10 @@ from broker.core.commit import GroupCommitter
 from broker.core.store import META_EPOCH, META_POS, Store
 from broker.pb import replication_pb2, replication_pb2_grpc
 from broker.reconnect import Backoff
+from broker.security.tls import TlsMaterial
 from broker.server.gate import ServiceGate
 from broker.server.status import GroupStatus, Role
+from broker.server.tls import peer_channel_credentials
 from masterslave.election import IsrState, Member
 from masterslave.isr import new_epoch
 from masterslave.lag import replica_lags
@@ -88,6 +90,10 @@ class GroupConfig:
     lag_timeout: float = 1.0
     commit_timeout: float = 10.0
     token: str = ""
+    # TLS on the replication port and to the master (None: plaintext), and the members
+    # whose certificates may follow (empty: any the CA signed).
+    tls: TlsMaterial | None = None
+    members: tuple[str, ...] = ()
 
     @property
     def replication_address(self) -> str:
@@ -124,7 +130,10 @@ class GroupMember:
         self.log = ReplicationLog(
             max_entries=200_000, max_bytes=256 * 1024 * 1024, last=store.meta(META_POS)
         )
-        self.follower = Follower(config.name, store, self.log, group.sync, group.token)
+        self.follower = Follower(
+            config.name, store, self.log, group.sync, group.token,
+            None if group.tls is None else peer_channel_credentials(group.tls),
+        )  # fmt: skip
         self._follow_task: asyncio.Task[None] | None = None
         self._zk: ZkGroup | None = None
         # Why the last replication stream from the master ended (shown by status).
@@ -444,6 +453,7 @@ class GroupMember:
             lag_timeout=self.group.lag_timeout, commit_timeout=self.group.commit_timeout,
             token=self.group.token, on_fenced=self._fenced, group=self.group.name,
             may_follow=self._may_follow, read_isr=self._read_isr,
+            tls_members=None if self.group.tls is None else self.group.members,
         )  # fmt: skip
         committer.replicator = leader
         broker = Broker(self.config, self.store, committer)

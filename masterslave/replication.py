@@ -23,6 +23,7 @@ from broker.core.store import META_EPOCH, META_POS, Op, Store
 from broker.core.wire import varint
 from broker.errors import Unavailable
 from broker.pb import replication_pb2, replication_pb2_grpc
+from broker.server.tls import peer_refusal
 from masterslave.acks import AckTracker
 from masterslave.election import IsrState
 from masterslave.isr import IsrPolicy, reconcile
@@ -134,6 +135,7 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         group: str,
         may_follow: Callable[[str], str | None] = lambda member: None,
         read_isr: Callable[[], Awaitable[tuple[IsrState | None, int]]] | None = None,
+        tls_members: tuple[str, ...] | None = None,
     ) -> None:
         """`may_follow(member)` is None when `member` may follow, else why not (the
         group member passes the ids registered under the group's zkPath).
@@ -156,6 +158,9 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
         self._on_fenced = on_fenced
         self._may_follow = may_follow
         self._read_isr = read_isr
+        # Under TLS, the members whose certificates may follow (empty: any the CA
+        # signed); None without TLS.
+        self.tls_members = tls_members
         self._local_sync = self.sync_mode.fsyncs
         self.tracker = AckTracker(member, sync_mode, min_insync, start=committer.position)
         self.policy = IsrPolicy()
@@ -339,6 +344,14 @@ class Leader(replication_pb2_grpc.ReplicationServicer):
                 context.peer(),
             )
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "wrong securityToken")
+        if self.tls_members is not None:
+            why = peer_refusal(
+                context, first.member, self.tls_members, f"a member of group {self.group}"
+            )
+            if why is not None:
+                log.warning("refused replication from %s (%s): %s", first.member or "?",
+                            context.peer(), why)  # fmt: skip
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         if self.closed:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no longer the master")
         member = first.member
@@ -449,8 +462,11 @@ class Follower:
         replication_log: ReplicationLog,
         sync_mode: Sync | str,
         token: str,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.member = member
+        # TLS to the master, presenting this member's certificate (None: plaintext).
+        self.credentials = credentials
         self.store = store
         self.log = replication_log
         self.sync = Sync(sync_mode) is Sync.QUORUM_DISK
@@ -473,7 +489,12 @@ class Follower:
             ("grpc.http2.ping_timeout_ms", 2_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ]
-        async with grpc.aio.insecure_channel(address, options=options) as channel:
+        channel = (
+            grpc.aio.insecure_channel(address, options=options)
+            if self.credentials is None
+            else grpc.aio.secure_channel(address, self.credentials, options=options)
+        )
+        async with channel:
             call = replication_pb2_grpc.ReplicationStub(channel).Follow()
             await call.write(
                 replication_pb2.FollowRequest(

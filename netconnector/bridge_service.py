@@ -19,6 +19,7 @@ from broker.errors import InvalidArgument
 from broker.pb import bridge_pb2, bridge_pb2_grpc
 from broker.server.decode import RAW, decoded
 from broker.server.gate import ServiceGate
+from broker.server.tls import peer_refusal
 from netconnector.hello import acceptor_terms, refusal
 from netconnector.host import LinkHost
 from netconnector.outbox import LINK_METHOD, Frame, Outbox, serialize_frame
@@ -75,6 +76,14 @@ class BridgeService(bridge_pb2_grpc.BridgeServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a link starts with a hello")
         hello = first.hello
         refused = refusal(hello, network.name, network.token)
+        if refused is None and network.tls is not None:
+            # Under TLS a bridge comes to the bridge port (mutual TLS) with its broker's
+            # certificate; on the client port it has none and is sent there.
+            refused = peer_refusal(
+                context, hello.broker, network.config.tls_peers, "a broker of this topology"
+            )
+            if refused is not None and network.config.bridge_port:
+                refused += f" (bridges connect to port {network.config.bridge_port})"
         if refused is not None:
             log.warning("refused a link from %s: %s", context.peer(), refused)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)

@@ -13,6 +13,7 @@ from typing import Protocol
 from broker.config import BrokerConfig
 from broker.core.broker import Broker
 from broker.pb import bridge_pb2
+from broker.security.tls import TlsMaterial
 from netconnector.hello import LinkTerms
 from netconnector.outbox import Outbox
 from netconnector.session import BridgeSession
@@ -30,6 +31,11 @@ class LinkHost(Protocol):
     @property
     def config(self) -> BrokerConfig:
         """The broker's configuration (a link sizes its gRPC messages from it)."""
+        ...
+
+    @property
+    def tls(self) -> TlsMaterial | None:
+        """The broker's TLS material: links dial with it (None: plaintext)."""
         ...
 
     @property

@@ -18,7 +18,9 @@ import grpc
 
 from broker.pb import bridge_pb2
 from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
+from broker.security.tls import tls_failure
 from broker.server.status import BridgeStatus, LinkState
+from broker.server.tls import peer_channel_credentials
 from netconnector.hello import opener_terms, path_name_of, refusal
 from netconnector.host import LinkHost
 from netconnector.outbox import LINK_METHOD, Frame, Outbox, serialize_frame
@@ -74,10 +76,16 @@ class Link:
             peer=self.peer,
             address=self.address,
             forwarded=session.forwarded if session is not None else None,
-            last_error=self.detail,
+            last_error=self.detail or self._refusals(),
             unacknowledged=session.unacknowledged if session is not None else None,
             last_error_at=self.error_at,
         )
+
+    def _refusals(self) -> str:
+        session = self.session
+        if session is None or not session.unauthorized:
+            return ""
+        return f"refused {session.unauthorized} forwarded messages; last: {session.last_refusal}"
 
     async def _run(self) -> None:
         spec = self.spec
@@ -104,6 +112,9 @@ class Link:
                 self.detail = str(exc)
             except grpc.aio.AioRpcError as exc:
                 self.detail = f"{exc.code().name}: {exc.details()}"
+                cause = tls_failure(exc.details() or "") if self.network.tls else None
+                if cause is not None:
+                    self.detail = f"{cause} ({self.detail})"
                 # gRPC's own words for "nothing listens there"; anything else with
                 # UNAVAILABLE is a broker that answered and refused.
                 electing |= exc.code() == grpc.StatusCode.UNAVAILABLE and not (
@@ -167,7 +178,13 @@ class Link:
             ("grpc.min_reconnect_backoff_ms", 1000),
             ("grpc.use_local_subchannel_pool", 1),
         ]
-        async with grpc.aio.insecure_channel(address, options=options) as channel:
+        tls = network.tls
+        channel = (
+            grpc.aio.insecure_channel(address, options=options)
+            if tls is None
+            else grpc.aio.secure_channel(address, peer_channel_credentials(tls), options=options)
+        )
+        async with channel:
             call: grpc.aio.StreamStreamCall[Frame, bridge_pb2.BridgeFrame]
             call = channel.stream_stream(
                 LINK_METHOD,

@@ -19,6 +19,9 @@ from broker.core.queue import Entry
 from broker.core.topics import network_queue
 from broker.pb import bridge_pb2
 from broker.pb.message_pb2 import Message
+from broker.security.authorization import AuthorizationMap
+from broker.security.principal import broker_principal
+from broker.security.tls import TlsMaterial
 from broker.server.gate import ServiceGate
 from broker.server.status import BridgeStatus, LinkState, Report
 from netconnector import bridge_service
@@ -46,14 +49,27 @@ def _decode_routes(value: bytes) -> TopicAdvertisement:
         return {}
 
 
+def _refusals(session: BridgeSession) -> str:
+    if not session.unauthorized:
+        return ""
+    return f"refused {session.unauthorized} forwarded messages; last: {session.last_refusal}"
+
+
 class Network:
     """Long-lived for the broker process; attached to a broker core while it serves.
 
     The host of its links (`LinkHost`), of the Bridge service (`BridgeHost`) and of
     multicast discovery (`DiscoveryHost`)."""
 
-    def __init__(self, config: BrokerConfig, gate: ServiceGate) -> None:
+    def __init__(
+        self, config: BrokerConfig, gate: ServiceGate, tls: TlsMaterial | None = None
+    ) -> None:
         self.config = config
+        # Links dial with it and the Bridge service checks the caller's certificate.
+        self.tls = tls
+        # The users file's authorization map, set by the assembly: what inbound bridges
+        # forward is checked against it as a broker principal (None: all let in).
+        self.authorization: AuthorizationMap | None = None
         self.gate = gate
         self.name = config.name
         self.group = config.group
@@ -257,6 +273,8 @@ class Network:
             broker, self.table, terms, outbox.put, self.demand_changed, self.capacity,
             self.route_elsewhere, self.topics,
         )  # fmt: skip
+        if self.authorization is not None:
+            session.principal = broker_principal(terms.peer, self.authorization)
         self.sessions.add(session)
         if terms.forwards:
             self._filters[terms.peer_in_paths] = terms.filter
@@ -290,6 +308,7 @@ class Network:
                 inbound=True,
                 received=s.received,
                 unacknowledged=s.unacknowledged if s.terms.forwards else None,
+                last_error=_refusals(s),
             )
             for s in self.sessions
             if id(s) not in outbound

@@ -23,6 +23,8 @@ from broker.core.topics import is_network_queue, is_subscription_queue, network_
 from broker.errors import BrokerError
 from broker.pb import bridge_pb2
 from broker.pb.message_pb2 import Message
+from broker.security.authorization import Operation
+from broker.security.principal import Principal, denial
 from netconnector import bridge_state as bs
 from netconnector.bridge_state import MAX_FORWARD_BYTES, NETWORK_PRIORITY, REFUSED_RETRY
 from netconnector.demand import Advertiser, DemandTable
@@ -83,6 +85,11 @@ class BridgeSession:
         self._topics_sent: TopicAdvertisement | None = None
         self.terms = terms
         self.state = bs.BridgeState(terms, broker.config.path_name)
+        # Under an authorization map, what the peer forwards is checked as its broker
+        # principal (set by the network; None: everything is let in).
+        self.principal: Principal | None = None
+        self.unauthorized = 0
+        self.last_refusal = ""
         self._write = write
         self._on_demand_change = on_demand_change
         # (queue, hops, peer) -> how many messages the consumers behind this broker take
@@ -301,7 +308,18 @@ class BridgeSession:
         # Messages this broker can never store are refused one by one, so that they do not
         # hold back (or take down with them) the rest of their batch.
         refused: list[tuple[int, str]] = []
+        principal = self.principal
         for position, message in enumerate(messages):
+            if principal is not None and not principal.may(
+                Operation.WRITE, message.topic, message.destination
+            ):
+                why = denial(Operation.WRITE, message.topic, message.destination, principal)
+                refused.append((position, why))
+                self.unauthorized += 1
+                if why != self.last_refusal:  # one line per new refusal, not per message
+                    log.warning("refused a forward from %s: %s", self.peer, why)
+                self.last_refusal = why
+                continue
             try:
                 self.broker.check(message)
             except BrokerError as exc:

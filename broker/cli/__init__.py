@@ -26,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as e:  # --help, --version
         return e.code if isinstance(e.code, int) else 0
+    if args.command != "broker":
+        # gRPC's core logs a failed TLS handshake on stderr (before our one line says
+        # it in plain words); a broker keeps those lines in its log.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

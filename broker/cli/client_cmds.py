@@ -30,7 +30,8 @@ def client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--url",
         default=DEFAULT_URL,
-        help="broker address, host:port or failover:(a,b), optionally after user:password@ "
+        help="broker address, host:port or failover:(a,b) (ssl://host:port: TLS), "
+        "optionally after user:password@ "
         "(visible in ps: prefer --user with NETBROKER_PASSWORD or --password-file) "
         "[%(default)s]",
     )
@@ -46,6 +47,14 @@ def client_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="file holding the password (mode 0600)",
+    )
+    p.add_argument(
+        "--ca",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="CA (PEM) the broker's certificate is verified against; turns TLS on "
+        "(or NETBROKER_CA)",
     )
     p.add_argument(
         "--connect-timeout",
@@ -248,6 +257,17 @@ def credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
     return user, password
 
 
+CA_ENV = "NETBROKER_CA"
+
+
+def ca_of(args: argparse.Namespace) -> Path | None:
+    """The CA file --ca or NETBROKER_CA names (None: none, plaintext unless ssl://)."""
+    ca: Path | None = getattr(args, "ca", None)
+    if ca is None and os.environ.get(CA_ENV):
+        ca = Path(os.environ[CA_ENV])
+    return ca
+
+
 def masked(url: str) -> str:
     """The URL as messages show it: a password in it replaced by ***."""
     if "@" not in url:
@@ -263,7 +283,8 @@ async def connect(args: argparse.Namespace) -> Any:
     url, args.url = args.url, masked(args.url)
     try:
         return await asyncio.wait_for(
-            Client.connect(url, user=user, password=password), args.connect_timeout
+            Client.connect(url, user=user, password=password, ca=ca_of(args)),
+            args.connect_timeout,
         )
     except TimeoutError:
         raise CliError(

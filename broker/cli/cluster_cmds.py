@@ -119,6 +119,11 @@ def failures() -> tuple[type[Exception], ...]:
     return (TopologyError, UpError)
 
 
+def load_topology(path: str) -> Topology:
+    """The topology file, loaded and checked (CliError naming the problem)."""
+    return _load_topology(path)
+
+
 def _load_topology(path: str) -> Topology:
     from broker.cluster import loader
     from netconnector.uri import parse_connector
@@ -184,8 +189,8 @@ def _check_console_port(topology: Topology, port: int) -> None:
     for b in topology.brokers:
         if b.host not in ("127.0.0.1", *WILDCARD_HOSTS):
             continue
-        for key in ("port", "replication_port", "stomp_port", "metrics_port"):
-            if getattr(b, key) == port:
+        for key, used in b.ports.items():
+            if used == port:
                 raise CliError(f"--console-port {port} is broker {b.name}'s {key} in the file")
 
 

@@ -32,6 +32,45 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="the user's groups, comma-separated (with --users; default: kept, or none)",
     )
     p.set_defaults(handler=_cmd_passwd)
+    c = sub.add_parser(
+        "certs",
+        help="create a development CA and broker certificates",
+        description="Create a development CA in DIR (ca.pem, ca.key) unless it is there, and "
+        "for each broker without one a certificate DIR/NAME.pem and key DIR/NAME.key "
+        "(mode 0600) naming the broker, its host, 127.0.0.1 and localhost: the brokers of "
+        "--topology FILE, and each --broker NAME[@HOST]. For development and tests: a "
+        "production deployment brings its own CA.",
+    )
+    c.add_argument("dir", type=Path, metavar="DIR", help="the certificates directory")
+    c.add_argument("--topology", metavar="FILE", help="issue for every broker of this file")
+    c.add_argument(
+        "--broker", action="append", default=[], metavar="NAME[@HOST]",
+        help="issue for this broker (repeatable)",
+    )  # fmt: skip
+    c.set_defaults(handler=_cmd_certs)
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from broker.security.certs import CA_CERT, ensure_brokers
+
+    brokers: list[tuple[str, list[str]]] = []
+    if args.topology is not None:
+        from broker.cli.cluster_cmds import load_topology
+
+        brokers += [(b.name, [b.host]) for b in load_topology(args.topology).brokers]
+    for item in args.broker:
+        name, _, host = item.partition("@")
+        brokers.append((name, [host] if host else []))
+    if not brokers:
+        raise CliError("name the brokers: --topology FILE or --broker NAME", code=EXIT_USAGE)
+    try:
+        issued = ensure_brokers(args.dir, brokers)
+    except (OSError, ValueError) as e:
+        raise CliError(f"cannot create the certificates in {args.dir}: {e}") from None
+    kept = [name for name, _ in brokers if name not in issued]
+    print(f"netbroker: CA {args.dir / CA_CERT}; issued: {', '.join(issued) or 'none'}"
+          f"{'; kept: ' + ', '.join(kept) if kept else ''}")  # fmt: skip
+    return 0
 
 
 def _password() -> str:

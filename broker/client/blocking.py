@@ -9,6 +9,7 @@ import functools
 import threading
 from collections import deque
 from collections.abc import Coroutine, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.client.connection import Client
@@ -36,7 +37,12 @@ class BlockingClient:
 
     @classmethod
     def connect(
-        cls, url: str | ClientUrl, *, user: str | None = None, password: str | None = None
+        cls,
+        url: str | ClientUrl,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        ca: str | Path | None = None,
     ) -> BlockingClient:
         """Connect as :meth:`Client.connect` does, blocking until connected."""
         loop = asyncio.new_event_loop()
@@ -44,7 +50,7 @@ class BlockingClient:
         thread.start()
         try:
             client = asyncio.run_coroutine_threadsafe(
-                Client.connect(url, user=user, password=password), loop
+                Client.connect(url, user=user, password=password, ca=ca), loop
             ).result()
         except BaseException:
             _stop_loop(loop, thread)

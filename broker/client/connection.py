@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,6 +31,7 @@ from broker.client.url import ClientUrl, parse_url
 from broker.errors import BrokerError
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc, message_pb2
 from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff
+from broker.security.tls import PLAINTEXT_HINT, TlsError, read_ca, tls_failure
 
 log = logging.getLogger("netbroker.client")
 
@@ -64,10 +66,17 @@ class _Refused(Exception):
         self.not_serving = not_serving
 
 
-def _why(error: grpc.aio.AioRpcError) -> str:
+def _why(error: grpc.aio.AioRpcError, tls: bool = False) -> str:
     """A failed probe in few words: gRPC's text for a refused or unreachable address is
     three nested messages long; the last says what happened."""
     details = error.details() or ""
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        # A TLS port hangs up on a plaintext client ("Socket closed"); a TLS client that
+        # does not trust the broker's certificate fails the handshake.
+        if tls and (cause := tls_failure(details)) is not None:
+            return cause
+        if not tls and details.rstrip().endswith("Socket closed"):
+            return PLAINTEXT_HINT
     if error.code() == grpc.StatusCode.UNAVAILABLE and "last error:" in details:
         last = details.rsplit(":", 1)[-1].strip()
         return last[0].lower() + last[1:] if last else "unavailable"
@@ -81,10 +90,18 @@ class Client:
     brokers accepts). Create with :meth:`connect`; use from one event loop."""
 
     def __init__(
-        self, url: ClientUrl, user: str | None = None, password: str | None = None
+        self,
+        url: ClientUrl,
+        user: str | None = None,
+        password: str | None = None,
+        ca: bytes | None = None,
     ) -> None:
         """Use :meth:`Client.connect`, which also connects."""
         self.url = url
+        # TLS, verifying brokers against `ca` (None: the system's roots); None: plaintext.
+        self._credentials = (
+            grpc.ssl_channel_credentials(ca) if (url.tls or ca is not None) else None
+        )
         self._metadata = credentials_metadata(user or url.user, password or url.password)
         self._loop = asyncio.get_running_loop()
         self._rotation = AddressRotation(url.addresses, url.randomize)
@@ -101,16 +118,31 @@ class Client:
 
     @classmethod
     async def connect(
-        cls, url: str | ClientUrl, *, user: str | None = None, password: str | None = None
+        cls,
+        url: str | ClientUrl,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        ca: str | Path | None = None,
     ) -> Client:
         """Connect to the first address that accepts, trying the URL's addresses in turn
         with backoff (a failover URL tries until its ``timeout``; a plain one tries once).
         ``user`` and ``password`` (else the URL's ``user:password@``) go with every call
-        to a broker that has users.
+        to a broker that has users. ``ca``, a PEM file, turns TLS on (as ``ssl://`` in the
+        URL does) and is what brokers' certificates are verified against (without it, the
+        system's roots); a broker that does not verify is refused.
 
-        Raises ValueError for a malformed URL and ConnectionLost when no broker accepts.
+        Raises ValueError for a malformed URL or an unreadable CA, and ConnectionLost
+        when no broker accepts.
         """
-        client = cls(parse_url(url) if isinstance(url, str) else url, user, password)
+        roots = None
+        if ca is not None:
+            try:
+                roots = read_ca(Path(ca))
+            except TlsError as exc:
+                raise ValueError(str(exc)) from None
+        parsed = parse_url(url) if isinstance(url, str) else url
+        client = cls(parsed, user, password, roots)
         async with client._lock:
             client._conn = await client._establish(after_loss=False)
         return client
@@ -523,7 +555,11 @@ class Client:
 
     async def _probe(self, address: str, timeout: float) -> _Connection:
         """Open a channel to ``address`` and check that a broker there takes clients."""
-        channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        channel = (
+            grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            if self._credentials is None
+            else grpc.aio.secure_channel(address, self._credentials, options=_CHANNEL_OPTIONS)
+        )
         admin = admin_pb2_grpc.AdminStub(channel)
         try:
             status = await admin.Status(
@@ -532,7 +568,7 @@ class Client:
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 await channel.close()
-                raise _Refused(_why(e)) from None
+                raise _Refused(_why(e, self._credentials is not None)) from None
         except BaseException:
             await channel.close()
             raise

@@ -40,6 +40,19 @@ class ClientUrl:
     #: ``ps`` when given on a command line: there, prefer NETBROKER_PASSWORD or a file.
     user: str = ""
     password: str = field(default="", repr=False)
+    #: TLS to the brokers: the addresses were written ``ssl://host:port`` (ActiveMQ's
+    #: spelling). A CA given to the client turns it on too.
+    tls: bool = False
+
+
+_TLS_SCHEME = "ssl://"
+
+
+def _tls_prefix(part: str) -> tuple[bool, str]:
+    stripped = part.strip()
+    if stripped.lower().startswith(_TLS_SCHEME):
+        return True, stripped[len(_TLS_SCHEME) :]
+    return False, part
 
 
 def parse_url(url: str) -> ClientUrl:
@@ -52,7 +65,8 @@ def parse_url(url: str) -> ClientUrl:
     milliseconds, ``timeout`` in milliseconds (0 or negative: retry forever),
     ``maxReconnectAttempts`` a count of further rounds over the addresses (-1: forever),
     ``randomize`` true or false. Credentials may prefix either form, percent-encoded:
-    ``user:password@host:port`` or ``user:password@failover:(...)``.
+    ``user:password@host:port`` or ``user:password@failover:(...)``. ``ssl://host:port``
+    (every address of a failover list, or none) connects over TLS.
 
     Raises ValueError naming the URL and what is wrong with it.
     """
@@ -80,7 +94,8 @@ def _parse_url(text: str, url: str) -> ClientUrl:
     if not text.lower().startswith("failover:"):
         if "?" in text:
             raise ValueError(f"bad client URL {url!r}: options need a failover:(...) URL")
-        return ClientUrl(addresses=(_parse_address(text, url),))
+        tls, address = _tls_prefix(text)
+        return ClientUrl(addresses=(_parse_address(address, url),), tls=tls)
 
     rest = text[len("failover:") :]
     if rest.startswith("//"):
@@ -97,8 +112,13 @@ def _parse_url(text: str, url: str) -> ClientUrl:
         inner, _, query = rest.partition("?")
     if not inner.strip():
         raise ValueError(f"bad client URL {url!r}: no addresses")
-    addresses = tuple(_parse_address(part, url) for part in inner.split(","))
-    return ClientUrl(addresses=addresses, failover=True, **_parse_options(query, url))
+    parts = [_tls_prefix(part) for part in inner.split(",")]
+    if len({tls for tls, _ in parts}) > 1:
+        raise ValueError(f"bad client URL {url!r}: every address or none is ssl://")
+    addresses = tuple(_parse_address(part, url) for _, part in parts)
+    return ClientUrl(
+        addresses=addresses, failover=True, tls=parts[0][0], **_parse_options(query, url)
+    )
 
 
 def _parse_address(text: str, url: str) -> str:

@@ -56,7 +56,7 @@ from broker.cluster.errors import Interrupted, UpError
 from broker.cluster.managed import DEFAULT_STOP_TIMEOUT, pid_alive, pid_matches, recorded_start
 from broker.cluster.model import Topology
 from broker.cluster.paths import display_path
-from broker.cluster.plan import LOG_FILE, BrokerPlan, plan
+from broker.cluster.plan import LOG_FILE, BrokerPlan, ensure_certificates, plan, topology_ca
 from broker.cluster.probe import AdminProbe, BrokerStatus
 from broker.cluster.processes import BrokerProcess, spawn, start, stop
 from broker.cluster.readiness import (
@@ -164,6 +164,9 @@ def _up(
     cwd: Path | None,
     sidecar: SidecarStarter | None = None,
 ) -> int:
+    issued = ensure_certificates(topology)
+    if issued:
+        print_line(err, f"netbroker: created TLS certificates for {', '.join(issued)}")
     run = _UpRun(topology, spath, detach=detach, timeout=timeout, out=out, err=err,
                  command=command, cwd=cwd, sidecar=sidecar)  # fmt: skip
     with _stop_signals(run.stop_requested, run.kill_now):
@@ -265,7 +268,7 @@ class _UpRun:
         self.cwd = cwd
         self.stop_requested = threading.Event()
         self.kill_now = threading.Event()
-        self.probe = AdminProbe(timeout=3.0)
+        self.probe = AdminProbe(timeout=3.0, ca=topology_ca(topology))
         self.plans: list[BrokerPlan] = []
         self.procs: list[BrokerProcess] = []
         self.ensemble: Ensemble | None = None
@@ -428,7 +431,7 @@ def status(
     if state and state.get("zookeeper"):
         zk_connect = str(state["zookeeper"].get("connect_string", ""))
     plans = plan(topology, cwd=cwd, zookeeper=zk_connect, pick_port=lambda: 0)
-    seen = _look(plans, state, timeout)
+    seen = _look(plans, state, timeout, _status_ca(topology))
     print_line(out, cluster_table(plans, seen.pids, seen.statuses, seen.health))
     for line in group_lines(plans, seen.statuses):
         print_line(out, line)
@@ -459,10 +462,20 @@ class _Seen:
         return [name for name, health in self.health.items() if health != "up"]
 
 
-def _look(plans: Sequence[BrokerPlan], state: dict[str, Any] | None, timeout: float) -> _Seen:
+def _status_ca(topology: Topology) -> bytes | None:
+    # Not created by `status`: a cluster without its certificates is not running.
+    try:
+        return topology_ca(topology)
+    except UpError:
+        return None
+
+
+def _look(
+    plans: Sequence[BrokerPlan], state: dict[str, Any] | None, timeout: float, ca: bytes | None
+) -> _Seen:
     """Ask every broker for its status and check the pids the state file records."""
     recorded = {b["name"]: b for b in state["brokers"]} if state else {}
-    probe = AdminProbe(timeout=timeout)
+    probe = AdminProbe(timeout=timeout, ca=ca)
     seen = _Seen()
     try:
         for p in plans:
@@ -565,7 +578,7 @@ def restart(
         stop([proc])
         raise
     record_restart(spath, name, proc)
-    probe = AdminProbe(timeout=2.0)
+    probe = AdminProbe(timeout=2.0, ca=topology_ca(topology))
     try:
         st = probe.status(proc.ready_address() or old.plan.address, expect_up=True)
     finally:

@@ -28,12 +28,7 @@ def start_zookeeper(
         client_port=topology.zookeeper.port or 0,
         die_with_parent=not detach,
         # ZooKeeper starts before the brokers: it must not take a port one of them needs.
-        avoid_ports={
-            port
-            for b in topology.brokers
-            for port in (b.port, b.replication_port, b.stomp_port, b.metrics_port)
-            if port
-        },
+        avoid_ports={port for b in topology.brokers for port in b.ports.values()},
     )
     try:
         ensemble.start(timeout=max(timeout, 1.0))

@@ -88,6 +88,18 @@ class Connector:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """A broker's TLS files as the topology names them (relative to the directory
+    netbroker is run from); `certs` is the `netbroker certs` directory they are in, whose
+    missing files `up` creates."""
+
+    cert: str
+    key: str
+    ca: str
+    certs: str | None = None
+
+
+@dataclass(frozen=True)
 class BrokerSpec:
     name: str
     group: str
@@ -106,12 +118,38 @@ class BrokerSpec:
     # file with the credential brokers present to each other.
     security: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     broker_credential: str | None = None
+    # TLS on every port (None: plaintext), and the port bridges come to under TLS.
+    tls: TlsFiles | None = None
+    bridge_port: int | None = None
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Every port the file gives the broker, by key (an `auto` one not yet picked is
+        left out): the one list of what a broker binds, for the checks that no two
+        things share one."""
+        named = {
+            "port": self.port,
+            "replication_port": self.replication_port,
+            "stomp_port": self.stomp_port,
+            "metrics_port": self.metrics_port,
+            "bridge_port": self.bridge_port,
+        }
+        return {key: port for key, port in named.items() if port}  # AUTO_PORT is 0
 
     @property
     def client_address(self) -> str:
         """Where a client on this machine reaches the broker (wildcards via loopback)."""
         host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
         return str(Address(host, self.port))  # an IPv6 literal in brackets
+
+    @property
+    def link_address(self) -> str:
+        """Where other brokers' bridges reach it: the bridge port under TLS (mutual TLS),
+        else the client port."""
+        if self.tls is None or self.bridge_port is None:
+            return self.client_address
+        host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+        return str(Address(host, self.bridge_port))
 
 
 @dataclass(frozen=True)

@@ -225,6 +225,17 @@ def broker_config(
         settings["users_file"] = data_dir / SECURITY_FILE
     if broker.broker_credential:
         settings["broker_credential_file"] = Path(broker.broker_credential).absolute()
+    if broker.tls is not None:
+        settings.update(
+            tls_cert=Path(broker.tls.cert).absolute(),
+            tls_key=Path(broker.tls.key).absolute(),
+            tls_ca=Path(broker.tls.ca).absolute(),
+            # Followers must present a certificate naming a member of the group; bridges
+            # one naming the broker they say they are (any the topology's CA signed).
+            group_members=tuple(b.name for b in group.brokers),
+        )
+        if broker.bridge_port is not None:
+            settings["bridge_port"] = broker.bridge_port
     sync = group.effective_sync(broker)
     if sync:
         settings["sync"] = Sync(sync)
@@ -314,18 +325,42 @@ def _auto_metrics_ports(topology: Topology, pick_port: Callable[[], int] | None)
         return {}
     if pick_port is not None:
         return {name: pick_port() for name in auto}
-    taken = {
-        port
-        for b in topology.brokers
-        for port in (b.port, b.replication_port, b.stomp_port, b.metrics_port)
-        if port
-    }
+    taken = {port for b in topology.brokers for port in b.ports.values()}
     if topology.zookeeper is not None and topology.zookeeper.port:
         taken.add(topology.zookeeper.port)
     try:
         return dict(zip(auto, listen_ports(len(auto), avoid=taken), strict=True))
     except OSError as e:
         raise UpError(f"{topology.source}: no free ports for metrics_port: auto: {e}") from None
+
+
+def ensure_certificates(topology: Topology) -> list[str]:
+    """Create what is missing of each `tls: {certs: DIR}` directory (the CA, brokers'
+    certificates and 0600 keys); the brokers issued a certificate."""
+    from broker.security.certs import ensure_brokers
+
+    by_dir: dict[str, list[tuple[str, list[str]]]] = {}
+    for b in topology.brokers:
+        if b.tls is not None and b.tls.certs is not None:
+            by_dir.setdefault(b.tls.certs, []).append((b.name, [b.host]))
+    issued: list[str] = []
+    for directory, brokers in by_dir.items():
+        try:
+            issued += ensure_brokers(Path(directory).absolute(), brokers)
+        except (OSError, ValueError) as e:
+            raise UpError(f"cannot create the certificates in {directory}: {e}") from None
+    return issued
+
+
+def topology_ca(topology: Topology) -> bytes | None:
+    """The CA `up` and `status` verify the brokers with (the first broker's with TLS)."""
+    for b in topology.brokers:
+        if b.tls is not None:
+            try:
+                return Path(b.tls.ca).read_bytes()
+            except OSError as e:
+                raise UpError(f"cannot read the CA {b.tls.ca}: {e.strerror or e}") from None
+    return None
 
 
 def _free_port(avoid: Collection[int] = ()) -> int:

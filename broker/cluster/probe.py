@@ -147,8 +147,10 @@ def bridges_of(labels: Sequence[str], st: BrokerStatus | None) -> list[Bridge]:
 class AdminProbe:
     """Admin.Status and ListQueues over cached synchronous channels, with short deadlines."""
 
-    def __init__(self, timeout: float = 1.0) -> None:
+    def __init__(self, timeout: float = 1.0, ca: bytes | None = None) -> None:
         self.timeout = timeout
+        # The topology's CA: brokers with TLS are probed over TLS, verified with it.
+        self.ca = ca
         self._channels: dict[str, Any] = {}
 
     def _stub(self, address: str) -> Any:
@@ -160,15 +162,17 @@ class AdminProbe:
         if channel is None:
             # Short reconnect backoff: brokers come and go; gRPC's default backoff grows to
             # two minutes and would hide a broker that has come back.
-            channel = grpc.insecure_channel(
-                address,
-                options=[
-                    ("grpc.initial_reconnect_backoff_ms", 200),
-                    ("grpc.min_reconnect_backoff_ms", 200),
-                    ("grpc.max_reconnect_backoff_ms", 1000),
-                    ("grpc.enable_retries", 0),
-                ],
-            )
+            options = [
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+                ("grpc.enable_retries", 0),
+            ]
+            if self.ca is None:
+                channel = grpc.insecure_channel(address, options=options)
+            else:
+                credentials = grpc.ssl_channel_credentials(self.ca)
+                channel = grpc.secure_channel(address, credentials, options=options)
             self._channels[address] = channel
         return admin_pb2_grpc.AdminStub(channel)
 

@@ -20,7 +20,6 @@ from dataclasses import replace
 
 from broker.cluster.errors import key_path
 from broker.cluster.model import (
-    AUTO_PORT,
     EMBEDDED_ZK_DIR,
     LOCAL_SYNC,
     NAME_RE,
@@ -163,10 +162,7 @@ def no_duplicates(
                     path,
                 )
             names[b.name] = g.name
-            for key in ("port", "replication_port", "stomp_port", "metrics_port"):
-                port = getattr(b, key)
-                if port is None or port == AUTO_PORT:
-                    continue
+            for key, port in b.ports.items():
                 for (host, used), first in ports.items():
                     clash = used == port and (host == b.host or {host, b.host} & WILDCARD_HOSTS)
                     if clash:
@@ -183,7 +179,7 @@ def resolve_connectors(
     if not group.connectors:
         return group
     brokers = {b.name: b for g in groups for b in g.brokers}
-    targets = {b.client_address: g for g in groups for b in g.brokers}
+    targets = {a: g for g in groups for b in g.brokers for a in (b.client_address, b.link_address)}
     resolved = tuple(
         _connector(
             c, group, brokers, targets, parse_connector, ("groups", group.name, "connectors", i)
@@ -203,6 +199,12 @@ def _connector(
 ) -> Connector:
     try:
         uri = resolve_broker_names(connector.uri, brokers)
+    except NoBridgePort as e:
+        raise refuse(
+            f"{connector.uri}: broker {e.name!r} has TLS but no bridge_port: bridges "
+            "connect to it there with mutual TLS",
+            path,
+        ) from None
     except UnknownBroker as e:
         known = ", ".join(brokers)
         raise refuse(
@@ -216,7 +218,7 @@ def _connector(
         # The URI as the operator wrote it, names and all, not the resolved one.
         reason = getattr(e, "reason", str(e))
         raise refuse(f"{connector.uri}: {reason}", path) from None
-    own = {b.client_address: b.name for b in group.brokers}
+    own = {a: b.name for b in group.brokers for a in (b.client_address, b.link_address)}
     for address in spec.addresses:
         if address in own:
             # Its brokers would link to themselves (refused at runtime, so `up` would
@@ -250,6 +252,10 @@ class UnknownBroker(Exception):
         self.name = name
 
 
+class NoBridgePort(UnknownBroker):
+    """A broker named in an address list that has TLS but no bridge port to link to."""
+
+
 # `static:(...)`, `masterslave://(...)`, `static:a?...`: the scheme, the address list and
 # what follows it. Anything else (multicast, malformed) is left for parse_connector.
 _ADDRESS_LIST_RE = re.compile(
@@ -275,7 +281,9 @@ def resolve_broker_names(uri: str, brokers: Mapping[str, BrokerSpec]) -> str:
         if ":" in name or not NAME_RE.fullmatch(name):
             out.append(item)  # host:port, or something parse_connector will explain
         elif name in brokers:
-            out.append(brokers[name].client_address)
+            if brokers[name].tls is not None and brokers[name].bridge_port is None:
+                raise NoBridgePort(name)
+            out.append(brokers[name].link_address)
         else:
             raise UnknownBroker(name)
     return m["head"] + m["open"] + ",".join(out) + m["tail"]

@@ -94,6 +94,7 @@ from broker.cluster.model import (
     Connector,
     ConnectorParser,
     GroupSpec,
+    TlsFiles,
     Topology,
     ZooKeeper,
 )
@@ -337,9 +338,47 @@ class _Section(BaseModel):
         return {fields[name].alias or name for name in self.model_fields_set}
 
 
+class TlsFile(_Section):
+    """`tls:` at the top level or per broker: a `netbroker certs` directory (each broker's
+    files named after it; `up` creates what is missing), or the files themselves."""
+
+    shape = "a mapping with 'certs', or 'cert', 'key' and 'ca'"
+
+    certs: MaybeData = None
+    cert: MaybeData = None
+    key: MaybeData = None
+    ca: MaybeData = None
+
+    def keys(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in ("certs", "cert", "key", "ca") if getattr(self, k)}
+
+
+def tls_files(
+    name: str, outer: dict[str, str] | None, own: dict[str, str] | None, path: tuple[str, ...]
+) -> TlsFiles | None:
+    """A broker's TLS files: its own `tls:` keys over the file's (None: no TLS)."""
+    if outer is None and own is None:
+        return None
+    merged = {**(outer or {}), **(own or {})}
+    certs = merged.get("certs")
+    if certs is not None:
+        merged.setdefault("cert", str(PurePath(certs) / f"{name}.pem"))
+        merged.setdefault("key", str(PurePath(certs) / f"{name}.key"))
+        merged.setdefault("ca", str(PurePath(certs) / "ca.pem"))
+    for key in ("cert", "key", "ca"):
+        if key not in merged:
+            raise refuse(
+                f"TLS needs '{key}' for broker {name!r} (or 'certs': a `netbroker certs` "
+                "directory)",
+                (*path, "tls"),
+            )
+    return TlsFiles(merged["cert"], merged["key"], merged["ca"], certs)
+
+
 class _Secured(_Section):
     """The security keys a topology gives at the top level or per broker."""
 
+    tls: TlsFile | None = None
     users: MaybeUsers = None
     anonymous: MaybeAnonymous = None
     authorization: MaybeAuthorization = None
@@ -360,6 +399,7 @@ class BrokerFile(_Secured):
     replication_port: MaybePort = None
     stomp_port: MaybePort = None
     metrics_port: MaybeMetricsPort = None
+    bridge_port: MaybePort = None
     max_message_bytes: MaybePositiveInt = None
     sync: MaybeSync = None
     weight: MaybeWeight = None
@@ -378,6 +418,7 @@ class BrokerFile(_Secured):
             weight=self.weight,
             security=self.security(),
             broker_credential=self.broker_credential,
+            bridge_port=self.bridge_port,
         )
 
 
@@ -501,15 +542,25 @@ class TopologyFile(_Secured):
         groups = [g.named(name, token) for name, g in self.groups.items()]
         # A broker's own security keys over the file's.
         outer = self.security()
+        outer_tls = self.tls.keys() if self.tls is not None else None
+
+        def own_tls(group: str, broker: str) -> dict[str, str] | None:
+            spec = self.groups[group].brokers[broker].tls
+            return spec.keys() if spec is not None else None
+
         groups = [
             replace(g, brokers=tuple(
                 replace(
                     b, security={**(outer or {}), **b.security} if b.security else outer,
                     broker_credential=b.broker_credential or self.broker_credential,
+                    tls=tls_files(
+                        b.name, outer_tls, own_tls(name, b.name),
+                        ("groups", name, "brokers", b.name),
+                    ),
                 )
                 for b in g.brokers
             ))
-            for g in groups
+            for name, g in zip(self.groups, groups, strict=True)
         ]  # fmt: skip
         rules.no_duplicates(groups, zookeeper, self.console_port)
         # Connectors last: they may name brokers of any group, also ones further down.

@@ -27,3 +27,13 @@ def denial(op: Operation, topic: bool, destination: str, principal: Principal) -
     """The refusal's words: the operation and the destination, and who was refused."""
     kind = "topic" if topic else "queue"
     return f"permission denied: {op.value} on {kind} {destination!r} for user {principal.name!r}"
+
+
+# The group a bridge's broker is judged as when an authorization map checks what it
+# forwards (docs/security.md): `write` on a destination lets bridges deliver there.
+BROKERS_GROUP = "brokers"
+
+
+def broker_principal(peer: str, authorization: AuthorizationMap | None) -> Principal:
+    """The principal a bridge from broker `peer` forwards as."""
+    return Principal(f"broker:{peer}", frozenset({BROKERS_GROUP}), authorization)

@@ -10,11 +10,13 @@ from broker.config import BrokerConfig
 from broker.core.broker import now_ms
 from broker.errors import StartupError
 from broker.pb import admin_pb2
+from broker.security.tls import TlsMaterial
 from broker.server.admin import AdminService
 from broker.server.decode import unary_handlers
 from broker.server.gate import ServiceGate
 from broker.server.guard import CallGuard
 from broker.server.service import install_client_service
+from broker.server.tls import server_credentials
 
 # The shortest interval between a peer's pings that the server accepts (below the
 # clients' 300 ms, so that timer jitter never counts as a strike).
@@ -29,8 +31,12 @@ def build_server(
     gate: ServiceGate,
     extra: Sequence[ServiceInstaller] = (),
     guard: CallGuard | None = None,
+    tls: TlsMaterial | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """A ready-to-start server with the client, admin and `extra` services, and its port."""
+    """A ready-to-start server with the client, admin and `extra` services, and its port.
+
+    With `tls`, the client port is TLS and the bridge port (if any) mutual TLS: the same
+    services on both, told apart by whether the caller presented a certificate."""
     options = [
         *config.grpc_options(),
         # Dead clients are noticed within seconds, so their in-flight messages return.
@@ -55,11 +61,23 @@ def build_server(
     )
     for install in extra:
         install(server)
-    address = f"{config.host}:{config.port}"
+    port = _bind(server, config.host, config.port, tls, peers=False)
+    if tls is not None and config.bridge_port:
+        _bind(server, config.host, config.bridge_port, tls, peers=True)
+    return server, port
+
+
+def _bind(
+    server: grpc.aio.Server, host: str, port: int, tls: TlsMaterial | None, *, peers: bool
+) -> int:
+    address = f"{host}:{port}"
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, server_credentials(tls, peers=peers))
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {address}: port in use or not bindable") from exc
-    if port == 0:
+    if bound == 0:
         raise StartupError(f"cannot listen on {address}: port in use or not bindable")
-    return server, port
+    return bound

@@ -22,6 +22,7 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
+from ssl import SSLContext
 
 from broker.core.broker import Broker
 from broker.core.queue import Consumer, Entry
@@ -457,8 +458,11 @@ class StompServer:
         limits: Limits | None = None,
         heartbeat_ms: int = 1_000,
         authenticator: Authenticator | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.gate = gate
+        # TLS on the port (None: plaintext).
+        self.ssl = ssl
         # CONNECT must present credentials it accepts (None: every client is let in).
         self.authenticator = authenticator
         self.host = host
@@ -476,8 +480,9 @@ class StompServer:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: StompConnection(self), self.host, self.port, reuse_address=True
-            )
+                lambda: StompConnection(self), self.host, self.port, reuse_address=True,
+                ssl=self.ssl,
+            )  # fmt: skip
         except OSError as exc:
             why = "port in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
             raise OSError(f"cannot listen for STOMP on {self.host}:{self.port}: {why}") from exc

@@ -181,9 +181,15 @@ def test_master_cut_off_from_zookeeper_stops_serving_first(
     run(scenario(), timeout=120)
 
 
-def test_wrong_security_token_is_refused(brokers: Start, zookeeper: Ensemble) -> None:
-    procs = start_group(brokers, zookeeper, ["b"], 2, "--token", "right")
-    procs |= start_group(brokers, zookeeper, ["c"], 2, "--token", "wrong")
+def test_wrong_security_token_is_refused(
+    brokers: Start, zookeeper: Ensemble, tmp_path: Path
+) -> None:
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    for path in (right, wrong):
+        path.write_text(path.name)
+        path.chmod(0o600)
+    procs = start_group(brokers, zookeeper, ["b"], 2, "--broker-credential", str(right))
+    procs |= start_group(brokers, zookeeper, ["c"], 2, "--broker-credential", str(wrong))
 
     async def scenario() -> None:
         master = await wait_master(procs)

@@ -58,7 +58,7 @@ def relocate(source: Path, into: Path, overrides: dict[str, Any] | None = None) 
     keys = [
         (spec, key)
         for _, _, spec in brokers
-        for key in ("port", "replication_port", "stomp_port", "metrics_port")
+        for key in ("port", "replication_port", "stomp_port", "metrics_port", "bridge_port")
         if key in spec
     ]
     keys += [(raw, "zookeeper_port")] if "zookeeper_port" in raw else []
