@@ -164,7 +164,7 @@ def _up(
     cwd: Path | None,
     sidecar: SidecarStarter | None = None,
 ) -> int:
-    issued = ensure_certificates(topology)
+    issued = ensure_certificates(topology, cwd)
     if issued:
         print_line(err, f"netbroker: created TLS certificates for {', '.join(issued)}")
     run = _UpRun(topology, spath, detach=detach, timeout=timeout, out=out, err=err,
@@ -231,7 +231,11 @@ def _locate(topology: Topology, cwd: Path | None, err: TextIO) -> tuple[Path, Pa
     or where the registry says an `up` from another directory keeps it."""
     spath = state_path(topology, cwd)
     if spath.exists():
-        return spath, cwd
+        # An absolute `data:` finds the state from anywhere: the file's other relative
+        # paths are still where `up` ran.
+        state = read_state(spath)
+        ran = state.get("cwd") if state else None
+        return spath, Path(ran) if isinstance(ran, str) else cwd
     entry = registry.lookup(topology.source)
     if entry is None or not entry.state.exists():
         return spath, cwd
@@ -268,7 +272,7 @@ class _UpRun:
         self.cwd = cwd
         self.stop_requested = threading.Event()
         self.kill_now = threading.Event()
-        self.probe = AdminProbe(timeout=3.0, ca=topology_ca(topology))
+        self.probe = AdminProbe(timeout=3.0, ca=topology_ca(topology, cwd))
         self.plans: list[BrokerPlan] = []
         self.procs: list[BrokerProcess] = []
         self.ensemble: Ensemble | None = None
@@ -333,7 +337,7 @@ class _UpRun:
         zk_state = zookeeper_entry(ensemble) if ensemble is not None else None
         # Recorded before the table appears, so `status` works once it has.
         write_state(self.spath, self.topology, self.procs, detached=self.detach,
-                    zookeeper=zk_state)  # fmt: skip
+                    cwd=_here(self.cwd), zookeeper=zk_state)  # fmt: skip
         self.wrote_state = True
         registry.record(self.topology.source, self.spath.absolute(), _here(self.cwd))
         print_line(out, cluster_table(self.plans, {p.name: p.pid for p in self.procs}, statuses))
@@ -431,7 +435,7 @@ def status(
     if state and state.get("zookeeper"):
         zk_connect = str(state["zookeeper"].get("connect_string", ""))
     plans = plan(topology, cwd=cwd, zookeeper=zk_connect, pick_port=lambda: 0)
-    seen = _look(plans, state, timeout, _status_ca(topology))
+    seen = _look(plans, state, timeout, _status_ca(topology, cwd))
     print_line(out, cluster_table(plans, seen.pids, seen.statuses, seen.health))
     for line in group_lines(plans, seen.statuses):
         print_line(out, line)
@@ -462,10 +466,10 @@ class _Seen:
         return [name for name, health in self.health.items() if health != "up"]
 
 
-def _status_ca(topology: Topology) -> bytes | None:
+def _status_ca(topology: Topology, cwd: Path | None) -> bytes | None:
     # Not created by `status`: a cluster without its certificates is not running.
     try:
-        return topology_ca(topology)
+        return topology_ca(topology, cwd)
     except UpError:
         return None
 
@@ -578,7 +582,7 @@ def restart(
         stop([proc])
         raise
     record_restart(spath, name, proc)
-    probe = AdminProbe(timeout=2.0, ca=topology_ca(topology))
+    probe = AdminProbe(timeout=2.0, ca=topology_ca(topology, cwd))
     try:
         st = probe.status(proc.ready_address() or old.plan.address, expect_up=True)
     finally:

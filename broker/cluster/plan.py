@@ -193,6 +193,7 @@ def broker_config(
     replication_port: int | None = None,
     shared_dir: Path | None = None,
     metrics_port: int | None = None,
+    cwd: Path | None = None,
 ) -> BrokerConfig:
     """The broker's settings: its own, then its group's.
 
@@ -223,13 +224,15 @@ def broker_config(
     if broker.security:
         # `up` writes the broker's users file there (`security_file`).
         settings["users_file"] = data_dir / SECURITY_FILE
+    # Paths in the file are relative to where netbroker runs, like `data:`.
+    base = (cwd or Path.cwd()).absolute()
     if broker.broker_credential:
-        settings["broker_credential_file"] = Path(broker.broker_credential).absolute()
+        settings["broker_credential_file"] = base / broker.broker_credential
     if broker.tls is not None:
         settings.update(
-            tls_cert=Path(broker.tls.cert).absolute(),
-            tls_key=Path(broker.tls.key).absolute(),
-            tls_ca=Path(broker.tls.ca).absolute(),
+            tls_cert=base / broker.tls.cert,
+            tls_key=base / broker.tls.key,
+            tls_ca=base / broker.tls.ca,
             # Followers must present a certificate naming a member of the group; bridges
             # one naming the broker they say they are (any the topology's CA signed).
             group_members=tuple(b.name for b in group.brokers),
@@ -301,7 +304,7 @@ def plan(
                     group, spec, data_dir, zookeeper=zookeeper,
                     replication_port=replication_port,
                     shared_dir=shared_store_dir(root, group) if lockfile else None,
-                    metrics_port=metrics_ports.get(spec.name),
+                    metrics_port=metrics_ports.get(spec.name), cwd=cwd,
                 )  # fmt: skip
             plans.append(
                 BrokerPlan(
@@ -334,7 +337,7 @@ def _auto_metrics_ports(topology: Topology, pick_port: Callable[[], int] | None)
         raise UpError(f"{topology.source}: no free ports for metrics_port: auto: {e}") from None
 
 
-def ensure_certificates(topology: Topology) -> list[str]:
+def ensure_certificates(topology: Topology, cwd: Path | None = None) -> list[str]:
     """Create what is missing of each `tls: {certs: DIR}` directory (the CA, brokers'
     certificates and 0600 keys); the brokers issued a certificate."""
     from broker.security.certs import ensure_brokers
@@ -346,18 +349,18 @@ def ensure_certificates(topology: Topology) -> list[str]:
     issued: list[str] = []
     for directory, brokers in by_dir.items():
         try:
-            issued += ensure_brokers(Path(directory).absolute(), brokers)
+            issued += ensure_brokers((cwd or Path.cwd()).absolute() / directory, brokers)
         except (OSError, ValueError) as e:
             raise UpError(f"cannot create the certificates in {directory}: {e}") from None
     return issued
 
 
-def topology_ca(topology: Topology) -> bytes | None:
+def topology_ca(topology: Topology, cwd: Path | None = None) -> bytes | None:
     """The CA `up` and `status` verify the brokers with (the first broker's with TLS)."""
     for b in topology.brokers:
         if b.tls is not None:
             try:
-                return Path(b.tls.ca).read_bytes()
+                return ((cwd or Path.cwd()) / b.tls.ca).read_bytes()
             except OSError as e:
                 raise UpError(f"cannot read the CA {b.tls.ca}: {e.strerror or e}") from None
     return None

@@ -33,10 +33,13 @@ def write_state(
     procs: Sequence[BrokerProcess],
     *,
     detached: bool,
+    cwd: Path,
     zookeeper: dict[str, Any] | None = None,
 ) -> None:
     """Record what runs, atomically (a reader never sees half a file).
 
+    `cwd`: where `up` ran, which the file's relative paths (certificates, users) are
+    relative to, for `status`, `restart` and `down` run from elsewhere.
     `zookeeper`: the embedded ZooKeeper `up` started (`zookeeper_entry`), stopped last.
     The file is private to its owner: command lines may carry a securityToken.
     """
@@ -44,6 +47,7 @@ def write_state(
         "topology": str(Path(topology.source).absolute()),
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         "detached": detached,
+        "cwd": str(cwd),
         "supervisor": None if detached else ManagedProcess.of(os.getpid()).record(),
         "brokers": [
             {

@@ -164,6 +164,10 @@ def test_ab_c_tls_up_failover_loses_nothing(
     assert started.returncode == 0, started.stderr + started.stdout
     ca = tmp_path / "run/ab_c_tls/certs/ca.pem"
     assert (tmp_path / "run/ab_c_tls/certs/b.key").stat().st_mode & 0o077 == 0
+    # From another directory: the registry says where `up` ran, and the CA is read there.
+    elsewhere = netbroker("status", str(t.path), cwd=ROOT)
+    assert elsewhere.returncode == 0, elsewhere.stderr + elsewhere.stdout
+    assert "master" in elsewhere.stdout
     # No secret on any command line: brokers, ZooKeeper, the supervisor.
     secrets = ("app-secret", "ops-secret", "$argon2", "BEGIN")
     for p in psutil.process_iter(["cmdline"]):
