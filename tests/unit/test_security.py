@@ -180,7 +180,7 @@ def test_topology_security_keys_reach_each_broker(tmp_path: Path) -> None:
     write_configs(plans, tmp_path)
     for p in plans:
         assert p.config is not None and p.config.users_file is not None
-        assert p.config.broker_credential_file == Path.cwd() / "cred"
+        assert p.config.broker_credential_file == tmp_path / "cred"  # relative to up's cwd
         assert (p.config.users_file.stat().st_mode & 0o077) == 0
         settings = load_settings(p.config.users_file)
         assert [u.name for u in settings.users] == ["alice"]
