@@ -11,6 +11,7 @@ source ports, and checked free by binding them.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 from collections.abc import Collection
@@ -29,17 +30,31 @@ def ephemeral_start() -> int:
         return 32_768  # Linux's default
 
 
+def port_slice() -> tuple[int, int]:
+    """`NETBROKER_PORT_SLICE=i/n`: pick only ports p with p % n == i. Several pickers on
+    one host that each pick then bind later (test sessions run side by side, each with
+    its clusters) can then never pick the same port; (0, 1), every port, without it."""
+    raw = os.environ.get("NETBROKER_PORT_SLICE", "")
+    index, _, count = raw.partition("/")
+    if index.isdigit() and count.isdigit() and int(index) < int(count):
+        return int(index), int(count)
+    return 0, 1
+
+
 def listen_ports(count: int, avoid: Collection[int] = (), host: str = "127.0.0.1") -> list[int]:
     """`count` distinct ports free on `host` now, below the ephemeral range and not in
-    `avoid` (ports others mean to bind soon). Raises OSError if none can be found."""
+    `avoid` (ports others mean to bind soon), in this process's `port_slice`. Raises
+    OSError if none can be found."""
     top = ephemeral_start()
-    if top <= LOWEST + count:
+    index, slices = port_slice()
+    if top <= LOWEST + count * slices + slices:
         raise OSError(f"no port range below the ephemeral ports (they start at {top})")
     rng = random.SystemRandom()
     picked: list[int] = []
     with contextlib.ExitStack() as stack:
         for _ in range(count * 50 + 200):
-            port = rng.randrange(LOWEST, top)
+            port = rng.randrange(LOWEST, top - slices)
+            port += (index - port) % slices
             if port in avoid or port in picked:
                 continue
             sock = stack.enter_context(socket.socket())

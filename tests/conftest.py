@@ -11,6 +11,16 @@ from tests.support.procs import BrokerProcess
 pytest_plugins = ["tests.support.zk", "tests.support.uptools"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (scripts/test runs the suite in two sessions side by side),
+    each session and every process it starts picks ports in a slice of its own
+    (broker/ports.py), so that two sessions never pick the same port to bind later."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit():
+        os.environ["NETBROKER_PORT_SLICE"] = f"{worker[2:]}/{count}"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """`up`'s registry of running clusters (broker/cluster/registry.py) in a directory of

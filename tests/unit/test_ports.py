@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import socket
 
-from broker.ports import LOWEST, ephemeral_start, listen_ports
+import pytest
+
+from broker.ports import LOWEST, ephemeral_start, listen_ports, port_slice
 
 
 def test_ports_are_below_the_ephemeral_range_distinct_and_free() -> None:
@@ -25,3 +27,15 @@ def test_a_port_in_use_or_to_avoid_is_never_picked() -> None:
         for _ in range(20):
             picked = listen_ports(5, avoid=avoid)
             assert used not in picked and not avoid & set(picked)
+
+
+def test_a_port_slice_keeps_side_by_side_pickers_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Test sessions run side by side (scripts/test runs two) each pick in their slice.
+    for index in range(3):
+        monkeypatch.setenv("NETBROKER_PORT_SLICE", f"{index}/3")
+        assert port_slice() == (index, 3)
+        ports = listen_ports(50)
+        assert all(p % 3 == index and LOWEST <= p < ephemeral_start() for p in ports)
+    for bad in ("", "3/3", "x/2", "1"):
+        monkeypatch.setenv("NETBROKER_PORT_SLICE", bad)
+        assert port_slice() == (0, 1)
