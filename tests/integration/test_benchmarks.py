@@ -32,8 +32,8 @@ SHORT = {
          "backlog on a drained to b", "latency a -> b"],
     ),
     "bench_failover.py": (
-        ["--rounds", "2", "--load-seconds", "2", "--count", "300"],
-        ["round 2:", "2 kills: median", "master changed", "quorum_mem is"],
+        ["--rounds", "1", "--load-seconds", "1", "--count", "300"],
+        ["round 1:", "1 kills: median", "master changed", "quorum_mem is"],
     ),
     "bench_metrics.py": (
         ["--count", "3000", "--repeats", "1"],
