@@ -152,6 +152,9 @@ class AdminProbe:
         # The topology's CA: brokers with TLS are probed over TLS, verified with it.
         self.ca = ca
         self._channels: dict[str, Any] = {}
+        # Brokers with users that refused ListQueues to this credential-less probe: not
+        # asked again (each refusal is logged by the broker).
+        self._no_queues: set[str] = set()
 
     def _stub(self, address: str) -> Any:
         import grpc
@@ -195,11 +198,13 @@ class AdminProbe:
         except grpc.RpcError:
             return None
         base = read_status(st)
-        if not queues or st.refusal or base.role_kind in _REFUSING:
+        if not queues or st.refusal or base.role_kind in _REFUSING or address in self._no_queues:
             return base
         try:
             qs = stub.ListQueues(admin_pb2.ListQueuesRequest(), timeout=self.timeout).queues
-        except grpc.RpcError:
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                self._no_queues.add(address)
             return base  # e.g. a slave refusing; the role still says what it is
         return dataclasses.replace(
             base,

@@ -4,8 +4,8 @@ A check costs tens of milliseconds of CPU by design, and gRPC clients present th
 credentials on every call: a credential verified once is remembered (by user and a
 digest of the password, never the password itself) so that the next call costs a
 dict lookup; the check itself (argon2's) is constant-time, and an unknown user costs
-one too. Failures are counted per peer host (`FailureLimiter`) and logged without
-the password.
+one too. Failures are counted per peer host and user (`FailureLimiter`) and logged
+without the password.
 """
 
 from __future__ import annotations
@@ -62,14 +62,19 @@ class Authenticator:
         if not user:
             if self.anonymous is not None:
                 return self.anonymous
-            self._refused(peer, "", "no credentials given")
+            # Not a guess, so not counted: a client (or `up`'s probe) that sends no
+            # credentials must not lock out the users of its host who do.
+            log.info("refused a call from %s without credentials", peer)
             raise AuthenticationError(f"{FAILED}: this broker requires a user and password")
         password = password or ""
         key = (user, _digest(user, password))
         found = self._verified.get(key)
         if found is not None:
             return found
-        wait = self.limiter.retry_after(peer, self.clock())
+        # Guesses are counted per host and user: one user's failures do not lock out
+        # another's logins from the same host.
+        who = f"{peer} {user}"
+        wait = self.limiter.retry_after(who, self.clock())
         if wait > 0:
             log.warning("refused login of user %r from %s: too many failures", user, peer)
             raise AuthenticationError(f"{FAILED}: too many failures; retry in {wait:.0f} s")
@@ -85,17 +90,17 @@ class Authenticator:
             checking.add_done_callback(lambda _f: self._checking.pop(key, None))
         ok = await checking
         if not ok or entry is None:
-            self._refused(peer, user, "unknown user" if entry is None else "wrong password")
+            self._refused(who, peer, user, "unknown user" if entry is None else "wrong password")
             raise AuthenticationError(FAILED)
         principal = Principal(user, entry.groups, self.settings.authorization)
         if len(self._verified) >= MAX_CACHED:
             self._verified.clear()
         self._verified[key] = principal
-        self.limiter.succeeded(peer)
+        self.limiter.succeeded(who)
         return principal
 
-    def _refused(self, peer: str, user: str, why: str) -> None:
-        self.limiter.failed(peer, self.clock())
+    def _refused(self, who: str, peer: str, user: str, why: str) -> None:
+        self.limiter.failed(who, self.clock())
         log.warning("authentication failed for user %r from %s: %s", user, peer, why)
 
 

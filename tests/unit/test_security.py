@@ -201,3 +201,33 @@ def test_topology_security_keys_refused(raw: dict[str, object], expected: str) -
     with pytest.raises(TopologyError) as info:
         _topology({**raw, "groups": {"A": {"brokers": {"a": {"port": 61616}}}}})
     assert expected in str(info.value)
+
+
+def test_guesses_lock_out_only_that_user_and_missing_credentials_count_for_nothing() -> None:
+    import asyncio
+
+    from broker.security.authenticator import AuthenticationError, Authenticator
+    from broker.security.passwords import hash_password
+
+    secret = {"alice": "alice-pw", "bob": "bob-pw"}
+    users = [{"name": n, "hash": hash_password(p), "groups": ["g"]} for n, p in secret.items()]
+    raw = {"users": users}
+    auth = Authenticator(parse_settings(raw, Path(".")), FailureLimiter(limit=3), clock=lambda: 0.0)
+
+    async def attempt(user: str | None, password: str | None) -> str:
+        try:
+            return (await auth.authenticate(user, password, "10.0.0.9")).name
+        except AuthenticationError as exc:
+            return exc.message
+
+    async def scenario() -> None:
+        for _ in range(10):  # a probe without credentials, many times
+            assert "requires a user and password" in await attempt(None, None)
+        assert await attempt("bob", "bob-pw") == "bob"
+        for _ in range(3):
+            assert await attempt("alice", "guess") == "authentication failed"
+        assert "too many failures" in await attempt("alice", "alice-pw")
+        auth._verified.clear()  # bob logs in afresh from the same host: not locked out
+        assert await attempt("bob", "bob-pw") == "bob"
+
+    asyncio.run(scenario())
