@@ -194,6 +194,7 @@ def broker_config(
     shared_dir: Path | None = None,
     metrics_port: int | None = None,
     cwd: Path | None = None,
+    peers: tuple[str, ...] = (),
 ) -> BrokerConfig:
     """The broker's settings: its own, then its group's.
 
@@ -234,8 +235,10 @@ def broker_config(
             tls_key=base / broker.tls.key,
             tls_ca=base / broker.tls.ca,
             # Followers must present a certificate naming a member of the group; bridges
-            # one naming the broker they say they are (any the topology's CA signed).
+            # one naming the broker they say they are, a broker of this topology (even
+            # under a CA that signs others' certificates too).
             group_members=tuple(b.name for b in group.brokers),
+            tls_peers=peers,
         )
         if broker.bridge_port is not None:
             settings["bridge_port"] = broker.bridge_port
@@ -305,6 +308,7 @@ def plan(
                     replication_port=replication_port,
                     shared_dir=shared_store_dir(root, group) if lockfile else None,
                     metrics_port=metrics_ports.get(spec.name), cwd=cwd,
+                    peers=tuple(b.name for b in topology.brokers),
                 )  # fmt: skip
             plans.append(
                 BrokerPlan(

@@ -231,3 +231,31 @@ def test_guesses_lock_out_only_that_user_and_missing_credentials_count_for_nothi
         assert await attempt("bob", "bob-pw") == "bob"
 
     asyncio.run(scenario())
+
+
+def test_tls_brokers_take_bridges_and_followers_only_from_the_topology(tmp_path: Path) -> None:
+    from broker.cluster.model import Topology
+    from broker.cluster.plan import plan
+
+    topology = _topology(
+        {
+            "zookeeper": "127.0.0.1:2181",
+            "tls": {"certs": "certs"},
+            "groups": {
+                "A": {"brokers": {"a": {"port": 61616, "bridge_port": 61626}}},
+                "B": {
+                    "election": "zookeeper",
+                    "brokers": {
+                        "b": {"port": 61617, "bridge_port": 61627, "replication_port": 61637},
+                        "c": {"port": 61618, "bridge_port": 61628, "replication_port": 61638},
+                    },
+                },
+            },
+        }
+    )
+    assert isinstance(topology, Topology)
+    for p in plan(topology, cwd=tmp_path, configs=True, zookeeper="127.0.0.1:2181"):
+        assert p.config is not None
+        assert p.config.tls_peers == ("a", "b", "c")
+        assert p.config.group_members == (("a",) if p.name == "a" else ("b", "c"))
+        assert p.config.tls_ca == tmp_path / "certs" / "ca.pem"  # where up runs
