@@ -238,7 +238,7 @@ def run_client(args: argparse.Namespace, coro: Awaitable[int]) -> int:
 
 def credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """The user and password the options and environment give (None: the URL's)."""
-    from broker.client.credentials import PASSWORD_ENV, USER_ENV
+    from broker.credentials import PASSWORD_ENV, USER_ENV
     from broker.security.secrets import SecretFileError, read_secret
 
     user = args.user or os.environ.get(USER_ENV) or None

@@ -7,7 +7,6 @@ it is used: the other commands need none of it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -160,15 +159,13 @@ def _console(topology: Topology, override: int | None) -> SidecarStarter | None:
         _check_console_port(topology, port)
 
     def start(t: Topology) -> Sidecar | None:
-        from broker.client.credentials import PASSWORD_ENV, USER_ENV, credentials_metadata
         from broker.console.console import Console, ConsoleError
+        from broker.credentials import environment_metadata
 
         # Brokers with users answer the console's queue listing, browse and purge only
         # for a user with admin rights: `up`'s environment names one, as for the CLI.
-        user = os.environ.get(USER_ENV, "")
-        metadata = credentials_metadata(user, os.environ.get(PASSWORD_ENV, ""))
         try:
-            return Console.start(t, port, metadata=metadata)
+            return Console.start(t, port, metadata=environment_metadata())
         except ConsoleError as e:
             if asked is not None:
                 raise UpError(f"{e}; choose another with --console-port (0: none)") from None

@@ -16,7 +16,6 @@ import grpc
 
 from broker.client.channel import _Connection, _refusal
 from broker.client.consumer import Consumer
-from broker.client.credentials import credentials_metadata
 from broker.client.errors import ConnectionLost, is_failover_code
 from broker.client.limits import (
     ELECTING_POLL,
@@ -28,6 +27,7 @@ from broker.client.limits import (
 )
 from broker.client.producer import Producer
 from broker.client.url import ClientUrl, parse_url
+from broker.credentials import credentials_metadata
 from broker.errors import BrokerError
 from broker.pb import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc, message_pb2
 from broker.reconnect import KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, AddressRotation, Backoff

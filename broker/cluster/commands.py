@@ -88,6 +88,7 @@ from broker.cluster.state import (
 )
 from broker.cluster.supervise import supervise
 from broker.cluster.zookeeper import Ensemble
+from broker.credentials import environment_metadata
 
 DEFAULT_INTERVAL = 5.0
 
@@ -272,7 +273,9 @@ class _UpRun:
         self.cwd = cwd
         self.stop_requested = threading.Event()
         self.kill_now = threading.Event()
-        self.probe = AdminProbe(timeout=3.0, ca=topology_ca(topology, cwd))
+        self.probe = AdminProbe(
+            timeout=3.0, ca=topology_ca(topology, cwd), metadata=environment_metadata()
+        )
         self.plans: list[BrokerPlan] = []
         self.procs: list[BrokerProcess] = []
         self.ensemble: Ensemble | None = None
@@ -479,7 +482,7 @@ def _look(
 ) -> _Seen:
     """Ask every broker for its status and check the pids the state file records."""
     recorded = {b["name"]: b for b in state["brokers"]} if state else {}
-    probe = AdminProbe(timeout=timeout, ca=ca)
+    probe = AdminProbe(timeout=timeout, ca=ca, metadata=environment_metadata())
     seen = _Seen()
     try:
         for p in plans:
@@ -582,7 +585,9 @@ def restart(
         stop([proc])
         raise
     record_restart(spath, name, proc)
-    probe = AdminProbe(timeout=2.0, ca=topology_ca(topology, cwd))
+    probe = AdminProbe(
+        timeout=2.0, ca=topology_ca(topology, cwd), metadata=environment_metadata()
+    )
     try:
         st = probe.status(proc.ready_address() or old.plan.address, expect_up=True)
     finally:

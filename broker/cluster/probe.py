@@ -147,13 +147,20 @@ def bridges_of(labels: Sequence[str], st: BrokerStatus | None) -> list[Bridge]:
 class AdminProbe:
     """Admin.Status and ListQueues over cached synchronous channels, with short deadlines."""
 
-    def __init__(self, timeout: float = 1.0, ca: bytes | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float = 1.0,
+        ca: bytes | None = None,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.timeout = timeout
         # The topology's CA: brokers with TLS are probed over TLS, verified with it.
         self.ca = ca
+        # Credentials for brokers with users (Status needs none; ListQueues does).
+        self.metadata = metadata
         self._channels: dict[str, Any] = {}
-        # Brokers with users that refused ListQueues to this credential-less probe: not
-        # asked again (each refusal is logged by the broker).
+        # Brokers with users that refused ListQueues to this probe (no credentials, or
+        # not admin): not asked again (each refusal is logged by the broker).
         self._no_queues: set[str] = set()
 
     def _stub(self, address: str) -> Any:
@@ -201,7 +208,9 @@ class AdminProbe:
         if not queues or st.refusal or base.role_kind in _REFUSING or address in self._no_queues:
             return base
         try:
-            qs = stub.ListQueues(admin_pb2.ListQueuesRequest(), timeout=self.timeout).queues
+            qs = stub.ListQueues(
+                admin_pb2.ListQueuesRequest(), timeout=self.timeout, metadata=self.metadata
+            ).queues
         except grpc.RpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 self._no_queues.add(address)

@@ -78,7 +78,7 @@ class _Watch:
                      else "not answering")
             for p in self.members
         }  # fmt: skip
-        self.quick = AdminProbe(timeout=1.0, ca=probe.ca)
+        self.quick = AdminProbe(timeout=1.0, ca=probe.ca, metadata=probe.metadata)
 
     def note_exits(self) -> None:
         """A line, with the end of its log, for each broker that has exited since; and

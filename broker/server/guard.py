@@ -14,11 +14,10 @@ import binascii
 
 import grpc
 
+from broker.credentials import METADATA_KEY
 from broker.security.authenticator import AuthenticationError, Authenticator
 from broker.security.authorization import Operation
 from broker.security.principal import Principal, denial
-
-METADATA_KEY = "authorization"
 
 
 class CallGuard:

@@ -192,7 +192,7 @@ def test_a_broker_with_users_answers_the_console_as_its_user_may(tmp_path: Path)
     """Status is open; listing, browsing and purging need a user with admin rights,
     whose credentials `up` hands the console (NETBROKER_USER, NETBROKER_PASSWORD)."""
     from broker.client import Client
-    from broker.client.credentials import credentials_metadata
+    from broker.credentials import credentials_metadata
     from tests.integration.test_security_auth import PASSWORDS, write_users
     from tests.support.aio import run
     from tests.support.procs import BrokerProcess

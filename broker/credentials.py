@@ -8,6 +8,7 @@ URL's `user:password@` (which does show in `ps` when the URL is an argument).
 from __future__ import annotations
 
 import base64
+import os
 
 # The metadata key the broker reads them from (broker/server/guard.py).
 METADATA_KEY = "authorization"
@@ -21,3 +22,9 @@ def credentials_metadata(user: str, password: str) -> tuple[tuple[str, str], ...
         return ()
     token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
     return ((METADATA_KEY, f"Basic {token}"),)
+
+
+def environment_metadata() -> tuple[tuple[str, str], ...]:
+    """The credentials `NETBROKER_USER` and `NETBROKER_PASSWORD` name, as metadata (what
+    `up`, `status` and the console present to brokers with users); () without a user."""
+    return credentials_metadata(os.environ.get(USER_ENV, ""), os.environ.get(PASSWORD_ENV, ""))
