@@ -159,13 +159,16 @@ def _console(topology: Topology, override: int | None) -> SidecarStarter | None:
         _check_console_port(topology, port)
 
     def start(t: Topology) -> Sidecar | None:
+        from broker.cluster.plan import topology_ca
         from broker.console.console import Console, ConsoleError
         from broker.credentials import environment_metadata
 
         # Brokers with users answer the console's queue listing, browse and purge only
         # for a user with admin rights: `up`'s environment names one, as for the CLI.
         try:
-            return Console.start(t, port, metadata=environment_metadata())
+            return Console.start(
+                t, port, metadata=environment_metadata(), ca=topology_ca(t)
+            )
         except ConsoleError as e:
             if asked is not None:
                 raise UpError(f"{e}; choose another with --console-port (0: none)") from None

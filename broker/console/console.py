@@ -30,10 +30,16 @@ class Console:
     """A running console; `start` binds its port or raises ConsoleError."""
 
     def __init__(
-        self, topology: Topology, port: int, host: str = HOST, metadata: Metadata = ()
+        self,
+        topology: Topology,
+        port: int,
+        host: str = HOST,
+        metadata: Metadata = (),
+        ca: bytes | None = None,
     ) -> None:
         self.layout = Layout.of(topology)
         self.metadata = metadata
+        self.ca = ca
         self.host = host
         self.port = port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -46,11 +52,16 @@ class Console:
 
     @classmethod
     def start(
-        cls, topology: Topology, port: int, host: str = HOST, metadata: Metadata = ()
+        cls,
+        topology: Topology,
+        port: int,
+        host: str = HOST,
+        metadata: Metadata = (),
+        ca: bytes | None = None,
     ) -> Console:
         """Serve on `host:port` (0: a free port); `metadata`: credentials for the Admin
-        calls of brokers with users."""
-        console = cls(topology, port, host, metadata)
+        calls of brokers with users; `ca`: the topology's CA, for brokers with TLS."""
+        console = cls(topology, port, host, metadata, ca)
         bound: concurrent.futures.Future[int] = concurrent.futures.Future()
         console._thread = threading.Thread(
             target=console._run, args=(bound,), name="console", daemon=True
@@ -89,7 +100,7 @@ class Console:
             if server is not None:
                 server.publish(events)
 
-        poller = Poller(self.layout, observe, metadata=self.metadata)
+        poller = Poller(self.layout, observe, metadata=self.metadata, ca=self.ca)
         server = ConsoleServer(view, poller, self.host, self.port)
         try:
             await server.start()

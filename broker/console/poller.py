@@ -58,6 +58,7 @@ class Poller:
         interval: float = POLL_INTERVAL,
         timeout: float = CALL_TIMEOUT,
         metadata: Metadata = (),
+        ca: bytes | None = None,
     ) -> None:
         self.layout = layout
         # Credentials for brokers with users (Status is open; the rest needs them).
@@ -65,8 +66,15 @@ class Poller:
         self.on_snapshot = on_snapshot
         self.interval = interval
         self.timeout = timeout
+        # The topology's CA: brokers with TLS are asked over TLS, verified with it.
+        credentials = grpc.ssl_channel_credentials(ca) if ca is not None else None
         self._channels = {
-            b.name: grpc.aio.insecure_channel(b.address, options=_OPTIONS) for b in layout.brokers
+            b.name: (
+                grpc.aio.secure_channel(b.address, credentials, options=_OPTIONS)
+                if credentials is not None
+                else grpc.aio.insecure_channel(b.address, options=_OPTIONS)
+            )
+            for b in layout.brokers
         }
         self._stubs = {n: admin_pb2_grpc.AdminStub(c) for n, c in self._channels.items()}
 

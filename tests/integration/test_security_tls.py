@@ -221,3 +221,34 @@ def test_tls_key_readable_by_others_is_refused(brokers: Start, pki: Path) -> Non
     with pytest.raises(RuntimeError, match="chmod 600"):
         brokers("a", *tls_args(pki, "a"))
 
+
+
+def test_the_console_asks_tls_brokers_over_tls(brokers: Start, pki: Path) -> None:
+    """`up`'s console verifies TLS brokers with the topology's CA; without it, a TLS
+    broker would only ever look down on the page."""
+    import json
+    import urllib.request
+
+    from broker.console.console import Console
+    from tests.unit.test_topology import check
+
+    a = brokers("a", *tls_args(pki, "a"))
+    t = check(f"groups: {{A: {{brokers: {{a: {{port: {a.port}}}}}}}}}")
+
+    def role_of(console: Console, want: str) -> str:
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(console.url + "api/state", timeout=5) as r:
+                role = str(json.loads(r.read())["brokers"]["a"]["role"])
+            if role == want or time.monotonic() > deadline:
+                return role
+            time.sleep(0.05)
+
+    with_ca = Console.start(t, 0, ca=(pki / "ca.pem").read_bytes())
+    plain = Console.start(t, 0)
+    try:
+        assert role_of(with_ca, "standalone") == "standalone"
+        assert role_of(plain, "down") == "down"  # a plaintext console cannot reach it
+    finally:
+        with_ca.close()
+        plain.close()
