@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -29,24 +30,6 @@ STATIC = {
     "/console.css": ("console.css", "text/css; charset=utf-8"),
     "/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
-
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
 
 class HttpError(Exception):
     """A request refused with `status`; `reason` is the sentence the client gets."""
@@ -228,7 +211,7 @@ def response(
         "X-Content-Type-Options": "nosniff",
         **(extra or {}),
     }
-    head = f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
+    head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return head.encode("ascii") + b"\r\n" + body
 
