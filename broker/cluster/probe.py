@@ -14,8 +14,8 @@ from typing import Any
 
 from broker.pb import admin_pb2
 
-# A link's state in words (the status table, the console).
-LINK_WORDS = {
+# A link's state as the status table words it.
+_LINK_WORDS = {
     admin_pb2.LINK_CONNECTING: "connecting",
     admin_pb2.LINK_UP: "up",
     admin_pb2.LINK_BACKOFF: "backoff",
@@ -137,7 +137,7 @@ def bridges_of(labels: Sequence[str], st: BrokerStatus | None) -> list[Bridge]:
                 )
             )
             continue
-        state = LINK_WORDS.get(b.state, "?")
+        state = _LINK_WORDS.get(b.state, "?")
         out.append(
             Bridge(label, state, b.peer, "" if b.state == admin_pb2.LINK_UP else b.last_error)
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from broker.cluster.probe import LINK_WORDS
 from broker.pb import admin_pb2
 
 ROLE_WORDS = {
@@ -14,6 +13,11 @@ ROLE_WORDS = {
     admin_pb2.ROLE_SLAVE: "slave",
     admin_pb2.ROLE_ELECTING: "electing",
     admin_pb2.ROLE_STOPPED: "stopping",
+}
+LINK_WORDS = {
+    admin_pb2.LINK_CONNECTING: "connecting",
+    admin_pb2.LINK_UP: "up",
+    admin_pb2.LINK_BACKOFF: "backoff",
 }
 # Roles that take clients; only these are asked for their queues (the others refuse).
 SERVING = frozenset({"standalone", "master"})
